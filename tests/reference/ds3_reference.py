@@ -400,7 +400,7 @@ def moe(x, p, prefix, cfg, stats, layer):
         ex = f"{m}experts.{e}."
         out = swiglu_mlp(xf[rows], p[ex + "gate_proj.weight"], p[ex + "up_proj.weight"],
                          p[ex + "down_proj.weight"])                  # [n, d]
-        y = y.index_add(0, rows, out * weight_sorted[start:start + n, None])
+        y.index_add_(0, rows, out * weight_sorted[start:start + n, None])
         start += n
     if cfg.n_shared_experts > 0:
         sh = m + "shared_experts."
