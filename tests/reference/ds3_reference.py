@@ -517,6 +517,39 @@ def run_reference(cfg, params, tokens):
     return out, r["margins"]
 
 
+def train_sgd(cfg, params, tokens, steps, lr, gamma):
+    """`steps` steps of plain SGD (p -= lr * grad of loss.total) on the same batch, each
+    followed by the bias update b += gamma * sign(mean(c) - c) per MoE layer, c = that
+    step's expert counts over the whole batch (sign(0) = 0, no re-centering).
+    Returns dict: train.loss_total/main [steps] (before each update),
+    train.expert_counts.<layer> [steps, E], train.bias.<layer> [E] after the last update."""
+    p = {n: t.detach().clone() for n, t in params.items()}
+    totals, mains, counts = [], [], {}
+    for _ in range(steps):
+        leaves = {n: t.requires_grad_(not n.endswith("e_score_correction_bias")) for n, t in p.items()}
+        r = forward(leaves, tokens, cfg)
+        r["loss_total"].backward()
+        with torch.no_grad():
+            for n, t in leaves.items():
+                if t.requires_grad and t.grad is not None:
+                    t -= lr * t.grad
+                    t.grad = None
+            for layer, c in r["expert_counts"].items():
+                b = p[f"model.layers.{layer}.mlp.gate.e_score_correction_bias"]
+                c = c.to(b.dtype)
+                b += gamma * torch.sign(c.mean() - c)
+                counts.setdefault(layer, []).append(c.to(torch.float64))
+        totals.append(float(r["loss_total"]))
+        mains.append(float(r["loss_main"]))
+        p = {n: t.detach() for n, t in p.items()}
+    out = {"train.loss_total": torch.tensor(totals, dtype=torch.float64),
+           "train.loss_main": torch.tensor(mains, dtype=torch.float64)}
+    for layer in sorted(counts):
+        out[f"train.expert_counts.{layer}"] = torch.stack(counts[layer])
+        out[f"train.bias.{layer}"] = p[f"model.layers.{layer}.mlp.gate.e_score_correction_bias"]
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", required=True)
@@ -532,6 +565,10 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--seq-len", type=int, default=16)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--train-steps", type=int, default=0,
+                    help="also run N SGD steps + bias updates; adds train.* tensors to --out")
+    ap.add_argument("--lr", type=float, default=0.1, help="SGD learning rate for --train-steps")
+    ap.add_argument("--gamma", type=float, default=1e-3, help="bias update rate for --train-steps")
     args = ap.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -562,6 +599,8 @@ def main(argv=None):
     if tokens.dim() != 2 or tokens.min() < 0 or tokens.max() >= cfg.vocab_size:
         raise ValueError(f"{args.batch}: tokens must be [B, T+D+1] in [0, {cfg.vocab_size})")
     out, margins = run_reference(cfg, params, tokens)
+    if args.train_steps > 0:
+        out.update(train_sgd(cfg, params, tokens, args.train_steps, args.lr, args.gamma))
     safetensors_io.save(args.out, out,
                         metadata={"dtype": args.dtype, "routing_margins": json.dumps(margins)})
     return 0

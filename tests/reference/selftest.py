@@ -438,6 +438,25 @@ class ModelTest(unittest.TestCase):
         torch.testing.assert_close(r32["logits"].double(), r64["logits"], rtol=1e-4, atol=1e-5)
         self.assertAlmostEqual(float(r32["loss_total"]), float(r64["loss_total"]), places=5)
 
+    def test_sgd_steps_and_bias_update(self):
+        lr, gamma = 0.05, 1e-3
+        got = ref.train_sgd(self.cfg, self.params, self.tokens, 2, lr, gamma)
+        out, _ = ref.run_reference(self.cfg, self.params, self.tokens)
+        self.assertAlmostEqual(float(got["train.loss_total"][0]), float(out["loss.total"]), places=12)
+        stepped = {}
+        for n, t in self.params.items():
+            stepped[n] = t - lr * out["grad." + n] if "grad." + n in out else t.clone()
+        for layer in (1, 2, 3):
+            c = out[f"expert_counts.{layer}"]
+            torch.testing.assert_close(got[f"train.expert_counts.{layer}"][0], c)
+            b = f"model.layers.{layer}.mlp.gate.e_score_correction_bias"
+            mean = float(c.mean())
+            want = [float(v) + gamma * (int(mean > ci) - int(mean < ci)) for v, ci in zip(self.params[b], c.tolist())]
+            stepped[b] = torch.tensor(want, dtype=torch.float64)
+        r1 = self.loss(stepped)
+        self.assertAlmostEqual(float(got["train.loss_total"][1]), float(r1["loss_total"]), places=12)
+        self.assertLess(float(got["train.loss_total"][1]), float(got["train.loss_total"][0]))
+
     def test_command_line_round_trip(self):
         script = os.path.join(HERE, "ds3_reference.py")
         cfg_path = os.path.join(CONFIGS, "nano.json")
