@@ -1,0 +1,53 @@
+// UCX (ucp) transport: carries the traffic between ranks on different (virtual) nodes.
+//
+// One ucp context and one worker per Transport; one endpoint per peer, created from the
+// worker addresses the ranks publish in the bootstrap Store. Data moves as UCX tagged
+// messages (ucp_tag_send_nbx / ucp_tag_recv_nbx): eager below ~8 KiB, rendezvous above,
+// received straight into the caller's buffer. Over tcp this is the fast path of UCX 1.13
+// (its RMA put over tcp is 10-100x slower; docs/comm-ucx.md has the design and the plan
+// for RMA puts into registered buffers on InfiniBand).
+//
+// Transports: when the user leaves UCX_TLS unset, the context is opened with
+// UCX_TLS=^shm (every transport except shared memory), so ranks on one machine that play
+// different nodes talk over tcp as real hosts would, and on an InfiniBand cluster UCX still
+// picks rc/dc/ud. A UCX_TLS set by the user is used unchanged.
+//
+// Tags: the UCX tag is (sender rank << 40) | tag, so a Transport tag must be below
+// kMaxUcxTag (2^40 - 16; the top 16 values are reserved for connection set-up and
+// shutdown) and ranks below 2^24. Messages with the same (peer, tag) match in post order.
+//
+// Threading: the worker is opened in UCS_THREAD_MODE_SERIALIZED: any thread may call, one
+// at a time (the comm core drives a Transport from its progress thread or from a caller
+// holding the communicator's lock). Requests hold a reference to the worker, so a request
+// that outlives its Transport stays safe to test and destroy (it then fails).
+//
+// Faults: endpoints use UCP_ERR_HANDLING_MODE_PEER. A peer whose connection breaks (its
+// process died) is marked dead; its pending sends and receives fail with PeerFailure
+// naming it, and check_peers() throws PeerFailure for it. A peer that shut its Transport
+// down cleanly sends a goodbye first; it then fails only the operations still pending on it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "switchyard/comm/store.h"
+#include "switchyard/comm/transport/transport.h"
+
+namespace switchyard::comm {
+
+// Largest tag (exclusive) a caller may pass to the UCX transport's isend/irecv.
+inline constexpr uint64_t kMaxUcxTag = (uint64_t{1} << 40) - 16;
+
+// Opens the UCX transport of `rank` (of `world_size`) to `peers` (ranks, none equal to
+// `rank`). Collective over `rank` and all of `peers`: each publishes its worker address
+// under key_prefix + std::to_string(rank) in `store`, reads its peers' addresses, creates
+// the endpoints and exchanges one zero-byte hello with every peer so every connection
+// exists before this returns (a peer dying later is then detected). Blocks up to
+// SWITCHYARD_COMM_UCX_CONNECT_TIMEOUT_MS; throws Timeout naming the peers that did not
+// answer, IoError when UCX cannot start, InvalidArgument for bad ranks.
+std::unique_ptr<Transport> make_ucx_transport(int rank, int world_size, Store& store, const std::string& key_prefix,
+                                              const std::vector<int>& peers);
+
+}  // namespace switchyard::comm

@@ -1,0 +1,414 @@
+// Tests of the UCX transport on its own: forked ranks that all play different nodes, a
+// directory-backed Store, UCX over tcp on loopback. Each child process checks its own
+// results and reports through its exit status and stderr; the parent enforces a hard
+// timeout. The reference for every byte is a hash of (sender, receiver, message, offset)
+// computed independently on both sides.
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <random>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "switchyard/common/error.h"
+#include "transport/ucx/ucx_transport.h"
+
+namespace switchyard::comm {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+// A Store in a directory: one file per key ('/' in keys becomes '%'), written atomically
+// by rename.
+class DirStore : public Store {
+ public:
+  explicit DirStore(fs::path dir) : dir_(std::move(dir)) {}
+  void set(const std::string& key, const std::vector<uint8_t>& value) override {
+    fs::path tmp = path(key + ".tmp." + std::to_string(getpid()));
+    {
+      std::ofstream out(tmp, std::ios::binary);
+      out.write(reinterpret_cast<const char*>(value.data()), static_cast<std::streamsize>(value.size()));
+    }
+    fs::rename(tmp, path(key));
+  }
+  std::vector<uint8_t> get(const std::string& key, milliseconds timeout) override {
+    const auto deadline = Clock::now() + timeout;
+    while (!check(key)) {
+      if (Clock::now() > deadline) SY_THROW(Timeout, "DirStore: key " << key << " not set");
+      std::this_thread::sleep_for(milliseconds(2));
+    }
+    std::ifstream in(path(key), std::ios::binary);
+    return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
+  }
+  int64_t add(const std::string& key, int64_t delta) override {
+    int fd = ::open((dir_ / "lock").c_str(), O_CREAT | O_RDWR, 0600);
+    ::flock(fd, LOCK_EX);
+    int64_t value = 0;
+    if (check(key)) {
+      auto bytes = get(key, milliseconds(0));
+      value = std::stoll(std::string(bytes.begin(), bytes.end()));
+    }
+    value += delta;
+    std::string text = std::to_string(value);
+    set(key, std::vector<uint8_t>(text.begin(), text.end()));
+    ::flock(fd, LOCK_UN);
+    ::close(fd);
+    return value;
+  }
+  bool check(const std::string& key) override { return fs::exists(path(key)); }
+
+ private:
+  fs::path path(std::string key) const {
+    for (char& c : key) {
+      if (c == '/') c = '%';
+    }
+    return dir_ / key;
+  }
+
+  fs::path dir_;
+};
+
+// A fresh directory for one test's store.
+fs::path make_store_dir() {
+  std::string pattern = (fs::temp_directory_path() / "sy-ucx-test-XXXXXX").string();
+  char* dir = mkdtemp(pattern.data());
+  if (dir == nullptr) throw std::runtime_error("mkdtemp failed");
+  return fs::path(dir);
+}
+
+// Result of one forked rank: exit code, or -signal when it was killed.
+struct RankResult {
+  int status = 0;
+};
+
+// Forks `n` ranks running fn(rank) and waits up to `timeout` for all of them. A rank
+// passes by returning; an exception or a failed check is printed and exits 1. Ranks still
+// running at the timeout are killed and reported as -SIGKILL.
+std::vector<RankResult> run_ranks(int n, milliseconds timeout, const std::function<void(int)>& fn) {
+  std::vector<pid_t> pids;
+  for (int rank = 0; rank < n; ++rank) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      setenv("UCX_NET_DEVICES", "lo", 0);  // keep the test's tcp traffic on loopback
+      int code = 0;
+      try {
+        fn(rank);
+      } catch (const std::exception& e) {
+        std::cerr << "rank " << rank << ": " << e.what() << "\n";
+        code = 1;
+      }
+      std::cerr.flush();
+      _exit(code);
+    }
+    pids.push_back(pid);
+  }
+  std::vector<RankResult> results(n);
+  std::vector<bool> reaped(n, false);
+  const auto deadline = Clock::now() + timeout;
+  int left = n;
+  while (left > 0) {
+    for (int r = 0; r < n; ++r) {
+      if (reaped[r]) continue;
+      int status = 0;
+      if (waitpid(pids[r], &status, WNOHANG) == pids[r]) {
+        reaped[r] = true;
+        --left;
+        results[r].status = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+      }
+    }
+    if (left > 0 && Clock::now() > deadline) {
+      for (int r = 0; r < n; ++r) {
+        if (!reaped[r]) {
+          kill(pids[r], SIGKILL);
+          waitpid(pids[r], nullptr, 0);
+          results[r].status = -SIGKILL;
+          std::cerr << "rank " << r << " timed out\n";
+        }
+      }
+      break;
+    }
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  return results;
+}
+
+// Fails inside a child rank (the parent sees exit status 1).
+#define RANK_CHECK(cond, stream_expr)                                         \
+  do {                                                                        \
+    if (!(cond)) SY_THROW(InternalError, "check failed: " #cond ": " << stream_expr); \
+  } while (0)
+
+std::vector<int> all_but(int rank, int n) {
+  std::vector<int> peers;
+  for (int r = 0; r < n; ++r) {
+    if (r != rank) peers.push_back(r);
+  }
+  return peers;
+}
+
+// Byte `offset` of message `index` from `src` to `dst`.
+uint8_t pattern_byte(int src, int dst, int index, size_t offset) {
+  uint64_t x = (uint64_t(src) << 48) ^ (uint64_t(dst) << 32) ^ (uint64_t(index) << 24) ^ offset;
+  x *= 0x9E3779B97F4A7C15ull;
+  return static_cast<uint8_t>(x >> 56);
+}
+
+// Size of message `index` from `src` to `dst`: zero, tiny, around the eager/rendezvous
+// switch, mid-size and multi-MiB, all uneven; the same on both sides by construction.
+size_t message_size(int src, int dst, int index) {
+  std::mt19937 gen(static_cast<uint32_t>(src * 7919 + dst * 104729 + index));
+  static const size_t kEdges[] = {0, 1, 8185, 8192, 8193};
+  switch (index % 5) {
+    case 0: return kEdges[gen() % 5];
+    case 1: return gen() % 64;
+    case 2: return 1000 + gen() % 60000;
+    case 3: return 100000 + gen() % 400000;
+    default: return index % 10 == 4 ? (4u << 20) + gen() % 4096 : (1u << 20) + gen() % 4096;
+  }
+}
+
+// Polls every request to completion (progressing the transport) within `timeout`.
+void wait_all(Transport& t, std::vector<std::unique_ptr<TransportRequest>>& reqs, milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  std::vector<bool> done(reqs.size(), false);
+  size_t left = reqs.size();
+  while (left > 0) {
+    bool moved = t.progress();
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      if (!done[i] && reqs[i]->done()) {
+        done[i] = true;
+        --left;
+      }
+    }
+    if (Clock::now() > deadline) SY_THROW(Timeout, left << " requests still pending");
+    if (!moved) sched_yield();
+  }
+}
+
+// Every rank sends kMessages messages of uneven sizes to every other rank and checks every
+// byte it receives; tags repeat so same-(peer, tag) ordering is exercised.
+void exchange_random_messages(int n) {
+  constexpr int kMessages = 15;
+  fs::path dir = make_store_dir();
+  auto results = run_ranks(n, milliseconds(60000), [&](int rank) {
+    DirStore store(dir);
+    auto transport = make_ucx_transport(rank, n, store, "ucx/", all_but(rank, n));
+    std::vector<std::vector<uint8_t>> send_bufs, recv_bufs;
+    std::vector<std::unique_ptr<TransportRequest>> sends, recvs;
+    std::vector<std::pair<int, int>> recv_ids;  // (src, index)
+    std::vector<size_t> capacity;
+    for (int peer : all_but(rank, n)) {
+      for (int i = 0; i < kMessages; ++i) {
+        size_t rsize = message_size(peer, rank, i);
+        size_t slack = static_cast<size_t>(i % 3) * 17;  // receive buffers may be larger
+        recv_bufs.emplace_back(rsize + slack, 0xEE);
+        capacity.push_back(rsize + slack);
+        recv_ids.emplace_back(peer, i);
+        recvs.push_back(transport->irecv(peer, static_cast<uint64_t>(i % 4), recv_bufs.back().data(), rsize + slack));
+        size_t ssize = message_size(rank, peer, i);
+        send_bufs.emplace_back(ssize);
+        for (size_t j = 0; j < ssize; ++j) send_bufs.back()[j] = pattern_byte(rank, peer, i, j);
+        sends.push_back(transport->isend(peer, static_cast<uint64_t>(i % 4), send_bufs.back().data(), ssize));
+      }
+    }
+    wait_all(*transport, sends, milliseconds(30000));
+    wait_all(*transport, recvs, milliseconds(30000));
+    for (size_t k = 0; k < recvs.size(); ++k) {
+      auto [src, index] = recv_ids[k];
+      size_t expected = message_size(src, rank, index);
+      RANK_CHECK(recvs[k]->bytes() == expected,
+                 "from rank " << src << " message " << index << ": got " << recvs[k]->bytes() << " bytes");
+      for (size_t j = 0; j < expected; ++j) {
+        RANK_CHECK(recv_bufs[k][j] == pattern_byte(src, rank, index, j),
+                   "from rank " << src << " message " << index << " byte " << j);
+      }
+      for (size_t j = expected; j < capacity[k]; ++j) {
+        RANK_CHECK(recv_bufs[k][j] == 0xEE, "bytes past the message were written, message " << index);
+      }
+    }
+    for (size_t k = 0; k < sends.size(); ++k) RANK_CHECK(sends[k]->bytes() == send_bufs[k].size(), "send size");
+    transport->check_peers();
+  });
+  fs::remove_all(dir);
+  for (int r = 0; r < n; ++r) EXPECT_EQ(results[r].status, 0) << "rank " << r;
+}
+
+TEST(UcxTransportTest, RandomSizedMessagesArriveIntactTwoRanks) { exchange_random_messages(2); }
+TEST(UcxTransportTest, RandomSizedMessagesArriveIntactThreeRanks) { exchange_random_messages(3); }
+TEST(UcxTransportTest, RandomSizedMessagesArriveIntactFourRanks) { exchange_random_messages(4); }
+
+// A rank SIGKILLed after connecting is named by PeerFailure on the pending receive and by
+// check_peers() of every survivor, within a few seconds; the survivors still talk.
+TEST(UcxTransportTest, KilledPeerIsNamedBySurvivors) {
+  constexpr int kRanks = 3;
+  constexpr int kVictim = 2;
+  fs::path dir = make_store_dir();
+  auto results = run_ranks(kRanks, milliseconds(40000), [&](int rank) {
+    DirStore store(dir);
+    auto transport = make_ucx_transport(rank, kRanks, store, "ucx/", all_but(rank, kRanks));
+    if (rank == kVictim) raise(SIGKILL);
+    uint64_t value = 0;
+    auto recv = transport->irecv(kVictim, 5, &value, sizeof(value));
+    const auto start = Clock::now();
+    int failed_peer = -1;
+    try {
+      while (!recv->done()) {
+        transport->progress();
+        RANK_CHECK(Clock::now() - start < std::chrono::seconds(10), "no PeerFailure within 10 s");
+        sched_yield();
+      }
+    } catch (const PeerFailure& e) {
+      failed_peer = e.peer();
+      RANK_CHECK(std::string(e.what()).find("rank 2") != std::string::npos, "message does not name rank 2: " << e.what());
+    }
+    RANK_CHECK(failed_peer == kVictim, "receive from the dead rank ended with peer " << failed_peer);
+    int check_peer = -1;
+    try {
+      transport->check_peers();
+    } catch (const PeerFailure& e) {
+      check_peer = e.peer();
+    }
+    RANK_CHECK(check_peer == kVictim, "check_peers named " << check_peer);
+    // A send to the dead rank fails too, naming it.
+    auto send = transport->isend(kVictim, 5, &value, sizeof(value));
+    bool send_failed = false;
+    try {
+      while (!send->done() && Clock::now() - start < std::chrono::seconds(10)) transport->progress();
+    } catch (const PeerFailure& e) {
+      send_failed = e.peer() == kVictim;
+    }
+    RANK_CHECK(send_failed, "send to the dead rank did not fail with PeerFailure(2)");
+    // The two survivors still exchange a message.
+    int other = 1 - rank;
+    uint64_t out = 1000 + rank, in = 0;
+    std::vector<std::unique_ptr<TransportRequest>> reqs;
+    reqs.push_back(transport->irecv(other, 6, &in, sizeof(in)));
+    reqs.push_back(transport->isend(other, 6, &out, sizeof(out)));
+    wait_all(*transport, reqs, milliseconds(10000));
+    RANK_CHECK(in == uint64_t(1000 + other), "survivor message " << in);
+  });
+  fs::remove_all(dir);
+  EXPECT_EQ(results[0].status, 0);
+  EXPECT_EQ(results[1].status, 0);
+  EXPECT_EQ(results[kVictim].status, -SIGKILL);
+}
+
+// A message larger than the posted receive is an InvalidArgument on the receiver, not a
+// silent truncation; a reserved tag is refused; a peer that shut down cleanly is not
+// reported by check_peers().
+TEST(UcxTransportTest, OversizedMessageAndCleanShutdown) {
+  fs::path dir = make_store_dir();
+  auto results = run_ranks(2, milliseconds(30000), [&](int rank) {
+    DirStore store(dir);
+    auto transport = make_ucx_transport(rank, 2, store, "ucx/", {1 - rank});
+    std::vector<uint8_t> big(20000, 7);
+    if (rank == 0) {
+      bool tag_rejected = false;
+      try {
+        transport->isend(1, kMaxUcxTag, big.data(), 1);
+      } catch (const InvalidArgument& e) {
+        tag_rejected = std::string(e.what()).find("tag " + std::to_string(kMaxUcxTag)) != std::string::npos;
+      }
+      RANK_CHECK(tag_rejected, "a reserved tag was accepted");
+      std::vector<std::unique_ptr<TransportRequest>> reqs;
+      reqs.push_back(transport->isend(1, 9, big.data(), big.size()));
+      reqs.push_back(transport->isend(1, 10, big.data(), 100));
+      wait_all(*transport, reqs, milliseconds(10000));
+      // Keep progressing (as a live rank does) until rank 1 has closed, then a little more.
+      const auto start = Clock::now();
+      while (!store.check("rank1-closed")) {
+        transport->progress();
+        RANK_CHECK(Clock::now() - start < std::chrono::seconds(10), "rank 1 did not close");
+      }
+      const auto until = Clock::now() + milliseconds(300);
+      while (Clock::now() < until) transport->progress();
+      transport->check_peers();  // rank 1 said goodbye: not a failure
+    } else {
+      std::vector<uint8_t> small(1000);
+      auto recv = transport->irecv(0, 9, small.data(), small.size());
+      bool rejected = false;
+      try {
+        std::vector<std::unique_ptr<TransportRequest>> one;
+        one.push_back(std::move(recv));
+        wait_all(*transport, one, milliseconds(10000));
+      } catch (const InvalidArgument& e) {
+        rejected = std::string(e.what()).find("larger than the receive buffer of 1000 bytes") != std::string::npos;
+      }
+      RANK_CHECK(rejected, "an oversized message was not rejected with InvalidArgument");
+      // The next message on another tag still arrives intact.
+      std::vector<std::unique_ptr<TransportRequest>> next;
+      next.push_back(transport->irecv(0, 10, small.data(), small.size()));
+      wait_all(*transport, next, milliseconds(10000));
+      RANK_CHECK(next[0]->bytes() == 100 && small[0] == 7 && small[99] == 7, "second message");
+      transport.reset();
+      store.set("rank1-closed", {1});
+    }
+  });
+  fs::remove_all(dir);
+  EXPECT_EQ(results[0].status, 0);
+  EXPECT_EQ(results[1].status, 0);
+}
+
+// A peer that never publishes its address: Timeout naming it after the connect timeout.
+TEST(UcxTransportTest, MissingPeerTimesOutNamingIt) {
+  fs::path dir = make_store_dir();
+  auto results = run_ranks(1, milliseconds(20000), [&](int) {
+    setenv("SWITCHYARD_COMM_UCX_CONNECT_TIMEOUT_MS", "300", 1);
+    DirStore store(dir);
+    bool named = false;
+    try {
+      make_ucx_transport(0, 3, store, "ucx/", {1, 2});
+    } catch (const Timeout& e) {
+      named = std::string(e.what()).find("ranks 1,2") != std::string::npos;
+      if (!named) std::cerr << e.what() << "\n";
+    }
+    RANK_CHECK(named, "no Timeout naming ranks 1,2");
+  });
+  fs::remove_all(dir);
+  EXPECT_EQ(results[0].status, 0);
+}
+
+// Bad arguments are InvalidArgument naming the value.
+TEST(UcxTransportTest, BadArgumentsAreRejected) {
+  fs::path dir = make_store_dir();
+  auto results = run_ranks(1, milliseconds(20000), [&](int) {
+    DirStore store(dir);
+    auto expect_invalid = [](const std::function<void()>& f, const std::string& needle) {
+      try {
+        f();
+      } catch (const InvalidArgument& e) {
+        RANK_CHECK(std::string(e.what()).find(needle) != std::string::npos, e.what());
+        return;
+      }
+      RANK_CHECK(false, "no InvalidArgument for " << needle);
+    };
+    expect_invalid([&] { make_ucx_transport(0, 2, store, "a/", {0}); }, "peer 0");
+    expect_invalid([&] { make_ucx_transport(0, 2, store, "a/", {5}); }, "peer 5");
+    expect_invalid([&] { make_ucx_transport(3, 2, store, "a/", {}); }, "rank 3");
+    auto alone = make_ucx_transport(0, 2, store, "b/", {});
+    RANK_CHECK(!alone->can_reach(1), "reaches a rank it did not connect to");
+    uint8_t byte = 0;
+    expect_invalid([&] { alone->isend(1, 0, &byte, 1); }, "peer 1");
+    expect_invalid([&] { alone->irecv(1, kMaxUcxTag, &byte, 1); }, "peer 1");
+  });
+  fs::remove_all(dir);
+  EXPECT_EQ(results[0].status, 0);
+}
+
+}  // namespace
+}  // namespace switchyard::comm
