@@ -205,6 +205,41 @@ LinkClass Cluster::link_class(int a, int b) const {
   return LinkClass::kSameNode;
 }
 
+namespace {
+
+Json rank_object(const Cluster& c, int r) {
+  int node = c.node_of(r);
+  return Json{{"rank", r},
+              {"world_size", c.num_ranks()},
+              {"node", node},
+              {"node_name", c.node_name(node)},
+              {"num_nodes", c.num_nodes()},
+              {"local_rank", c.local_rank(r)},
+              {"local_size", c.rank_map().local_size(r)},
+              {"gpu", c.gpu_of(r)},
+              {"nic", c.nic_name(r)},
+              {"rail", c.rail_of(r)},
+              {"rail_peers", c.rail_peers(r)}};
+}
+
+}  // namespace
+
+std::string Cluster::rank_summary(int r) const {
+  std::ostringstream os;
+  int node = node_of(r);
+  os << "rank " << r << "/" << num_ranks() << ": node " << node << " (" << node_names_[node] << ") local_rank "
+     << local_rank(r) << "/" << rank_map_.local_size(r) << " gpu " << gpu_of(r) << " nic "
+     << (nic_name(r).empty() ? "-" : nic_name(r)) << " rail " << rail_of(r) << " rail_peers ";
+  auto peers = rail_peers(r);
+  for (size_t i = 0; i < peers.size(); ++i) os << (i ? "," : "") << peers[i];
+  return os.str();
+}
+
+std::string Cluster::rank_json(int r) const {
+  check_rank(r, "rank_json");
+  return rank_object(*this, r).dump();
+}
+
 std::string Cluster::summary() const {
   std::ostringstream os;
   os << "cluster (" << source_ << "): " << rank_map_.describe() << "\n";
@@ -214,10 +249,7 @@ std::string Cluster::summary() const {
     else os << " (no topology)";
     os << "\n";
   }
-  for (int r = 0; r < num_ranks(); ++r) {
-    os << "rank " << r << ": node " << node_of(r) << " local_rank " << local_rank(r) << " gpu " << gpu_of(r)
-       << " nic " << (nic_name(r).empty() ? "-" : nic_name(r)) << " rail " << rail_of(r) << "\n";
-  }
+  for (int r = 0; r < num_ranks(); ++r) os << rank_summary(r) << "\n";
   return os.str();
 }
 
@@ -233,10 +265,7 @@ std::string Cluster::to_json() const {
     j["nodes"].push_back(std::move(node));
   }
   j["ranks"] = Json::array();
-  for (int r = 0; r < num_ranks(); ++r) {
-    j["ranks"].push_back({{"rank", r}, {"node", node_of(r)}, {"local_rank", local_rank(r)}, {"gpu", gpu_of(r)},
-                          {"nic", nic_name(r)}, {"rail", rail_of(r)}, {"rail_peers", rail_peers(r)}});
-  }
+  for (int r = 0; r < num_ranks(); ++r) j["ranks"].push_back(rank_object(*this, r));
   return j.dump();
 }
 

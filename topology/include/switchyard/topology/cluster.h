@@ -61,7 +61,12 @@ class Cluster {
   LinkClass link_class(int a, int b) const;
 
   std::string summary() const;  // one line per node and per rank
-  std::string to_json() const;
+  std::string to_json() const;  // {"source", "num_ranks", "num_nodes", "nodes": [...], "ranks": [...]}
+  // One rank: "rank 1/4: node 0 (node0) local_rank 1/2 gpu 2 nic mlx5_1 rail 1 rail_peers 1,3"
+  std::string rank_summary(int rank) const;
+  // One rank as a one-line JSON object: rank, world_size, node, node_name, num_nodes, local_rank,
+  // local_size, gpu, nic, rail, rail_peers.
+  std::string rank_json(int rank) const;
 
  private:
   Cluster(RankMap map, std::vector<std::string> node_names,
