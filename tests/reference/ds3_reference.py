@@ -117,6 +117,14 @@ def validate(cfg):
         raise ValueError(f"config: qk_rope_head_dim {cfg.qk_rope_head_dim} must be even")
     if cfg.num_nextn_predict_layers < 0:
         raise ValueError("config: num_nextn_predict_layers must be >= 0")
+    for name in ("hidden_size", "num_attention_heads", "vocab_size", "n_routed_experts", "n_group"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"config: {name} = {getattr(cfg, name)} must be >= 1")
+    rs = cfg.rope_scaling
+    if rs:
+        kind = rs.get("type", rs.get("rope_type", "yarn"))
+        if kind != "yarn" or "factor" not in rs:
+            raise ValueError(f"config: rope_scaling {rs} is not supported (only yarn with a factor)")
 
 
 # -----------------------------------------------------------------------------

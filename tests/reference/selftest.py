@@ -144,6 +144,157 @@ class SafetensorsTest(unittest.TestCase):
 
 
 # -----------------------------------------------------------------------------
+# The model again as plain per-token loops (independent of the batched code under test)
+
+
+def norm_loop(v, w, eps):
+    # v [C] one token
+    return w * v / math.sqrt(float((v * v).mean()) + eps)
+
+
+def mla_loops(x, p, pre, cfg):
+    """x [B, T, d] -> [B, T, d]: per token, per head, per key position; RoPE by explicit
+    rotation of the pairs (2i, 2i+1)."""
+    a = pre + "self_attn."
+    B, T, d = x.shape
+    H, dn, dr, dv = cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim
+    rkv, eps = cfg.kv_lora_rank, cfg.rms_norm_eps
+
+    def rot(v, pos):
+        out = v.clone()
+        for i in range(dr // 2):
+            ang = pos * cfg.rope_theta ** (-2.0 * i / dr)
+            out[2 * i] = v[2 * i] * math.cos(ang) - v[2 * i + 1] * math.sin(ang)
+            out[2 * i + 1] = v[2 * i] * math.sin(ang) + v[2 * i + 1] * math.cos(ang)
+        return out
+    y = torch.zeros(B, T, d, dtype=x.dtype)
+    scale = (dn + dr) ** -0.5
+    for b in range(B):
+        qs, ks, vs = [], [], []
+        for t in range(T):
+            q = p[a + "q_b_proj.weight"] @ norm_loop(p[a + "q_a_proj.weight"] @ x[b, t],
+                                                     p[a + "q_a_layernorm.weight"], eps)
+            kva = p[a + "kv_a_proj_with_mqa.weight"] @ x[b, t]
+            kv = p[a + "kv_b_proj.weight"] @ norm_loop(kva[:rkv], p[a + "kv_a_layernorm.weight"], eps)
+            kpe = rot(kva[rkv:], t)
+            qs.append([torch.cat([q[h * (dn + dr):h * (dn + dr) + dn],
+                                  rot(q[h * (dn + dr) + dn:(h + 1) * (dn + dr)], t)]) for h in range(H)])
+            ks.append([torch.cat([kv[h * (dn + dv):h * (dn + dv) + dn], kpe]) for h in range(H)])
+            vs.append([kv[h * (dn + dv) + dn:(h + 1) * (dn + dv)] for h in range(H)])
+        for t in range(T):
+            heads = []
+            for h in range(H):
+                sc = torch.stack([qs[t][h] @ ks[j][h] * scale for j in range(t + 1)])
+                pr = torch.softmax(sc, 0)
+                heads.append(sum(pr[j] * vs[j][h] for j in range(t + 1)))
+            y[b, t] = p[a + "o_proj.weight"] @ torch.cat(heads)
+    return y
+
+
+def brute_force_route(sb_row, s_row, cfg):
+    """One token: list of (expert, weight) from plain Python lists."""
+    E, G, K = cfg.n_routed_experts, cfg.n_group, cfg.num_experts_per_tok
+    per = E // G
+    group_scores = []
+    for g in range(G):
+        vals = sorted(sb_row[g * per:(g + 1) * per], reverse=True)
+        group_scores.append((sum(vals[:min(2, per)]), g))
+    kept = [g for _, g in sorted(group_scores, key=lambda t: -t[0])[:cfg.topk_group]]
+    cands = [(sb_row[e], e) for g in kept for e in range(g * per, (g + 1) * per)]
+    chosen = [e for _, e in sorted(cands, key=lambda t: -t[0])[:K]]
+    total = sum(s_row[e] for e in chosen)
+    return {e: cfg.routed_scaling_factor * s_row[e] / total for e in chosen}
+
+
+
+
+def swiglu_loop(v, p, q):
+    # v [d] one token; q the weight-name prefix of one MLP
+    a = p[q + "gate_proj.weight"] @ v
+    return p[q + "down_proj.weight"] @ (a * torch.sigmoid(a) * (p[q + "up_proj.weight"] @ v))
+
+
+def moe_loops(x, p, pre, cfg):
+    """x [B, T, d] -> (y [B, T, d], counts list [E], balance loss of the layer)."""
+    B, T, d = x.shape
+    E, K = cfg.n_routed_experts, cfg.num_experts_per_tok
+    m = pre + "mlp."
+    bias = p[m + "gate.e_score_correction_bias"].tolist()
+    y = torch.zeros_like(x)
+    counts = [0] * E
+    balance = 0.0
+    for b in range(B):
+        rows = []
+        for t in range(T):
+            v = x[b, t]
+            s_row = torch.sigmoid(p[m + "gate.weight"] @ v).tolist()
+            rows.append(s_row)
+            chosen = brute_force_route([a + c for a, c in zip(s_row, bias)], s_row, cfg)
+            y[b, t] = swiglu_loop(v, p, m + "shared_experts.") + sum(
+                w * swiglu_loop(v, p, f"{m}experts.{e}.") for e, w in chosen.items())
+            for e in chosen:
+                counts[e] += 1
+        for i in range(E):
+            hits = sum(1 for r in rows if i in sorted(range(E), key=lambda e: -r[e])[:K])
+            balance += (E / (K * T) * hits) * (sum(r[i] / sum(r) for r in rows) / T)
+    return y, counts, balance / B
+
+
+def forward_loops(p, tokens, cfg):
+    """Whole model with MTP by the loops above. Returns (logits [B,T,V], [mtp logits],
+    main loss, [mtp losses], balance, total, counts {layer: [E]})."""
+    D, eps = cfg.num_nextn_predict_layers, cfg.rms_norm_eps
+    B, T = tokens.shape[0], tokens.shape[1] - D - 1
+    counts, balance = {}, 0.0
+
+    def layer(h, idx):
+        pre = f"model.layers.{idx}."
+        xn = torch.stack([torch.stack([norm_loop(h[b, t], p[pre + "input_layernorm.weight"], eps)
+                                       for t in range(T)]) for b in range(B)])
+        h = h + mla_loops(xn, p, pre, cfg)
+        xn = torch.stack([torch.stack([norm_loop(h[b, t], p[pre + "post_attention_layernorm.weight"], eps)
+                                       for t in range(T)]) for b in range(B)])
+        if pre + "mlp.gate.weight" in p:
+            y, c, bal = moe_loops(xn, p, pre, cfg)
+            counts[idx] = c
+            return h + y, bal
+        return h + torch.stack([torch.stack([swiglu_loop(xn[b, t], p, pre + "mlp.") for t in range(T)])
+                                for b in range(B)]), 0.0
+
+    def head(h, norm_name):
+        return torch.stack([torch.stack([p["lm_head.weight"] @ norm_loop(h[b, t], p[norm_name], eps)
+                                         for t in range(T)]) for b in range(B)])
+
+    def ce(logits, targets):
+        return sum(float(torch.logsumexp(logits[b, t], 0) - logits[b, t, targets[b, t]])
+                   for b in range(B) for t in range(T)) / (B * T)
+    emb = p["model.embed_tokens.weight"]
+    h = torch.stack([torch.stack([emb[int(tokens[b, t])] for t in range(T)]) for b in range(B)])
+    for idx in range(cfg.num_hidden_layers):
+        h, bal = layer(h, idx)
+        balance += bal
+    logits = head(h, "model.norm.weight")
+    main = ce(logits, tokens[:, 1:])
+    mtp_logits, mtp = [], []
+    for k in range(1, D + 1):
+        idx = cfg.num_hidden_layers + k - 1
+        pre = f"model.layers.{idx}."
+        W = p[pre + "eh_proj.weight"]
+        d = W.shape[0]
+        # eh_proj columns 0:d act on the embedding of token i+k, d:2d on the hidden state
+        h = torch.stack([torch.stack([
+            W[:, :d] @ norm_loop(emb[int(tokens[b, t + k])], p[pre + "enorm.weight"], eps)
+            + W[:, d:] @ norm_loop(h[b, t], p[pre + "hnorm.weight"], eps)
+            for t in range(T)]) for b in range(B)])
+        h, bal = layer(h, idx)
+        balance += bal
+        mtp_logits.append(head(h, pre + "shared_head.norm.weight"))
+        mtp.append(ce(mtp_logits[-1], tokens[:, k + 1:]))
+    total = main + (cfg.mtp_loss_lambda / D) * sum(mtp) + cfg.aux_loss_alpha * balance
+    return logits, mtp_logits, main, mtp, balance, total, counts
+
+
+# -----------------------------------------------------------------------------
 
 
 class BlocksTest(unittest.TestCase):
@@ -194,7 +345,7 @@ class BlocksTest(unittest.TestCase):
         x = torch.randn(B, T, cfg.hidden_size, generator=torch.Generator().manual_seed(4),
                         dtype=torch.float64)
         y = ref.mla(x, p, pre, cfg, cos, sin)
-        torch.testing.assert_close(y, self._mla_loops(x, p, pre, cfg))
+        torch.testing.assert_close(y, mla_loops(x, p, pre, cfg))
         names = [pre + "self_attn." + n + ".weight" for n in
                  ("q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj", "kv_a_layernorm")]
 
@@ -204,64 +355,8 @@ class BlocksTest(unittest.TestCase):
             return ref.mla(xx, q, pre, cfg, cos, sin)
         self.assertTrue(torch.autograd.gradcheck(f, (leaf(x),) + tuple(p[n] for n in names)))
 
-    @staticmethod
-    def _mla_loops(x, p, pre, cfg):
-        # per token, per head, per key position; RoPE by explicit pair rotation
-        a = pre + "self_attn."
-        B, T, d = x.shape
-        H, dn, dr, dv = cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim
-        rkv = cfg.kv_lora_rank
-
-        def norm(v, w):
-            return w * v / math.sqrt(float((v * v).mean()) + cfg.rms_norm_eps)
-
-        def rot(v, pos):
-            out = v.clone()
-            for i in range(dr // 2):
-                ang = pos * cfg.rope_theta ** (-2.0 * i / dr)
-                out[2 * i] = v[2 * i] * math.cos(ang) - v[2 * i + 1] * math.sin(ang)
-                out[2 * i + 1] = v[2 * i] * math.sin(ang) + v[2 * i + 1] * math.cos(ang)
-            return out
-        y = torch.zeros(B, T, d, dtype=x.dtype)
-        scale = (dn + dr) ** -0.5
-        for b in range(B):
-            qs, ks, vs = [], [], []
-            for t in range(T):
-                q = p[a + "q_b_proj.weight"] @ norm(p[a + "q_a_proj.weight"] @ x[b, t],
-                                                    p[a + "q_a_layernorm.weight"])
-                kva = p[a + "kv_a_proj_with_mqa.weight"] @ x[b, t]
-                kv = p[a + "kv_b_proj.weight"] @ norm(kva[:rkv], p[a + "kv_a_layernorm.weight"])
-                kpe = rot(kva[rkv:], t)
-                qs.append([torch.cat([q[h * (dn + dr):h * (dn + dr) + dn],
-                                      rot(q[h * (dn + dr) + dn:(h + 1) * (dn + dr)], t)]) for h in range(H)])
-                ks.append([torch.cat([kv[h * (dn + dv):h * (dn + dv) + dn], kpe]) for h in range(H)])
-                vs.append([kv[h * (dn + dv) + dn:(h + 1) * (dn + dv)] for h in range(H)])
-            for t in range(T):
-                heads = []
-                for h in range(H):
-                    s = torch.stack([qs[t][h] @ ks[j][h] * scale for j in range(t + 1)])
-                    pr = torch.softmax(s, 0)
-                    heads.append(sum(pr[j] * vs[j][h] for j in range(t + 1)))
-                y[b, t] = p[a + "o_proj.weight"] @ torch.cat(heads)
-        return y
-
 
 # -----------------------------------------------------------------------------
-
-
-def brute_force_route(sb_row, s_row, cfg):
-    """One token: list of (expert, weight) from plain Python lists."""
-    E, G, K = cfg.n_routed_experts, cfg.n_group, cfg.num_experts_per_tok
-    per = E // G
-    group_scores = []
-    for g in range(G):
-        vals = sorted(sb_row[g * per:(g + 1) * per], reverse=True)
-        group_scores.append((sum(vals[:min(2, per)]), g))
-    kept = [g for _, g in sorted(group_scores, key=lambda t: -t[0])[:cfg.topk_group]]
-    cands = [(sb_row[e], e) for g in kept for e in range(g * per, (g + 1) * per)]
-    chosen = [e for _, e in sorted(cands, key=lambda t: -t[0])[:K]]
-    total = sum(s_row[e] for e in chosen)
-    return {e: cfg.routed_scaling_factor * s_row[e] / total for e in chosen}
 
 
 class MoETest(unittest.TestCase):
@@ -327,23 +422,12 @@ class MoETest(unittest.TestCase):
         x = self._margin_input(cfg, p, pre, B, T)
         stats = {"expert_counts": {}, "balance": [], "margins": {}}
         y = ref.moe(x, p, pre, cfg, stats, 1)
-        # loops: every token through its chosen experts plus the shared one
-        m = pre + "mlp."
-
-        def expert(v, e):
-            q = f"{m}experts.{e}." if e is not None else m + "shared_experts."
-            a = p[q + "gate_proj.weight"] @ v
-            return p[q + "down_proj.weight"] @ (a * torch.sigmoid(a) * (p[q + "up_proj.weight"] @ v))
-        bias = p[m + "gate.e_score_correction_bias"]
-        counts = [0] * cfg.n_routed_experts
-        for n, v in enumerate(x.view(B * T, -1)):
-            s_row = torch.sigmoid(p[m + "gate.weight"] @ v).tolist()
-            route = brute_force_route([a + float(b) for a, b in zip(s_row, bias)], s_row, cfg)
-            want = expert(v, None) + sum(wt * expert(v, e) for e, wt in route.items())
-            torch.testing.assert_close(y.view(B * T, -1)[n], want)
-            for e in route:
-                counts[e] += 1
+        want, counts, balance = moe_loops(x, p, pre, cfg)
+        torch.testing.assert_close(y, want)
         self.assertEqual(stats["expert_counts"][1].tolist(), counts)
+        self.assertAlmostEqual(float(stats["balance"][0]), balance, places=12)
+        self.assertTrue(counts[3] > 0 and counts[5] > 0, "experts under gradcheck must get tokens")
+        m = pre + "mlp."
         names = [m + "gate.weight", m + "experts.3.up_proj.weight", m + "experts.5.down_proj.weight",
                  m + "shared_experts.gate_proj.weight"]
 
@@ -398,6 +482,29 @@ class ModelTest(unittest.TestCase):
             numeric = (lp - lm) / (2 * h)
             self.assertAlmostEqual(analytic, numeric, delta=1e-7 * max(1.0, abs(numeric)),
                                    msg=f"{len(names)} parameters starting {names[0]}")
+
+    def test_forward_matches_loop_model(self):
+        tokens = self.tokens[:1, :8]          # B = 1, T = 6 (+ D + 1)
+        r = ref.forward(self.params, tokens, self.cfg)
+        logits, mtp_logits, main, mtp, balance, total, counts = forward_loops(self.params, tokens, self.cfg)
+        torch.testing.assert_close(r["logits"], logits)
+        torch.testing.assert_close(r["mtp_logits"][0], mtp_logits[0])
+        for got, want in ((r["loss_main"], main), (r["loss_mtp"][0], mtp[0]),
+                          (r["loss_balance"], balance), (r["loss_total"], total)):
+            self.assertAlmostEqual(float(got), want, places=12)
+        self.assertEqual({k: v.tolist() for k, v in r["expert_counts"].items()}, counts)
+
+    def test_forward_matches_loop_model_mtp_depth_2(self):
+        cfg = micro_cfg(num_nextn_predict_layers=2, num_hidden_layers=2, first_k_dense_replace=1)
+        params = ref.init_random(cfg, 14, std=0.2)
+        tokens = torch.randint(0, cfg.vocab_size, (2, 5 + 2 + 1), generator=torch.Generator().manual_seed(15))
+        r = ref.forward(params, tokens, cfg)
+        logits, mtp_logits, main, mtp, balance, total, counts = forward_loops(params, tokens, cfg)
+        self.assertEqual(sorted(counts), [1, 2, 3])       # main MoE layer 1, MTP modules at 2 and 3
+        for k in range(2):
+            torch.testing.assert_close(r["mtp_logits"][k], mtp_logits[k])
+            self.assertAlmostEqual(float(r["loss_mtp"][k]), mtp[k], places=12)
+        self.assertAlmostEqual(float(r["loss_total"]), total, places=12)
 
     def test_loss_composition_and_balance(self):
         r = self.loss(self.params)
@@ -505,7 +612,9 @@ class CountTest(unittest.TestCase):
         for over, pattern in ((dict(n_group=3), "not divisible by n_group"),
                               (dict(topk_group=5), "topk_group"),
                               (dict(num_experts_per_tok=5), "above the 4 experts"),
-                              (dict(scoring_func="softmax"), "scoring_func")):
+                              (dict(scoring_func="softmax"), "scoring_func"),
+                              (dict(rope_scaling={"type": "linear", "factor": 2}), "rope_scaling"),
+                              (dict(num_attention_heads=0), "num_attention_heads")):
             with self.assertRaisesRegex(ValueError, pattern):
                 micro_cfg(**over)
 
