@@ -490,10 +490,11 @@ def forward(p, tokens, cfg):
 def load_weights(path, cfg, dtype):
     """Reads every parameter of param_shapes(cfg) from a safetensors file, as `dtype`."""
     shapes = param_shapes(cfg)
-    arrays, infos, _ = safetensors_io.load(path)
-    missing = [n for n in shapes if n not in arrays]
+    stored, _, _ = safetensors_io.read_header(path)
+    missing = [n for n in shapes if n not in stored]
     if missing:
         raise ValueError(f"{path}: {len(missing)} parameters missing, first: {missing[:3]}")
+    arrays, _, _ = safetensors_io.load(path, list(shapes))   # extra tensors are ignored
     params = {}
     for name, shape in shapes.items():
         if tuple(arrays[name].shape) != tuple(shape):

@@ -13,6 +13,8 @@ and the file's dtype string is kept in TensorInfo so callers can check it.
 Writing accepts numpy arrays (or anything with .numpy(), e.g. CPU torch tensors);
 `dtypes` may ask for BF16 (round to nearest even from float32) for a tensor.
 
+`python3 safetensors_io.py FILE` lists the tensors (name, dtype, shape) and the metadata.
+
 Validation: a bad header (length past the file, offsets that overlap or fall outside the
 buffer, size that disagrees with shape x dtype) raises ValueError naming the tensor.
 """
@@ -20,6 +22,7 @@ buffer, size that disagrees with shape x dtype) raises ValueError naming the ten
 import json
 import math
 import struct
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -201,3 +204,19 @@ def save(path, tensors, metadata=None, dtypes=None):
         f.write(text)
         for data in blobs:
             f.write(data)
+
+
+def main(argv):
+    if len(argv) != 2:
+        print(f"usage: {argv[0]} FILE.safetensors", file=sys.stderr)
+        return 2
+    infos, metadata, _ = read_header(argv[1])
+    if metadata:
+        print(f"__metadata__ {json.dumps(metadata)}")
+    for name, info in infos.items():
+        print(f"{name} {info.dtype} {list(info.shape)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
