@@ -487,20 +487,37 @@ def forward(p, tokens, cfg):
 # Files
 
 
+def dequantize_blocks(w, scale_inv, block=128):
+    """FP8 weight [out, in] (already widened) times its per-128x128-block scale
+    [ceil(out/128), ceil(in/128)] (the release's weight_scale_inv: w_real = w_fp8 * s)."""
+    out_dim, in_dim = w.shape
+    s = scale_inv.repeat_interleave(block, 0)[:out_dim].repeat_interleave(block, 1)[:, :in_dim]
+    return w * s
+
+
 def load_weights(path, cfg, dtype):
-    """Reads every parameter of param_shapes(cfg) from a safetensors file, as `dtype`."""
+    """Reads every parameter of param_shapes(cfg) from a safetensors file, as `dtype`.
+    F8_E4M3 tensors are dequantised with their `<name>_scale_inv` block scales."""
     shapes = param_shapes(cfg)
     stored, _, _ = safetensors_io.read_header(path)
     missing = [n for n in shapes if n not in stored]
     if missing:
         raise ValueError(f"{path}: {len(missing)} parameters missing, first: {missing[:3]}")
-    arrays, _, _ = safetensors_io.load(path, list(shapes))   # extra tensors are ignored
+    fp8 = [n for n in shapes if stored[n].dtype == "F8_E4M3"]
+    for n in fp8:
+        if n + "_scale_inv" not in stored:
+            raise ValueError(f"{path}: FP8 tensor '{n}' has no '{n}_scale_inv'")
+    names = list(shapes) + [n + "_scale_inv" for n in fp8]
+    arrays, _, _ = safetensors_io.load(path, names)   # extra tensors are ignored
     params = {}
     for name, shape in shapes.items():
         if tuple(arrays[name].shape) != tuple(shape):
             raise ValueError(f"{path}: '{name}' has shape {list(arrays[name].shape)}, "
                              f"config wants {list(shape)}")
-        params[name] = torch.from_numpy(arrays[name]).to(dtype)
+        w = torch.from_numpy(arrays[name]).to(torch.float64)
+        if name in fp8:
+            w = dequantize_blocks(w, torch.from_numpy(arrays[name + "_scale_inv"]).to(torch.float64))
+        params[name] = w.to(dtype)
     return params
 
 

@@ -11,7 +11,8 @@ Reading returns numpy arrays. dtypes without a numpy equivalent are widened:
 BF16 and F8_E4M3 (e4m3fn: bias 7, no infinities, S.1111.111 is NaN, max 448) become float32,
 and the file's dtype string is kept in TensorInfo so callers can check it.
 Writing accepts numpy arrays (or anything with .numpy(), e.g. CPU torch tensors);
-`dtypes` may ask for BF16 (round to nearest even from float32) for a tensor.
+`dtypes` may ask for BF16 (round to nearest even from float32) for a tensor, or F8_E4M3
+for a uint8 array of e4m3fn bit patterns (no float -> FP8 rounding here).
 
 `python3 safetensors_io.py FILE` lists the tensors (name, dtype, shape) and the metadata.
 
@@ -170,8 +171,8 @@ def load(path, names=None):
 def save(path, tensors, metadata=None, dtypes=None):
     """Writes `tensors` (dict name -> array-like) in insertion order.
 
-    dtypes: optional dict name -> "BF16" to store a float tensor as bfloat16 (others keep
-    their numpy dtype). metadata: optional dict str -> str.
+    dtypes: optional dict name -> "BF16" to store a float tensor as bfloat16, or
+    "F8_E4M3" to store a uint8 array of bit patterns as FP8 (others keep their numpy dtype). metadata: optional dict str -> str.
     """
     dtypes = dtypes or {}
     header = {}
@@ -186,6 +187,11 @@ def save(path, tensors, metadata=None, dtypes=None):
         if dtypes.get(name) == "BF16":
             st_dtype = "BF16"
             data = float32_to_bf16_bits(arr.astype(np.float32)).astype("<u2").tobytes()
+        elif dtypes.get(name) == "F8_E4M3":
+            if arr.dtype != np.uint8:
+                raise ValueError(f"tensor '{name}': F8_E4M3 is written from uint8 bit patterns")
+            st_dtype = "F8_E4M3"
+            data = np.ascontiguousarray(arr).tobytes()
         else:
             if arr.dtype not in _FROM_NUMPY:
                 raise ValueError(f"tensor '{name}': cannot store numpy dtype {arr.dtype}")

@@ -564,6 +564,41 @@ class ModelTest(unittest.TestCase):
         self.assertAlmostEqual(float(got["train.loss_total"][1]), float(r1["loss_total"]), places=12)
         self.assertLess(float(got["train.loss_total"][1]), float(got["train.loss_total"][0]))
 
+    def test_loads_fp8_block_scaled_weights(self):
+        # one nano matrix stored as FP8 bytes + its [ceil(out/128), ceil(in/128)] scale, decoded
+        # by hand; then a 200 x 300 matrix whose edge blocks are partial in both dimensions
+        cfg = self.cfg
+        name = "model.layers.0.self_attn.kv_b_proj.weight"
+        shape = ref.param_shapes(cfg)[name]
+        rng = np.random.default_rng(16)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "w.safetensors")
+            arrays = {n: t.numpy() for n, t in self.params.items()}
+            bits = rng.integers(0, 126, size=shape).astype(np.uint8)   # positive, no NaN
+            bits[::3] |= 0x80                                          # some negatives
+            scale = rng.uniform(0.5, 2.0, size=(-(-shape[0] // 128), -(-shape[1] // 128))).astype(np.float32)
+            arrays[name] = bits
+            arrays[name + "_scale_inv"] = scale
+            safetensors_io.save(path, arrays, dtypes={name: "F8_E4M3"})
+            loaded = ref.load_weights(path, cfg, torch.float64)
+            big = (np.arange(200)[:, None] * 300 + np.arange(300)[None, :]).astype(np.uint8)
+            safetensors_io.save(path, {"q": big, "q_scale_inv": np.array([[2.0, 3.0, 5.0], [7.0, 11.0, 13.0]],
+                                                                           np.float32)}, dtypes={"q": "F8_E4M3"})
+            raw, _, _ = safetensors_io.load(path)
+        want = np.empty(shape)
+        for i in range(shape[0]):
+            for j in range(shape[1]):
+                b = int(bits[i, j])
+                sign = -1.0 if b & 0x80 else 1.0
+                e, mnt = (b >> 3) & 0xF, b & 7
+                v = sign * (mnt / 8 * 2.0 ** -6 if e == 0 else (1 + mnt / 8) * 2.0 ** (e - 7))
+                want[i, j] = v * scale[i // 128, j // 128]
+        np.testing.assert_array_equal(loaded[name].numpy(), want)
+        torch.testing.assert_close(loaded["lm_head.weight"], self.params["lm_head.weight"])
+        q = ref.dequantize_blocks(torch.from_numpy(raw["q"]).double(), torch.from_numpy(raw["q_scale_inv"]).double())
+        self.assertEqual(float(q[150, 290] / torch.from_numpy(raw["q"])[150, 290]), 13.0)
+        self.assertEqual(float(q[10, 130] / torch.from_numpy(raw["q"])[10, 130]), 3.0)
+
     def test_command_line_round_trip(self):
         script = os.path.join(HERE, "ds3_reference.py")
         cfg_path = os.path.join(CONFIGS, "nano.json")
