@@ -1,0 +1,119 @@
+// The DeepSeek-V3 model on CPU: embedding, L decoder blocks (MLA + dense/MoE FFN), final
+// norm, untied head, and D multi-token-prediction modules; forward, loss and a backward
+// split per layer into input (B) and weight (W) gradients.
+//
+// Conventions (trainer/configs/README.md): the batch is tokens [B, T + D + 1] int64; the
+// main model reads tokens[:, 0:T] and predicts tokens[:, 1:T+1]; MTP module k reads the
+// previous hidden state (the main stack output before the final norm for k = 1) and
+// emb(tokens[:, k:k+T]), predicts tokens[:, k+1:k+T+1]; total loss = main +
+// (lambda/D) sum_k mtp_k + alpha * sum over MoE layers of the sequence-wise balance loss.
+//
+// T is float or double (FP64 for gradient checks). Parameter names are the HF checkpoint
+// names; e_score_correction_bias is an FP32 buffer, not a parameter (no gradient).
+// Threading: GEMMs use OpenBLAS threads; a Model is used by one thread at a time.
+// Ownership: the model owns its parameters and activations; forward overwrites the state
+// of the previous step.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "switchyard/trainer/config.h"
+#include "switchyard/trainer/parameters.h"
+#include "switchyard/trainer/router.h"
+#include "switchyard/trainer/safetensors.h"
+
+namespace switchyard::trainer {
+
+template <class T>
+class DecoderLayer;
+template <class T>
+class MoeBlock;
+
+struct ModelOptions {
+  bool recompute_norms = false;    // free RMSNorm outputs after forward; recompute in backward
+  bool recompute_up_proj = false;  // same for the MLA up-projections q_b and kv_b
+};
+
+// Order of the split backward: kInterleaved runs each layer's W right after its B;
+// kInputFirst runs every B (last layer to first), then every W (as a zero-bubble schedule
+// may), which must give the same gradients.
+enum class BackwardOrder { kInterleaved, kInputFirst };
+
+struct Losses {
+  double main = 0;
+  std::vector<double> mtp;  // [D]
+  double balance = 0;       // sum over MoE layers (MTP included), without alpha
+  double total = 0;
+};
+
+template <class T>
+class Model {
+ public:
+  explicit Model(const ModelConfig& config, ModelOptions options = {});
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  const ModelConfig& config() const { return config_; }
+  ParameterSet<T>& parameters() { return params_; }
+  const ParameterSet<T>& parameters() const { return params_; }
+
+  // Matrices ~ N(0, std^2), norm weights 1, biases 0; deterministic in seed.
+  void init_random(uint64_t seed, double std);
+  // Loads every parameter and bias by HF name (F64/F32/BF16); throws InvalidArgument naming
+  // a missing tensor or a shape mismatch. Extra tensors are ignored.
+  void load_weights(const TensorMap& weights);
+  // Parameters in T's dtype and biases in F32, by HF name.
+  TensorMap weights() const;
+  // Gradients as "grad.<name>" in T's dtype.
+  TensorMap gradients() const;
+
+  // tokens: [batch, seq_len + D + 1] int64. Returns the losses; keeps activations.
+  Losses forward(const int64_t* tokens, int64_t batch, int64_t seq_len);
+  // Accumulates d(total loss)/d(parameter) into the gradients (call zero_grad first).
+  void backward(BackwardOrder order = BackwardOrder::kInterleaved);
+  void zero_grad() { params_.zero_grad(); }
+
+  const Losses& losses() const { return losses_; }
+  const std::vector<T>& logits() const { return logits_; }             // [B*T, V]
+  const std::vector<T>& mtp_logits(int64_t k) const;                   // [B*T, V], k = 1..D
+  // Decoder layers (main then MTP), and the MoE ones by absolute layer index.
+  int64_t num_layers() const { return static_cast<int64_t>(layers_.size()); }
+  std::vector<int64_t> moe_layer_indices() const;
+  const std::vector<double>& expert_counts(int64_t layer) const;       // [E] last forward
+  std::vector<float>& expert_bias(int64_t layer);                      // [E]
+  LoadStats expert_load(int64_t layer) const;
+  // Smallest routing decision margin over all MoE layers in the last forward.
+  double min_routing_margin() const;
+  // b += rate * sign(mean(counts) - counts) per MoE layer, from the last forward's counts.
+  void update_expert_biases(double rate);
+
+ private:
+  MoeBlock<T>* moe_at(int64_t layer) const;
+
+  ModelConfig config_;
+  ModelOptions options_;
+  ParameterSet<T> params_;
+  Parameter<T>*embed_, *norm_, *head_;
+  struct MtpHead {
+    Parameter<T>*enorm, *hnorm, *eh_proj, *norm;
+  };
+  std::vector<MtpHead> mtp_;
+  std::vector<std::unique_ptr<DecoderLayer<T>>> layers_;  // [L + D]
+
+  // step state
+  int64_t B_ = 0, T_ = 0, N_ = 0;
+  std::vector<int64_t> ids_, targets_;  // [D + 1][N] each, module 0 = main
+  std::vector<std::vector<T>> hidden_;  // [L + 1][N, d]: embedding, outputs of main layers
+  std::vector<T> hn_, logits_, dlogits_;
+  std::vector<std::vector<T>> mtp_emb_, mtp_cat_, mtp_x_, mtp_h_, mtp_hn_, mtp_logits_, mtp_dlogits_;
+  std::vector<std::vector<T>> dhidden_;  // [L + 1]
+  std::vector<std::vector<T>> mtp_dh_, mtp_dx_, mtp_dcat_;
+  std::vector<T> dhn_;
+  Losses losses_;
+};
+
+}  // namespace switchyard::trainer

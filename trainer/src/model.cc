@@ -1,0 +1,339 @@
+// DeepSeek-V3 model: forward, losses and split backward (see model.h).
+#include "switchyard/trainer/model.h"
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <limits>
+
+#include "decoder_layer.h"
+#include "kernels.h"
+#include "switchyard/common/error.h"
+
+namespace switchyard::trainer {
+namespace {
+
+// Deterministic normal samples (splitmix64 + Box-Muller), independent of the C++ library.
+class NormalRng {
+ public:
+  explicit NormalRng(uint64_t seed) : state_(seed) {}
+  double next() {
+    double u1 = (static_cast<double>(bits() >> 11) + 0.5) * 0x1.0p-53;
+    double u2 = static_cast<double>(bits() >> 11) * 0x1.0p-53;
+    return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
+  }
+
+ private:
+  uint64_t bits() {
+    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  uint64_t state_;
+};
+
+bool is_norm_weight(const std::string& name) { return name.find("norm.weight") != std::string::npos; }
+
+}  // namespace
+
+template <class T>
+Model<T>::Model(const ModelConfig& config, ModelOptions options) : config_(config), options_(options) {
+  config_.validate();
+  const int64_t d = config_.hidden_size, V = config_.vocab_size, L = config_.num_hidden_layers;
+  embed_ = params_.add("model.embed_tokens.weight", {V, d});
+  for (int64_t l = 0; l < L; ++l)
+    layers_.push_back(std::make_unique<DecoderLayer<T>>(config_, params_, l, options.recompute_norms,
+                                                        options.recompute_up_proj));
+  norm_ = params_.add("model.norm.weight", {d});
+  head_ = params_.add("lm_head.weight", {V, d});
+  for (int64_t k = 0; k < config_.num_nextn_predict_layers; ++k) {
+    const std::string prefix = "model.layers." + std::to_string(L + k) + ".";
+    MtpHead m;
+    m.enorm = params_.add(prefix + "enorm.weight", {d});
+    m.hnorm = params_.add(prefix + "hnorm.weight", {d});
+    m.eh_proj = params_.add(prefix + "eh_proj.weight", {d, 2 * d});
+    layers_.push_back(std::make_unique<DecoderLayer<T>>(config_, params_, L + k, options.recompute_norms,
+                                                        options.recompute_up_proj));
+    m.norm = params_.add(prefix + "shared_head.norm.weight", {d});
+    mtp_.push_back(m);
+  }
+}
+
+template <class T>
+Model<T>::~Model() = default;
+
+template <class T>
+void Model<T>::init_random(uint64_t seed, double std) {
+  NormalRng rng(seed);
+  for (auto& p : params_.all()) {
+    if (is_norm_weight(p->name)) {
+      std::fill(p->value.begin(), p->value.end(), T(1));
+    } else {
+      for (auto& v : p->value) v = T(rng.next() * std);
+    }
+  }
+  for (int64_t l : moe_layer_indices()) std::fill(expert_bias(l).begin(), expert_bias(l).end(), 0.0f);
+}
+
+template <class T>
+void Model<T>::load_weights(const TensorMap& weights) {
+  for (auto& p : params_.all()) {
+    const HostTensor& t = tensor_at(weights, p->name);
+    SY_REQUIRE(t.shape == p->shape, "model: weight \"" << p->name << "\" has " << t.shape.size()
+                                                       << "-d shape of " << t.numel() << " elements, expected "
+                                                       << p->numel());
+    p->value = t.to_vector<T>();
+  }
+  for (int64_t l : moe_layer_indices()) {
+    MoeBlock<T>* moe = moe_at(l);
+    const HostTensor& t = tensor_at(weights, moe->bias_name());
+    SY_REQUIRE(t.numel() == static_cast<int64_t>(moe->bias().size()),
+               "model: \"" << moe->bias_name() << "\" has " << t.numel() << " elements, expected " << moe->bias().size());
+    moe->bias() = t.to_vector<float>();
+  }
+}
+
+template <class T>
+TensorMap Model<T>::weights() const {
+  TensorMap out;
+  for (auto& p : params_.all()) out[p->name] = HostTensor::from_vector(p->value, p->shape);
+  for (int64_t l : moe_layer_indices()) {
+    MoeBlock<T>* moe = moe_at(l);
+    out[moe->bias_name()] = HostTensor::from_vector(moe->bias(), {static_cast<int64_t>(moe->bias().size())});
+  }
+  return out;
+}
+
+template <class T>
+TensorMap Model<T>::gradients() const {
+  TensorMap out;
+  for (auto& p : params_.all()) out["grad." + p->name] = HostTensor::from_vector(p->grad, p->shape);
+  return out;
+}
+
+template <class T>
+MoeBlock<T>* Model<T>::moe_at(int64_t layer) const {
+  SY_REQUIRE(layer >= 0 && layer < num_layers() && layers_[layer]->moe() != nullptr,
+             "model: layer " << layer << " is not a MoE layer");
+  return layers_[layer]->moe();
+}
+
+template <class T>
+std::vector<int64_t> Model<T>::moe_layer_indices() const {
+  std::vector<int64_t> out;
+  for (int64_t l = 0; l < num_layers(); ++l)
+    if (layers_[l]->moe()) out.push_back(l);
+  return out;
+}
+
+template <class T>
+const std::vector<double>& Model<T>::expert_counts(int64_t layer) const {
+  return moe_at(layer)->expert_counts();
+}
+
+template <class T>
+std::vector<float>& Model<T>::expert_bias(int64_t layer) {
+  return moe_at(layer)->bias();
+}
+
+template <class T>
+LoadStats Model<T>::expert_load(int64_t layer) const {
+  const auto& c = expert_counts(layer);
+  return load_stats(c.data(), static_cast<int64_t>(c.size()));
+}
+
+template <class T>
+double Model<T>::min_routing_margin() const {
+  double m = std::numeric_limits<double>::infinity();
+  for (int64_t l : moe_layer_indices()) m = std::min(m, moe_at(l)->min_margin());
+  return m;
+}
+
+template <class T>
+void Model<T>::update_expert_biases(double rate) {
+  for (int64_t l : moe_layer_indices()) {
+    MoeBlock<T>* moe = moe_at(l);
+    update_expert_bias(moe->bias().data(), moe->expert_counts().data(), config_.n_routed_experts, rate);
+  }
+}
+
+template <class T>
+const std::vector<T>& Model<T>::mtp_logits(int64_t k) const {
+  SY_REQUIRE(k >= 1 && k <= static_cast<int64_t>(mtp_logits_.size()),
+             "model: MTP module " << k << " out of range [1, " << mtp_logits_.size() << "]");
+  return mtp_logits_[k - 1];
+}
+
+template <class T>
+Losses Model<T>::forward(const int64_t* tokens, int64_t batch, int64_t seq_len) {
+  const ModelConfig& c = config_;
+  const int64_t D = c.num_nextn_predict_layers, L = c.num_hidden_layers, d = c.hidden_size, V = c.vocab_size;
+  SY_REQUIRE(batch >= 1 && seq_len >= 1, "model: batch = " << batch << " and seq_len = " << seq_len
+                                                           << " must be at least 1");
+  SY_REQUIRE(seq_len <= c.max_position_embeddings,
+             "model: seq_len = " << seq_len << " exceeds max_position_embeddings = " << c.max_position_embeddings);
+  B_ = batch, T_ = seq_len, N_ = batch * seq_len;
+  const int64_t W = seq_len + D + 1;
+  ids_.resize((D + 1) * N_);
+  targets_.resize((D + 1) * N_);
+  for (int64_t b = 0; b < B_; ++b)
+    for (int64_t i = 0; i < W; ++i) {
+      int64_t t = tokens[b * W + i];
+      SY_REQUIRE(t >= 0 && t < V, "model: tokens[" << b << ", " << i << "] = " << t << " is outside [0, " << V << ")");
+    }
+  for (int64_t m = 0; m <= D; ++m)
+    for (int64_t b = 0; b < B_; ++b)
+      for (int64_t i = 0; i < T_; ++i) {
+        ids_[m * N_ + b * T_ + i] = tokens[b * W + i + m];
+        targets_[m * N_ + b * T_ + i] = tokens[b * W + i + m + 1];
+      }
+  const RopeScaling& rs = c.rope_scaling;
+  // The rope table depends only on the config and seq_len; rebuilt per step (cheap).
+  static thread_local kernels::RopeTable rope;
+  rope = kernels::make_rope_table(T_, c.qk_rope_head_dim, c.rope_theta, rs.enabled, rs.factor,
+                                  rs.original_max_position_embeddings, rs.beta_fast, rs.beta_slow, rs.mscale,
+                                  rs.mscale_all_dim);
+  auto embed = [&](const int64_t* ids, std::vector<T>& out) {
+    out.resize(N_ * d);
+    for (int64_t n = 0; n < N_; ++n) std::memcpy(&out[n * d], &embed_->value[ids[n] * d], d * sizeof(T));
+  };
+  hidden_.resize(L + 1);
+  embed(ids_.data(), hidden_[0]);
+  for (int64_t l = 0; l < L; ++l) {
+    hidden_[l + 1].resize(N_ * d);
+    layers_[l]->forward(hidden_[l].data(), B_, T_, rope, hidden_[l + 1].data());
+  }
+  hn_.resize(N_ * d);
+  logits_.resize(N_ * V);
+  kernels::rmsnorm_forward(hidden_[L].data(), d, norm_->value.data(), N_, d, c.rms_norm_eps, hn_.data(), (T*)nullptr);
+  kernels::linear_forward(hn_.data(), head_->value.data(), N_, d, V, logits_.data());
+  losses_ = Losses{};
+  losses_.main = kernels::cross_entropy(logits_.data(), targets_.data(), N_, V, 1.0, (T*)nullptr);
+
+  for (auto* v : {&mtp_emb_, &mtp_cat_, &mtp_x_, &mtp_h_, &mtp_hn_, &mtp_logits_}) v->resize(D);
+  std::vector<T> tmp(N_ * d);
+  for (int64_t k = 0; k < D; ++k) {
+    const MtpHead& m = mtp_[k];
+    const std::vector<T>& prev = k == 0 ? hidden_[L] : mtp_h_[k - 1];
+    embed(&ids_[(k + 1) * N_], mtp_emb_[k]);
+    auto& cat = mtp_cat_[k];
+    cat.resize(N_ * 2 * d);
+    // [enorm(embedding), hnorm(hidden)]: the released checkpoints' order.
+    kernels::rmsnorm_forward(mtp_emb_[k].data(), d, m.enorm->value.data(), N_, d, c.rms_norm_eps, tmp.data(), (T*)nullptr);
+    for (int64_t n = 0; n < N_; ++n) std::memcpy(&cat[n * 2 * d], &tmp[n * d], d * sizeof(T));
+    kernels::rmsnorm_forward(prev.data(), d, m.hnorm->value.data(), N_, d, c.rms_norm_eps, tmp.data(), (T*)nullptr);
+    for (int64_t n = 0; n < N_; ++n) std::memcpy(&cat[n * 2 * d + d], &tmp[n * d], d * sizeof(T));
+    mtp_x_[k].resize(N_ * d);
+    kernels::linear_forward(cat.data(), m.eh_proj->value.data(), N_, 2 * d, d, mtp_x_[k].data());
+    mtp_h_[k].resize(N_ * d);
+    layers_[L + k]->forward(mtp_x_[k].data(), B_, T_, rope, mtp_h_[k].data());
+    mtp_hn_[k].resize(N_ * d);
+    mtp_logits_[k].resize(N_ * V);
+    kernels::rmsnorm_forward(mtp_h_[k].data(), d, m.norm->value.data(), N_, d, c.rms_norm_eps, mtp_hn_[k].data(), (T*)nullptr);
+    kernels::linear_forward(mtp_hn_[k].data(), head_->value.data(), N_, d, V, mtp_logits_[k].data());
+    losses_.mtp.push_back(
+        kernels::cross_entropy(mtp_logits_[k].data(), &targets_[(k + 1) * N_], N_, V, 1.0, (T*)nullptr));
+  }
+  for (int64_t l : moe_layer_indices()) losses_.balance += moe_at(l)->balance_loss();
+  losses_.total = losses_.main + c.aux_loss_alpha * losses_.balance;
+  for (double x : losses_.mtp) losses_.total += c.mtp_loss_lambda / D * x;
+  return losses_;
+}
+
+template <class T>
+void Model<T>::backward(BackwardOrder order) {
+  const ModelConfig& c = config_;
+  const int64_t D = c.num_nextn_predict_layers, L = c.num_hidden_layers, d = c.hidden_size, V = c.vocab_size;
+  const double eps = c.rms_norm_eps, alpha = c.aux_loss_alpha;
+  SY_REQUIRE(N_ > 0, "model: backward called before forward");
+  std::vector<std::function<void()>> pending;  // weight-gradient (W) work
+  auto schedule_w = [&](std::function<void()> w) {
+    if (order == BackwardOrder::kInterleaved) {
+      w();
+    } else {
+      pending.push_back(std::move(w));
+    }
+  };
+
+  // Main head and final norm.
+  dlogits_.resize(N_ * V);
+  kernels::cross_entropy(logits_.data(), targets_.data(), N_, V, 1.0, dlogits_.data());
+  dhn_.resize(N_ * d);
+  kernels::linear_backward_input(dlogits_.data(), head_->value.data(), N_, d, V, dhn_.data(), false);
+  dhidden_.resize(L + 1);
+  for (auto& v : dhidden_) v.resize(N_ * d);
+  kernels::rmsnorm_backward_input(hidden_[L].data(), d, norm_->value.data(), dhn_.data(), N_, d, eps,
+                                  dhidden_[L].data(), d, false);
+  schedule_w([&, this] {
+    kernels::linear_backward_weight(dlogits_.data(), hn_.data(), N_, d, V, head_->grad.data());
+    kernels::rmsnorm_backward_weight(hidden_[L].data(), d, dhn_.data(), N_, d, eps, norm_->grad.data());
+  });
+
+  // MTP modules, last first: each feeds the gradient of its input hidden state backwards.
+  for (auto* v : {&mtp_dlogits_, &mtp_dh_, &mtp_dx_, &mtp_dcat_}) v->resize(D);
+  std::vector<std::vector<T>> dhn_mtp(D), de(D), dhh(D);
+  for (int64_t k = 0; k < D; ++k) mtp_dh_[k].assign(N_ * d, T(0));
+  for (int64_t k = D - 1; k >= 0; --k) {
+    const MtpHead& m = mtp_[k];
+    const std::vector<T>& prev = k == 0 ? hidden_[L] : mtp_h_[k - 1];
+    std::vector<T>& dprev = k == 0 ? dhidden_[L] : mtp_dh_[k - 1];
+    mtp_dlogits_[k].resize(N_ * V);
+    kernels::cross_entropy(mtp_logits_[k].data(), &targets_[(k + 1) * N_], N_, V, c.mtp_loss_lambda / D,
+                           mtp_dlogits_[k].data());
+    dhn_mtp[k].resize(N_ * d);
+    kernels::linear_backward_input(mtp_dlogits_[k].data(), head_->value.data(), N_, d, V, dhn_mtp[k].data(), false);
+    kernels::rmsnorm_backward_input(mtp_h_[k].data(), d, m.norm->value.data(), dhn_mtp[k].data(), N_, d, eps,
+                                    mtp_dh_[k].data(), d, true);
+    mtp_dx_[k].resize(N_ * d);
+    layers_[L + k]->backward_input(mtp_dh_[k].data(), mtp_dx_[k].data(), alpha);
+    schedule_w([this, L, k] { layers_[L + k]->backward_weight(); });
+    mtp_dcat_[k].resize(N_ * 2 * d);
+    kernels::linear_backward_input(mtp_dx_[k].data(), m.eh_proj->value.data(), N_, 2 * d, d, mtp_dcat_[k].data(),
+                                   false);
+    de[k].resize(N_ * d);
+    dhh[k].resize(N_ * d);
+    for (int64_t n = 0; n < N_; ++n) {
+      std::memcpy(&de[k][n * d], &mtp_dcat_[k][n * 2 * d], d * sizeof(T));
+      std::memcpy(&dhh[k][n * d], &mtp_dcat_[k][n * 2 * d + d], d * sizeof(T));
+    }
+    kernels::rmsnorm_backward_input(prev.data(), d, m.hnorm->value.data(), dhh[k].data(), N_, d, eps, dprev.data(), d,
+                                    true);
+    schedule_w([&, this, k, d, V, eps] {
+      const MtpHead& mh = mtp_[k];
+      const std::vector<T>& pv = k == 0 ? hidden_[L] : mtp_h_[k - 1];
+      kernels::linear_backward_weight(mtp_dlogits_[k].data(), mtp_hn_[k].data(), N_, d, V, head_->grad.data());
+      kernels::rmsnorm_backward_weight(mtp_h_[k].data(), d, dhn_mtp[k].data(), N_, d, eps, mh.norm->grad.data());
+      kernels::linear_backward_weight(mtp_dx_[k].data(), mtp_cat_[k].data(), N_, 2 * d, d, mh.eh_proj->grad.data());
+      kernels::rmsnorm_backward_weight(pv.data(), d, dhh[k].data(), N_, d, eps, mh.hnorm->grad.data());
+      kernels::rmsnorm_backward_weight(mtp_emb_[k].data(), d, de[k].data(), N_, d, eps, mh.enorm->grad.data());
+      // The embedding gradient of this module's token lookup.
+      std::vector<T> demb(N_ * d);
+      kernels::rmsnorm_backward_input(mtp_emb_[k].data(), d, mh.enorm->value.data(), de[k].data(), N_, d, eps,
+                                      demb.data(), d, false);
+      const int64_t* ids = &ids_[(k + 1) * N_];
+      for (int64_t n = 0; n < N_; ++n) {
+        T* g = &embed_->grad[ids[n] * d];
+        for (int64_t j = 0; j < d; ++j) g[j] += demb[n * d + j];
+      }
+    });
+  }
+
+  // Main stack, last layer first.
+  for (int64_t l = L - 1; l >= 0; --l) {
+    layers_[l]->backward_input(dhidden_[l + 1].data(), dhidden_[l].data(), alpha);
+    schedule_w([this, l] { layers_[l]->backward_weight(); });
+  }
+  schedule_w([&, this, d] {
+    for (int64_t n = 0; n < N_; ++n) {
+      T* g = &embed_->grad[ids_[n] * d];
+      for (int64_t j = 0; j < d; ++j) g[j] += dhidden_[0][n * d + j];
+    }
+  });
+  for (auto& w : pending) w();
+}
+
+template class Model<float>;
+template class Model<double>;
+
+}  // namespace switchyard::trainer
