@@ -1,0 +1,450 @@
+// Buffer: dispatch, combine and their backward passes on the CPU backend.
+//
+// Row layout of a dispatch message (bytes, packed, no padding):
+//   [H * elem payload][S * 4 FP32 scales, FP8 only][metadata, first dispatch only:
+//    int32 src_rank, int32 src_token, int32 topk_idx[K] (global ids, -1 masked),
+//    float topk_weights[K]]
+// A cached dispatch sends payload (+ scales) only: the handle already knows the routing.
+// Flat path: one stage (token -> every rank holding one of its experts).
+// Two-hop path: stage A token -> the rail peer of every destination node (the only stage
+// that crosses the network), stage B forwarder -> the ranks of its node holding the token's
+// experts. Combine runs the stages backwards with reduce_back (see row_exchange.h).
+#include "switchyard/dispatch/buffer.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "handle_plan.h"
+#include "payload.h"
+#include "row_exchange.h"
+#include "switchyard/common/error.h"
+#include "switchyard/dispatch/fp8.h"
+
+namespace switchyard::dispatch {
+
+namespace {
+
+constexpr int kTagHello = 1, kTagCountsA = 2, kTagRowsA = 3, kTagCountsB = 4, kTagRowsB = 5, kTagBackB = 6,
+              kTagBackA = 7;
+
+struct RowFormat {
+  size_t payload = 0, scales = 0, meta = 0, total = 0;
+};
+
+RowFormat row_format(comm::DataType dtype, int64_t hidden, int top_k, bool with_meta) {
+  RowFormat f;
+  f.payload = static_cast<size_t>(hidden) * payload_elem_bytes(dtype);
+  f.scales = dtype == comm::DataType::kFloat8E4M3 ? static_cast<size_t>(fp8_num_tiles(hidden)) * sizeof(float) : 0;
+  f.meta = with_meta ? 2 * sizeof(int32_t) + static_cast<size_t>(top_k) * (sizeof(int32_t) + sizeof(float)) : 0;
+  f.total = f.payload + f.scales + f.meta;
+  return f;
+}
+
+std::vector<int> peers_except(const std::vector<int>& ranks, int me) {
+  std::vector<int> out;
+  for (int r : ranks)
+    if (r != me) out.push_back(r);
+  return out;
+}
+
+std::vector<int> all_ranks(int n) {
+  std::vector<int> v(n);
+  for (int i = 0; i < n; ++i) v[i] = i;
+  return v;
+}
+
+int32_t read_i32(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+}  // namespace
+
+size_t payload_elem_bytes(comm::DataType t) {
+  switch (t) {
+    case comm::DataType::kBfloat16:
+      return 2;
+    case comm::DataType::kFloat32:
+      return 4;
+    case comm::DataType::kFloat8E4M3:
+      return 1;
+    default:
+      SY_THROW(InvalidArgument, "dispatch: unsupported payload dtype " << static_cast<int>(t)
+                                                                       << " (use bfloat16, float32 or float8_e4m3)");
+  }
+}
+
+int64_t Handle::num_tokens() const { return plan_ ? plan_->num_tokens : 0; }
+int64_t Handle::num_recv_tokens() const { return plan_ ? plan_->num_recv : 0; }
+int64_t Handle::num_expert_rows() const { return plan_ ? static_cast<int64_t>(plan_->row_token.size()) : 0; }
+int Handle::top_k() const { return plan_ ? plan_->top_k : 0; }
+bool Handle::two_hop() const { return plan_ && plan_->two_hop; }
+
+Buffer::Buffer(std::shared_ptr<PeerExchange> exchange, const BufferOptions& options)
+    : exchange_(std::move(exchange)), options_(options) {
+  if (!exchange_) SY_THROW(InvalidArgument, "Buffer: exchange is null");
+  const int R = exchange_->size(), me = exchange_->rank();
+  if (options.num_experts <= 0 || options.num_experts % R != 0)
+    SY_THROW(InvalidArgument, "Buffer: num_experts = " << options.num_experts
+                                                       << " must be a positive multiple of the EP group size " << R
+                                                       << " (experts are placed evenly)");
+  if (options.hidden <= 0) SY_THROW(InvalidArgument, "Buffer: hidden = " << options.hidden << " must be > 0");
+  if (options.max_tokens_per_rank < 0)
+    SY_THROW(InvalidArgument, "Buffer: max_tokens_per_rank = " << options.max_tokens_per_rank << " is negative");
+  num_local_experts_ = options.num_experts / R;
+  const auto& map = exchange_->rank_map();
+  if (map.size() != R)
+    SY_THROW(InvalidArgument, "Buffer: rank map has " << map.size() << " ranks, group has " << R);
+  bool equal_nodes = true;
+  for (int n = 0; n < map.num_nodes(); ++n)
+    equal_nodes = equal_nodes && map.ranks_of_node(n).size() == map.ranks_of_node(0).size();
+  two_hop_ = options.two_hop && map.num_nodes() > 1 && equal_nodes;
+  // Collective handshake: every rank checks every other rank's hidden size and expert count.
+  TrafficStats ignored;
+  detail::exchange_counts(*exchange_, peers_except(all_ranks(R), me),
+                          std::vector<int64_t>(R, options.max_tokens_per_rank),
+                          {options.hidden, options.num_experts, 0}, kTagHello, ignored);
+}
+
+Buffer::~Buffer() = default;
+
+int Buffer::rank() const { return exchange_->rank(); }
+int Buffer::num_ranks() const { return exchange_->size(); }
+
+DispatchLayout Buffer::layout(const int64_t* topk_idx, int64_t num_tokens, int top_k) const {
+  return get_dispatch_layout(topk_idx, num_tokens, top_k, options_.num_experts, exchange_->rank_map());
+}
+
+DispatchResult Buffer::dispatch(const DispatchArgs& args) {
+  PeerExchange& ex = *exchange_;
+  const int R = ex.size(), me = ex.rank();
+  const auto& map = ex.rank_map();
+  const int64_t T = args.num_tokens, H = options_.hidden;
+  const int L = num_local_experts_;
+  const bool cached = args.cached_handle != nullptr;
+  (void)payload_elem_bytes(args.dtype);
+  if (T < 0) SY_THROW(InvalidArgument, "dispatch: num_tokens = " << T << " is negative");
+  if (T > options_.max_tokens_per_rank)
+    SY_THROW(InvalidArgument, "dispatch: num_tokens = " << T << " exceeds the Buffer's max_tokens_per_rank = "
+                                                        << options_.max_tokens_per_rank << " on rank " << me);
+  if (T > 0 && args.x == nullptr) SY_THROW(InvalidArgument, "dispatch: x is null");
+  const bool fp8 = args.dtype == comm::DataType::kFloat8E4M3;
+  if (fp8 && T > 0 && args.x_scales == nullptr)
+    SY_THROW(InvalidArgument, "dispatch: x is float8_e4m3 but x_scales is null");
+  if (args.expert_alignment < 1)
+    SY_THROW(InvalidArgument, "dispatch: expert_alignment = " << args.expert_alignment << " must be >= 1");
+
+  std::shared_ptr<Handle::Plan> plan;
+  std::shared_ptr<const Handle::Plan> cplan;
+  int K;
+  DispatchResult res;
+  if (cached) {
+    if (!args.cached_handle->valid()) SY_THROW(InvalidArgument, "dispatch: cached_handle is empty");
+    cplan = args.cached_handle->plan_;
+    if (cplan->num_tokens != T)
+      SY_THROW(InvalidArgument, "dispatch: num_tokens = " << T << " but the cached handle was made for "
+                                                          << cplan->num_tokens);
+    K = cplan->top_k;
+  } else {
+    K = args.top_k;
+    const DispatchLayout lay = layout(args.topk_idx, T, K);
+    plan = std::make_shared<Handle::Plan>();
+    plan->num_ranks = R;
+    plan->rank = me;
+    plan->num_tokens = T;
+    plan->top_k = K;
+    plan->hidden = H;
+    plan->num_local_experts = L;
+    plan->two_hop = two_hop_;
+    plan->num_tokens_per_rank = lay.num_tokens_per_rank;
+    plan->a_send.assign(R, {});
+    if (!two_hop_) {
+      for (int64_t t = 0; t < T; ++t)
+        for (int p = 0; p < R; ++p)
+          if (lay.in_rank(t, p)) plan->a_send[p].push_back(static_cast<int32_t>(t));
+    } else {
+      for (int64_t t = 0; t < T; ++t)
+        for (int n = 0; n < map.num_nodes(); ++n) {
+          bool hit = false;
+          for (int r : map.ranks_of_node(n)) hit = hit || lay.in_rank(t, r);
+          if (hit) plan->a_send[map.rail_peer(me, n)].push_back(static_cast<int32_t>(t));
+        }
+    }
+    cplan = plan;
+  }
+  const RowFormat fmt = row_format(args.dtype, H, K, !cached);
+  res.stats.row_bytes = static_cast<int64_t>(fmt.total);
+  const detail::StageFingerprint fp{H, options_.num_experts, static_cast<int64_t>(fmt.total)};
+  const std::vector<int> a_peers =
+      two_hop_ ? peers_except(map.rail(me), me) : peers_except(all_ranks(R), me);
+  if (!cached) {
+    std::vector<int64_t> counts(R);
+    for (int p = 0; p < R; ++p) counts[p] = static_cast<int64_t>(plan->a_send[p].size());
+    plan->a_recv = detail::exchange_counts(ex, a_peers, counts, fp, kTagCountsA, res.stats);
+  }
+
+  const uint8_t* x = static_cast<const uint8_t*>(args.x);
+  auto write_token_row = [&](int32_t t, uint8_t* dst) {
+    std::memcpy(dst, x + t * fmt.payload, fmt.payload);
+    if (fmt.scales) std::memcpy(dst + fmt.payload, args.x_scales + t * (fmt.scales / sizeof(float)), fmt.scales);
+    if (fmt.meta) {
+      uint8_t* m = dst + fmt.payload + fmt.scales;
+      const int32_t src[2] = {me, t};
+      std::memcpy(m, src, sizeof(src));
+      int32_t* idx = reinterpret_cast<int32_t*>(m + sizeof(src));
+      for (int k = 0; k < K; ++k) {
+        const int32_t e = static_cast<int32_t>(args.topk_idx[t * K + k]);
+        const float w = args.topk_weights ? args.topk_weights[t * K + k] : 0.0f;
+        std::memcpy(idx + k, &e, sizeof(e));
+        std::memcpy(m + sizeof(src) + (K + k) * sizeof(int32_t), &w, sizeof(w));
+      }
+    }
+  };
+  std::vector<uint8_t> arrival_a, arrival_b;
+  detail::exchange_rows(ex, fmt.total, cplan->a_send, cplan->a_recv, write_token_row, arrival_a, kTagRowsA,
+                        res.stats);
+  const std::vector<uint8_t>* arrival = &arrival_a;
+  if (two_hop_ != cplan->two_hop) SY_THROW(InternalError, "dispatch: handle path differs from the Buffer's");
+  if (two_hop_) {
+    if (!cached) {
+      plan->b_send.assign(R, {});
+      const int64_t rows_a = static_cast<int64_t>(arrival_a.size() / fmt.total);
+      const int my_node = map.node_of(me);
+      std::vector<int64_t> stamp(R, -1);
+      for (int64_t j = 0; j < rows_a; ++j) {
+        const uint8_t* idx = arrival_a.data() + j * fmt.total + fmt.payload + fmt.scales + 2 * sizeof(int32_t);
+        for (int k = 0; k < K; ++k) {
+          const int32_t e = read_i32(idx + k * sizeof(int32_t));
+          if (e < 0) continue;
+          const int q = e / L;
+          if (map.node_of(q) != my_node || stamp[q] == j) continue;
+          stamp[q] = j;
+          plan->b_send[q].push_back(static_cast<int32_t>(j));
+        }
+      }
+      std::vector<int64_t> counts(R);
+      for (int p = 0; p < R; ++p) counts[p] = static_cast<int64_t>(plan->b_send[p].size());
+      plan->b_recv = detail::exchange_counts(ex, peers_except(map.ranks_of_node(my_node), me), counts, fp,
+                                             kTagCountsB, res.stats);
+    }
+    auto forward_row = [&](int32_t j, uint8_t* dst) { std::memcpy(dst, arrival_a.data() + j * fmt.total, fmt.total); };
+    detail::exchange_rows(ex, fmt.total, cplan->b_send, cplan->b_recv, forward_row, arrival_b, kTagRowsB,
+                          res.stats);
+    arrival = &arrival_b;
+  }
+  const int64_t M = static_cast<int64_t>(arrival->size() / fmt.total);
+
+  if (!cached) {
+    // Canonical order: by source rank, then source token (rows of one source arrive in
+    // token order through exactly one forwarder, so a stable placement by source suffices).
+    plan->num_recv = M;
+    std::vector<int64_t> per_src(R + 1, 0);
+    for (int64_t a = 0; a < M; ++a) ++per_src[read_i32(arrival->data() + a * fmt.total + fmt.payload + fmt.scales) + 1];
+    for (int r = 0; r < R; ++r) per_src[r + 1] += per_src[r];
+    plan->arrival_to_canonical.resize(M);
+    for (int64_t a = 0; a < M; ++a) {
+      const int src = read_i32(arrival->data() + a * fmt.total + fmt.payload + fmt.scales);
+      plan->arrival_to_canonical[a] = static_cast<int32_t>(per_src[src]++);
+    }
+    plan->recv_topk_idx.assign(M * K, -1);
+    plan->recv_topk_weights.assign(M * K, 0.0f);
+    plan->recv_src_rank.resize(M);
+    plan->recv_src_token.resize(M);
+    for (int64_t a = 0; a < M; ++a) {
+      const int64_t c = plan->arrival_to_canonical[a];
+      const uint8_t* m = arrival->data() + a * fmt.total + fmt.payload + fmt.scales;
+      plan->recv_src_rank[c] = read_i32(m);
+      plan->recv_src_token[c] = read_i32(m + sizeof(int32_t));
+      for (int k = 0; k < K; ++k) {
+        const int32_t e = read_i32(m + (2 + k) * sizeof(int32_t));
+        plan->recv_topk_idx[c * K + k] = (e >= 0 && e / L == me) ? e - static_cast<int64_t>(me) * L : -1;
+        std::memcpy(&plan->recv_topk_weights[c * K + k], m + (2 + K + k) * sizeof(int32_t), sizeof(float));
+      }
+    }
+    // Expert-major layout.
+    std::vector<int64_t> count(L, 0);
+    for (int64_t i = 0; i < M * K; ++i)
+      if (plan->recv_topk_idx[i] >= 0) ++count[plan->recv_topk_idx[i]];
+    plan->expert_offsets.assign(L + 1, 0);
+    for (int j = 0; j < L; ++j) {
+      const int64_t padded = (count[j] + args.expert_alignment - 1) / args.expert_alignment * args.expert_alignment;
+      plan->expert_offsets[j + 1] = plan->expert_offsets[j] + padded;
+    }
+    const int64_t P = plan->expert_offsets[L];
+    plan->row_token.assign(P, -1);
+    plan->row_slot.assign(P, -1);
+    plan->slot_row.assign(M * K, -1);
+    std::vector<int64_t> cursor(plan->expert_offsets.begin(), plan->expert_offsets.end() - 1);
+    for (int64_t i = 0; i < M; ++i)
+      for (int k = 0; k < K; ++k) {
+        const int64_t j = plan->recv_topk_idx[i * K + k];
+        if (j < 0) continue;
+        const int64_t row = cursor[j]++;
+        plan->row_token[row] = static_cast<int32_t>(i);
+        plan->row_slot[row] = k;
+        plan->slot_row[i * K + k] = row;
+      }
+    res.num_recv_tokens_per_expert = count;
+  } else {
+    res.num_recv_tokens_per_expert.assign(L, 0);
+    for (int64_t v : cplan->recv_topk_idx)
+      if (v >= 0) ++res.num_recv_tokens_per_expert[v];
+  }
+
+  res.dtype = args.dtype;
+  res.num_recv_tokens = M;
+  res.recv_x.resize(M * fmt.payload);
+  if (fp8) res.recv_x_scales.resize(M * (fmt.scales / sizeof(float)));
+  for (int64_t a = 0; a < M; ++a) {
+    const int64_t c = cplan->arrival_to_canonical[a];
+    const uint8_t* row = arrival->data() + a * fmt.total;
+    std::memcpy(res.recv_x.data() + c * fmt.payload, row, fmt.payload);
+    if (fp8) std::memcpy(res.recv_x_scales.data() + c * (fmt.scales / sizeof(float)), row + fmt.payload, fmt.scales);
+  }
+  res.recv_src_rank = cplan->recv_src_rank;
+  res.recv_src_token = cplan->recv_src_token;
+  res.recv_topk_idx = cplan->recv_topk_idx;
+  res.recv_topk_weights = cplan->recv_topk_weights;
+  res.expert_offsets = cplan->expert_offsets;
+  res.expert_row_token = cplan->row_token;
+  res.expert_row_slot = cplan->row_slot;
+  if (args.expert_major_x) {
+    const int64_t P = static_cast<int64_t>(cplan->row_token.size());
+    const size_t S = fmt.scales / sizeof(float);
+    res.expert_x.assign(P * fmt.payload, 0);
+    if (fp8) res.expert_x_scales.assign(P * S, 0.0f);
+    for (int64_t row = 0; row < P; ++row) {
+      const int32_t i = cplan->row_token[row];
+      if (i < 0) continue;
+      std::memcpy(res.expert_x.data() + row * fmt.payload, res.recv_x.data() + i * fmt.payload, fmt.payload);
+      if (fp8) std::memcpy(res.expert_x_scales.data() + row * S, res.recv_x_scales.data() + i * S, fmt.scales);
+    }
+  }
+  int64_t logical_rows = 0;
+  for (int64_t n : cplan->num_tokens_per_rank) logical_rows += n;
+  res.stats.logical_bytes = logical_rows * static_cast<int64_t>(fmt.total);
+  res.handle.plan_ = cplan;
+  return res;
+}
+
+namespace {
+
+// Sends per-received-token rows (width elements of dtype, canonical order) back along the
+// dispatch path and returns the FP32 sums per source token [T x width].
+std::vector<float> reduce_to_sources(PeerExchange& ex, const Handle::Plan& plan, const std::vector<float>& rows,
+                                     comm::DataType dtype, int64_t width, TrafficStats& stats) {
+  const int64_t M = plan.num_recv;
+  const size_t eb = payload_elem_bytes(dtype), row_bytes = static_cast<size_t>(width) * eb;
+  std::vector<uint8_t> wire(M * row_bytes);
+  for (int64_t a = 0; a < M; ++a)
+    detail::store_row(rows.data() + plan.arrival_to_canonical[a] * width, width, dtype, wire.data() + a * row_bytes);
+  std::vector<float> acc(plan.num_tokens * width, 0.0f);
+  if (plan.two_hop) {
+    int64_t rows_a = 0;
+    for (int64_t n : plan.a_recv) rows_a += n;
+    std::vector<float> acc_a(rows_a * width, 0.0f);
+    detail::reduce_back(ex, wire.data(), dtype, width, plan.b_send, plan.b_recv, acc_a.data(), kTagBackB, stats);
+    std::vector<uint8_t> wire_a(rows_a * row_bytes);
+    for (int64_t j = 0; j < rows_a; ++j)
+      detail::store_row(acc_a.data() + j * width, width, dtype, wire_a.data() + j * row_bytes);
+    detail::reduce_back(ex, wire_a.data(), dtype, width, plan.a_send, plan.a_recv, acc.data(), kTagBackA, stats);
+  } else {
+    detail::reduce_back(ex, wire.data(), dtype, width, plan.a_send, plan.a_recv, acc.data(), kTagBackA, stats);
+  }
+  return acc;
+}
+
+const Handle::Plan& require_plan(const Handle* h, const char* what) {
+  if (h == nullptr || !h->valid()) SY_THROW(InvalidArgument, what << ": handle is empty");
+  return *h->plan_;
+}
+
+}  // namespace
+
+CombineResult Buffer::combine(const CombineArgs& args) {
+  const Handle::Plan& plan = require_plan(args.handle, "combine");
+  detail::require_reduce_type(args.dtype, "combine");
+  const int64_t H = plan.hidden, M = plan.num_recv, K = plan.top_k;
+  const size_t eb = payload_elem_bytes(args.dtype);
+  if (!plan.row_token.empty() && args.expert_out == nullptr) SY_THROW(InvalidArgument, "combine: expert_out is null");
+  const uint8_t* out = static_cast<const uint8_t*>(args.expert_out);
+  // Per token on this rank: sum over its local slots, k ascending.
+  std::vector<float> partial(M * H, 0.0f);
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t row = plan.slot_row[i * K + k];
+      if (row < 0) continue;
+      const float w = args.weights ? args.weights[i * K + k] : 1.0f;
+      detail::accumulate_row(out + row * H * eb, args.dtype, H, w, partial.data() + i * H);
+    }
+  CombineResult res;
+  res.dtype = args.dtype;
+  const std::vector<float> acc = reduce_to_sources(*exchange_, plan, partial, args.dtype, H, res.stats);
+  res.y.resize(plan.num_tokens * H * eb);
+  for (int64_t t = 0; t < plan.num_tokens; ++t)
+    detail::store_row(acc.data() + t * H, H, args.dtype, res.y.data() + t * H * eb);
+  int64_t logical_rows = 0;
+  for (int64_t n : plan.num_tokens_per_rank) logical_rows += n;
+  res.stats.row_bytes = static_cast<int64_t>(H * eb);
+  res.stats.logical_bytes = logical_rows * res.stats.row_bytes;
+  return res;
+}
+
+CombineResult Buffer::dispatch_backward(const void* grad_expert_x, comm::DataType dtype, const Handle& handle) {
+  CombineArgs args;
+  args.expert_out = grad_expert_x;
+  args.dtype = dtype;
+  args.handle = &handle;
+  return combine(args);
+}
+
+CombineBackwardResult Buffer::combine_backward(const CombineBackwardArgs& args) {
+  const Handle::Plan& plan = require_plan(args.handle, "combine_backward");
+  detail::require_reduce_type(args.dtype, "combine_backward");
+  const int64_t H = plan.hidden, M = plan.num_recv, K = plan.top_k, P = static_cast<int64_t>(plan.row_token.size());
+  const size_t eb = payload_elem_bytes(args.dtype);
+  DispatchArgs d;
+  d.x = args.grad_y;
+  d.dtype = args.dtype;
+  d.num_tokens = plan.num_tokens;
+  d.cached_handle = args.handle;
+  d.expert_major_x = false;
+  DispatchResult dy = dispatch(d);
+  CombineBackwardResult res;
+  res.stats = dy.stats;
+  res.grad_expert_out.assign(P * H * eb, 0);
+  res.grad_recv_weights.assign(M * K, 0.0f);
+  const uint8_t* out = static_cast<const uint8_t*>(args.expert_out);
+  if (P > 0 && out == nullptr) SY_THROW(InvalidArgument, "combine_backward: expert_out is null");
+  std::vector<float> tmp(H);
+  for (int64_t row = 0; row < P; ++row) {
+    const int32_t i = plan.row_token[row];
+    if (i < 0) continue;
+    const int k = plan.row_slot[row];
+    const float w = args.weights ? args.weights[i * K + k] : 1.0f;
+    const uint8_t* g = dy.recv_x.data() + i * H * eb;
+    const uint8_t* o = out + row * H * eb;
+    double dot = 0.0;
+    for (int64_t h = 0; h < H; ++h) {
+      const float gv = detail::load_elem(g, args.dtype, h);
+      tmp[h] = w * gv;
+      dot += static_cast<double>(gv) * detail::load_elem(o, args.dtype, h);
+    }
+    detail::store_row(tmp.data(), H, args.dtype, res.grad_expert_out.data() + row * H * eb);
+    res.grad_recv_weights[i * K + k] = static_cast<float>(dot);
+  }
+  res.grad_topk_weights =
+      reduce_to_sources(*exchange_, plan, res.grad_recv_weights, comm::DataType::kFloat32, K, res.stats);
+  return res;
+}
+
+Pending<DispatchResult> Buffer::dispatch_async(const DispatchArgs& args) {
+  return Pending<DispatchResult>(std::async(std::launch::async, [this, args] { return dispatch(args); }));
+}
+
+Pending<CombineResult> Buffer::combine_async(const CombineArgs& args) {
+  return Pending<CombineResult>(std::async(std::launch::async, [this, args] { return combine(args); }));
+}
+
+}  // namespace switchyard::dispatch

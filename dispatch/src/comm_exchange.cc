@@ -1,0 +1,41 @@
+// PeerExchange over a comm::Communicator: every stage posts irecv then isend, then waits.
+#include <utility>
+
+#include "switchyard/comm/communicator.h"
+#include "switchyard/common/error.h"
+#include "switchyard/dispatch/buffer.h"
+#include "switchyard/dispatch/peer_exchange.h"
+
+namespace switchyard::dispatch {
+
+namespace {
+
+class CommExchange final : public PeerExchange {
+ public:
+  explicit CommExchange(std::shared_ptr<comm::Communicator> comm) : comm_(std::move(comm)) {}
+  int rank() const override { return comm_->rank(); }
+  int size() const override { return comm_->size(); }
+  const topology::RankMap& rank_map() const override { return comm_->rank_map(); }
+  void exchange(const std::vector<PeerSend>& sends, const std::vector<PeerRecv>& recvs, int tag) override {
+    std::vector<comm::Work> work;
+    work.reserve(sends.size() + recvs.size());
+    for (const PeerRecv& r : recvs) work.push_back(comm_->irecv(r.data, r.bytes, r.peer, kDispatchTagBase + tag));
+    for (const PeerSend& s : sends) work.push_back(comm_->isend(s.data, s.bytes, s.peer, kDispatchTagBase + tag));
+    for (comm::Work& w : work) w.wait();
+  }
+
+ private:
+  std::shared_ptr<comm::Communicator> comm_;
+};
+
+}  // namespace
+
+std::shared_ptr<PeerExchange> make_comm_exchange(std::shared_ptr<comm::Communicator> comm) {
+  if (!comm) SY_THROW(InvalidArgument, "dispatch: communicator is null");
+  return std::make_shared<CommExchange>(std::move(comm));
+}
+
+Buffer::Buffer(std::shared_ptr<comm::Communicator> comm, const BufferOptions& options)
+    : Buffer(make_comm_exchange(std::move(comm)), options) {}
+
+}  // namespace switchyard::dispatch

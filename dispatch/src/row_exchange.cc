@@ -1,0 +1,104 @@
+// Stage primitives: count exchange, row exchange, reduce-back (see row_exchange.h).
+#include "row_exchange.h"
+
+#include "payload.h"
+#include "switchyard/common/error.h"
+
+namespace switchyard::dispatch::detail {
+
+std::vector<int64_t> exchange_counts(PeerExchange& ex, const std::vector<int>& peers,
+                                     const std::vector<int64_t>& send_counts, const StageFingerprint& fp, int tag,
+                                     TrafficStats& stats) {
+  const int R = ex.size(), me = ex.rank();
+  constexpr int kWords = 4;
+  std::vector<int64_t> out_msgs(peers.size() * kWords), in_msgs(peers.size() * kWords);
+  std::vector<PeerSend> sends;
+  std::vector<PeerRecv> recvs;
+  for (size_t i = 0; i < peers.size(); ++i) {
+    int64_t* m = out_msgs.data() + i * kWords;
+    m[0] = send_counts[peers[i]];
+    m[1] = fp.hidden;
+    m[2] = fp.num_experts;
+    m[3] = fp.row_bytes;
+    sends.push_back({peers[i], m, kWords * sizeof(int64_t)});
+    recvs.push_back({peers[i], in_msgs.data() + i * kWords, kWords * sizeof(int64_t)});
+    stats.control_bytes += kWords * sizeof(int64_t);
+  }
+  ex.exchange(sends, recvs, tag);
+  std::vector<int64_t> counts(R, 0);
+  counts[me] = send_counts[me];
+  for (size_t i = 0; i < peers.size(); ++i) {
+    const int64_t* m = in_msgs.data() + i * kWords;
+    if (m[1] != fp.hidden)
+      SY_THROW(InvalidArgument, "dispatch: hidden size differs between ranks: rank " << me << " has " << fp.hidden
+                                                                                     << ", rank " << peers[i]
+                                                                                     << " has " << m[1]);
+    if (m[2] != fp.num_experts)
+      SY_THROW(InvalidArgument, "dispatch: num_experts differs between ranks: rank " << me << " has "
+                                                                                     << fp.num_experts << ", rank "
+                                                                                     << peers[i] << " has " << m[2]);
+    if (m[3] != fp.row_bytes)
+      SY_THROW(InvalidArgument, "dispatch: row size differs between ranks (dtype or top_k): rank "
+                                    << me << " has " << fp.row_bytes << " bytes, rank " << peers[i] << " has "
+                                    << m[3]);
+    if (m[0] < 0) SY_THROW(InternalError, "dispatch: negative count " << m[0] << " from rank " << peers[i]);
+    counts[peers[i]] = m[0];
+  }
+  return counts;
+}
+
+void post_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::vector<int32_t>>& send,
+               const std::vector<int64_t>& recv, std::vector<std::vector<uint8_t>>& packed,
+               std::vector<uint8_t>& arrival, int tag, TrafficStats& stats) {
+  const int R = ex.size(), me = ex.rank();
+  const auto& map = ex.rank_map();
+  std::vector<PeerSend> sends;
+  std::vector<PeerRecv> recvs;
+  int64_t offset = 0;
+  for (int p = 0; p < R; ++p) {
+    if (p != me && recv[p] > 0) recvs.push_back({p, arrival.data() + offset * row_bytes, recv[p] * row_bytes});
+    offset += recv[p];
+    if (p != me && !send[p].empty()) {
+      sends.push_back({p, packed[p].data(), packed[p].size()});
+      if (!map.same_node(me, p)) stats.wire_bytes += static_cast<int64_t>(packed[p].size());
+    }
+  }
+  ex.exchange(sends, recvs, tag);
+}
+
+void reduce_back(PeerExchange& ex, const uint8_t* rows_back, comm::DataType dtype, int64_t width,
+                 const std::vector<std::vector<int32_t>>& send, const std::vector<int64_t>& recv, float* acc,
+                 int tag, TrafficStats& stats) {
+  const int R = ex.size(), me = ex.rank();
+  const auto& map = ex.rank_map();
+  const size_t row_bytes = static_cast<size_t>(width) * payload_elem_bytes(dtype);
+  std::vector<std::vector<uint8_t>> returned(R);
+  std::vector<PeerSend> sends;
+  std::vector<PeerRecv> recvs;
+  const uint8_t* self_rows = nullptr;
+  int64_t offset = 0;
+  for (int p = 0; p < R; ++p) {
+    const uint8_t* block = rows_back + offset * row_bytes;
+    if (p == me) {
+      self_rows = block;
+    } else {
+      if (recv[p] > 0) {
+        sends.push_back({p, block, recv[p] * row_bytes});
+        if (!map.same_node(me, p)) stats.wire_bytes += static_cast<int64_t>(recv[p] * row_bytes);
+      }
+      if (!send[p].empty()) {
+        returned[p].resize(send[p].size() * row_bytes);
+        recvs.push_back({p, returned[p].data(), returned[p].size()});
+      }
+    }
+    offset += recv[p];
+  }
+  ex.exchange(sends, recvs, tag);
+  for (int p = 0; p < R; ++p) {
+    const uint8_t* rows = p == me ? self_rows : returned[p].data();
+    for (size_t i = 0; i < send[p].size(); ++i)
+      add_row(rows + i * row_bytes, dtype, width, acc + static_cast<int64_t>(send[p][i]) * width);
+  }
+}
+
+}  // namespace switchyard::dispatch::detail

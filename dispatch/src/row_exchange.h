@@ -1,0 +1,79 @@
+// Stage primitives of dispatch and combine (private): a count exchange, a row exchange
+// (forward), and a reduce-back (the reverse of a row exchange, summing in a fixed order).
+//
+// A "stage" is one set of point-to-point messages: rank me sends to each peer p the rows
+// listed in send[p] (indices into the stage's source rows) and receives recv[p] rows from
+// each p. The arrival buffer holds the received rows grouped by peer, ascending. Rows to
+// itself are copied locally. Wire bytes count messages to ranks on other nodes.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "switchyard/comm/types.h"
+#include "switchyard/dispatch/buffer.h"
+#include "switchyard/dispatch/peer_exchange.h"
+
+namespace switchyard::dispatch::detail {
+
+// Sent with every count so that ranks that disagree on the shapes fail instead of
+// misreading each other's rows.
+struct StageFingerprint {
+  int64_t hidden;
+  int64_t num_experts;
+  int64_t row_bytes;
+};
+
+// Sends send_counts[p] to each p in peers and returns the counts received (index = rank;
+// entries outside peers are 0). Throws InvalidArgument when a peer's fingerprint differs.
+std::vector<int64_t> exchange_counts(PeerExchange& ex, const std::vector<int>& peers,
+                                     const std::vector<int64_t>& send_counts, const StageFingerprint& fp, int tag,
+                                     TrafficStats& stats);
+
+// Row exchange. write_row(index, dst) writes source row `index` (row_bytes) into dst.
+// arrival is resized to sum(recv) rows.
+template <class WriteRow>
+void exchange_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::vector<int32_t>>& send,
+                   const std::vector<int64_t>& recv, WriteRow write_row, std::vector<uint8_t>& arrival, int tag,
+                   TrafficStats& stats);
+
+// Reverse of a row exchange. rows_back holds one row (width elements of dtype) per arrival
+// row of the forward stage; each goes back to the peer it came from. acc[send[p][i]] +=
+// the row p returns for its i-th entry, for p = 0, 1, ..., R-1 in that order (FP32).
+void reduce_back(PeerExchange& ex, const uint8_t* rows_back, comm::DataType dtype, int64_t width,
+                 const std::vector<std::vector<int32_t>>& send, const std::vector<int64_t>& recv, float* acc,
+                 int tag, TrafficStats& stats);
+
+// ---- implementation of the template ----
+
+void post_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::vector<int32_t>>& send,
+               const std::vector<int64_t>& recv, std::vector<std::vector<uint8_t>>& packed,
+               std::vector<uint8_t>& arrival, int tag, TrafficStats& stats);
+
+template <class WriteRow>
+void exchange_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::vector<int32_t>>& send,
+                   const std::vector<int64_t>& recv, WriteRow write_row, std::vector<uint8_t>& arrival, int tag,
+                   TrafficStats& stats) {
+  const int R = ex.size(), me = ex.rank();
+  int64_t total = 0, self_offset = 0;
+  for (int p = 0; p < R; ++p) {
+    if (p == me) self_offset = total;
+    total += recv[p];
+  }
+  arrival.resize(static_cast<size_t>(total) * row_bytes);
+  std::vector<std::vector<uint8_t>> packed(R);
+  for (int p = 0; p < R; ++p) {
+    if (send[p].empty()) continue;
+    uint8_t* dst;
+    if (p == me) {
+      dst = arrival.data() + self_offset * row_bytes;
+    } else {
+      packed[p].resize(send[p].size() * row_bytes);
+      dst = packed[p].data();
+    }
+    for (size_t i = 0; i < send[p].size(); ++i) write_row(send[p][i], dst + i * row_bytes);
+  }
+  post_rows(ex, row_bytes, send, recv, packed, arrival, tag, stats);
+}
+
+}  // namespace switchyard::dispatch::detail
