@@ -365,6 +365,9 @@ def route(x, gate_w, bias, cfg):
             margins["group"] = (gs_sorted[:, cfg.topk_group - 1] - gs_sorted[:, cfg.topk_group]).min().item()
         if K < cfg.topk_group * (E // G):
             margins["expert"] = (ms_sorted[:, K - 1] - ms_sorted[:, K]).min().item()
+        if K < E:  # the balance loss's plain top-K of the unbiased scores (its f counts)
+            s_sorted = s.detach().sort(dim=-1, descending=True).values
+            margins["balance"] = (s_sorted[:, K - 1] - s_sorted[:, K]).min().item()
     w = s.gather(1, idx)                                              # [N, K]
     if cfg.norm_topk_prob:
         w = w / w.sum(-1, keepdim=True)
