@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
+#include <tuple>
 #include <random>
 #include <set>
 #include <vector>
@@ -191,6 +193,365 @@ TEST(BufferTest, ZeroTokensAndTopOne) {
   check_dispatch_and_combine({2, 1, 0, 2, 8, 16}, Routing::kRandom, false, 1);
   check_dispatch_and_combine({4, 2, 30, 1, 8, 16}, Routing::kRandom, true, 2);
   check_dispatch_and_combine({2, 1, 30, 1, 4, 16}, Routing::kRandom, false, 1);
+}
+
+
+// Sum over ranks of a per-rank value computed inside spawn_ranks.
+struct PerRank {
+  explicit PerRank(int n) : v(n, 0.0) {}
+  std::vector<double> v;
+  double sum() const {
+    double s = 0;
+    for (double x : v) s += x;
+    return s;
+  }
+};
+
+TEST(BufferTest, WireBytesEqualPredictionOnFourNodes) {
+  const Shape s{8, 4, 40, 6, 32, 24};
+  const auto all = all_inputs(s, Routing::kMasked);
+  const auto map = topology::RankMap::contiguous(s.ranks, s.nodes);
+  const int L = s.E / s.ranks;
+  PerRank wire2(s.ranks), wire_flat(s.ranks), wire_combine(s.ranks), predicted(s.ranks), predicted_combine(s.ranks);
+  for (bool two_hop : {true, false}) {
+    for (DataType dt : {DataType::kFloat32, DataType::kFloat8E4M3}) {
+      spawn_ranks(map, [&](std::shared_ptr<PeerExchange> ex) {
+        const int r = ex->rank();
+        Buffer buf(ex, {s.E, s.H, s.T, two_hop});
+        const RankInput& in = all[r];
+        std::vector<uint8_t> q(in.T * s.H);
+        std::vector<float> scales(in.T * fp8_num_tiles(s.H));
+        quantize_fp8_tiles(in.x.data(), in.T, s.H, false, q.data(), scales.data());
+        DispatchArgs a;
+        a.x = dt == DataType::kFloat32 ? static_cast<const void*>(in.x.data()) : q.data();
+        a.dtype = dt;
+        a.x_scales = scales.data();
+        a.topk_idx = in.topk.data();
+        a.topk_weights = in.weights.data();
+        a.num_tokens = in.T;
+        a.top_k = s.K;
+        DispatchResult d = buf.dispatch(a);
+        const int64_t row = (dt == DataType::kFloat32 ? 4 * s.H : s.H + 4 * fp8_num_tiles(s.H)) + 8 + 8 * s.K;
+        ASSERT_EQ(d.stats.row_bytes, row);
+        // Prediction from the routing alone: other nodes (two-hop) or other-node ranks (flat).
+        double want = 0, want_combine = 0;
+        for (int64_t t = 0; t < in.T; ++t) {
+          std::set<int> nodes, ranks;
+          for (int k = 0; k < s.K; ++k)
+            if (in.topk[t * s.K + k] >= 0) {
+              const int dst = static_cast<int>(in.topk[t * s.K + k] / L);
+              if (!map.same_node(dst, r)) {
+                nodes.insert(map.node_of(dst));
+                ranks.insert(dst);
+              }
+            }
+          want += double(two_hop ? nodes.size() : ranks.size()) * row;
+          want_combine += double(two_hop ? nodes.size() : ranks.size()) * 4 * s.H;
+        }
+        EXPECT_EQ(double(d.stats.wire_bytes), want) << "rank " << r;
+        (two_hop ? wire2 : wire_flat).v[r] = double(d.stats.wire_bytes);
+        if (dt == DataType::kFloat32) {
+          // Combine: the same hops backwards; what crosses the network is one partial sum per
+          // (token, node) in two-hop mode. Compare globally (it is sent by the forwarders).
+          std::vector<float> out(d.handle.num_expert_rows() * s.H, 1.f);
+          CombineArgs c;
+          c.expert_out = out.data();
+          c.dtype = DataType::kFloat32;
+          c.handle = &d.handle;
+          CombineResult y = buf.combine(c);
+          wire_combine.v[r] = double(y.stats.wire_bytes);
+          predicted_combine.v[r] = want_combine;
+        }
+      });
+      EXPECT_EQ(wire_combine.sum(), predicted_combine.sum()) << "two_hop " << two_hop;
+    }
+  }
+  // The saving the two-hop path exists for.
+  EXPECT_LT(wire2.sum(), wire_flat.sum());
+}
+
+TEST(BufferTest, TwoHopAgreesWithFlatAndPayloadsArriveBitExact) {
+  const Shape s{4, 2, 30, 4, 16, 256};
+  const auto all = all_inputs(s, Routing::kRandom);
+  const auto map = topology::RankMap::contiguous(s.ranks, s.nodes);
+  std::vector<std::vector<uint8_t>> y_flat(s.ranks), y_two(s.ranks);
+  for (bool two_hop : {false, true}) {
+    spawn_ranks(map, [&](std::shared_ptr<PeerExchange> ex) {
+      const int r = ex->rank();
+      Buffer buf(ex, {s.E, s.H, s.T, two_hop});
+      const RankInput& in = all[r];
+      std::vector<uint16_t> xb(in.T * s.H);
+      bf16_from_float(in.x.data(), in.T * s.H, xb.data());
+      std::vector<uint8_t> q(in.T * s.H);
+      std::vector<float> scales(in.T * fp8_num_tiles(s.H));
+      quantize_fp8_tiles(in.x.data(), in.T, s.H, true, q.data(), scales.data());
+      DispatchArgs a;
+      a.topk_idx = in.topk.data();
+      a.topk_weights = in.weights.data();
+      a.num_tokens = in.T;
+      a.top_k = s.K;
+      // BF16 and FP8 payloads arrive bit for bit.
+      a.x = xb.data();
+      a.dtype = DataType::kBfloat16;
+      DispatchResult db = buf.dispatch(a);
+      a.x = q.data();
+      a.dtype = DataType::kFloat8E4M3;
+      a.x_scales = scales.data();
+      DispatchResult d8 = buf.dispatch(a);
+      const int64_t S = fp8_num_tiles(s.H);
+      for (int64_t i = 0; i < db.num_recv_tokens; ++i) {
+        const int src = db.recv_src_rank[i];
+        const int64_t t = db.recv_src_token[i];
+        std::vector<uint16_t> src_b(s.H);
+        bf16_from_float(all[src].x.data() + t * s.H, s.H, src_b.data());
+        EXPECT_EQ(0, std::memcmp(db.recv_x.data() + i * s.H * 2, src_b.data(), s.H * 2));
+        std::vector<uint8_t> src_q(s.H);
+        std::vector<float> src_s(S);
+        quantize_fp8_tiles(all[src].x.data() + t * s.H, 1, s.H, true, src_q.data(), src_s.data());
+        EXPECT_EQ(0, std::memcmp(d8.recv_x.data() + i * s.H, src_q.data(), s.H));
+        EXPECT_EQ(0, std::memcmp(d8.recv_x_scales.data() + i * S, src_s.data(), S * 4));
+      }
+      // Combine in BF16 with random expert outputs; keep y for the flat/two-hop comparison.
+      std::mt19937 rng(77 + r);
+      std::uniform_real_distribution<float> u(-1.f, 1.f);
+      std::vector<uint16_t> out(db.handle.num_expert_rows() * s.H);
+      for (auto& v : out) v = bf16_from_float(u(rng));
+      std::vector<float> out32(out.size());
+      bf16_to_float(out.data(), out.size(), out32.data());
+      CombineArgs c;
+      c.handle = &db.handle;
+      c.weights = db.recv_topk_weights.data();
+      c.expert_out = out32.data();
+      c.dtype = DataType::kFloat32;
+      (two_hop ? y_two : y_flat)[r] = buf.combine(c).y;
+      c.expert_out = out.data();
+      c.dtype = DataType::kBfloat16;
+      CombineResult yb = buf.combine(c);
+      const float* y32 = reinterpret_cast<const float*>((two_hop ? y_two : y_flat)[r].data());
+      const uint16_t* y16 = reinterpret_cast<const uint16_t*>(yb.y.data());
+      for (int64_t i = 0; i < in.T * s.H; ++i)
+        ASSERT_NEAR(bf16_to_float(y16[i]), y32[i], 0.02 * (1 + std::fabs(y32[i])));
+    });
+  }
+  // Flat and two-hop sum in different orders: equal within FP32 rounding.
+  for (int r = 0; r < s.ranks; ++r) {
+    ASSERT_EQ(y_flat[r].size(), y_two[r].size());
+    const float* a = reinterpret_cast<const float*>(y_flat[r].data());
+    const float* b = reinterpret_cast<const float*>(y_two[r].data());
+    for (size_t i = 0; i < y_flat[r].size() / 4; ++i) ASSERT_NEAR(a[i], b[i], 1e-5f * (1 + std::fabs(a[i])));
+  }
+}
+
+TEST(BufferTest, CachedAndAsyncDispatchMatchTheFirst) {
+  const Shape s{4, 2, 20, 3, 8, 16};
+  const auto all = all_inputs(s, Routing::kMasked);
+  spawn_ranks(topology::RankMap::contiguous(s.ranks, s.nodes), [&](std::shared_ptr<PeerExchange> ex) {
+    const int r = ex->rank();
+    Buffer buf(ex, {s.E, s.H, s.T, true});
+    const RankInput& in = all[r];
+    DispatchArgs a;
+    a.x = in.x.data();
+    a.dtype = DataType::kFloat32;
+    a.topk_idx = in.topk.data();
+    a.topk_weights = in.weights.data();
+    a.num_tokens = in.T;
+    a.top_k = s.K;
+    Pending<DispatchResult> pending = buf.dispatch_async(a);
+    DispatchResult d = pending.wait();
+    std::vector<float> x2(in.x.size());
+    for (size_t i = 0; i < x2.size(); ++i) x2[i] = 2 * in.x[i] + 1;
+    DispatchArgs cached;
+    cached.x = x2.data();
+    cached.dtype = DataType::kFloat32;
+    cached.num_tokens = in.T;
+    cached.cached_handle = &d.handle;
+    DispatchResult d2 = buf.dispatch(cached);
+    ASSERT_EQ(d2.num_recv_tokens, d.num_recv_tokens);
+    EXPECT_EQ(d2.recv_topk_idx, d.recv_topk_idx);
+    EXPECT_EQ(d2.expert_offsets, d.expert_offsets);
+    EXPECT_LT(d2.stats.row_bytes, d.stats.row_bytes);  // no metadata on a cached dispatch
+    for (int64_t i = 0; i < d.num_recv_tokens; ++i)
+      for (int64_t h = 0; h < s.H; ++h)
+        EXPECT_EQ(reinterpret_cast<const float*>(d2.recv_x.data())[i * s.H + h],
+                  2 * reinterpret_cast<const float*>(d.recv_x.data())[i * s.H + h] + 1);
+    CombineArgs c;
+    c.expert_out = d.expert_x.data();
+    c.dtype = DataType::kFloat32;
+    c.handle = &d.handle;
+    Pending<CombineResult> pc = buf.combine_async(c);
+    CombineResult y_async = pc.wait();
+    EXPECT_EQ(y_async.y, buf.combine(c).y);
+    // Identity experts, unit weights: y = (number of unmasked experts) * x.
+    const float* y = reinterpret_cast<const float*>(y_async.y.data());
+    for (int64_t t = 0; t < in.T; ++t) {
+      int n = 0;
+      for (int k = 0; k < s.K; ++k) n += in.topk[t * s.K + k] >= 0;
+      for (int64_t h = 0; h < s.H; ++h) ASSERT_FLOAT_EQ(y[t * s.H + h], n * in.x[t * s.H + h]);
+    }
+  });
+}
+
+// Loss = sum_t <g_t, combine(expert(dispatch(x)), w)_t> over all ranks, experts scale by
+// expert_gain. Returns the loss and, when grads != nullptr, the analytic gradients
+// (dx [T x H], dw [T x K] per rank) from combine_backward + dispatch_backward.
+double moe_loss(const Shape& s, bool two_hop, const std::vector<RankInput>& all,
+                std::vector<std::pair<std::vector<float>, std::vector<float>>>* grads) {
+  PerRank loss(s.ranks);
+  const int L = s.E / s.ranks;
+  if (grads) grads->assign(s.ranks, {});
+  spawn_ranks(topology::RankMap::contiguous(s.ranks, s.nodes), [&](std::shared_ptr<PeerExchange> ex) {
+    const int r = ex->rank();
+    Buffer buf(ex, {s.E, s.H, s.T, two_hop});
+    const RankInput& in = all[r];
+    DispatchArgs a;
+    a.x = in.x.data();
+    a.dtype = DataType::kFloat32;
+    a.topk_idx = in.topk.data();
+    a.topk_weights = in.weights.data();
+    a.num_tokens = in.T;
+    a.top_k = s.K;
+    a.expert_alignment = 2;
+    DispatchResult d = buf.dispatch(a);
+    const int64_t P = d.handle.num_expert_rows();
+    std::vector<float> out(P * s.H, 0.f), gain(P, 0.f);
+    for (int64_t row = 0; row < P; ++row) {
+      const int32_t i = d.expert_row_token[row];
+      if (i < 0) continue;
+      gain[row] = expert_gain(d.recv_topk_idx[i * s.K + d.expert_row_slot[row]] + int64_t(r) * L);
+      for (int64_t h = 0; h < s.H; ++h)
+        out[row * s.H + h] = gain[row] * reinterpret_cast<const float*>(d.expert_x.data())[row * s.H + h];
+    }
+    CombineArgs c;
+    c.expert_out = out.data();
+    c.dtype = DataType::kFloat32;
+    c.handle = &d.handle;
+    c.weights = d.recv_topk_weights.data();
+    CombineResult y = buf.combine(c);
+    std::vector<float> g(in.T * s.H);
+    for (int64_t i = 0; i < in.T * s.H; ++i) g[i] = std::sin(0.7f * i + r);
+    double l = 0;
+    for (int64_t i = 0; i < in.T * s.H; ++i) l += double(g[i]) * reinterpret_cast<const float*>(y.y.data())[i];
+    loss.v[r] = l;
+    if (!grads) return;
+    CombineBackwardArgs b;
+    b.grad_y = g.data();
+    b.dtype = DataType::kFloat32;
+    b.handle = &d.handle;
+    b.expert_out = out.data();
+    b.weights = d.recv_topk_weights.data();
+    CombineBackwardResult gb = buf.combine_backward(b);
+    std::vector<float> grad_expert_x(P * s.H);
+    for (int64_t row = 0; row < P; ++row)
+      for (int64_t h = 0; h < s.H; ++h)
+        grad_expert_x[row * s.H + h] = gain[row] * reinterpret_cast<const float*>(gb.grad_expert_out.data())[row * s.H + h];
+    CombineResult dx = buf.dispatch_backward(grad_expert_x.data(), DataType::kFloat32, d.handle);
+    const float* dxv = reinterpret_cast<const float*>(dx.y.data());
+    (*grads)[r] = {std::vector<float>(dxv, dxv + in.T * s.H), gb.grad_topk_weights};
+  });
+  return loss.sum();
+}
+
+TEST(BufferTest, GradientsMatchFiniteDifferences) {
+  for (bool two_hop : {false, true}) {
+    const Shape s{4, 2, 6, 3, 8, 8};
+    auto all = all_inputs(s, Routing::kMasked);
+    std::vector<std::pair<std::vector<float>, std::vector<float>>> grads;
+    moe_loss(s, two_hop, all, &grads);
+    const float eps = 1e-2f;
+    // A few entries of x and of topk_weights on several ranks, central differences (the loss
+    // is linear in each, so the difference is exact up to FP32 rounding).
+    for (auto [r, t, j] : {std::tuple{0, 1, 3}, {1, 4, 0}, {2, 0, 7}, {3, 5, 2}}) {
+      float& xv = all[r].x[t * s.H + j];
+      const float x0 = xv;
+      xv = x0 + eps;
+      const double lp = moe_loss(s, two_hop, all, nullptr);
+      xv = x0 - eps;
+      const double lm = moe_loss(s, two_hop, all, nullptr);
+      xv = x0;
+      EXPECT_NEAR(grads[r].first[t * s.H + j], (lp - lm) / (2 * eps), 2e-3) << "dx rank " << r;
+    }
+    for (auto [r, t, k] : {std::tuple{0, 1, 1}, {1, 2, 0}, {2, 3, 2}, {3, 4, 1}}) {
+      float& wv = all[r].weights[t * s.K + k];
+      const float w0 = wv;
+      wv = w0 + eps;
+      const double lp = moe_loss(s, two_hop, all, nullptr);
+      wv = w0 - eps;
+      const double lm = moe_loss(s, two_hop, all, nullptr);
+      wv = w0;
+      const double fd = (lp - lm) / (2 * eps);
+      EXPECT_NEAR(grads[r].second[t * s.K + k], fd, 2e-3) << "dw rank " << r << " masked "
+                                                          << (all[r].topk[t * s.K + k] < 0);
+    }
+  }
+}
+
+void expect_invalid(const std::function<void()>& f, const char* needle) {
+  try {
+    f();
+    ADD_FAILURE() << "no error; expected one mentioning '" << needle << "'";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+TEST(BufferTest, RejectsBadInput) {
+  // Single rank: errors are local.
+  spawn_ranks(topology::RankMap::contiguous(1, 1), [&](std::shared_ptr<PeerExchange> ex) {
+    Buffer buf(ex, {8, 16, 4, true});
+    std::vector<float> x(5 * 16, 1.f);
+    std::vector<int64_t> topk = {0, 1, 2, 3};
+    DispatchArgs a;
+    a.x = x.data();
+    a.dtype = DataType::kFloat32;
+    a.topk_idx = topk.data();
+    a.num_tokens = 2;
+    a.top_k = 2;
+    topk[3] = 8;
+    expect_invalid([&] { buf.dispatch(a); }, "out of range");
+    topk[3] = -2;
+    expect_invalid([&] { buf.dispatch(a); }, "out of range");
+    topk[3] = 2;
+    expect_invalid([&] { buf.dispatch(a); }, "twice");
+    topk = {0, 1, 2, 3, 4, 5, 6, 7, 0, 1};
+    a.topk_idx = topk.data();
+    a.num_tokens = 5;
+    expect_invalid([&] { buf.dispatch(a); }, "max_tokens_per_rank");
+    a.num_tokens = 2;
+    a.dtype = DataType::kFloat8E4M3;
+    expect_invalid([&] { buf.dispatch(a); }, "x_scales");
+    a.dtype = DataType::kInt32;
+    expect_invalid([&] { buf.dispatch(a); }, "dtype");
+    a.dtype = DataType::kFloat32;
+    DispatchResult d = buf.dispatch(a);
+    CombineArgs c;
+    c.expert_out = d.expert_x.data();
+    c.dtype = DataType::kFloat8E4M3;
+    c.handle = &d.handle;
+    expect_invalid([&] { buf.combine(c); }, "dtype");
+    c.handle = nullptr;
+    expect_invalid([&] { buf.combine(c); }, "handle");
+  });
+  // Experts not divisible by ranks (local check before any message).
+  spawn_ranks(topology::RankMap::contiguous(3, 1), [&](std::shared_ptr<PeerExchange> ex) {
+    expect_invalid([&] { Buffer buf(ex, {8, 16, 4, true}); }, "multiple");
+  });
+  // Hidden sizes that differ between ranks: every rank learns it at construction.
+  spawn_ranks(topology::RankMap::contiguous(2, 1), [&](std::shared_ptr<PeerExchange> ex) {
+    expect_invalid([&] { Buffer buf(ex, {8, ex->rank() == 0 ? 16 : 32, 4, true}); }, "hidden");
+  });
+  // Ranks that disagree on top_k (row size) fail at the count exchange, not by misreading.
+  spawn_ranks(topology::RankMap::contiguous(2, 1), [&](std::shared_ptr<PeerExchange> ex) {
+    Buffer buf(ex, {8, 16, 4, true});
+    std::vector<float> x(4 * 16, 1.f);
+    std::vector<int64_t> topk = {0, 4, 1, 5, 2, 6};
+    DispatchArgs a;
+    a.x = x.data();
+    a.dtype = DataType::kFloat32;
+    a.topk_idx = topk.data();
+    a.num_tokens = 2;
+    a.top_k = ex->rank() == 0 ? 2 : 3;
+    expect_invalid([&] { buf.dispatch(a); }, "row size");
+  });
 }
 
 }  // namespace
