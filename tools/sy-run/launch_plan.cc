@@ -11,6 +11,7 @@
 #include <cctype>
 #include <climits>
 #include <cstdlib>
+#include <optional>
 #include <sstream>
 
 #include "switchyard/common/error.h"
@@ -42,10 +43,16 @@ topology::RankMap local_rank_map(const LaunchOptions& o) {
     return topology::RankMap::contiguous(o.num_ranks, o.num_nodes);
   }
   SY_REQUIRE(o.num_nodes == 1, "--nodes and --rank-map cannot be combined (the rank map places the ranks)");
-  topology::Cluster cluster = topology::Cluster::load_json(o.rank_map_path);
+  std::optional<topology::Cluster> loaded;
+  try {
+    loaded = topology::Cluster::load_json(o.rank_map_path);
+  } catch (const Error& e) {
+    SY_THROW(InvalidArgument, "--rank-map: " << e.message());
+  }
+  const topology::Cluster& cluster = *loaded;
   SY_REQUIRE(cluster.num_ranks() == o.num_ranks, "--rank-map " << o.rank_map_path << " describes "
-                                                                << cluster.num_ranks() << " ranks but -n is "
-                                                                << o.num_ranks);
+                                                               << cluster.num_ranks() << " ranks but -n is "
+                                                               << o.num_ranks);
   return cluster.rank_map();
 }
 
@@ -63,15 +70,16 @@ void check_master(const std::string& master) {
 }
 
 void check_token(const std::string& token) {
-  SY_REQUIRE(!token.empty(), "multi-host mode needs the job token: pass --token T or set SY_TOKEN "
-                             "(the same value on every host)");
+  SY_REQUIRE(!token.empty(),
+             "multi-host mode needs the job token: pass --token T or set SY_TOKEN "
+             "(the same value on every host)");
   for (char c : token) {
     SY_REQUIRE(std::isgraph(static_cast<unsigned char>(c)), "--token must be printable without spaces");
   }
 }
 
-std::vector<std::pair<std::string, std::string>> rank_env(const LaunchPlan& plan, const std::string& token,
-                                                          int rank, int local_rank, int local_size, int node) {
+std::vector<std::pair<std::string, std::string>> rank_env(const LaunchPlan& plan, const std::string& token, int rank,
+                                                          int local_rank, int local_size, int node) {
   return {{"SY_RANK", std::to_string(rank)},
           {"SY_WORLD_SIZE", std::to_string(plan.world_size)},
           {"SY_LOCAL_RANK", std::to_string(local_rank)},
@@ -86,9 +94,9 @@ std::vector<std::pair<std::string, std::string>> rank_env(const LaunchPlan& plan
 }  // namespace
 
 const std::vector<std::string>& protocol_variables() {
-  static const std::vector<std::string> kNames = {"SY_RANK",      "SY_WORLD_SIZE", "SY_LOCAL_RANK", "SY_LOCAL_SIZE",
-                                                  "SY_NODE",      "SY_NUM_NODES",  "SY_RENDEZVOUS", "SY_TOKEN",
-                                                  "SY_JOB_ID",    "SY_RANK_MAP"};
+  static const std::vector<std::string> kNames = {"SY_RANK",   "SY_WORLD_SIZE", "SY_LOCAL_RANK", "SY_LOCAL_SIZE",
+                                                  "SY_NODE",   "SY_NUM_NODES",  "SY_RENDEZVOUS", "SY_TOKEN",
+                                                  "SY_JOB_ID", "SY_RANK_MAP"};
   return kNames;
 }
 

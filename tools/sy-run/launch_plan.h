@@ -19,13 +19,13 @@
 namespace switchyard::run {
 
 struct LaunchOptions {
-  int num_ranks = 0;               // -n: ranks started on this host
-  int num_nodes = 1;               // --nodes: virtual nodes (local mode)
-  std::string rank_map_path;       // --rank-map: cluster JSON (local mode)
-  int num_hosts = 1;               // --nnodes: hosts with one sy-run each (multi-host mode)
-  int host_rank = 0;               // --node-rank: index of this host
-  std::string master;              // --master ADDR:PORT (multi-host mode)
-  std::string token;               // --token; falls back to $SY_TOKEN (multi-host mode)
+  int num_ranks = 0;  // -n: ranks started on this host
+  int num_nodes = 1;  // --nodes: virtual nodes (local mode)
+  std::string rank_map_path;  // --rank-map: cluster JSON (local mode)
+  int num_hosts = 1;  // --nnodes: hosts with one sy-run each (multi-host mode)
+  int host_rank = 0;  // --node-rank: index of this host
+  std::string master;  // --master ADDR:PORT (multi-host mode)
+  std::string token;  // --token; falls back to $SY_TOKEN (multi-host mode)
   std::vector<std::string> program;  // PROGRAM ARGS...
 };
 

@@ -86,7 +86,11 @@ OrphanGuard::~OrphanGuard() {
   }
 }
 
-void OrphanGuard::watch(pid_t pgid) { send_line(pipe_.get(), "+" + std::to_string(pgid)); }
+void OrphanGuard::watch(pid_t pgid) {
+  std::string line = "+";
+  line += std::to_string(pgid);
+  send_line(pipe_.get(), line);
+}
 
 void OrphanGuard::disarm() {
   if (pipe_.valid()) send_line(pipe_.get(), "disarm");

@@ -23,7 +23,8 @@ struct Pipe {
 
 Pipe make_pipe(int rank, const char* what) {
   int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) SY_THROW(IoError, "rank " << rank << ": pipe for " << what << ": " << errno_text(errno));
+  if (::pipe2(fds, O_CLOEXEC) != 0)
+    SY_THROW(IoError, "rank " << rank << ": pipe for " << what << ": " << errno_text(errno));
   return {UniqueFd(fds[0]), UniqueFd(fds[1])};
 }
 
@@ -79,7 +80,8 @@ SpawnedRank spawn_rank(const std::vector<std::string>& program, const RankLaunch
   pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) SY_THROW(IoError, "cannot start rank " << launch.rank << ": fork: " << errno_text(errno));
-  if (pid == 0) exec_child(parent, out.write.get(), err.write.get(), status.write.get(), argv.data(), envp.data(), child_mask);
+  if (pid == 0)
+    exec_child(parent, out.write.get(), err.write.get(), status.write.get(), argv.data(), envp.data(), child_mask);
 
   // Both sides call setpgid so the group exists before either one relies on it. EACCES
   // here means the child already exec'd, which implies it already set its own group.

@@ -24,8 +24,8 @@ namespace switchyard::run {
 
 struct SpawnedRank {
   pid_t pid = -1;  // also its process group id
-  UniqueFd out;    // read end of the rank's stdout, non-blocking
-  UniqueFd err;    // read end of the rank's stderr, non-blocking
+  UniqueFd out;  // read end of the rank's stdout, non-blocking
+  UniqueFd err;  // read end of the rank's stderr, non-blocking
 };
 
 // Starts program with sy-run's environment minus protocol_variables() plus launch.env.

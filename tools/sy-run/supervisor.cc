@@ -67,7 +67,7 @@ struct RankState {
   UniqueFd err;
   std::unique_ptr<LineRelay> out_relay;
   std::unique_ptr<LineRelay> err_relay;
-  bool running = true;      // not reaped yet
+  bool running = true;  // not reaped yet
   bool group_alive = true;  // some process of its group may still exist
 };
 
@@ -137,7 +137,8 @@ void Supervisor::start_ranks() {
     r.pid = spawned.pid;
     r.out = std::move(spawned.out);
     r.err = std::move(spawned.err);
-    std::string prefix = options_.tag_output ? "[" + std::to_string(launch.rank) + "] " : "";
+    std::string prefix;
+    if (options_.tag_output) prefix.append("[").append(std::to_string(launch.rank)).append("] ");
     r.out_relay = std::make_unique<LineRelay>(prefix, STDOUT_FILENO);
     r.err_relay = std::make_unique<LineRelay>(prefix, STDERR_FILENO);
     ranks_.push_back(std::move(r));
@@ -263,7 +264,8 @@ int Supervisor::run() {
   start_ = Clock::now();
   start_ranks();
   Clock::time_point deadline = Clock::time_point::max();
-  if (options_.timeout_s > 0) deadline = start_ + std::chrono::duration_cast<Clock::duration>(Seconds(options_.timeout_s));
+  if (options_.timeout_s > 0)
+    deadline = start_ + std::chrono::duration_cast<Clock::duration>(Seconds(options_.timeout_s));
 
   std::vector<pollfd> fds;
   for (;;) {
@@ -294,9 +296,8 @@ int Supervisor::run() {
 
     Clock::time_point wake = std::min({deadline, stopping_ && !killed_ ? kill_at_ : Clock::time_point::max(),
                                        killed_ ? give_up_at_ : Clock::time_point::max(), drain_until_});
-    bool poll_groups = std::any_of(ranks_.begin(), ranks_.end(), [](const RankState& r) {
-      return !r.running && r.group_alive;
-    });
+    bool poll_groups =
+        std::any_of(ranks_.begin(), ranks_.end(), [](const RankState& r) { return !r.running && r.group_alive; });
     if (poll_groups) wake = std::min(wake, now + std::chrono::duration_cast<Clock::duration>(kGroupPollPeriod));
     int timeout_ms = -1;
     if (wake != Clock::time_point::max()) {

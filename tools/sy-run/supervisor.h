@@ -18,8 +18,8 @@
 namespace switchyard::run {
 
 struct SupervisorOptions {
-  double timeout_s = 0;    // whole-job limit; 0 = none
-  double grace_s = 3;      // SIGTERM -> SIGKILL delay
+  double timeout_s = 0;  // whole-job limit; 0 = none
+  double grace_s = 3;  // SIGTERM -> SIGKILL delay
   bool tag_output = true;  // prefix rank output lines with "[rank] "
 };
 
