@@ -12,11 +12,15 @@
 #include "pci_path.h"
 #include "switchyard/common/error.h"
 #include "switchyard/common/log.h"
+#include "switchyard/common/param.h"
 #include "switchyard/topology/host_topology.h"
 
 namespace switchyard::topology {
 
 namespace {
+
+const Param<bool> kTopoNvml("TOPO_NVML", true, "",
+                            "read NVLink through NVML (dlopen libnvidia-ml.so.1) when discovering this machine");
 
 constexpr unsigned kVendorNvidia = 0x10de;
 constexpr unsigned kClass3dController = 0x0302;
@@ -62,7 +66,7 @@ class HostBuilder {
     for (auto& g : host_.gpus_) g.nic = nearest_nic(g);
     size_t n = host_.gpus_.size();
     host_.nvlink_gbps_.assign(n, std::vector<double>(n, 0.0));
-    if (!read_xml_nvlink() && local) read_nvml_nvlink();
+    if (!read_xml_nvlink() && local && kTopoNvml.get()) read_nvml_nvlink();
   }
 
  private:

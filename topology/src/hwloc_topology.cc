@@ -36,12 +36,12 @@ HwlocTopology HwlocTopology::load_xml(const std::string& path) {
   SY_REQUIRE(text.find("<topology") != std::string::npos,
              "topology XML '" << path << "': not an hwloc XML file (no <topology> element)");
   HwlocTopology t;
-  // hwloc_topology_set_xmlbuffer wants the terminating NUL counted in the length.
-  if (hwloc_topology_set_xmlbuffer(t.topo_, text.c_str(), static_cast<int>(text.size() + 1)) != 0)
-    SY_THROW(InvalidArgument, "topology XML '" << path << "': hwloc cannot use it: " << errno_text(errno));
-  if (hwloc_topology_load(t.topo_) != 0)
-    SY_THROW(InvalidArgument, "topology XML '" << path
-                                  << "': hwloc rejected it (malformed or not hwloc 2.x XML): " << errno_text(errno));
+  // hwloc parses the buffer in set_xmlbuffer and builds the tree in load; either can refuse it.
+  // The length counts the terminating NUL.
+  if (hwloc_topology_set_xmlbuffer(t.topo_, text.c_str(), static_cast<int>(text.size() + 1)) != 0 ||
+      hwloc_topology_load(t.topo_) != 0)
+    SY_THROW(InvalidArgument, "topology XML '" << path << "': hwloc rejected it (malformed or not hwloc 2.x XML: "
+                                               << errno_text(errno) << "; hwloc's own message is on stderr)");
   return t;
 }
 

@@ -1,6 +1,7 @@
 // RankMap: node membership, local indices and rails.
 #include "switchyard/topology/rank_map.h"
 
+#include <algorithm>
 #include <map>
 #include <sstream>
 
@@ -66,6 +67,7 @@ std::vector<int> RankMap::rail(int rank) const {
     int p = rail_peer(rank, n);
     if (p >= 0) out.push_back(p);
   }
+  std::sort(out.begin(), out.end());  // node order differs from rank order when nodes interleave
   return out;
 }
 
@@ -84,7 +86,7 @@ std::vector<int> RankMap::node_major_order() const {
 
 std::string RankMap::describe() const {
   std::ostringstream os;
-  os << size() << " ranks on " << num_nodes() << " node" << (num_nodes() == 1 ? "" : "s") << ":";
+  os << size() << " rank" << (size() == 1 ? "" : "s") << " on " << num_nodes() << " node" << (num_nodes() == 1 ? "" : "s") << ":";
   for (int n = 0; n < num_nodes(); ++n) {
     os << " node" << n << "={";
     for (size_t i = 0; i < ranks_of_node_[n].size(); ++i) os << (i ? "," : "") << ranks_of_node_[n][i];

@@ -1,0 +1,73 @@
+// sy-topo under sy-run: every rank reports its rank, node, local rank and rail.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+
+namespace {
+
+struct ProgramRun {
+  int status = -1;
+  std::string out;
+};
+
+ProgramRun run(const std::string& cmd) {
+  ProgramRun r;
+  FILE* p = popen(("timeout 45 " + cmd + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  int st = pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+// The JSON object on each output line (after sy-run's rank prefix), keyed by its "rank".
+std::map<int, nlohmann::json> rank_lines(const std::string& out) {
+  std::map<int, nlohmann::json> by_rank;
+  std::istringstream in(out);
+  std::string line;
+  while (std::getline(in, line)) {
+    size_t brace = line.find('{');
+    if (brace == std::string::npos) continue;
+    auto j = nlohmann::json::parse(line.substr(brace));
+    by_rank[j["rank"].get<int>()] = j;
+  }
+  return by_rank;
+}
+
+TEST(SyTopoJobTest, FourRanksOnTwoNodes) {
+  ProgramRun r = run(std::string(SY_RUN_BIN) + " -n 4 --nodes 2 --timeout 30 -- " + SY_TOPO_BIN + " --json");
+  ASSERT_EQ(r.status, 0) << r.out;
+  auto ranks = rank_lines(r.out);
+  ASSERT_EQ(ranks.size(), 4u) << r.out;
+  for (int rank = 0; rank < 4; ++rank) {
+    const auto& j = ranks[rank];
+    EXPECT_EQ(j["world_size"], 4);
+    EXPECT_EQ(j["num_nodes"], 2);
+    EXPECT_EQ(j["node"], rank / 2);
+    EXPECT_EQ(j["local_rank"], rank % 2);
+    EXPECT_EQ(j["rail"], rank % 2);
+    EXPECT_EQ(j["rail_peers"], nlohmann::json::array({rank % 2, rank % 2 + 2}));
+  }
+}
+
+TEST(SyTopoJobTest, RankMapGivesGpusAndNics) {
+  ProgramRun r = run(std::string(SY_RUN_BIN) + " -n 4 --rank-map " + SY_TOPO_DATA + "/cluster-2x2-pcie.json --timeout 30 -- " +
+              SY_TOPO_BIN + " --json");
+  ASSERT_EQ(r.status, 0) << r.out;
+  auto ranks = rank_lines(r.out);
+  ASSERT_EQ(ranks.size(), 4u) << r.out;
+  for (int rank = 0; rank < 4; ++rank) {
+    EXPECT_EQ(ranks[rank]["node"], rank / 2);
+    EXPECT_EQ(ranks[rank]["gpu"], 2 * (rank % 2));  // the file puts local ranks on GPUs 0 and 2
+    EXPECT_EQ(ranks[rank]["nic"], "mlx5_" + std::to_string(rank % 2));
+  }
+}
+
+}  // namespace
