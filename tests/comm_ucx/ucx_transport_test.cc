@@ -364,6 +364,53 @@ TEST(UcxTransportTest, OversizedMessageAndCleanShutdown) {
   EXPECT_EQ(results[1].status, 0);
 }
 
+// wait_for_event() sleeps until a message arrives (not for its whole timeout), and
+// interrupt_wait() from another thread wakes it.
+TEST(UcxTransportTest, WaitForEventWakesOnMessageAndInterrupt) {
+  fs::path dir = make_store_dir();
+  auto results = run_ranks(2, milliseconds(30000), [&](int rank) {
+    DirStore store(dir);
+    auto transport = make_ucx_transport(rank, 2, store, "ucx/", {1 - rank});
+    uint64_t value = 0;
+    if (rank == 0) {
+      std::this_thread::sleep_for(milliseconds(200));
+      value = 42;
+      std::vector<std::unique_ptr<TransportRequest>> one;
+      one.push_back(transport->isend(1, 3, &value, sizeof(value)));
+      wait_all(*transport, one, milliseconds(10000));
+      store.get("rank1-done", milliseconds(10000));
+      return;
+    }
+    auto recv = transport->irecv(0, 3, &value, sizeof(value));
+    const auto start = Clock::now();
+    int waits = 0;
+    while (!recv->done()) {
+      if (!transport->progress()) {
+        transport->wait_for_event(std::chrono::seconds(5));
+        ++waits;
+      }
+      RANK_CHECK(Clock::now() - start < std::chrono::seconds(4), "the message did not wake the wait");
+    }
+    RANK_CHECK(value == 42, "value " << value);
+    // Rank 0 sent after 200 ms: the receiver slept instead of spinning.
+    RANK_CHECK(waits < 1000, waits << " waits: wait_for_event did not sleep");
+    while (transport->progress()) {
+    }
+    const auto t0 = Clock::now();
+    std::thread waker([&] {
+      std::this_thread::sleep_for(milliseconds(100));
+      transport->interrupt_wait();
+    });
+    transport->wait_for_event(std::chrono::seconds(5));
+    waker.join();
+    RANK_CHECK(Clock::now() - t0 < std::chrono::seconds(3), "interrupt_wait did not wake the wait");
+    store.set("rank1-done", {1});
+  });
+  fs::remove_all(dir);
+  EXPECT_EQ(results[0].status, 0);
+  EXPECT_EQ(results[1].status, 0);
+}
+
 // A peer that never publishes its address: Timeout naming it after the connect timeout.
 TEST(UcxTransportTest, MissingPeerTimesOutNamingIt) {
   fs::path dir = make_store_dir();

@@ -2,6 +2,7 @@
 // for the contract and docs/comm-ucx.md for the design (tags, faults, the InfiniBand RMA plan).
 #include "transport/ucx/ucx_transport.h"
 
+#include <poll.h>
 #include <sched.h>
 #include <ucp/api/ucp.h>
 
@@ -95,7 +96,7 @@ class UcxWorker {
     if (std::getenv("UCX_TLS") == nullptr) ucp_config_modify(config, "TLS", "^shm");
     ucp_params_t params{};
     params.field_mask = UCP_PARAM_FIELD_FEATURES;
-    params.features = UCP_FEATURE_TAG;
+    params.features = UCP_FEATURE_TAG | UCP_FEATURE_WAKEUP;
     ucs_status_t status = ucp_init(&params, config, &context_);
     ucp_config_release(config);
     throw_on_ucs_error(status, "ucp_init");
@@ -103,6 +104,20 @@ class UcxWorker {
     wparams.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
     wparams.thread_mode = UCS_THREAD_MODE_SERIALIZED;
     throw_on_ucs_error(ucp_worker_create(context_, &wparams, &worker_), "ucp_worker_create");
+    throw_on_ucs_error(ucp_worker_get_efd(worker_, &event_fd_), "ucp_worker_get_efd");
+  }
+
+  // Sleeps until the worker has an event (a message arrived, a send finished, a signal)
+  // or `max_wait` passed. Returns at once when events are already pending.
+  void wait_for_event(std::chrono::microseconds max_wait) {
+    if (worker_ == nullptr || event_fd_ < 0 || ucp_worker_arm(worker_) != UCS_OK) return;
+    pollfd fd{event_fd_, POLLIN, 0};
+    timespec ts{static_cast<time_t>(max_wait.count() / 1000000), static_cast<long>(max_wait.count() % 1000000) * 1000};
+    ppoll(&fd, 1, &ts, nullptr);
+  }
+  // Wakes wait_for_event() from any thread (ucp_worker_signal is thread-safe in every mode).
+  void signal() {
+    if (worker_ != nullptr) ucp_worker_signal(worker_);
   }
 
   std::vector<uint8_t> address() const {
@@ -175,6 +190,7 @@ class UcxWorker {
   int rank_;
   ucp_context_h context_ = nullptr;
   ucp_worker_h worker_ = nullptr;
+  int event_fd_ = -1;             // owned by the worker
   std::vector<PeerState> peers_;  // indexed by rank; rank == -1 for ranks that are not peers
 };
 
@@ -290,6 +306,9 @@ class UcxTransport : public Transport {
   }
 
   bool progress() override { return worker_->progress(); }
+
+  void wait_for_event(std::chrono::microseconds max_wait) override { worker_->wait_for_event(max_wait); }
+  void interrupt_wait() override { worker_->signal(); }
 
   void check_peers() override {
     for (int peer : peers_) {

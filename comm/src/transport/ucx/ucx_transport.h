@@ -18,8 +18,10 @@
 //
 // Threading: the worker is opened in UCS_THREAD_MODE_SERIALIZED: any thread may call, one
 // at a time (the comm core drives a Transport from its progress thread or from a caller
-// holding the communicator's lock). Requests hold a reference to the worker, so a request
-// that outlives its Transport stays safe to test and destroy (it then fails).
+// holding the communicator's lock); interrupt_wait() may come from any thread. Requests
+// hold a reference to the worker, so a request that outlives its Transport stays safe to
+// test and destroy. wait_for_event() sleeps on the worker's event fd (UCP_FEATURE_WAKEUP)
+// until a message arrives or interrupt_wait() signals it.
 //
 // Faults: endpoints use UCP_ERR_HANDLING_MODE_PEER. A peer whose connection breaks (its
 // process died) is marked dead; its pending sends and receives fail with PeerFailure

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# comm benchmarks behind docs/perf.md "## comm" (run by `make bench`, never by ctest).
+#
+#   bench/comm.sh [BUILD_DIR]          RUNS=5 SECTIONS="onenode ucx" by default
+#
+# onenode: all_to_all with 2 and 4 ranks on one node, Switchyard vs Open MPI's MPI_Alltoall
+#          in the same mpirun job (sy-a2a-perf --baseline mpi: per size the two alternate),
+#          and the two-process memcpy rate (256 MiB, glibc, one process pinned per core)
+#          measured between the runs as the copy-rate reference.
+# ucx:     two virtual nodes on one machine over UCX tcp (UCX_NET_DEVICES=lo): sy-a2a-perf
+#          p2p (rank 0 -> rank 1) and a 2-rank all_to_all, each run interleaved with
+#          `ucx_perftest -t tag_bw` one way at the same message sizes.
+# Every section repeats RUNS times; the summary prints medians over the runs (and the
+# min/max), with ratios computed per run. Raw JSON stays in $OUT (default: a temp dir
+# that is removed unless KEEP=1).
+set -uo pipefail
+build=${1:-build}
+bin=$(cd "$build/bin" && pwd)
+here=$(cd "$(dirname "$0")" && pwd)
+RUNS=${RUNS:-5}
+SECTIONS=${SECTIONS:-"onenode ucx"}
+OUT=${OUT:-$(mktemp -d /tmp/sy-comm-bench.XXXXXX)}
+mkdir -p "$OUT"
+bg_pids=()
+cleanup() {
+  local p
+  for p in "${bg_pids[@]}"; do kill "$p" 2>/dev/null; done
+  [[ ${KEEP:-0} == 1 ]] || rm -rf "$OUT"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+log() { printf '[comm bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+has() { [[ " $SECTIONS " == *" $1 "* ]]; }
+
+gcc -O2 -o "$OUT/memcpy_rate" "$here/comm/memcpy_rate.c" || exit 1
+perf=(-n 3 -w 2 --min_ms 30 --repeat 1 -c 1 --json)
+
+# Two pinned glibc memcpy processes at once; prints their summed GB/s.
+memcpy_pair() {
+  local t0=$(( $(date +%s%N) + 200000000 ))
+  taskset -c 0 "$OUT/memcpy_rate" "$1" 0.5 "$t0" >"$OUT/m0" &
+  local p0=$!
+  taskset -c 1 "$OUT/memcpy_rate" "$1" 0.5 "$t0" >"$OUT/m1" &
+  local p1=$!
+  wait "$p0" "$p1"
+  awk '{s += $2} END {printf "%.3f\n", s}' "$OUT/m0" "$OUT/m1"
+}
+
+port_listening() {
+  local hex; hex=$(printf ':%04X ' "$1")
+  grep -q "$hex[0-9A-F]*:0000 0A" /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+# ucx_perftest tag_bw one way over tcp on lo; prints GB/s (1e9) of the "overall" bandwidth.
+tag_bw() {
+  local size=$1 iters=$2 port=$(( 30000 + RANDOM % 20000 ))
+  while port_listening "$port"; do port=$(( port + 1 )); done
+  UCX_TLS=tcp UCX_NET_DEVICES=lo timeout 60 ucx_perftest -p "$port" >"$OUT/srv.log" 2>&1 &
+  local srv=$!; bg_pids+=("$srv")
+  for _ in $(seq 100); do port_listening "$port" && break; sleep 0.05; done
+  UCX_TLS=tcp UCX_NET_DEVICES=lo timeout 60 ucx_perftest 127.0.0.1 -p "$port" -t tag_bw -s "$size" -n "$iters" \
+    -w 20 -f 2>&1 | awk 'NF == 8 && $1 ~ /^[0-9]+$/ {l = $0} END {split(l, f, " "); printf "%.3f\n", f[6] * 1048576 / 1e9}'
+  kill "$srv" 2>/dev/null; wait "$srv" 2>/dev/null; bg_pids=()
+}
+
+if has onenode; then
+  for ((r = 1; r <= RUNS; r++)); do
+    log "onenode run $r/$RUNS"
+    memcpy_pair 268435456 >"$OUT/memcpy.$r"
+    mpirun --allow-run-as-root -np 2 "$bin/sy-a2a-perf" --op all_to_all --baseline mpi -b 16 -e 32M "${perf[@]}" \
+      >"$OUT/a2a.np2.$r.json" 2>"$OUT/a2a.np2.$r.err" || log "np=2 run failed: $(tail -3 "$OUT/a2a.np2.$r.err")"
+    mpirun --allow-run-as-root --oversubscribe -np 4 "$bin/sy-a2a-perf" --op all_to_all --baseline mpi -b 32 -e 64M \
+      "${perf[@]}" >"$OUT/a2a.np4.$r.json" 2>"$OUT/a2a.np4.$r.err" || log "np=4 run failed: $(tail -3 "$OUT/a2a.np4.$r.err")"
+  done
+fi
+
+if has ucx; then
+  for ((r = 1; r <= RUNS; r++)); do
+    log "ucx run $r/$RUNS"
+    for s in 1048576 4194304 16777216; do tag_bw "$s" $(( s >= 16777216 ? 100 : 400 )) >"$OUT/tag_bw.$s.$r"; done
+    UCX_NET_DEVICES=lo "$bin/sy-run" -n 2 --nodes 2 --timeout 300 --notag-output -- "$bin/sy-a2a-perf" --op p2p \
+      -b 1M -e 16M -f 4 "${perf[@]}" >"$OUT/p2p.$r.json" 2>"$OUT/p2p.$r.err" || log "p2p run failed"
+    UCX_NET_DEVICES=lo "$bin/sy-run" -n 2 --nodes 2 --timeout 300 --notag-output -- "$bin/sy-a2a-perf" --op all_to_all \
+      -b 2M -e 32M -f 4 "${perf[@]}" >"$OUT/a2a.vn2.$r.json" 2>"$OUT/a2a.vn2.$r.err" || log "2-node a2a run failed"
+  done
+fi
+
+/usr/bin/python3 "$here/comm/summarize.py" "$OUT" "$RUNS"
