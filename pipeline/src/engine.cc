@@ -71,9 +71,11 @@ class Engine {
       progress = false;
       for (int r = 0; r < n; ++r)
         while (advance(r)) progress = true;
+      if (resolve_unmatched()) progress = true;
     }
     for (int r = 0; r < n; ++r)
       if (!finished(r)) throw_deadlock();
+    if (!unmatched_.empty()) throw_deadlock();
     EngineResult res;
     res.busy = busy_;
     res.makespan = makespan_;
@@ -218,6 +220,14 @@ class Engine {
         (is_send(list[i].kind) ? send_post_ : recv_post_)[key_of(r, list[i])] = t;
       newly_posted = true;
     }
+    if (!opt_.strict_order) {
+      // Asynchronous issue: the stream moves on once the batch is posted; each operation
+      // completes on its own when its partner is posted (resolve_unmatched).
+      for (int i = it.begin; i < it.end; ++i) unmatched_.push_back({r, i, post_time_[r]});
+      posted_[r] = false;
+      retire(r, it, post_time_[r]);
+      return true;
+    }
     // Complete when every operation's partner is posted.
     double end = post_time_[r];
     for (int i = it.begin; i < it.end; ++i) {
@@ -248,6 +258,35 @@ class Engine {
     posted_[r] = false;
     retire(r, it, end);
     return true;
+  }
+
+  // Relaxed mode: completes posted operations whose partner is posted. Returns true if any.
+  bool resolve_unmatched() {
+    bool any = false;
+    std::vector<Unmatched> still;
+    for (const Unmatched& u : unmatched_) {
+      const Action& a = s_.ranks[u.rank][u.index];
+      const TensorKey k = key_of(u.rank, a);
+      const auto& other = is_send(a.kind) ? recv_post_ : send_post_;
+      auto p = other.find(k);
+      if (p == other.end()) {
+        still.push_back(u);
+        continue;
+      }
+      const double start = std::max(u.post, p->second);
+      const double done = start + opt_.durations.p2p_latency;
+      auto f = flow_ids_.find(k);
+      const int flow = f == flow_ids_.end() ? (flow_ids_[k] = static_cast<int>(flow_ids_.size())) : f->second;
+      if (is_recv(a.kind)) {
+        recv_end_[k] = done;
+        ++transfers_;
+      }
+      makespan_ = std::max(makespan_, done);
+      record(u.rank, true, start, done, a, flow);
+      any = true;
+    }
+    unmatched_ = std::move(still);
+    return any;
   }
 
   std::vector<int> holders(int r, int stage) const {
@@ -336,6 +375,11 @@ class Engine {
   std::vector<bool> posted_;  // head batch/reduce posted, waiting for partners
   std::vector<double> post_time_;
   std::vector<double> busy_;
+  struct Unmatched {
+    int rank, index;
+    double post;
+  };
+  std::vector<Unmatched> unmatched_;  // posted P2P operations waiting for their partner
   std::vector<std::vector<int>> pending_bwd_;      // backward chunks left per (rank, stage)
   std::vector<std::vector<double>> last_bwd_end_;  // when the last of them ended
   std::map<TensorKey, double> send_post_, recv_post_, recv_end_;

@@ -84,8 +84,8 @@ SimOptions times(double f, double b, double w, double fb = std::nan("")) {
 }
 
 TEST(SimulatorTest, MatchesLongestPathWhenCommunicationIsFree) {
-  for (ScheduleKind k : {ScheduleKind::k1F1B, ScheduleKind::kZBH1, ScheduleKind::kDualPipe, ScheduleKind::kDualPipeV}) {
-    for (int n : {2, 4}) {
+  for (ScheduleKind k : all_schedule_kinds()) {
+    for (int n : {2, 4, 8}) {
       Schedule s = generate(k, {n, 4 * n});
       for (SimOptions o : {times(1, 2, 1), times(1, 1.5, 0.25, 2.0), times(2, 3, 1, 4)}) {
         SimResult res = simulate(s, o);
