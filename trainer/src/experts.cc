@@ -34,10 +34,11 @@ void SwiGlu<T>::forward(const T* x, int64_t n, T* y) {
   a_.resize(n * inter_);
   b_.resize(n * inter_);
   g_.resize(n * inter_);
+  sig_.resize(n * inter_);
   if (n == 0) return;
   kernels::linear_forward(x, gate_->value.data(), n, dim_, inter_, a_.data());
   kernels::linear_forward(x, up_->value.data(), n, dim_, inter_, b_.data());
-  kernels::swiglu_forward(a_.data(), b_.data(), n * inter_, g_.data());
+  kernels::swiglu_forward(a_.data(), b_.data(), n * inter_, g_.data(), sig_.data());
   kernels::linear_forward(g_.data(), down_->value.data(), n, inter_, dim_, y);
 }
 
@@ -48,9 +49,10 @@ void SwiGlu<T>::backward_input(const T* dy, const T* x, T* dx, bool accumulate) 
   da_.resize(n_ * inter_);
   db_.resize(n_ * inter_);
   if (n_ == 0) return;
-  std::vector<T> dg(n_ * inter_);
+  std::vector<T>& dg = dg_;
+  dg.resize(n_ * inter_);
   kernels::linear_backward_input(dy, down_->value.data(), n_, inter_, dim_, dg.data(), false);
-  kernels::swiglu_backward(a_.data(), b_.data(), dg.data(), n_ * inter_, da_.data(), db_.data());
+  kernels::swiglu_backward(a_.data(), b_.data(), sig_.data(), dg.data(), n_ * inter_, da_.data(), db_.data());
   kernels::linear_backward_input(da_.data(), gate_->value.data(), n_, dim_, inter_, dx, accumulate);
   kernels::linear_backward_input(db_.data(), up_->value.data(), n_, dim_, inter_, dx, true);
 }
@@ -65,7 +67,7 @@ void SwiGlu<T>::backward_weight() {
 
 template <class T>
 void SwiGlu<T>::release() {
-  for (auto* v : {&a_, &b_, &g_, &da_, &db_}) std::vector<T>().swap(*v);
+  for (auto* v : {&a_, &b_, &g_, &sig_, &da_, &db_, &dg_}) std::vector<T>().swap(*v);
   x_ = dy_ = nullptr;
 }
 

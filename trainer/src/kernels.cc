@@ -135,41 +135,44 @@ void rope_apply(const RopeTable& table, int64_t pos, const T* in, T* out, bool i
 }
 
 template <class T>
-void swiglu_forward(const T* a, const T* b, int64_t n, T* g) {
+void swiglu_forward(const T* a, const T* b, int64_t n, T* g, T* sig) {
+  for (int64_t i = 0; i < n; ++i) sig[i] = T(1) / (T(1) + std::exp(-a[i]));
+  for (int64_t i = 0; i < n; ++i) g[i] = a[i] * sig[i] * b[i];
+}
+
+template <class T>
+void swiglu_backward(const T* a, const T* b, const T* sig, const T* dg, int64_t n, T* da, T* db) {
   for (int64_t i = 0; i < n; ++i) {
-    T sig = T(1) / (T(1) + std::exp(-a[i]));
-    g[i] = a[i] * sig * b[i];
+    T s = sig[i];
+    da[i] = dg[i] * b[i] * s * (T(1) + a[i] * (T(1) - s));
+    db[i] = dg[i] * a[i] * s;
   }
 }
 
 template <class T>
-void swiglu_backward(const T* a, const T* b, const T* dg, int64_t n, T* da, T* db) {
-  for (int64_t i = 0; i < n; ++i) {
-    T sig = T(1) / (T(1) + std::exp(-a[i]));
-    T silu = a[i] * sig;
-    da[i] = dg[i] * b[i] * sig * (T(1) + a[i] * (T(1) - sig));
-    db[i] = dg[i] * silu;
-  }
-}
-
-template <class T>
-double cross_entropy(const T* logits, const int64_t* targets, int64_t n, int64_t V, double scale, T* dlogits) {
+double cross_entropy_forward(const T* logits, const int64_t* targets, int64_t n, int64_t V, T* probs) {
   double total = 0;
   for (int64_t i = 0; i < n; ++i) {
     const T* z = logits + i * V;
+    T* p = probs + i * V;
     T mx = *std::max_element(z, z + V);
-    double sum = 0;
-    for (int64_t v = 0; v < V; ++v) sum += std::exp(double(z[v] - mx));
-    double lse = std::log(sum) + double(mx);
-    total += lse - double(z[targets[i]]);
-    if (dlogits) {
-      T* dz = dlogits + i * V;
-      T k = T(scale / n);
-      for (int64_t v = 0; v < V; ++v) dz[v] = T(std::exp(double(z[v]) - lse)) * k;
-      dz[targets[i]] -= k;
-    }
+    T sum = 0;
+    for (int64_t v = 0; v < V; ++v) sum += (p[v] = std::exp(z[v] - mx));
+    const T inv = T(1) / sum;
+    for (int64_t v = 0; v < V; ++v) p[v] *= inv;
+    total += std::log(double(sum)) + double(mx) - double(z[targets[i]]);
   }
   return total / n;
+}
+
+template <class T>
+void cross_entropy_backward(T* probs, const int64_t* targets, int64_t n, int64_t V, double scale) {
+  const T k = T(scale / n);
+  for (int64_t i = 0; i < n; ++i) {
+    T* p = probs + i * V;
+    for (int64_t v = 0; v < V; ++v) p[v] *= k;
+    p[targets[i]] -= k;
+  }
 }
 
 #define SY_INSTANTIATE(T)                                                                                            \
@@ -181,9 +184,10 @@ double cross_entropy(const T* logits, const int64_t* targets, int64_t n, int64_t
                                           int64_t, bool);                                                         \
   template void rmsnorm_backward_weight<T>(const T*, int64_t, const T*, int64_t, int64_t, double, T*);             \
   template void rope_apply<T>(const RopeTable&, int64_t, const T*, T*, bool);                                      \
-  template void swiglu_forward<T>(const T*, const T*, int64_t, T*);                                                \
-  template void swiglu_backward<T>(const T*, const T*, const T*, int64_t, T*, T*);                                 \
-  template double cross_entropy<T>(const T*, const int64_t*, int64_t, int64_t, double, T*);
+  template void swiglu_forward<T>(const T*, const T*, int64_t, T*, T*);                                            \
+  template void swiglu_backward<T>(const T*, const T*, const T*, const T*, int64_t, T*, T*);                       \
+  template double cross_entropy_forward<T>(const T*, const int64_t*, int64_t, int64_t, T*);                     \
+  template void cross_entropy_backward<T>(T*, const int64_t*, int64_t, int64_t, double);
 SY_INSTANTIATE(float)
 SY_INSTANTIATE(double)
 #undef SY_INSTANTIATE

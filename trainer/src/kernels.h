@@ -50,16 +50,19 @@ RopeTable make_rope_table(int64_t seq_len, int64_t rope_dim, double theta, bool 
 template <class T>
 void rope_apply(const RopeTable& table, int64_t pos, const T* in, T* out, bool inverse);
 
-// g = silu(a) * b over n elements.
+// g = silu(a) * b over n elements; sig = sigmoid(a) kept for the backward.
 template <class T>
-void swiglu_forward(const T* a, const T* b, int64_t n, T* g);
-// da = dg * b * silu'(a), db = dg * silu(a).
+void swiglu_forward(const T* a, const T* b, int64_t n, T* g, T* sig);
+// da = dg * b * silu'(a), db = dg * silu(a), with sig = sigmoid(a) from the forward.
 template <class T>
-void swiglu_backward(const T* a, const T* b, const T* dg, int64_t n, T* da, T* db);
+void swiglu_backward(const T* a, const T* b, const T* sig, const T* dg, int64_t n, T* da, T* db);
 
-// Mean cross-entropy of logits[n, V] against targets[n]; dlogits (optional) gets
-// scale * (softmax - onehot) / n. Returns the mean loss (accumulated in double).
+// Mean cross-entropy of logits[n, V] against targets[n] (accumulated in double);
+// probs[n, V] gets softmax(logits) for the backward (one exp per element in all).
 template <class T>
-double cross_entropy(const T* logits, const int64_t* targets, int64_t n, int64_t V, double scale, T* dlogits);
+double cross_entropy_forward(const T* logits, const int64_t* targets, int64_t n, int64_t V, T* probs);
+// In place: probs[n, V] becomes dlogits = scale * (probs - onehot) / n.
+template <class T>
+void cross_entropy_backward(T* probs, const int64_t* targets, int64_t n, int64_t V, double scale);
 
 }  // namespace switchyard::trainer::kernels

@@ -112,9 +112,12 @@ void Mla<T>::backward_input(const T* du, const T* x, T* dx) {
   do_.resize(N_ * ldo);
   kernels::linear_backward_input(du, o_->value.data(), N_, H_ * dv_, d_, do_.data(), false);
 
-  dq_.assign(N_ * ldq, T(0));
-  dkv_.assign(N_ * ldkv, T(0));
-  std::vector<T> dkpe(N_ * dr_, T(0)), dP(T_ * T_);
+  dq_.resize(N_ * ldq);    // every element is written by the beta = 0 GEMMs below
+  dkv_.resize(N_ * ldkv);
+  dkpe_.assign(N_ * dr_, T(0));
+  dP_.resize(T_ * T_);
+  std::vector<T>& dkpe = dkpe_;
+  std::vector<T>& dP = dP_;
   for (int64_t b = 0; b < B_; ++b) {
     for (int64_t h = 0; h < H_; ++h) {
       const T* P = &p_[(b * H_ + h) * T_ * T_];
@@ -182,7 +185,7 @@ void Mla<T>::backward_weight() {
 template <class T>
 void Mla<T>::release() {
   for (auto* v : {&cq_raw_, &a_, &kpe_, &cq_, &ckv_, &q_, &kv_, &p_, &o_out_, &do_, &dq_, &dkv_, &dcq_, &dcq_raw_,
-                  &dckv_, &da_})
+                  &dckv_, &da_, &dkpe_, &dP_})
     std::vector<T>().swap(*v);
   x_ = du_ = nullptr;
 }

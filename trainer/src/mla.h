@@ -58,7 +58,7 @@ class Mla {
   std::vector<T> p_;       // [B, H, T, T] softmax probabilities
   std::vector<T> o_out_;   // [N, H * dv]
   // backward state (kept for the weight gradients)
-  std::vector<T> do_, dq_, dkv_, dcq_, dcq_raw_, dckv_, da_;
+  std::vector<T> do_, dq_, dkv_, dcq_, dcq_raw_, dckv_, da_, dkpe_, dP_;
 };
 
 }  // namespace switchyard::trainer

@@ -209,9 +209,11 @@ Losses Model<T>::forward(const int64_t* tokens, int64_t batch, int64_t seq_len) 
   kernels::rmsnorm_forward(hidden_[L].data(), d, norm_->value.data(), N_, d, c.rms_norm_eps, hn_.data(), (T*)nullptr);
   kernels::linear_forward(hn_.data(), head_->value.data(), N_, d, V, logits_.data());
   losses_ = Losses{};
-  losses_.main = kernels::cross_entropy(logits_.data(), targets_.data(), N_, V, 1.0, (T*)nullptr);
+  grads_taken_ = false;
+  dlogits_.resize(N_ * V);  // softmax now, dlogits after backward
+  losses_.main = kernels::cross_entropy_forward(logits_.data(), targets_.data(), N_, V, dlogits_.data());
 
-  for (auto* v : {&mtp_emb_, &mtp_cat_, &mtp_x_, &mtp_h_, &mtp_hn_, &mtp_logits_}) v->resize(D);
+  for (auto* v : {&mtp_emb_, &mtp_cat_, &mtp_x_, &mtp_h_, &mtp_hn_, &mtp_logits_, &mtp_dlogits_}) v->resize(D);
   std::vector<T> tmp(N_ * d);
   for (int64_t k = 0; k < D; ++k) {
     const MtpHead& m = mtp_[k];
@@ -232,8 +234,9 @@ Losses Model<T>::forward(const int64_t* tokens, int64_t batch, int64_t seq_len) 
     mtp_logits_[k].resize(N_ * V);
     kernels::rmsnorm_forward(mtp_h_[k].data(), d, m.norm->value.data(), N_, d, c.rms_norm_eps, mtp_hn_[k].data(), (T*)nullptr);
     kernels::linear_forward(mtp_hn_[k].data(), head_->value.data(), N_, d, V, mtp_logits_[k].data());
-    losses_.mtp.push_back(
-        kernels::cross_entropy(mtp_logits_[k].data(), &targets_[(k + 1) * N_], N_, V, 1.0, (T*)nullptr));
+    mtp_dlogits_[k].resize(N_ * V);
+    losses_.mtp.push_back(kernels::cross_entropy_forward(mtp_logits_[k].data(), &targets_[(k + 1) * N_], N_, V,
+                                                         mtp_dlogits_[k].data()));
   }
   for (int64_t l : moe_layer_indices()) losses_.balance += moe_at(l)->balance_loss();
   losses_.total = losses_.main + c.aux_loss_alpha * losses_.balance;
@@ -257,8 +260,9 @@ void Model<T>::backward(BackwardOrder order) {
   };
 
   // Main head and final norm.
-  dlogits_.resize(N_ * V);
-  kernels::cross_entropy(logits_.data(), targets_.data(), N_, V, 1.0, dlogits_.data());
+  SY_REQUIRE(!grads_taken_, "model: backward called twice after one forward");
+  grads_taken_ = true;
+  kernels::cross_entropy_backward(dlogits_.data(), targets_.data(), N_, V, 1.0);
   dhn_.resize(N_ * d);
   kernels::linear_backward_input(dlogits_.data(), head_->value.data(), N_, d, V, dhn_.data(), false);
   dhidden_.resize(L + 1);
@@ -271,16 +275,14 @@ void Model<T>::backward(BackwardOrder order) {
   });
 
   // MTP modules, last first: each feeds the gradient of its input hidden state backwards.
-  for (auto* v : {&mtp_dlogits_, &mtp_dh_, &mtp_dx_, &mtp_dcat_}) v->resize(D);
+  for (auto* v : {&mtp_dh_, &mtp_dx_, &mtp_dcat_}) v->resize(D);
   std::vector<std::vector<T>> dhn_mtp(D), de(D), dhh(D);
   for (int64_t k = 0; k < D; ++k) mtp_dh_[k].assign(N_ * d, T(0));
   for (int64_t k = D - 1; k >= 0; --k) {
     const MtpHead& m = mtp_[k];
     const std::vector<T>& prev = k == 0 ? hidden_[L] : mtp_h_[k - 1];
     std::vector<T>& dprev = k == 0 ? dhidden_[L] : mtp_dh_[k - 1];
-    mtp_dlogits_[k].resize(N_ * V);
-    kernels::cross_entropy(mtp_logits_[k].data(), &targets_[(k + 1) * N_], N_, V, c.mtp_loss_lambda / D,
-                           mtp_dlogits_[k].data());
+    kernels::cross_entropy_backward(mtp_dlogits_[k].data(), &targets_[(k + 1) * N_], N_, V, c.mtp_loss_lambda / D);
     dhn_mtp[k].resize(N_ * d);
     kernels::linear_backward_input(mtp_dlogits_[k].data(), head_->value.data(), N_, d, V, dhn_mtp[k].data(), false);
     kernels::rmsnorm_backward_input(mtp_h_[k].data(), d, m.norm->value.data(), dhn_mtp[k].data(), N_, d, eps,

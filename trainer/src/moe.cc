@@ -94,7 +94,8 @@ void MoeBlock<T>::backward_input(const T* dy, const T* x, T* dx, double balance_
   }
   // Routed experts: d_out = w * dy; dw = <dy, out>.
   d_expert_out_.resize(N_ * K_ * d_);
-  std::vector<T> dw(N_ * K_);
+  dw_.resize(N_ * K_);
+  std::vector<T>& dw = dw_;
   for (int64_t n = 0; n < N_; ++n) {
     const T* dyn = dy + n * d_;
     for (int64_t k = 0; k < K_; ++k) {
@@ -112,7 +113,8 @@ void MoeBlock<T>::backward_input(const T* dy, const T* x, T* dx, double balance_
   experts_->backward_input(plan_, d_expert_out_.data(), dx);
 
   // Router: w_k = c s_k / S over the selected set; balance loss through s' = s / sum(s).
-  std::vector<T> ds(N_ * E_, T(0));
+  ds_.assign(N_ * E_, T(0));
+  std::vector<T>& ds = ds_;
   const double c = router_.route_scale;
   for (int64_t n = 0; n < N_; ++n) {
     const T* s = &scores_[n * E_];

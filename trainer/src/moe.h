@@ -56,7 +56,7 @@ class MoeBlock {
   std::vector<double> f_;         // [B, E] balance-loss f_i per sequence
   std::vector<double> counts_;
   double balance_loss_ = 0, min_margin_ = 0;
-  std::vector<T> d_expert_out_, dlogits_;
+  std::vector<T> d_expert_out_, dlogits_, ds_, dw_;
 };
 
 }  // namespace switchyard::trainer

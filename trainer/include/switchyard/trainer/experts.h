@@ -52,7 +52,7 @@ class SwiGlu {
   int64_t dim_ = 0, inter_ = 0, n_ = 0;
   const T* x_ = nullptr;
   const T* dy_ = nullptr;
-  std::vector<T> a_, b_, g_, da_, db_;  // [n, inter] each
+  std::vector<T> a_, b_, g_, sig_, da_, db_, dg_;  // [n, inter] each
 };
 
 template <class T>

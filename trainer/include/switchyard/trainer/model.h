@@ -74,6 +74,7 @@ class Model {
   // tokens: [batch, seq_len + D + 1] int64. Returns the losses; keeps activations.
   Losses forward(const int64_t* tokens, int64_t batch, int64_t seq_len);
   // Accumulates d(total loss)/d(parameter) into the gradients (call zero_grad first).
+  // Once per forward; throws InvalidArgument on a second call.
   void backward(BackwardOrder order = BackwardOrder::kInterleaved);
   void zero_grad() { params_.zero_grad(); }
 
@@ -108,7 +109,8 @@ class Model {
   int64_t B_ = 0, T_ = 0, N_ = 0;
   std::vector<int64_t> ids_, targets_;  // [D + 1][N] each, module 0 = main
   std::vector<std::vector<T>> hidden_;  // [L + 1][N, d]: embedding, outputs of main layers
-  std::vector<T> hn_, logits_, dlogits_;
+  std::vector<T> hn_, logits_, dlogits_;  // dlogits_ holds the softmax until backward
+  bool grads_taken_ = false;
   std::vector<std::vector<T>> mtp_emb_, mtp_cat_, mtp_x_, mtp_h_, mtp_hn_, mtp_logits_, mtp_dlogits_;
   std::vector<std::vector<T>> dhidden_;  // [L + 1]
   std::vector<std::vector<T>> mtp_dh_, mtp_dx_, mtp_dcat_;
