@@ -22,8 +22,8 @@ const Param<int64_t> kConnectTimeoutMs("COMM_UCX_CONNECT_TIMEOUT_MS", 60000, "ms
 const Param<int64_t> kCloseTimeoutMs("COMM_UCX_CLOSE_TIMEOUT_MS", 5000, "ms",
                                      "how long UCX transport shutdown waits to flush goodbyes and close endpoints");
 
-constexpr int kRankShift = 40;
-constexpr int kMaxRanks = 1 << 24;
+constexpr int kRankShift = 44;
+constexpr int kMaxRanks = 1 << 20;
 constexpr uint64_t kHelloTag = kMaxUcxTag;     // zero-byte message that brings a connection up
 constexpr uint64_t kByeTag = kMaxUcxTag + 1;   // zero-byte message sent before a clean shutdown
 constexpr ucp_tag_t kFullMask = ~ucp_tag_t{0};

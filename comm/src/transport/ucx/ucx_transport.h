@@ -12,9 +12,9 @@
 // different nodes talk over tcp as real hosts would, and on an InfiniBand cluster UCX still
 // picks rc/dc/ud. A UCX_TLS set by the user is used unchanged.
 //
-// Tags: the UCX tag is (sender rank << 40) | tag, so a Transport tag must be below
-// kMaxUcxTag (2^40 - 16; the top 16 values are reserved for connection set-up and
-// shutdown) and ranks below 2^24. Messages with the same (peer, tag) match in post order.
+// Tags: the UCX tag is (sender rank << 44) | tag, so a Transport tag must be below
+// kMaxUcxTag (2^44 - 16; the top 16 values are reserved for connection set-up and
+// shutdown) and ranks below 2^20. Messages with the same (peer, tag) match in post order.
 //
 // Threading: the worker is opened in UCS_THREAD_MODE_SERIALIZED: any thread may call, one
 // at a time (the comm core drives a Transport from its progress thread or from a caller
@@ -40,7 +40,7 @@
 namespace switchyard::comm {
 
 // Largest tag (exclusive) a caller may pass to the UCX transport's isend/irecv.
-inline constexpr uint64_t kMaxUcxTag = (uint64_t{1} << 40) - 16;
+inline constexpr uint64_t kMaxUcxTag = (uint64_t{1} << 44) - 16;
 
 // Opens the UCX transport of `rank` (of `world_size`) to `peers` (ranks, none equal to
 // `rank`). Collective over `rank` and all of `peers`: each publishes its worker address

@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Summarizes the raw results of bench/comm.sh into the tables of docs/perf.md "## comm".
+
+usage: summarize.py OUT_DIR RUNS
+
+Medians over the runs (min/max in brackets); every ratio is computed within one run (our
+number over the baseline measured in the same run), then the median of the ratios is
+taken. GB/s are 1e9 bytes per second.
+"""
+import json
+import os
+import statistics
+import sys
+
+out, runs = sys.argv[1], int(sys.argv[2])
+
+
+def load_json(path):
+    """The JSON document sy-a2a-perf printed (rank 0), or None."""
+    try:
+        text = open(path).read()
+    except OSError:
+        return None
+    start = text.find("{")
+    if start < 0:
+        return None
+    try:
+        return json.loads(text[start:])
+    except json.JSONDecodeError:
+        return None
+
+
+def load_float(path):
+    try:
+        return float(open(path).read().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    m = statistics.median(values)
+    fmt = (lambda x: f"{x:.3g}") if m < 10 else (lambda x: f"{x:.1f}")
+    return f"**{fmt(m)}** [{fmt(min(values))}-{fmt(max(values))}]"
+
+
+def human(n):
+    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:g} {unit}"
+    return f"{n:g} B"
+
+
+# Per-peer sizes shown in the one-node table (the sweep has every power of two).
+SHOWN_PER_PEER = {8, 1 << 10, 1 << 16, 1 << 20, 1 << 22, 1 << 24}
+
+
+def one_node(np_):
+    docs = [load_json(os.path.join(out, f"a2a.np{np_}.{r}.json")) for r in range(1, runs + 1)]
+    mem = [load_float(os.path.join(out, f"memcpy.{r}")) for r in range(1, runs + 1)]
+    ok = [(d, m) for d, m in zip(docs, mem) if d]
+    if not ok:
+        print(f"\nnp={np_}: no results")
+        return
+    print(f"\n### all_to_all, one node, {np_} ranks ({len(ok)} runs; memcpy pair 256 MiB: {med(mem)} GB/s)\n")
+    print("| per peer | ours time us | MPI time us | ours busbw | MPI busbw | ours/MPI busbw | total algbw | % of memcpy pair |")
+    print("|---|---|---|---|---|---|---|---|")
+    sizes = [row["size"] for row in ok[0][0]["results"]]
+    for i, size in enumerate(sizes):
+        if size // np_ not in SHOWN_PER_PEER:
+            continue
+        rows = [d["results"][i] for d, _ in ok if i < len(d["results"])]
+        ours_t = [r["switchyard"]["time_us"] for r in rows]
+        mpi_t = [r["mpi"]["time_us"] for r in rows if "mpi" in r]
+        ours_b = [r["switchyard"]["busbw_gbps"] for r in rows]
+        mpi_b = [r["mpi"]["busbw_gbps"] for r in rows if "mpi" in r]
+        ratio = [r.get("ratio_busbw") for r in rows]
+        total = [r["switchyard"]["algbw_gbps"] * np_ for r in rows]
+        pct = [100 * r["switchyard"]["algbw_gbps"] * np_ / m for (d, m), r in zip(ok, rows) if m]
+        wrong = sum(r["switchyard"]["wrong"] + r.get("mpi", {}).get("wrong", 0) for r in rows)
+        flag = "" if wrong == 0 else f" ({wrong} WRONG)"
+        print(f"| {human(size / np_)}{flag} | {med(ours_t)} | {med(mpi_t)} | {med(ours_b)} | {med(mpi_b)} | "
+              f"{med(ratio)} | {med(total)} | {med(pct)} |")
+
+
+def ucx():
+    p2p = [load_json(os.path.join(out, f"p2p.{r}.json")) for r in range(1, runs + 1)]
+    a2a = [load_json(os.path.join(out, f"a2a.vn2.{r}.json")) for r in range(1, runs + 1)]
+    if not any(p2p) and not any(a2a):
+        print("\nucx: no results")
+        return
+    print("\n### Two virtual nodes over UCX tcp (lo), 1 rank each\n")
+    print("| message / per peer | tag_bw one way GB/s | p2p GB/s | p2p / tag_bw | a2a per direction GB/s | a2a dir / tag_bw |")
+    print("|---|---|---|---|---|---|")
+    for size in (1 << 20, 1 << 22, 1 << 24):
+        tag = [load_float(os.path.join(out, f"tag_bw.{size}.{r}")) for r in range(1, runs + 1)]
+        p, pr, a, ar = [], [], [], []
+        for r in range(runs):
+            t = tag[r]
+            if p2p[r]:
+                row = next((x for x in p2p[r]["results"] if x["size"] == size), None)
+                if row:
+                    p.append(row["switchyard"]["algbw_gbps"])
+                    if t:
+                        pr.append(row["switchyard"]["algbw_gbps"] / t)
+            if a2a[r]:
+                row = next((x for x in a2a[r]["results"] if x["size"] == 2 * size), None)
+                if row:
+                    per_dir = size / (row["switchyard"]["time_us"] * 1e-6) / 1e9
+                    a.append(per_dir)
+                    if t:
+                        ar.append(per_dir / t)
+        print(f"| {human(size)} | {med(tag)} | {med(p)} | {med(pr)} | {med(a)} | {med(ar)} |")
+
+
+one_node(2)
+one_node(4)
+ucx()
