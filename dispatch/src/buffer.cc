@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "handle_plan.h"
+#include "low_latency_state.h"
 #include "payload.h"
 #include "row_exchange.h"
 #include "switchyard/common/error.h"
@@ -105,9 +106,8 @@ Buffer::Buffer(std::shared_ptr<PeerExchange> exchange, const BufferOptions& opti
   detail::exchange_counts(*exchange_, peers_except(all_ranks(R), me),
                           std::vector<int64_t>(R, options.max_tokens_per_rank),
                           {options.hidden, options.num_experts, 0}, kTagHello, ignored);
+  if (options.low_latency_max_tokens > 0) init_low_latency();
 }
-
-Buffer::~Buffer() = default;
 
 int Buffer::rank() const { return exchange_->rank(); }
 int Buffer::num_ranks() const { return exchange_->size(); }

@@ -37,7 +37,8 @@ class ThreadExchange final : public PeerExchange {
   int rank() const override { return rank_; }
   int size() const override { return map_.size(); }
   const topology::RankMap& rank_map() const override { return map_; }
-  void exchange(const std::vector<PeerSend>& sends, const std::vector<PeerRecv>& recvs, int tag) override {
+  std::unique_ptr<PendingExchange> post(const std::vector<PeerSend>& sends, const std::vector<PeerRecv>& recvs,
+                                        int tag) override {
     {
       std::lock_guard<std::mutex> lock(box_->mu);
       for (const PeerSend& s : sends) {
@@ -47,18 +48,35 @@ class ThreadExchange final : public PeerExchange {
       }
     }
     box_->cv.notify_all();
-    std::unique_lock<std::mutex> lock(box_->mu);
-    for (const PeerRecv& r : recvs) {
-      auto& q = box_->queues[{r.peer, rank_, tag}];
-      if (!box_->cv.wait_for(lock, kTimeout, [&] { return !q.empty(); }))
-        SY_THROW(Timeout, "ThreadExchange: rank " << rank_ << " waited for rank " << r.peer << " (tag " << tag << ")");
-      if (q.front().size() != r.bytes)
-        SY_THROW(InvalidArgument, "ThreadExchange: rank " << rank_ << " expected " << r.bytes << " bytes from rank "
-                                                          << r.peer << ", got " << q.front().size());
-      std::memcpy(r.data, q.front().data(), r.bytes);
-      q.pop_front();
-    }
+    return std::make_unique<PendingRecvs>(box_, rank_, recvs, tag);
   }
+
+ private:
+  // Sends are copied at post time; receives complete in wait().
+  class PendingRecvs final : public PendingExchange {
+   public:
+    PendingRecvs(std::shared_ptr<Mailboxes> box, int rank, std::vector<PeerRecv> recvs, int tag)
+        : box_(std::move(box)), rank_(rank), recvs_(std::move(recvs)), tag_(tag) {}
+    void wait() override {
+      std::unique_lock<std::mutex> lock(box_->mu);
+      for (const PeerRecv& r : recvs_) {
+        auto& q = box_->queues[{r.peer, rank_, tag_}];
+        if (!box_->cv.wait_for(lock, kTimeout, [&] { return !q.empty(); }))
+          SY_THROW(Timeout, "ThreadExchange: rank " << rank_ << " waited for rank " << r.peer << " (tag " << tag_ << ")");
+        if (q.front().size() > r.bytes)
+          SY_THROW(InvalidArgument, "ThreadExchange: rank " << rank_ << " posted " << r.bytes << " bytes for rank "
+                                                            << r.peer << ", got " << q.front().size());
+        std::memcpy(r.data, q.front().data(), q.front().size());
+        q.pop_front();
+      }
+    }
+
+   private:
+    std::shared_ptr<Mailboxes> box_;
+    int rank_;
+    std::vector<PeerRecv> recvs_;
+    int tag_;
+  };
 
  private:
   std::shared_ptr<Mailboxes> box_;

@@ -156,6 +156,38 @@ class Pending {
   std::future<T> future_;
 };
 
+// ---- Low-latency mode ----
+// Slot layout of a low-latency message to one peer (bytes): a 16-byte header
+// {int64 rows, int64 hidden} then `rows` fixed-size slots of
+// [H payload (FP8) or 2H (BF16)][S * 4 FP32 scales, FP8][int32 src_token]
+// [int32 local_expert[kLowLatencyMaxTopK]][float weight[kLowLatencyMaxTopK]].
+// The row count rides in the header: there is no separate count exchange.
+constexpr int kLowLatencyMaxTopK = 16;
+
+struct LowLatencyDispatchArgs {
+  const uint16_t* x = nullptr;          // [T x H] BF16 bits
+  const int64_t* topk_idx = nullptr;    // [T x K] int64, -1 masked
+  const float* topk_weights = nullptr;  // [T x K] gate weights applied by low_latency_combine; nullptr = 1
+  int64_t num_tokens = 0;               // T <= low_latency_max_tokens
+  int top_k = 0;                        // K <= kLowLatencyMaxTopK
+  bool use_fp8 = true;                  // cast to FP8 E4M3 with 1x128 scales inside dispatch
+  bool pow2_scales = false;             // UE8M0-style power-of-two scales
+};
+
+// Views into the Buffer's receive area; valid until the next low_latency_dispatch_send.
+struct LowLatencyView {
+  comm::DataType dtype = comm::DataType::kFloat8E4M3;
+  int64_t slots_per_expert = 0;      // R * low_latency_max_tokens
+  const uint8_t* x = nullptr;        // [L x slots x H] of dtype; rows [0, count[j]) of expert j are valid
+  const float* scales = nullptr;     // [L x slots x S] (FP8 only)
+  const int32_t* count = nullptr;    // [L]
+  const int32_t* src_rank = nullptr;   // [L x slots]
+  const int32_t* src_token = nullptr;  // [L x slots]
+  TrafficStats stats;
+};
+using LowLatencyRecvHook = std::function<LowLatencyView()>;
+using LowLatencyCombineHook = std::function<const uint16_t*()>;
+
 class Buffer {
  public:
   // Collective over comm: checks that every rank uses the same options (hidden, experts).
@@ -185,7 +217,21 @@ class Buffer {
   Pending<DispatchResult> dispatch_async(const DispatchArgs& args);
   Pending<CombineResult> combine_async(const CombineArgs& args);
 
+  // Low-latency mode (BufferOptions::low_latency_max_tokens > 0; decode). All buffers are
+  // allocated at construction; one dispatch/combine pair is in flight at a time and the
+  // views stay valid until the next low_latency_dispatch_send. The _send forms post the
+  // messages and return a hook; calling the hook completes the receive (compute may run in
+  // between). Do not call anything else on the Buffer while a hook is outstanding.
+  LowLatencyRecvHook low_latency_dispatch_send(const LowLatencyDispatchArgs& args);
+  LowLatencyView low_latency_dispatch(const LowLatencyDispatchArgs& args) { return low_latency_dispatch_send(args)(); }
+  // expert_out [L x slots x H] BF16 bits in the view's layout -> y [T x H] BF16 (Buffer-owned).
+  LowLatencyCombineHook low_latency_combine_send(const uint16_t* expert_out);
+  const uint16_t* low_latency_combine(const uint16_t* expert_out) { return low_latency_combine_send(expert_out)(); }
+
  private:
+  struct LowLatencyState;
+  void init_low_latency();
+  std::unique_ptr<LowLatencyState> ll_;
   std::shared_ptr<PeerExchange> exchange_;
   BufferOptions options_;
   int num_local_experts_ = 0;
