@@ -119,6 +119,23 @@ TEST(SimulatorTest, OneFOneBBubbleIsClosedForm) {
       }
 }
 
+TEST(SimulatorTest, InterleavedOneFOneBBubbleIsClosedForm) {
+  // (PP-1)(F+B) with per-chunk F and B, i.e. the 1F1B bubble divided by the chunks per rank;
+  // precondition: micro-batches a multiple of ranks.
+  for (int p : {2, 4, 8})
+    for (int m : {2 * p, 4 * p})
+      for (int v : {2, 3})
+        for (SimOptions o : {times(1, 2, 1), times(1, 1, 0.5)}) {
+          GeneratorOptions g;
+          g.num_ranks = p;
+          g.num_microbatches = m;
+          g.num_chunks = v;
+          SimResult res = simulate(generate(ScheduleKind::kInterleaved1F1B, g), o);
+          EXPECT_DOUBLE_EQ(res.max_bubble(), closed_form_bubble("interleaved-1f1b", p, o)) << "p " << p << " m " << m;
+          EXPECT_DOUBLE_EQ(res.max_bubble(), (p - 1) * (o.f + o.b));
+        }
+}
+
 TEST(SimulatorTest, ZeroBubbleH1BubbleIsClosedForm) {
   // (PP-1)(F+B-2W) with B the full backward; precondition: micro-batches >= ranks, W <= F and
   // W <= B-W (the deferred W's fit into the cool-down gaps).
