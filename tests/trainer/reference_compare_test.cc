@@ -170,6 +170,18 @@ TEST_F(ReferenceCompareTest, NanoFp64MatchesLogitsLossesGradients) {
   compare_with_reference(model, tokens, cs, 1e-11, dir_ / "nano64");
 }
 
+// MTP depth 2 (module 2 reads module 1's output) and YaRN (factor 4 over 16 positions,
+// sequences of 32, so the frequency blend and the mscale^2 softmax factor are active).
+TEST_F(ReferenceCompareTest, NanoMtpDepthTwoAndYarnFp64) {
+  Case cs{"nano", 2, 32, 41};
+  ModelConfig c = model_config_preset(cs.preset);
+  c.num_nextn_predict_layers = 2;
+  c.rope_scaling = RopeScaling{true, 4.0, 16, 32.0, 1.0, 0.707, 0.707};
+  Model<double> model(c);
+  auto tokens = setup_untied(model, cs);
+  compare_with_reference(model, tokens, cs, 1e-11, dir_ / "nano_d2_yarn");
+}
+
 TEST_F(ReferenceCompareTest, TinyFp64MatchesLogitsLossesGradients) {
   Case cs{"tiny", 2, 32, 31};
   ModelConfig c = model_config_preset(cs.preset);
