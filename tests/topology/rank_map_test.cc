@@ -1,6 +1,7 @@
 // RankMap against naive per-rank loops over random node assignments.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 
 #include "switchyard/common/error.h"
@@ -54,6 +55,17 @@ TEST(RankMapTest, MatchesNaiveLoopsOnRandomMaps) {
       std::sort(rail.begin(), rail.end());
       EXPECT_EQ(map.rail(r), rail) << "rank " << r << " trial " << trial;
     }
+    // Leaders, uniformity and the largest node, by counting.
+    std::vector<int> count(map.num_nodes(), 0);
+    for (int r = 0; r < size; ++r) count[node[r]]++;
+    for (int n = 0; n < map.num_nodes(); ++n) {
+      int first = -1;
+      for (int r = size - 1; r >= 0; --r)
+        if (node[r] == n) first = r;
+      EXPECT_EQ(map.leader(n), first);
+    }
+    EXPECT_EQ(map.max_local_size(), *std::max_element(count.begin(), count.end()));
+    EXPECT_EQ(map.uniform(), std::count(count.begin(), count.end(), count[0]) == map.num_nodes());
     // node_major_order is a permutation that keeps each node's ranks together.
     auto order = map.node_major_order();
     ASSERT_EQ(static_cast<int>(order.size()), size);

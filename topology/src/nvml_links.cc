@@ -48,18 +48,19 @@ class Library {
 
 }  // namespace
 
-std::optional<std::vector<std::vector<double>>> nvml_nvlink_matrix(const std::vector<std::string>& bus_ids) {
+std::optional<std::vector<std::vector<double>>> nvml_nvlink_matrix(const std::vector<std::string>& bus_ids,
+                                                                   const char* library) {
   if (bus_ids.empty()) return std::nullopt;
-  Library lib("libnvidia-ml.so.1");
+  Library lib(library);
   if (!lib) {
-    SY_DEBUG("topo", "nvml: libnvidia-ml.so.1 not found; NVLink from NVML unavailable");
+    SY_DEBUG("topo", "nvml: " << library << " not found; NVLink from NVML unavailable");
     return std::nullopt;
   }
   NvmlApi api;
   if (!lib.bind(api.init, "nvmlInit_v2") || !lib.bind(api.shutdown, "nvmlShutdown") ||
       !lib.bind(api.handle_by_bus_id, "nvmlDeviceGetHandleByPciBusId_v2") ||
       !lib.bind(api.p2p_status, "nvmlDeviceGetP2PStatus") || !lib.bind(api.link_state, "nvmlDeviceGetNvLinkState")) {
-    SY_WARN("topo", "nvml: libnvidia-ml.so.1 lacks an expected symbol; NVLink from NVML unavailable");
+    SY_WARN("topo", "nvml: " << library << " lacks an expected symbol; NVLink from NVML unavailable");
     return std::nullopt;
   }
   if (api.init() != kNvmlSuccess) {

@@ -84,6 +84,18 @@ std::vector<int> RankMap::node_major_order() const {
   return order;
 }
 
+bool RankMap::uniform() const {
+  for (const auto& ranks : ranks_of_node_)
+    if (ranks.size() != ranks_of_node_.front().size()) return false;
+  return true;
+}
+
+int RankMap::max_local_size() const {
+  size_t m = 0;
+  for (const auto& ranks : ranks_of_node_) m = std::max(m, ranks.size());
+  return static_cast<int>(m);
+}
+
 std::string RankMap::describe() const {
   std::ostringstream os;
   os << size() << " rank" << (size() == 1 ? "" : "s") << " on " << num_nodes() << " node" << (num_nodes() == 1 ? "" : "s") << ":";

@@ -36,6 +36,12 @@ class RankMap {
   bool nodes_contiguous() const;
   // A permutation of ranks that keeps each node's ranks together (node order, then rank).
   std::vector<int> node_major_order() const;
+  // The lowest rank of a node: the one that speaks for it in hierarchical collectives.
+  int leader(int node) const { return ranks_of_node(node).front(); }
+  // True when every node holds the same number of ranks (rails then span all nodes).
+  bool uniform() const;
+  // Largest number of ranks on one node.
+  int max_local_size() const;
   const std::vector<int>& node_of_rank() const { return node_of_rank_; }
   std::string describe() const;  // "4 ranks on 2 nodes: node0={0,1} node1={2,3}"
 
@@ -46,7 +52,9 @@ class RankMap {
   std::vector<int> local_rank_;
 };
 
-// How two ranks are connected, from closest to farthest.
+// How two ranks are connected, by scope (see docs/topology.md): the same GPU or rank; the same
+// host over its intra-node path (NVLink, or host shared memory); the same host where only a
+// PCIe switch joins two GPUs without NVLink; different hosts.
 enum class LinkClass { kSameDevice = 0, kSameNode = 1, kSamePcieSwitch = 2, kNetwork = 3 };
 const char* link_class_name(LinkClass c);
 
