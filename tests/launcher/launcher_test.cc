@@ -138,6 +138,19 @@ TEST(LauncherTest, MultiHostModeRunsThisHostsSliceOfGlobalRanks) {
   }
 }
 
+TEST(LauncherTest, MultiHostTokenFlagOverridesEnvironment) {
+  LauncherResult r = run_launcher({"-n", "1", "--nnodes", "2", "--node-rank", "0", "--master", "[::1]:7000", "--token",
+                                   "0123abcd", "--", kProbe, "--env"},
+                                  {{"SY_TOKEN", "from-env"}, {"SY_JOB_ID", "outer-job"}});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto env = env_by_rank(r.out);
+  ASSERT_EQ(env.size(), 1u) << r.out;
+  EXPECT_EQ(env[0]["token"], "0123abcd");
+  EXPECT_EQ(env[0]["rendezvous"], "[::1]:7000");
+  EXPECT_EQ(env[0]["job"], "outer-job") << "every host of a job shares SY_JOB_ID when it is set";
+  EXPECT_EQ(env[0]["world"], "2");
+}
+
 TEST(LauncherTest, MultiHostModeNeedsAToken) {
   LauncherResult r = run_launcher(
       {"-n", "2", "--nnodes", "2", "--node-rank", "0", "--master", "10.0.0.1:29500", "--", kProbe}, {{"SY_TOKEN", ""}});
@@ -203,6 +216,33 @@ TEST(LauncherTest, PrefixesWholeLinesOfEveryRank) {
       EXPECT_EQ(tails[rank], 1) << "the unterminated last line of rank " << rank << " on " << stream;
     }
   }
+}
+
+TEST(LauncherTest, CutsOverlongLinesIntoPieces) {
+  const size_t kPiece = 64 * 1024;  // sy-run's documented line limit
+  const size_t kLineBytes = kPiece + 1000;
+  LauncherResult r =
+      run_launcher({"-n", "1", "--", kProbe, "--lines", "1", "--line-bytes", std::to_string(kLineBytes)});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::vector<std::string> lines;
+  for (const std::string& line : lines_of(r.out)) {
+    if (line.find("pid=") == std::string::npos) lines.push_back(line);
+  }
+  ASSERT_EQ(lines.size(), 3u) << "two pieces of the long line and the tail";
+  EXPECT_EQ(lines[0].size(), 4 + kPiece);
+  EXPECT_EQ(lines[1].size(), 4 + kLineBytes - kPiece);
+  EXPECT_EQ(lines[0].rfind("[0] r0 out i0 x", 0), 0u);
+  EXPECT_EQ(lines[1], "[0] " + std::string(kLineBytes - kPiece, 'x'));
+  EXPECT_EQ(lines[2], "[0] tail-r0");
+
+  // A line of exactly the limit stays one line (no empty piece after it).
+  LauncherResult exact =
+      run_launcher({"-n", "1", "--", kProbe, "--lines", "1", "--line-bytes", std::to_string(kPiece)});
+  ASSERT_EQ(exact.exit_code, 0) << exact.err;
+  std::vector<std::string> exact_lines = lines_of(exact.out);
+  ASSERT_EQ(exact_lines.size(), 3u) << "pid, the line, the tail";
+  EXPECT_EQ(exact_lines[1].size(), 4 + kPiece);
+  EXPECT_EQ(exact_lines[2], "[0] tail-r0");
 }
 
 TEST(LauncherTest, BareOutputWithNoTagOutput) {

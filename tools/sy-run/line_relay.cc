@@ -1,6 +1,7 @@
 // LineRelay: whole-line, prefixed copying of a rank's output (see line_relay.h).
 #include "line_relay.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -12,23 +13,27 @@ void LineRelay::feed(const char* data, size_t size) {
   while (size > 0) {
     const char* newline = static_cast<const char*>(std::memchr(data, '\n', size));
     size_t take = newline != nullptr ? static_cast<size_t>(newline - data) : size;
-    if (newline == nullptr) {
-      pending_.append(data, take);
-      if (pending_.size() >= kMaxLineBytes) {
+    while (take > 0) {
+      size_t n = std::min(take, kMaxLineBytes - pending_.size());
+      pending_.append(data, n);
+      data += n;
+      size -= n;
+      take -= n;
+      if (pending_.size() == kMaxLineBytes) {
         emit(pending_.data(), pending_.size());
         pending_.clear();
+        just_cut_ = true;
+      } else {
+        just_cut_ = false;
       }
-      return;
     }
-    if (pending_.empty()) {
-      emit(data, take);
-    } else {
-      pending_.append(data, take);
-      emit(pending_.data(), pending_.size());
-      pending_.clear();
-    }
-    data += take + 1;
-    size -= take + 1;
+    if (newline == nullptr) return;
+    // A line of exactly k * kMaxLineBytes bytes was written in full by the cuts.
+    if (!(pending_.empty() && just_cut_)) emit(pending_.data(), pending_.size());
+    pending_.clear();
+    just_cut_ = false;
+    data += 1;
+    size -= 1;
   }
 }
 

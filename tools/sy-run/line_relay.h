@@ -28,6 +28,7 @@ class LineRelay {
   std::string prefix_;
   int out_fd_;
   std::string pending_;  // bytes of the current, unfinished line
+  bool just_cut_ = false;  // the last bytes fed ended a kMaxLineBytes piece
   std::string scratch_;  // prefix + line + '\n', reused
 };
 

@@ -60,6 +60,24 @@ std::string describe_status(int status) {
   return s.str();
 }
 
+// Reads what the pipe holds now (bounded, for fairness between ranks) into the relay;
+// closes the fd at end of stream.
+void read_output(UniqueFd& fd, LineRelay& relay) {
+  char buf[16384];
+  for (int i = 0; i < 16; ++i) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n > 0) {
+      relay.feed(buf, static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return;
+    relay.finish();  // end of stream (or a read error: treat the same)
+    fd.reset();
+    return;
+  }
+}
+
 struct RankState {
   int rank = 0;
   pid_t pid = -1;  // also the process group id
@@ -85,7 +103,6 @@ class Supervisor {
   void handle_signals();
   void reap();
   void on_exit(RankState& r, int status);
-  void read_output(RankState& r, UniqueFd& fd, LineRelay& relay);
   void update_groups();
   void begin_stop(int exit_code, const std::string& why);
   void kill_groups();
@@ -111,6 +128,8 @@ class Supervisor {
 
 void Supervisor::take_over_signals() {
   ::signal(SIGPIPE, SIG_IGN);
+  // An inherited SIG_IGN for SIGCHLD would make the kernel reap the ranks behind our back.
+  ::signal(SIGCHLD, SIG_DFL);
   // Orphans of the ranks' own children are reparented here, so their groups can empty.
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
   sigset_t set;
@@ -176,26 +195,12 @@ void Supervisor::on_exit(RankState& r, int status) {
   bool failed = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   if (!failed || stopping_) return;
   int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  // The rank's last words come before sy-run's report of its death.
+  if (r.out.valid()) read_output(r.out, *r.out_relay);
+  if (r.err.valid()) read_output(r.err, *r.err_relay);
   message("rank " + std::to_string(r.rank) + " (pid " + std::to_string(r.pid) + ") " + describe_status(status));
   bool others = std::any_of(ranks_.begin(), ranks_.end(), [](const RankState& o) { return o.running; });
   begin_stop(code, others ? stop_plan() : "");
-}
-
-void Supervisor::read_output(RankState& r, UniqueFd& fd, LineRelay& relay) {
-  (void)r;
-  char buf[16384];
-  for (int i = 0; i < 16; ++i) {
-    ssize_t n = ::read(fd.get(), buf, sizeof buf);
-    if (n > 0) {
-      relay.feed(buf, static_cast<size_t>(n));
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno == EAGAIN) return;
-    relay.finish();  // end of stream (or a read error: treat the same)
-    fd.reset();
-    return;
-  }
 }
 
 void Supervisor::update_groups() {
@@ -211,7 +216,9 @@ void Supervisor::begin_stop(int exit_code, const std::string& why) {
   exit_code_ = exit_code;
   if (!why.empty()) message(why);
   for (RankState& r : ranks_) {
-    if (r.group_alive) ::kill(-r.pid, SIGTERM);
+    if (!r.group_alive) continue;
+    ::kill(-r.pid, SIGTERM);
+    ::kill(-r.pid, SIGCONT);  // a stopped process handles SIGTERM only once continued
   }
   kill_at_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(Seconds(options_.grace_s));
 }
@@ -319,7 +326,7 @@ int Supervisor::run() {
       for (auto [fd, relay] : {std::pair{&r.out, r.out_relay.get()}, std::pair{&r.err, r.err_relay.get()}}) {
         if (!fd->valid()) continue;
         auto it = std::find_if(fds.begin() + 1, fds.end(), [&](const pollfd& p) { return p.fd == fd->get(); });
-        if (it != fds.end() && it->revents != 0) read_output(r, *fd, *relay);
+        if (it != fds.end() && it->revents != 0) read_output(*fd, *relay);
       }
     }
   }
