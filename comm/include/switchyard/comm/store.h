@@ -6,6 +6,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -26,4 +27,36 @@ class Store {
   virtual bool check(const std::string& key) = 0;
 };
 
+}  // namespace switchyard::comm
+
+namespace switchyard::comm {
+
+// TcpStore: rank 0 (is_server) listens on `port` on all interfaces and serves the keys in
+// memory; every rank (rank 0 too, in process) uses it as a Store. A client first presents
+// `token`; the server refuses and logs any connection that does not. Clients retry the
+// connection until `timeout`. The server stops when its owner is destroyed.
+struct TcpStoreOptions {
+  std::string host = "127.0.0.1";  // where the server runs (clients connect here)
+  int port = 0;
+  std::string token;
+  bool is_server = false;
+  std::chrono::milliseconds timeout{60000};
+};
+std::unique_ptr<Store> make_tcp_store(const TcpStoreOptions& options);
+
+// FileStore: one file per key in `directory` (created if missing), written atomically
+// (write then rename); add() takes an flock on a lock file. For a shared file system.
+std::unique_ptr<Store> make_file_store(const std::string& directory);
+
+// Waits for every key in `keys` up to `timeout`; throws Timeout listing the keys (by the
+// `what` of each, e.g. "rank 3") still missing. Returns the values in order.
+std::vector<std::vector<uint8_t>> store_get_all(Store& store, const std::vector<std::string>& keys,
+                                                const std::vector<std::string>& what,
+                                                std::chrono::milliseconds timeout, const std::string& context);
+
+}  // namespace switchyard::comm
+
+namespace switchyard::comm {
+// MemoryStore: keys in this process only (a single-process job, tests).
+std::unique_ptr<Store> make_memory_store();
 }  // namespace switchyard::comm

@@ -20,7 +20,8 @@ class Work {
  public:
   Work() = default;
   explicit Work(std::shared_ptr<detail::WorkState> state) : state_(std::move(state)) {}
-  // True once finished (rethrows its error). A default-constructed Work is finished.
+  // True once finished (rethrows its error); a pure check that never drives progress.
+  // A default-constructed Work is finished.
   bool test() const;
   // Waits with the communicator's default timeout.
   void wait() const;

@@ -16,6 +16,7 @@
 // Buffers must stay valid until their request completes.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -46,6 +47,13 @@ class Transport {
   virtual bool progress() = 0;
   // Throws PeerFailure if a peer is known to be dead (failed connection, missed heartbeat).
   virtual void check_peers() = 0;
+  // Blocks up to `max_wait` or until a peer signals new data (shm: a futex doorbell).
+  // The default returns at once (the caller then yields). Called without other work ready.
+  virtual void wait_for_event(std::chrono::microseconds max_wait) { (void)max_wait; }
+  // Wakes a thread blocked in wait_for_event() (a new operation was posted). Any thread.
+  virtual void interrupt_wait() {}
+  // Marks this rank aborted so peers' check_peers() fail fast (shm header flag). Any thread.
+  virtual void announce_abort() {}
 };
 
 }  // namespace switchyard::comm

@@ -1,0 +1,310 @@
+// Context: op engine and progress thread (see context.h).
+#include "core/context.h"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <set>
+#include <sstream>
+
+#include "switchyard/common/error.h"
+#include "switchyard/common/log.h"
+#include "switchyard/common/param.h"
+
+namespace switchyard::comm::detail {
+namespace {
+
+const Param<int64_t> kSpinIters("COMM_SPIN_ITERS", 2000, "iterations",
+                                "busy polls before a waiting thread starts to yield");
+const Param<int64_t> kYieldIters("COMM_YIELD_ITERS", 50, "iterations",
+                                 "sched_yield polls before a waiting thread sleeps on the futex");
+const Param<int64_t> kSleepUs("COMM_SLEEP_US", 1000, "microseconds", "longest futex sleep of a waiting thread");
+const Param<int64_t> kPeerCheckMs("COMM_PEER_CHECK_MS", 20, "milliseconds", "interval of dead-peer checks");
+
+inline void cpu_relax() {
+#if defined(__x86_64__)
+  __builtin_ia32_pause();
+#endif
+}
+
+std::string rank_list(const std::set<int>& ranks) {
+  std::ostringstream os;
+  os << "ranks {";
+  bool first = true;
+  for (int r : ranks) {
+    os << (first ? "" : ", ") << r;
+    first = false;
+  }
+  os << "}";
+  return os.str();
+}
+
+}  // namespace
+
+Context::Context(Setup s)
+    : rank_(s.rank),
+      rank_map_(std::move(s.rank_map)),
+      timeout_(s.timeout),
+      job_uid_(std::move(s.job_uid)),
+      store_(std::move(s.store)),
+      shm_(std::move(s.shm)),
+      remote_(std::move(s.remote)),
+      route_(std::move(s.route)) {
+  if (shm_) transports_.push_back(shm_.get());
+  if (remote_) transports_.push_back(remote_.get());
+}
+
+Context::~Context() { shutdown(); }
+
+void Context::start() {
+  progress_thread_ = std::thread([this] { progress_loop(); });
+}
+
+void Context::shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_) return;
+    stop_ = true;
+    fail_all_locked(std::make_exception_ptr(
+        InvalidArgument("communicator destroyed while the operation was pending", __FILE__, __LINE__)));
+  }
+  cv_.notify_all();
+  for (auto* t : transports_) t->interrupt_wait();
+  if (progress_thread_.joinable()) progress_thread_.join();
+}
+
+void Context::register_region(const std::shared_ptr<SharedRegion>& region) {
+  std::lock_guard<std::mutex> lock(mu_);
+  shm_->add_region(region);
+}
+
+uint32_t Context::next_comm_id() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return next_comm_id_;
+}
+
+void Context::reserve_comm_ids(uint32_t next) {
+  std::lock_guard<std::mutex> lock(mu_);
+  next_comm_id_ = std::max(next_comm_id_, next);
+}
+
+Work Context::post(std::unique_ptr<Op> op) {
+  auto work = op->work;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (failed_) std::rethrow_exception(failed_);
+    ops_.push_back(std::move(op));
+    progress_locked();
+  }
+  cv_.notify_one();
+  for (auto* t : transports_) t->interrupt_wait();
+  return Work(work);
+}
+
+bool Context::progress_locked() {
+  // A failed context freezes its transports: nothing may write into user buffers any more.
+  if (failed_) return false;
+  bool moved = false;
+  for (auto* t : transports_) moved |= t->progress();
+  for (auto it = ops_.begin(); it != ops_.end();) {
+    Op& op = **it;
+    try {
+      moved |= advance(op);
+    } catch (...) {
+      if (op.posted) {
+        // Failed with transfers outstanding: peers are mid-operation and messages may
+        // still land in its buffers, so the whole context is broken (abort and re-init).
+        fail_all_locked(std::current_exception());
+        return true;
+      }
+      // Failed between steps (a local check): only this operation fails.
+      op.work->finish(std::current_exception());
+      it = ops_.erase(it);
+      moved = true;
+      continue;
+    }
+    if (op.work->finished())
+      it = ops_.erase(it);
+    else
+      ++it;
+  }
+  auto now = std::chrono::steady_clock::now();
+  if (!ops_.empty() && now - last_check_ > std::chrono::milliseconds(kPeerCheckMs.get())) {
+    last_check_ = now;
+    check_peers_locked();
+  }
+  return moved;
+}
+
+void Context::check_peers_locked() {
+  for (auto* t : transports_) {
+    try {
+      t->check_peers();
+    } catch (const Error& e) {
+      // Deliver what already arrived before failing the rest.
+      for (auto* u : transports_) u->progress();
+      for (auto& op : ops_) {
+        try {
+          advance(*op);
+        } catch (...) {
+        }
+      }
+      SY_WARN("comm", "peer failure: " << e.message());
+      fail_all_locked(std::current_exception());
+      return;
+    }
+  }
+}
+
+bool Context::advance(Op& op) {
+  bool moved = false;
+  while (!op.steps.empty()) {
+    Step& step = op.steps.front();
+    if (!op.posted) {
+      op.requests.clear();
+      op.requests.reserve(step.transfers.size());
+      for (const Transfer& t : step.transfers) {
+        Transport* tr = route_[static_cast<size_t>(t.peer)];
+        op.requests.push_back(t.is_send ? tr->isend(t.peer, t.tag, t.buf, t.bytes)
+                                        : tr->irecv(t.peer, t.tag, t.buf, t.bytes));
+      }
+      op.posted = true;
+      moved = true;
+    }
+    for (auto& r : op.requests)
+      if (!r->done()) return moved;
+    for (size_t i = 0; i < step.transfers.size(); ++i) {
+      const Transfer& t = step.transfers[i];
+      if (!t.is_send && t.exact && op.requests[i]->bytes() != t.bytes)
+        SY_THROW(InvalidArgument, op.name << ": rank " << t.peer << " sent " << op.requests[i]->bytes()
+                                          << " bytes where this rank expects " << t.bytes
+                                          << " (counts or sizes differ between ranks; "
+                                             "SWITCHYARD_COMM_CHECK_ARGS=1 cross-checks them)");
+    }
+    op.requests.clear();
+    auto then = std::move(step.then);
+    op.steps.pop_front();
+    op.posted = false;
+    if (then) then(op);
+    moved = true;
+  }
+  op.work->finish(nullptr);
+  return true;
+}
+
+std::string Context::waiting_for_locked(const Op& op) const {
+  if (op.steps.empty() || !op.posted) return "no peer (not started)";
+  std::set<int> recvs, sends;
+  const Step& step = op.steps.front();
+  for (size_t i = 0; i < step.transfers.size() && i < op.requests.size(); ++i) {
+    bool done = false;
+    try {
+      done = op.requests[i]->done();
+    } catch (...) {
+      done = true;
+    }
+    if (!done) (step.transfers[i].is_send ? sends : recvs).insert(step.transfers[i].peer);
+  }
+  if (!recvs.empty()) return "data from " + rank_list(recvs);
+  if (!sends.empty()) return rank_list(sends) + " to take this rank's data";
+  return "local work";
+}
+
+void Context::fail_all_locked(std::exception_ptr error) {
+  if (!failed_) failed_ = error;
+  for (auto& op : ops_) op->work->finish(error);
+  ops_.clear();
+}
+
+void Context::abort(const std::string& reason) {
+  for (auto* t : transports_) t->announce_abort();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    fail_all_locked(std::make_exception_ptr(InvalidArgument("communicator aborted: " + reason, __FILE__, __LINE__)));
+  }
+  SY_WARN("comm", "communicator aborted: " << reason);
+  cv_.notify_all();
+}
+
+void Context::backoff(int& idle) {
+  ++idle;
+  int64_t spin = kSpinIters.get(), yield = kYieldIters.get();
+  if (idle < spin) {
+    cpu_relax();
+  } else if (idle < spin + yield) {
+    sched_yield();
+  } else if (transports_.size() == 1) {
+    transports_[0]->wait_for_event(std::chrono::microseconds(kSleepUs.get()));
+  } else {
+    std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+}
+
+void Context::wait(WorkState& w, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  // While someone waits here, the progress thread stands aside (this thread drives).
+  struct WaiterGuard {
+    Context* c;
+    explicit WaiterGuard(Context* ctx) : c(ctx) { c->waiters_.fetch_add(1); }
+    ~WaiterGuard() {
+      c->waiters_.fetch_sub(1);
+      c->cv_.notify_one();
+    }
+  } guard(this);
+  int idle = 0;
+  unsigned iter = 0;
+  while (!w.finished()) {
+    bool moved = false;
+    {
+      std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
+      if (lock.owns_lock()) moved = progress_locked();
+    }
+    if (w.finished()) break;
+    if ((++iter & 63) == 0 && std::chrono::steady_clock::now() >= deadline) {
+      std::string waiting = "an unknown peer";
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        for (auto& op : ops_)
+          if (op->work.get() == &w) waiting = waiting_for_locked(*op);
+      }
+      if (w.finished()) break;
+      SY_THROW(Timeout, w.name() << ": not finished after " << timeout.count() << " ms; waiting for " << waiting);
+    }
+    if (moved)
+      idle = 0;
+    else
+      backoff(idle);
+  }
+  w.rethrow_if_failed();
+}
+
+bool Context::test(WorkState& w) {
+  if (!w.finished()) {
+    std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
+    if (lock.owns_lock()) progress_locked();
+  }
+  if (!w.finished()) return false;
+  w.rethrow_if_failed();
+  return true;
+}
+
+void Context::progress_loop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  int idle = 0;
+  while (!stop_) {
+    if (ops_.empty() || waiters_.load() > 0) {
+      cv_.wait_for(lock, std::chrono::milliseconds(2));
+      idle = 0;
+      continue;
+    }
+    bool moved = progress_locked();
+    lock.unlock();
+    if (moved)
+      idle = 0;
+    else
+      backoff(idle);
+    lock.lock();
+  }
+}
+
+}  // namespace switchyard::comm::detail

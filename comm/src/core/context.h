@@ -1,0 +1,106 @@
+// Context: what the world communicator and all communicators split from it share — the
+// transports (one per peer, chosen by the registry), the posted operations, and the
+// progress thread that advances them.
+//
+// Locking: mu_ guards ops_, the transports and every Op. It is taken by the progress
+// thread, by threads posting or waiting, never while user code runs. A thread waiting in
+// wait() drives progress itself; the progress thread parks while someone waits.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <exception>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/op.h"
+#include "core/work_state.h"
+#include "switchyard/comm/store.h"
+#include "switchyard/comm/transport/transport.h"
+#include "switchyard/comm/work.h"
+#include "switchyard/topology/rank_map.h"
+#include "transport/shm/shm_transport.h"
+
+namespace switchyard::comm::detail {
+
+class Context : public std::enable_shared_from_this<Context> {
+ public:
+  struct Setup {
+    int rank = 0;
+    topology::RankMap rank_map{std::vector<int>{0}};
+    std::unique_ptr<Store> store;
+    std::unique_ptr<ShmTransport> shm;            // ranks on this node (and self)
+    std::unique_ptr<Transport> remote;            // ranks on other nodes (may be null)
+    std::vector<Transport*> route;                // per world rank
+    std::string job_uid;
+    std::chrono::milliseconds timeout{60000};
+  };
+  explicit Context(Setup setup);
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  // Starts the progress thread (after construction, once the shared_ptr exists).
+  void start();
+  // Stops the progress thread and fails pending work ("communicator destroyed").
+  void shutdown();
+
+  int rank() const { return rank_; }
+  int size() const { return rank_map_.size(); }
+  const topology::RankMap& rank_map() const { return rank_map_; }
+  std::chrono::milliseconds timeout() const { return timeout_; }
+  const std::string& job_uid() const { return job_uid_; }
+  ShmTransport& shm() { return *shm_; }
+
+  // Queues `op` and posts its first step; returns its Work. Throws if the context failed.
+  Work post(std::unique_ptr<Op> op);
+  // Waits for `w` driving progress; throws Timeout naming the ranks still awaited.
+  void wait(WorkState& w, std::chrono::milliseconds timeout);
+  // True once finished (rethrows its error); advances progress once if the lock is free.
+  bool test(WorkState& w);
+  // Fails every pending and future op with `reason`; tells local peers. Never blocks.
+  void abort(const std::string& reason);
+
+  // Registers shared memory with the shm transport (under the context lock).
+  void register_region(const std::shared_ptr<SharedRegion>& region);
+
+  // Context ids for split(): the next id not yet used by this rank.
+  uint32_t next_comm_id();
+  void reserve_comm_ids(uint32_t next);
+
+ private:
+  bool progress_locked();
+  bool advance(Op& op);
+  void check_peers_locked();
+  void fail_all_locked(std::exception_ptr error);
+  void backoff(int& idle);
+  void progress_loop();
+  std::string waiting_for_locked(const Op& op) const;
+
+  int rank_;
+  topology::RankMap rank_map_;
+  std::chrono::milliseconds timeout_;
+  std::string job_uid_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<ShmTransport> shm_;
+  std::unique_ptr<Transport> remote_;
+  std::vector<Transport*> route_;
+  std::vector<Transport*> transports_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::list<std::unique_ptr<Op>> ops_;
+  std::exception_ptr failed_;
+  bool stop_ = false;
+  std::atomic<int> waiters_{0};
+  std::chrono::steady_clock::time_point last_check_{};
+  uint32_t next_comm_id_ = 1;
+  std::thread progress_thread_;
+};
+
+}  // namespace switchyard::comm::detail

@@ -1,0 +1,55 @@
+// Op: one posted operation as a list of steps. Each step posts all its transfers at once;
+// when they have all finished, its `then` runs (a local reduction or copy; it may append
+// further steps) and the next step starts. The Context advances ops; a step never blocks.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "switchyard/comm/transport/transport.h"
+
+namespace switchyard::comm::detail {
+
+class WorkState;
+
+// One message of a step. `peer` is a world rank. Receives with `exact` fail unless the
+// sender sent exactly `bytes`.
+struct Transfer {
+  bool is_send = false;
+  int peer = 0;
+  uint64_t tag = 0;
+  void* buf = nullptr;
+  size_t bytes = 0;
+  bool exact = true;
+};
+
+class Op;
+
+struct Step {
+  std::vector<Transfer> transfers;
+  std::function<void(Op&)> then;  // may be empty
+};
+
+class Op {
+ public:
+  std::string name;  // "all_reduce(count=1024, float32, sum) on comm 0"
+  std::deque<Step> steps;
+  std::vector<std::vector<uint8_t>> scratch;  // temporaries living as long as the op
+  std::shared_ptr<WorkState> work;
+
+  // Set by the Context while the current step is posted.
+  bool posted = false;
+  std::vector<std::unique_ptr<TransportRequest>> requests;
+
+  // Allocates a scratch buffer owned by this op.
+  uint8_t* alloc(size_t bytes) {
+    scratch.emplace_back(bytes);
+    return scratch.back().data();
+  }
+};
+
+}  // namespace switchyard::comm::detail

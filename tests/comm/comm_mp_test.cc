@@ -1,0 +1,96 @@
+// Multi-process tests of the comm library: each starts several processes of comm_rank
+// (comm_rank_main.cc, where the checks against naive references live) and checks that
+// every rank reported success (or the expected failure).
+#include <gtest/gtest.h>
+
+#include "rank_launcher.h"
+
+namespace switchyard::comm::testing {
+namespace {
+
+std::string rank_program() { return COMM_RANK_PROGRAM; }
+
+LaunchSpec spec(const std::string& scenario, int n, int nodes = 1) {
+  LaunchSpec s;
+  s.program = rank_program();
+  s.args = {scenario, "7"};
+  s.world_size = n;
+  s.nodes = nodes;
+  s.timeout_s = 60;
+  return s;
+}
+
+void expect_all_ok(const std::vector<RankResult>& rs) {
+  for (size_t i = 0; i < rs.size(); ++i) {
+    EXPECT_EQ(rs[i].exit_code, 0) << describe(rs);
+    if (rs[i].exit_code != 0) return;
+  }
+}
+
+class CommOpsTest : public ::testing::TestWithParam<std::tuple<int, int>> {};
+
+TEST_P(CommOpsTest, EveryOpMatchesNaiveReference) {
+  auto [n, nodes] = GetParam();
+  LaunchSpec s = spec("ops", n, nodes);
+  s.tcp = (n % 2) == 0;  // exercise both stores
+  s.args[1] = std::to_string(100 + n * 10 + nodes);
+  expect_all_ok(launch_ranks(s));
+}
+
+INSTANTIATE_TEST_SUITE_P(Ranks, CommOpsTest,
+                         ::testing::Values(std::make_tuple(1, 1), std::make_tuple(2, 1), std::make_tuple(3, 1),
+                                           std::make_tuple(4, 1), std::make_tuple(2, 2), std::make_tuple(4, 2)),
+                         [](const auto& info) {
+                           return "Ranks" + std::to_string(std::get<0>(info.param)) + "Nodes" +
+                                  std::to_string(std::get<1>(info.param));
+                         });
+
+TEST(CommunicatorTest, SplitAndParallelGroups) { expect_all_ok(launch_ranks(spec("split", 4))); }
+
+TEST(CommunicatorTest, SplitAndParallelGroupsTwoNodes) { expect_all_ok(launch_ranks(spec("split", 4, 2))); }
+
+TEST(CommunicatorTest, AsyncOpProgressesWhileCallerComputes) { expect_all_ok(launch_ranks(spec("async", 2))); }
+
+TEST(CommunicatorTest, WaitTimesOutNamingThePeer) { expect_all_ok(launch_ranks(spec("timeout", 2))); }
+
+TEST(CommunicatorTest, DeadPeerFailsEverySurvivor) {
+  auto rs = launch_ranks(spec("dead", 3));
+  ASSERT_EQ(rs.size(), 3u);
+  EXPECT_EQ(rs[2].signal, SIGKILL) << describe(rs);
+  EXPECT_EQ(rs[0].exit_code, 0) << describe(rs);
+  EXPECT_EQ(rs[1].exit_code, 0) << describe(rs);
+}
+
+TEST(CommunicatorTest, DeadPeerOnOtherNodeFailsSurvivors) {
+  auto rs = launch_ranks(spec("dead", 4, 2));
+  ASSERT_EQ(rs.size(), 4u);
+  EXPECT_EQ(rs[3].signal, SIGKILL) << describe(rs);
+  for (int r = 0; r < 3; ++r) EXPECT_EQ(rs[r].exit_code, 0) << describe(rs);
+}
+
+TEST(CommunicatorTest, AbortFailsPeersWithoutHanging) { expect_all_ok(launch_ranks(spec("abort", 3))); }
+
+TEST(CommunicatorTest, MissingRankIsNamedAfterTimeout) {
+  LaunchSpec s = spec("arrive", 3);
+  s.ranks_to_start = {0, 1};
+  s.env = {{"COMM_TEST_TIMEOUT_MS", "1500"}, {"COMM_TEST_EXPECT", "rank 2 did not arrive"}};
+  expect_all_ok(launch_ranks(s));
+}
+
+TEST(CommunicatorTest, BadTokenIsRefusedAndLogged) {
+  LaunchSpec s = spec("badtoken", 2);
+  s.env = {{"COMM_TEST_TIMEOUT_MS", "1500"}};
+  s.env_of[1] = {{"SY_TOKEN", "wrong-token"}};
+  auto rs = launch_ranks(s);
+  expect_all_ok(rs);
+  EXPECT_NE(rs[0].output.find("refused connection"), std::string::npos) << describe(rs);
+}
+
+TEST(CommunicatorTest, BadArgumentsGiveClearErrors) {
+  LaunchSpec s = spec("badargs", 3);
+  s.env = {{"SWITCHYARD_COMM_CHECK_ARGS", "1"}};
+  expect_all_ok(launch_ranks(s));
+}
+
+}  // namespace
+}  // namespace switchyard::comm::testing
