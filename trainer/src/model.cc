@@ -159,6 +159,12 @@ void Model<T>::update_expert_biases(double rate) {
 }
 
 template <class T>
+void Model<T>::set_expert_provider(int64_t layer, std::unique_ptr<ExpertProvider<T>> provider) {
+  SY_REQUIRE(provider != nullptr, "model: null expert provider for layer " << layer);
+  moe_at(layer)->set_expert_provider(std::move(provider));
+}
+
+template <class T>
 const std::vector<T>& Model<T>::mtp_logits(int64_t k) const {
   SY_REQUIRE(k >= 1 && k <= static_cast<int64_t>(mtp_logits_.size()),
              "model: MTP module " << k << " out of range [1, " << mtp_logits_.size() << "]");
@@ -189,11 +195,12 @@ Losses Model<T>::forward(const int64_t* tokens, int64_t batch, int64_t seq_len) 
         targets_[m * N_ + b * T_ + i] = tokens[b * W + i + m + 1];
       }
   const RopeScaling& rs = c.rope_scaling;
-  // The rope table depends only on the config and seq_len; rebuilt per step (cheap).
-  static thread_local kernels::RopeTable rope;
-  rope = kernels::make_rope_table(T_, c.qk_rope_head_dim, c.rope_theta, rs.enabled, rs.factor,
-                                  rs.original_max_position_embeddings, rs.beta_fast, rs.beta_slow, rs.mscale,
-                                  rs.mscale_all_dim);
+  if (!rope_ || rope_->seq_len != T_) {  // depends only on the config and seq_len
+    rope_ = std::make_unique<kernels::RopeTable>(kernels::make_rope_table(
+        T_, c.qk_rope_head_dim, c.rope_theta, rs.enabled, rs.factor, rs.original_max_position_embeddings,
+        rs.beta_fast, rs.beta_slow, rs.mscale, rs.mscale_all_dim));
+  }
+  const kernels::RopeTable& rope = *rope_;
   auto embed = [&](const int64_t* ids, std::vector<T>& out) {
     out.resize(N_ * d);
     for (int64_t n = 0; n < N_; ++n) std::memcpy(&out[n * d], &embed_->value[ids[n] * d], d * sizeof(T));

@@ -31,6 +31,11 @@ template <class T>
 class DecoderLayer;
 template <class T>
 class MoeBlock;
+template <class T>
+class ExpertProvider;
+namespace kernels {
+struct RopeTable;
+}
 
 struct ModelOptions {
   bool recompute_norms = false;    // free RMSNorm outputs after forward; recompute in backward
@@ -91,6 +96,9 @@ class Model {
   double min_routing_margin() const;
   // b += rate * sign(mean(counts) - counts) per MoE layer, from the last forward's counts.
   void update_expert_biases(double rate);
+  // Replaces the routed experts of MoE layer `layer` (default: LocalExperts over this
+  // model's parameters), e.g. with a provider that dispatches rows to expert ranks.
+  void set_expert_provider(int64_t layer, std::unique_ptr<ExpertProvider<T>> provider);
 
  private:
   MoeBlock<T>* moe_at(int64_t layer) const;
@@ -106,6 +114,7 @@ class Model {
   std::vector<std::unique_ptr<DecoderLayer<T>>> layers_;  // [L + D]
 
   // step state
+  std::unique_ptr<kernels::RopeTable> rope_;  // cos/sin for positions 0..T-1
   int64_t B_ = 0, T_ = 0, N_ = 0;
   std::vector<int64_t> ids_, targets_;  // [D + 1][N] each, module 0 = main
   std::vector<std::vector<T>> hidden_;  // [L + 1][N, d]: embedding, outputs of main layers
