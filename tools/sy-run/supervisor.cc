@@ -92,9 +92,6 @@ struct RankState {
 class Supervisor {
  public:
   Supervisor(const LaunchPlan& plan, const SupervisorOptions& options) : plan_(plan), options_(options) {}
-  ~Supervisor() {
-    if (signal_fd_ >= 0) ::close(signal_fd_);
-  }
   int run();
 
  private:
@@ -108,6 +105,7 @@ class Supervisor {
   void kill_groups();
   std::string running_ranks() const;
   std::string stop_plan() const;
+  std::string alive_groups() const;
   bool all_gone() const;
   bool pipes_open() const;
 
@@ -116,7 +114,7 @@ class Supervisor {
   std::unique_ptr<OrphanGuard> guard_;
   std::vector<RankState> ranks_;
   sigset_t child_mask_;
-  int signal_fd_ = -1;
+  UniqueFd signal_fd_;
   bool stopping_ = false;
   bool killed_ = false;
   int exit_code_ = kExitOk;
@@ -136,8 +134,8 @@ void Supervisor::take_over_signals() {
   sigemptyset(&set);
   for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP}) sigaddset(&set, sig);
   if (::sigprocmask(SIG_BLOCK, &set, &child_mask_) != 0) SY_THROW(IoError, "sigprocmask: " << errno_text(errno));
-  signal_fd_ = ::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-  if (signal_fd_ < 0) SY_THROW(IoError, "signalfd: " << errno_text(errno));
+  signal_fd_.reset(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!signal_fd_.valid()) SY_THROW(IoError, "signalfd: " << errno_text(errno));
 }
 
 void Supervisor::start_ranks() {
@@ -166,7 +164,7 @@ void Supervisor::start_ranks() {
 
 void Supervisor::handle_signals() {
   signalfd_siginfo info;
-  while (::read(signal_fd_, &info, sizeof info) == sizeof info) {
+  while (::read(signal_fd_.get(), &info, sizeof info) == sizeof info) {
     int sig = static_cast<int>(info.ssi_signo);
     if (sig == SIGCHLD) continue;  // reap() runs every iteration
     if (!stopping_) {
@@ -257,6 +255,18 @@ std::string Supervisor::stop_plan() const {
   return s.str();
 }
 
+// "1 (pgid 1235), 3 (pgid 1237)": ranks whose process group still has processes.
+std::string Supervisor::alive_groups() const {
+  std::ostringstream s;
+  bool first = true;
+  for (const RankState& r : ranks_) {
+    if (!r.group_alive) continue;
+    s << (first ? "" : ", ") << r.rank << " (pgid " << r.pid << ")";
+    first = false;
+  }
+  return s.str();
+}
+
 bool Supervisor::all_gone() const {
   return std::none_of(ranks_.begin(), ranks_.end(), [](const RankState& r) { return r.running || r.group_alive; });
 }
@@ -290,7 +300,10 @@ int Supervisor::run() {
     }
     if (stopping_ && !killed_ && now >= kill_at_) kill_groups();
     if (killed_ && now >= give_up_at_ && !all_gone()) {
-      message("some processes of the job did not disappear after SIGKILL: " + running_ranks());
+      std::ostringstream s;
+      s << "processes of ranks " << alive_groups() << " still exist " << kKillWaitTime.count()
+        << " s after SIGKILL; giving up on them";
+      message(s.str());
       break;
     }
     if (all_gone()) {
@@ -313,7 +326,7 @@ int Supervisor::run() {
     }
 
     fds.clear();
-    fds.push_back({signal_fd_, POLLIN, 0});
+    fds.push_back({signal_fd_.get(), POLLIN, 0});
     for (RankState& r : ranks_) {
       if (r.out.valid()) fds.push_back({r.out.get(), POLLIN, 0});
       if (r.err.valid()) fds.push_back({r.err.get(), POLLIN, 0});
