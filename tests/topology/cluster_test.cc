@@ -1,5 +1,7 @@
 // Cluster: the shipped cluster files (rails, link classes, NUMA), contiguous and local
 // clusters, and every kind of bad cluster file.
+#include "switchyard/topology/cluster.h"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -8,14 +10,15 @@
 #include <functional>
 
 #include "switchyard/common/error.h"
-#include "switchyard/topology/cluster.h"
 
 namespace switchyard::topology {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string data(const std::string& name) { return std::string(SY_TOPO_DATA) + "/" + name; }
+std::string data(const std::string& name) {
+  return std::string(SY_TOPO_DATA) + "/" + name;
+}
 
 TEST(ClusterTest, TwoH800HostsRailsFollowTheNearestNic) {
   Cluster c = Cluster::load_json(data("cluster-2x8-h800.json"));
@@ -86,7 +89,8 @@ class ClusterFileTest : public ::testing::Test {
     } catch (const Error& e) {
       EXPECT_EQ(e.code(), code) << e.what();
       EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
-      for (const auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what() << "\nlacks: " << p;
+      for (const auto& p : parts)
+        EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what() << "\nlacks: " << p;
     }
   }
   fs::path dir_;
@@ -100,7 +104,7 @@ TEST_F(ClusterFileTest, XmlPathIsRelativeToTheJsonFile) {
   EXPECT_EQ(c.num_nodes(), 2);
   EXPECT_EQ(c.rank_map().ranks_of_node(0), std::vector<int>({0, 1, 3}));
   EXPECT_EQ(c.link_class(0, 1), LinkClass::kSamePcieSwitch);  // GPUs 0, 1 share a switch
-  EXPECT_EQ(c.link_class(1, 3), LinkClass::kSameDevice);      // both on GPU 1
+  EXPECT_EQ(c.link_class(1, 3), LinkClass::kSameDevice);  // both on GPU 1
   EXPECT_EQ(c.link_class(0, 2), LinkClass::kNetwork);
   EXPECT_EQ(c.host(1), nullptr);
   EXPECT_EQ(c.gpu_of(2), -1);
@@ -112,7 +116,8 @@ TEST_F(ClusterFileTest, XmlPathIsRelativeToTheJsonFile) {
 TEST_F(ClusterFileTest, BadFilesNameTheProblem) {
   expect_error("{\"hosts\": [", ErrorCode::kInvalidArgument, {"not valid JSON"});
   expect_error("[1, 2]", ErrorCode::kInvalidArgument, {"top level must be an object"});
-  expect_error(R"({"hosts": [], "ranks": [{"host": "a"}]})", ErrorCode::kInvalidArgument, {"\"hosts\" must be a non-empty array"});
+  expect_error(R"({"hosts": [], "ranks": [{"host": "a"}]})", ErrorCode::kInvalidArgument,
+               {"\"hosts\" must be a non-empty array"});
   expect_error(R"({"hosts": [{"name": "a"}]})", ErrorCode::kInvalidArgument, {"\"ranks\" must be a non-empty array"});
   expect_error(R"({"hosts": [{"name": "a"}], "ranks": [{"host": "a"}], "rank": 1})", ErrorCode::kInvalidArgument,
                {"unknown key \"rank\""});
@@ -131,7 +136,8 @@ TEST_F(ClusterFileTest, BadFilesNameTheProblem) {
   expect_error(R"({"hosts": [{"name": "a", "xml": "hosts/missing.xml"}], "ranks": [{"host": "a"}]})", ErrorCode::kIo,
                {"host 'a'", "hosts/missing.xml", "cannot open"});
   std::string garbled = write("<topology><object type=");
-  expect_error(R"({"hosts": [{"name": "a", "xml": ")" + fs::path(garbled).filename().string() + R"("}], "ranks": [{"host": "a"}]})",
+  expect_error(R"({"hosts": [{"name": "a", "xml": ")" + fs::path(garbled).filename().string() +
+                   R"("}], "ranks": [{"host": "a"}]})",
                ErrorCode::kInvalidArgument, {"host 'a'", "hwloc rejected it"});
   try {
     Cluster::load_json((dir_ / "absent.json").string());
@@ -167,7 +173,9 @@ TEST(ClusterTest, ContiguousHasNoHardware) {
     EXPECT_EQ(c.rail_of(r), r % 2);
     EXPECT_EQ(c.host(c.node_of(r)), nullptr);
     for (int q = 0; q < 6; ++q)
-      EXPECT_EQ(c.link_class(r, q), r == q ? LinkClass::kSameDevice : r / 2 == q / 2 ? LinkClass::kSameNode : LinkClass::kNetwork);
+      EXPECT_EQ(c.link_class(r, q), r == q           ? LinkClass::kSameDevice
+                                    : r / 2 == q / 2 ? LinkClass::kSameNode
+                                                     : LinkClass::kNetwork);
   }
   EXPECT_THROW(Cluster::contiguous(5, 2), InvalidArgument);
 }

@@ -13,7 +13,9 @@ const char* kBusIds[] = {"0000:12:00.0", "0000:1a:00.0", "0000:92:00.0", "0000:9
 constexpr int kNumGpus = 4;
 int g_init = 0;
 
-int index_of(void* dev) { return static_cast<int>(reinterpret_cast<intptr_t>(dev)) - 1; }
+int index_of(void* dev) {
+  return static_cast<int>(reinterpret_cast<intptr_t>(dev)) - 1;
+}
 
 }  // namespace
 
@@ -24,7 +26,9 @@ int nvmlInit_v2() {
   return 0;
 }
 
-int nvmlShutdown() { return g_init-- > 0 ? 0 : 1; }
+int nvmlShutdown() {
+  return g_init-- > 0 ? 0 : 1;
+}
 
 int nvmlDeviceGetHandleByPciBusId_v2(const char* bus_id, void** dev) {
   const char* id = bus_id;

@@ -1,24 +1,27 @@
 // HostTopology: discovery on the shipped simulated hosts (whose layouts are documented in
 // topology/data/gen_hosts.py), on hand-written XML corner cases, and on this machine (checked
 // against /sys and sysconf).
+#include "switchyard/topology/host_topology.h"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
-#include <fstream>
 #include <sstream>
 
 #include "switchyard/common/error.h"
-#include "switchyard/topology/host_topology.h"
 
 namespace switchyard::topology {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string data(const std::string& name) { return std::string(SY_TOPO_DATA) + "/" + name; }
+std::string data(const std::string& name) {
+  return std::string(SY_TOPO_DATA) + "/" + name;
+}
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path);
@@ -173,7 +176,8 @@ void expect_error(const std::function<void()>& fn, ErrorCode code, const std::ve
     ADD_FAILURE() << "no error";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), code) << e.what();
-    for (const auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what() << " lacks " << p;
+    for (const auto& p : parts)
+      EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what() << " lacks " << p;
   }
 }
 

@@ -1,11 +1,12 @@
 // JobEnv: the SY_ variables sy-run sets, parsed and checked against the rank map.
+#include "switchyard/topology/job_env.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <functional>
 
 #include "switchyard/common/error.h"
-#include "switchyard/topology/job_env.h"
 
 namespace switchyard::topology {
 namespace {
@@ -14,7 +15,8 @@ namespace {
 class JobEnvTest : public ::testing::Test {
  protected:
   void TearDown() override {
-    for (const char* v : {"SY_RANK", "SY_WORLD_SIZE", "SY_LOCAL_RANK", "SY_NODE", "SY_NUM_NODES", "SY_RANK_MAP"}) unsetenv(v);
+    for (const char* v : {"SY_RANK", "SY_WORLD_SIZE", "SY_LOCAL_RANK", "SY_NODE", "SY_NUM_NODES", "SY_RANK_MAP"})
+      unsetenv(v);
   }
   void set(int rank, int size, int local, int node, int nodes) {
     setenv("SY_RANK", std::to_string(rank).c_str(), 1);
@@ -59,7 +61,8 @@ TEST_F(JobEnvTest, RankMapFromTheEnvironment) {
 
 TEST_F(JobEnvTest, InconsistentOrMalformedVariablesAreNamed) {
   set(3, 4, 0, 1, 2);
-  EXPECT_NE(message_of([] { JobEnv::from_environment()->cluster(); }).find("rank 3 has SY_LOCAL_RANK=0"), std::string::npos);
+  EXPECT_NE(message_of([] { JobEnv::from_environment()->cluster(); }).find("rank 3 has SY_LOCAL_RANK=0"),
+            std::string::npos);
   set(3, 4, 1, 0, 2);
   EXPECT_NE(message_of([] { JobEnv::from_environment()->cluster(); }).find("rank 3 has SY_NODE=0"), std::string::npos);
   set(1, 4, 1, 0, 1);

@@ -58,8 +58,8 @@ TEST(SyTopoJobTest, FourRanksOnTwoNodes) {
 }
 
 TEST(SyTopoJobTest, RankMapGivesGpusAndNics) {
-  ProgramRun r = run(std::string(SY_RUN_BIN) + " -n 4 --rank-map " + SY_TOPO_DATA + "/cluster-2x2-pcie.json --timeout 30 -- " +
-              SY_TOPO_BIN + " --json");
+  ProgramRun r = run(std::string(SY_RUN_BIN) + " -n 4 --rank-map " + SY_TOPO_DATA +
+                     "/cluster-2x2-pcie.json --timeout 30 -- " + SY_TOPO_BIN + " --json");
   ASSERT_EQ(r.status, 0) << r.out;
   auto ranks = rank_lines(r.out);
   ASSERT_EQ(ranks.size(), 4u) << r.out;

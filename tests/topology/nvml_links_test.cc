@@ -1,8 +1,8 @@
 // The NVML (dlopen) NVLink path against a fake libnvidia-ml (fake_nvml.cc), and its graceful
 // absence when the library is missing.
-#include <gtest/gtest.h>
-
 #include "nvml_links.h"
+
+#include <gtest/gtest.h>
 
 namespace switchyard::topology {
 namespace {

@@ -1,11 +1,12 @@
 // RankMap against naive per-rank loops over random node assignments.
+#include "switchyard/topology/rank_map.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <random>
 
 #include "switchyard/common/error.h"
-#include "switchyard/topology/rank_map.h"
 
 namespace switchyard::topology {
 namespace {
@@ -113,7 +114,8 @@ TEST(RankMapTest, BadInputNamesTheProblem) {
     RankMap::contiguous(6, 4);
     FAIL() << "uneven split accepted";
   } catch (const InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find("6 ranks cannot be spread evenly over 4 nodes"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("6 ranks cannot be spread evenly over 4 nodes"), std::string::npos)
+        << e.what();
   }
   EXPECT_THROW(RankMap(std::vector<int>{}), InvalidArgument);
   RankMap map({0, 1});

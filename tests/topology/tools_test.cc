@@ -32,7 +32,9 @@ ProgramRun run(const std::string& cmd) {
 
 const std::string kTopo = SY_TOPO_BIN;
 const std::string kInfo = SY_INFO_BIN;
-std::string data(const std::string& name) { return std::string(SY_TOPO_DATA) + "/" + name; }
+std::string data(const std::string& name) {
+  return std::string(SY_TOPO_DATA) + "/" + name;
+}
 
 TEST(SyTopoTest, XmlJsonDescribesTheHost) {
   ProgramRun r = run(kTopo + " --json --xml " + data("h800x8-4nic.xml"));
@@ -86,7 +88,8 @@ TEST(SyTopoTest, RankReportFromJobEnvironment) {
   EXPECT_EQ(j["nic"], "mlx5_1");
   EXPECT_EQ(j["rail"], 1);
   ProgramRun text = run("env " + env + kTopo);
-  EXPECT_NE(text.out.find("rank 3/4: node 1 (node1) local_rank 1/2 gpu 2 nic mlx5_1 rail 1"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("rank 3/4: node 1 (node1) local_rank 1/2 gpu 2 nic mlx5_1 rail 1"), std::string::npos)
+      << text.out;
 }
 
 TEST(SyTopoTest, BadInputExitsWithAClearMessage) {
@@ -111,7 +114,8 @@ TEST(SyInfoTest, VersionAndCuda) {
   EXPECT_TRUE(j["cuda_built"].is_boolean());
   ProgramRun text = run(kInfo);
   EXPECT_NE(text.out.find("switchyard " + j["version"].get<std::string>()), std::string::npos) << text.out;
-  EXPECT_NE(text.out.find(j["cuda_built"].get<bool>() ? "cuda: built" : "cuda: not built"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find(j["cuda_built"].get<bool>() ? "cuda: built" : "cuda: not built"), std::string::npos)
+      << text.out;
 }
 
 TEST(SyInfoTest, ConfigListsKnobsWithCurrentValues) {

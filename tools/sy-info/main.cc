@@ -27,8 +27,12 @@ int main(int argc, char** argv) {
     if (FLAGS_config) {
       j["knobs"] = nlohmann::json::array();
       for (const auto& p : switchyard::param_registry())
-        j["knobs"].push_back({{"name", p.name}, {"env", "SWITCHYARD_" + p.name}, {"type", p.type},
-                              {"default", p.default_value}, {"units", p.units}, {"current", p.current()},
+        j["knobs"].push_back({{"name", p.name},
+                              {"env", "SWITCHYARD_" + p.name},
+                              {"type", p.type},
+                              {"default", p.default_value},
+                              {"units", p.units},
+                              {"current", p.current()},
                               {"help", p.help}});
     }
     if (FLAGS_json) {

@@ -30,8 +30,9 @@ std::string known_hosts(const std::map<std::string, int>& index) {
 
 }  // namespace
 
-Cluster::Cluster(RankMap map, std::vector<std::string> node_names, std::vector<std::shared_ptr<const HostTopology>> hosts,
-                 std::vector<int> gpu_of_rank, std::string source)
+Cluster::Cluster(RankMap map, std::vector<std::string> node_names,
+                 std::vector<std::shared_ptr<const HostTopology>> hosts, std::vector<int> gpu_of_rank,
+                 std::string source)
     : rank_map_(std::move(map)),
       node_names_(std::move(node_names)),
       hosts_(std::move(hosts)),
@@ -102,7 +103,8 @@ Cluster Cluster::load_json(const std::string& path) {
       SY_REQUIRE(key == "host" || key == "gpu", at << ": unknown key \"" << key << "\" (expected \"host\", \"gpu\")");
     std::string name = e["host"];
     auto it = host_index.find(name);
-    SY_REQUIRE(it != host_index.end(), at << ": unknown host '" << name << "' (hosts: " << known_hosts(host_index) << ")");
+    SY_REQUIRE(it != host_index.end(),
+               at << ": unknown host '" << name << "' (hosts: " << known_hosts(host_index) << ")");
     int gpu = -1;
     if (e.contains("gpu")) {
       SY_REQUIRE(e["gpu"].is_number_integer(), at << ": \"gpu\" must be an integer");
@@ -245,8 +247,11 @@ std::string Cluster::summary() const {
   os << "cluster (" << source_ << "): " << rank_map_.describe() << "\n";
   for (int n = 0; n < num_nodes(); ++n) {
     os << "node" << n << " " << node_names_[n];
-    if (hosts_[n]) os << " (" << hosts_[n]->source() << ": " << hosts_[n]->num_gpus() << " GPUs, " << hosts_[n]->num_nics() << " NICs)";
-    else os << " (no topology)";
+    if (hosts_[n])
+      os << " (" << hosts_[n]->source() << ": " << hosts_[n]->num_gpus() << " GPUs, " << hosts_[n]->num_nics()
+         << " NICs)";
+    else
+      os << " (no topology)";
     os << "\n";
   }
   for (int r = 0; r < num_ranks(); ++r) os << rank_summary(r) << "\n";

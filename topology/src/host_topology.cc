@@ -16,27 +16,33 @@ std::string PciAddress::str() const {
   return buf;
 }
 
-const char* nic_kind_name(NicKind k) { return k == NicKind::kInfiniBand ? "infiniband" : "ethernet"; }
+const char* nic_kind_name(NicKind k) {
+  return k == NicKind::kInfiniBand ? "infiniband" : "ethernet";
+}
 
 const char* pcie_path_name(PciePath p) {
   switch (p) {
-    case PciePath::kSameSwitch: return "same-switch";
-    case PciePath::kSameHostBridge: return "same-host-bridge";
-    case PciePath::kSamePackage: return "same-package";
-    case PciePath::kCrossPackage: return "cross-package";
+    case PciePath::kSameSwitch:
+      return "same-switch";
+    case PciePath::kSameHostBridge:
+      return "same-host-bridge";
+    case PciePath::kSamePackage:
+      return "same-package";
+    case PciePath::kCrossPackage:
+      return "cross-package";
   }
   return "?";
 }
 
 const Gpu& HostTopology::gpu(int index) const {
-  SY_REQUIRE(index >= 0 && index < num_gpus(),
-             "host " << hostname_ << " (" << source_ << "): GPU index " << index << " out of range [0, " << num_gpus() << ")");
+  SY_REQUIRE(index >= 0 && index < num_gpus(), "host " << hostname_ << " (" << source_ << "): GPU index " << index
+                                                       << " out of range [0, " << num_gpus() << ")");
   return gpus_[index];
 }
 
 const Nic& HostTopology::nic(int index) const {
-  SY_REQUIRE(index >= 0 && index < num_nics(),
-             "host " << hostname_ << " (" << source_ << "): NIC index " << index << " out of range [0, " << num_nics() << ")");
+  SY_REQUIRE(index >= 0 && index < num_nics(), "host " << hostname_ << " (" << source_ << "): NIC index " << index
+                                                       << " out of range [0, " << num_nics() << ")");
   return nics_[index];
 }
 
@@ -78,15 +84,17 @@ LinkClass HostTopology::gpu_link_class(int a, int b) const {
 
 std::string HostTopology::summary() const {
   std::ostringstream os;
-  os << "host " << hostname_ << " (" << source_ << "): " << num_packages_ << " package" << (num_packages_ == 1 ? "" : "s")
-     << ", " << num_numa_nodes_ << " NUMA node" << (num_numa_nodes_ == 1 ? "" : "s") << ", " << num_cores_ << " cores, "
-     << num_pus_ << " PUs, " << num_gpus() << " GPU" << (num_gpus() == 1 ? "" : "s") << ", " << num_nics() << " NIC"
-     << (num_nics() == 1 ? "" : "s") << "\n";
+  os << "host " << hostname_ << " (" << source_ << "): " << num_packages_ << " package"
+     << (num_packages_ == 1 ? "" : "s") << ", " << num_numa_nodes_ << " NUMA node" << (num_numa_nodes_ == 1 ? "" : "s")
+     << ", " << num_cores_ << " cores, " << num_pus_ << " PUs, " << num_gpus() << " GPU" << (num_gpus() == 1 ? "" : "s")
+     << ", " << num_nics() << " NIC" << (num_nics() == 1 ? "" : "s") << "\n";
   for (const auto& g : gpus_) {
     os << "  gpu" << g.index << " " << g.name << " " << g.model << " pci=" << g.pci.str() << " package=" << g.package
        << " numa=" << g.numa << " nic=";
-    if (g.nic >= 0) os << nics_[g.nic].name << " (" << pcie_path_name(gpu_nic_path(g.index, g.nic)) << ")";
-    else os << "none";
+    if (g.nic >= 0)
+      os << nics_[g.nic].name << " (" << pcie_path_name(gpu_nic_path(g.index, g.nic)) << ")";
+    else
+      os << "none";
     os << "\n";
   }
   for (const auto& n : nics_)
@@ -123,15 +131,27 @@ std::string HostTopology::to_json() const {
   j["pus"] = num_pus_;
   j["gpus"] = nlohmann::json::array();
   for (const auto& g : gpus_) {
-    j["gpus"].push_back({{"index", g.index}, {"name", g.name}, {"model", g.model}, {"pci", g.pci.str()},
-                         {"package", g.package}, {"numa", g.numa}, {"switch", g.switch_id},
-                         {"pci_path", path_json(g.pci_path)}, {"nic", g.nic},
+    j["gpus"].push_back({{"index", g.index},
+                         {"name", g.name},
+                         {"model", g.model},
+                         {"pci", g.pci.str()},
+                         {"package", g.package},
+                         {"numa", g.numa},
+                         {"switch", g.switch_id},
+                         {"pci_path", path_json(g.pci_path)},
+                         {"nic", g.nic},
                          {"nic_name", g.nic >= 0 ? nics_[g.nic].name : std::string()}});
   }
   j["nics"] = nlohmann::json::array();
   for (const auto& n : nics_) {
-    j["nics"].push_back({{"index", n.index}, {"name", n.name}, {"kind", nic_kind_name(n.kind)}, {"netdev", n.netdev},
-                         {"pci", n.pci.str()}, {"package", n.package}, {"numa", n.numa}, {"switch", n.switch_id},
+    j["nics"].push_back({{"index", n.index},
+                         {"name", n.name},
+                         {"kind", nic_kind_name(n.kind)},
+                         {"netdev", n.netdev},
+                         {"pci", n.pci.str()},
+                         {"package", n.package},
+                         {"numa", n.numa},
+                         {"switch", n.switch_id},
                          {"pci_path", path_json(n.pci_path)}});
   }
   j["nvlink_source"] = nvlink_source_;

@@ -44,8 +44,10 @@ const char* info(hwloc_obj_t o, const char* name) {
 // The PCI device an OS device hangs off, or nullptr.
 hwloc_obj_t pci_parent(hwloc_obj_t o) {
   for (hwloc_obj_t p = o->parent; p; p = p->parent)
-    if (p->type == HWLOC_OBJ_PCI_DEVICE) return p;
-    else if (p->type != HWLOC_OBJ_OS_DEVICE) return nullptr;
+    if (p->type == HWLOC_OBJ_PCI_DEVICE)
+      return p;
+    else if (p->type != HWLOC_OBJ_OS_DEVICE)
+      return nullptr;
   return nullptr;
 }
 
@@ -76,10 +78,12 @@ class HostBuilder {
     package = numa = -1;
     if (!anc) return;
     hwloc_obj_t pkg = anc->type == HWLOC_OBJ_PACKAGE ? anc : hwloc_get_ancestor_obj_by_type(t_, HWLOC_OBJ_PACKAGE, anc);
-    if (!pkg && anc->cpuset) pkg = hwloc_get_next_obj_covering_cpuset_by_type(t_, anc->cpuset, HWLOC_OBJ_PACKAGE, nullptr);
+    if (!pkg && anc->cpuset)
+      pkg = hwloc_get_next_obj_covering_cpuset_by_type(t_, anc->cpuset, HWLOC_OBJ_PACKAGE, nullptr);
     if (pkg) package = static_cast<int>(pkg->logical_index);
     if (anc->nodeset && hwloc_bitmap_weight(anc->nodeset) == 1) {
-      hwloc_obj_t node = hwloc_get_numanode_obj_by_os_index(t_, static_cast<unsigned>(hwloc_bitmap_first(anc->nodeset)));
+      hwloc_obj_t node =
+          hwloc_get_numanode_obj_by_os_index(t_, static_cast<unsigned>(hwloc_bitmap_first(anc->nodeset)));
       if (node) numa = static_cast<int>(node->logical_index);
     }
   }
@@ -92,8 +96,9 @@ class HostBuilder {
       PciBridge b;
       const auto& a = p->attr->bridge;
       b.host_bridge = a.upstream_type == HWLOC_OBJ_BRIDGE_HOST;
-      if (!b.host_bridge) b.address = {static_cast<int>(a.upstream.pci.domain), a.upstream.pci.bus, a.upstream.pci.dev,
-                                       a.upstream.pci.func};
+      if (!b.host_bridge)
+        b.address = {static_cast<int>(a.upstream.pci.domain), a.upstream.pci.bus, a.upstream.pci.dev,
+                     a.upstream.pci.func};
       b.depth = static_cast<int>(a.depth);
       b.id = bridge_id(p);
       if (!b.host_bridge) switch_id = b.id;
@@ -118,9 +123,12 @@ class HostBuilder {
       for (hwloc_obj_t c = pci->io_first_child; c; c = c->next_sibling) {
         if (c->type != HWLOC_OBJ_OS_DEVICE) continue;
         std::string sub = c->subtype ? c->subtype : "";
-        if (sub == "CUDA") cuda = c->name;
-        else if (sub == "NVML") nvml = c->name;
-        else if (other.empty() && c->name) other = c->name;
+        if (sub == "CUDA")
+          cuda = c->name;
+        else if (sub == "NVML")
+          nvml = c->name;
+        else if (other.empty() && c->name)
+          other = c->name;
         if (model.empty()) model = info(c, "GPUModel");
       }
       g.name = !cuda.empty() ? cuda : !nvml.empty() ? nvml : other;
@@ -219,7 +227,8 @@ class HostBuilder {
       hwloc_obj_t pci = o->type == HWLOC_OBJ_PCI_DEVICE ? o : pci_parent(o);
       for (size_t g = 0; g < gpu_objs_.size(); ++g)
         if (gpu_objs_[g] == pci) gpu_of[i] = static_cast<int>(g);
-      if (gpu_of[i] < 0) SY_WARN("topo", "NVLinkBandwidth: object " << (o->name ? o->name : "?") << " is not a GPU; ignored");
+      if (gpu_of[i] < 0)
+        SY_WARN("topo", "NVLinkBandwidth: object " << (o->name ? o->name : "?") << " is not a GPU; ignored");
     }
     for (unsigned i = 0; i < dist->nbobjs; ++i)
       for (unsigned j = 0; j < dist->nbobjs; ++j)
@@ -253,7 +262,8 @@ HostTopology HostTopology::discover_local() {
   gethostname(name, sizeof name - 1);
   host.hostname_ = name;
   HostBuilder(topo, host).build(/*local=*/true);
-  SY_DEBUG("topo", "local host " << host.hostname_ << ": " << host.num_gpus() << " gpus, " << host.num_nics() << " nics");
+  SY_DEBUG("topo",
+           "local host " << host.hostname_ << ": " << host.num_gpus() << " gpus, " << host.num_nics() << " nics");
   return host;
 }
 

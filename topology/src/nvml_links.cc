@@ -14,9 +14,9 @@ using NvmlReturn = int;  // nvmlReturn_t; NVML_SUCCESS = 0
 using NvmlDevice = void*;  // nvmlDevice_t
 constexpr NvmlReturn kNvmlSuccess = 0;
 constexpr int kP2pCapsIndexNvlink = 2;  // NVML_P2P_CAPS_INDEX_NVLINK
-constexpr int kP2pStatusOk = 0;         // NVML_P2P_STATUS_OK
-constexpr int kFeatureEnabled = 1;      // NVML_FEATURE_ENABLED
-constexpr unsigned kMaxLinks = 18;      // NVML_NVLINK_MAX_LINKS
+constexpr int kP2pStatusOk = 0;  // NVML_P2P_STATUS_OK
+constexpr int kFeatureEnabled = 1;  // NVML_FEATURE_ENABLED
+constexpr unsigned kMaxLinks = 18;  // NVML_NVLINK_MAX_LINKS
 
 struct NvmlApi {
   NvmlReturn (*init)() = nullptr;

@@ -37,7 +37,8 @@ RankMap RankMap::contiguous(int size, int num_nodes) {
 }
 
 void RankMap::check_rank(int rank, const char* what) const {
-  SY_REQUIRE(rank >= 0 && rank < size(), "rank map: " << what << ": rank " << rank << " out of range [0, " << size() << ")");
+  SY_REQUIRE(rank >= 0 && rank < size(),
+             "rank map: " << what << ": rank " << rank << " out of range [0, " << size() << ")");
 }
 
 int RankMap::node_of(int rank) const {
@@ -98,7 +99,8 @@ int RankMap::max_local_size() const {
 
 std::string RankMap::describe() const {
   std::ostringstream os;
-  os << size() << " rank" << (size() == 1 ? "" : "s") << " on " << num_nodes() << " node" << (num_nodes() == 1 ? "" : "s") << ":";
+  os << size() << " rank" << (size() == 1 ? "" : "s") << " on " << num_nodes() << " node"
+     << (num_nodes() == 1 ? "" : "s") << ":";
   for (int n = 0; n < num_nodes(); ++n) {
     os << " node" << n << "={";
     for (size_t i = 0; i < ranks_of_node_[n].size(); ++i) os << (i ? "," : "") << ranks_of_node_[n][i];
@@ -109,10 +111,14 @@ std::string RankMap::describe() const {
 
 const char* link_class_name(LinkClass c) {
   switch (c) {
-    case LinkClass::kSameDevice: return "same-device";
-    case LinkClass::kSameNode: return "same-node";
-    case LinkClass::kSamePcieSwitch: return "same-pcie-switch";
-    case LinkClass::kNetwork: return "network";
+    case LinkClass::kSameDevice:
+      return "same-device";
+    case LinkClass::kSameNode:
+      return "same-node";
+    case LinkClass::kSamePcieSwitch:
+      return "same-pcie-switch";
+    case LinkClass::kNetwork:
+      return "network";
   }
   return "?";
 }

@@ -47,8 +47,8 @@ class Cluster {
   // The hardware of a node, or nullptr when it has no topology (contiguous clusters).
   const HostTopology* host(int node) const;
 
-  int gpu_of(int rank) const;   // GPU index on its host, -1 if none
-  int nic_of(int rank) const;   // index of the NIC nearest its GPU, -1 if unknown
+  int gpu_of(int rank) const;  // GPU index on its host, -1 if none
+  int nic_of(int rank) const;  // index of the NIC nearest its GPU, -1 if unknown
   std::string nic_name(int rank) const;  // "" if unknown
   // The rail a rank sends inter-node traffic on: its NIC index when known, else its local rank.
   int rail_of(int rank) const;
@@ -69,15 +69,14 @@ class Cluster {
   std::string rank_json(int rank) const;
 
  private:
-  Cluster(RankMap map, std::vector<std::string> node_names,
-          std::vector<std::shared_ptr<const HostTopology>> hosts, std::vector<int> gpu_of_rank,
-          std::string source);
+  Cluster(RankMap map, std::vector<std::string> node_names, std::vector<std::shared_ptr<const HostTopology>> hosts,
+          std::vector<int> gpu_of_rank, std::string source);
   void check_rank(int rank, const char* what) const;
 
   RankMap rank_map_;
-  std::vector<std::string> node_names_;                     // [num_nodes]
+  std::vector<std::string> node_names_;  // [num_nodes]
   std::vector<std::shared_ptr<const HostTopology>> hosts_;  // [num_nodes], may hold nullptr
-  std::vector<int> gpu_of_rank_;                            // [num_ranks]
+  std::vector<int> gpu_of_rank_;  // [num_ranks]
   std::string source_;
 };
 

@@ -32,33 +32,33 @@ struct PciAddress {
 // A PCI bridge on the path from the CPU to a device. depth 0 is the host bridge's child level.
 struct PciBridge {
   PciAddress address;  // of the bridge's upstream port (zeros for a host bridge)
-  int depth = 0;       // hwloc bridge depth
+  int depth = 0;  // hwloc bridge depth
   bool host_bridge = false;
-  int id = 0;          // unique per bridge within the host; equal ids mean the same bridge
+  int id = 0;  // unique per bridge within the host; equal ids mean the same bridge
 };
 
 struct Gpu {
-  int index = 0;        // 0..num_gpus-1 in PCI bus order
-  std::string name;     // OS device name when the XML or system has one ("cuda0", "nvml0"), else "gpu<index>"
-  std::string model;    // "NVIDIA H100 80GB HBM3" when known, else "NVIDIA [10de:2330]"
+  int index = 0;  // 0..num_gpus-1 in PCI bus order
+  std::string name;  // OS device name when the XML or system has one ("cuda0", "nvml0"), else "gpu<index>"
+  std::string model;  // "NVIDIA H100 80GB HBM3" when known, else "NVIDIA [10de:2330]"
   PciAddress pci;
-  int package = -1;     // logical index of the package whose cpuset covers the GPU, -1 unknown
-  int numa = -1;        // logical index of the nearest NUMA node, -1 unknown
+  int package = -1;  // logical index of the package whose cpuset covers the GPU, -1 unknown
+  int numa = -1;  // logical index of the nearest NUMA node, -1 unknown
   std::vector<PciBridge> pci_path;  // bridges from the CPU side down to the GPU (outermost first)
-  int switch_id = -1;   // id of the outermost non-host bridge above it (its PCIe switch tree), -1 if none
-  int nic = -1;         // index of the nearest NIC, -1 when the host has none
+  int switch_id = -1;  // id of the outermost non-host bridge above it (its PCIe switch tree), -1 if none
+  int nic = -1;  // index of the nearest NIC, -1 when the host has none
 };
 
 enum class NicKind { kInfiniBand, kEthernet };
 const char* nic_kind_name(NicKind k);  // "infiniband", "ethernet"
 
 struct Nic {
-  int index = 0;        // 0..num_nics-1 in PCI bus order
-  std::string name;     // "mlx5_0" (OpenFabrics) or the network interface ("eth0")
-  std::string netdev;   // network interface of the same PCI device, empty if none
+  int index = 0;  // 0..num_nics-1 in PCI bus order
+  std::string name;  // "mlx5_0" (OpenFabrics) or the network interface ("eth0")
+  std::string netdev;  // network interface of the same PCI device, empty if none
   NicKind kind = NicKind::kEthernet;
   PciAddress pci;
-  bool has_pci = false; // false for virtual NICs with no PCI device
+  bool has_pci = false;  // false for virtual NICs with no PCI device
   int package = -1;
   int numa = -1;
   std::vector<PciBridge> pci_path;
