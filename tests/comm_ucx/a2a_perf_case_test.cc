@@ -47,7 +47,10 @@ TEST(A2aPerfCaseTest, CorrectAllToAllHasNoWrongElementsAndCorruptionIsCounted) {
       std::vector<PerfLayout> layouts;
       auto recv = simulate_exchange(PerfOp::kAllToAll, 4096, type, ranks, 0, layouts);
       for (int r = 0; r < ranks; ++r) {
-        EXPECT_EQ(layouts[r].send_counts[0] * ranks * comm::dtype_size(type), 4096u);
+        // Whole elements per peer, rounded down: 4096 B over 3 ranks of int64 is 170 each.
+        const size_t per_peer = 4096 / (ranks * comm::dtype_size(type));
+        for (int p = 0; p < ranks; ++p) EXPECT_EQ(layouts[r].send_counts[p], per_peer);
+        EXPECT_EQ(layouts[r].count, per_peer * ranks);
         EXPECT_EQ(count_wrong(PerfOp::kAllToAll, layouts[r], type, ReduceOp::kSum, r, ranks, recv[r].data()), 0u);
       }
       // Two flipped bytes in two different elements of rank 0's receive: two wrong elements.
