@@ -180,12 +180,17 @@ TEST(ClusterTest, ContiguousHasNoHardware) {
   EXPECT_THROW(Cluster::contiguous(5, 2), InvalidArgument);
 }
 
-TEST(ClusterTest, LocalClusterIsOneNode) {
-  Cluster c = Cluster::local(3);
-  EXPECT_EQ(c.num_nodes(), 1);
-  ASSERT_NE(c.host(0), nullptr);
-  int gpus = c.host(0)->num_gpus();
-  for (int r = 0; r < 3; ++r) EXPECT_EQ(c.gpu_of(r), gpus ? r % gpus : -1);
+TEST(ClusterTest, LocalClusterRepeatsThisMachineOnEachNode) {
+  Cluster one = Cluster::local(3);
+  EXPECT_EQ(one.num_nodes(), 1);
+  ASSERT_NE(one.host(0), nullptr);
+  int gpus = one.host(0)->num_gpus();
+  for (int r = 0; r < 3; ++r) EXPECT_EQ(one.gpu_of(r), gpus ? r % gpus : -1);
+  Cluster two = Cluster::local(6, 2);
+  EXPECT_EQ(two.host(0), two.host(1));
+  EXPECT_EQ(two.node_name(1), two.host(0)->hostname() + "/node1");
+  for (int r = 0; r < 6; ++r) EXPECT_EQ(two.gpu_of(r), gpus ? (r % 3) % gpus : -1);
+  EXPECT_THROW(Cluster::local(5, 2), InvalidArgument);
 }
 
 }  // namespace

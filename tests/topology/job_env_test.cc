@@ -49,6 +49,13 @@ TEST_F(JobEnvTest, ContiguousJob) {
   EXPECT_EQ(c.num_ranks(), 8);
   EXPECT_EQ(c.node_of(5), 1);
   EXPECT_EQ(c.rail_peers(5), std::vector<int>({1, 5}));
+  // Without a rank map every virtual node is this machine.
+  ASSERT_NE(c.host(1), nullptr);
+  EXPECT_EQ(c.host(1)->source(), "local");
+  int gpus = c.host(1)->num_gpus();
+  EXPECT_EQ(c.gpu_of(5), gpus ? 1 % gpus : -1);
+  EXPECT_EQ(c.link_class(4, 5), gpus > 1 ? c.host(1)->gpu_link_class(0, 1) : LinkClass::kSameNode);
+  EXPECT_EQ(c.link_class(1, 5), LinkClass::kNetwork);
 }
 
 TEST_F(JobEnvTest, RankMapFromTheEnvironment) {

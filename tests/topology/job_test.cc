@@ -8,6 +8,8 @@
 #include <sstream>
 #include <string>
 
+#include "switchyard/topology/host_topology.h"
+
 namespace {
 
 struct ProgramRun {
@@ -46,14 +48,17 @@ TEST(SyTopoJobTest, FourRanksOnTwoNodes) {
   ASSERT_EQ(r.status, 0) << r.out;
   auto ranks = rank_lines(r.out);
   ASSERT_EQ(ranks.size(), 4u) << r.out;
+  const int gpus = switchyard::topology::HostTopology::discover_local().num_gpus();
   for (int rank = 0; rank < 4; ++rank) {
     const auto& j = ranks[rank];
     EXPECT_EQ(j["world_size"], 4);
     EXPECT_EQ(j["num_nodes"], 2);
     EXPECT_EQ(j["node"], rank / 2);
     EXPECT_EQ(j["local_rank"], rank % 2);
-    EXPECT_EQ(j["rail"], rank % 2);
+    if (gpus == 0) EXPECT_EQ(j["rail"], rank % 2);  // no GPU, so no NIC: the rail is the local rank
     EXPECT_EQ(j["rail_peers"], nlohmann::json::array({rank % 2, rank % 2 + 2}));
+    // Each virtual node is this machine: local rank l on GPU l % num_gpus, if any.
+    EXPECT_EQ(j["gpu"], gpus ? (rank % 2) % gpus : -1);
   }
 }
 

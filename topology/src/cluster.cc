@@ -142,14 +142,17 @@ Cluster Cluster::contiguous(int num_ranks, int num_nodes) {
                  std::vector<int>(num_ranks, -1), "contiguous");
 }
 
-Cluster Cluster::local(int num_ranks) {
-  SY_REQUIRE(num_ranks >= 1, "local cluster: num_ranks " << num_ranks << " must be >= 1");
+Cluster Cluster::local(int num_ranks, int num_nodes) {
+  RankMap map = RankMap::contiguous(num_ranks, num_nodes);
   auto host = std::make_shared<const HostTopology>(HostTopology::discover_local());
   std::vector<int> gpus(num_ranks, -1);
   if (host->num_gpus() > 0)
-    for (int r = 0; r < num_ranks; ++r) gpus[r] = r % host->num_gpus();
-  std::string name = host->hostname();
-  return Cluster(RankMap(std::vector<int>(num_ranks, 0)), {name}, {host}, std::move(gpus), "local");
+    for (int r = 0; r < num_ranks; ++r) gpus[r] = map.local_rank(r) % host->num_gpus();
+  std::vector<std::string> names;
+  for (int n = 0; n < num_nodes; ++n)
+    names.push_back(num_nodes == 1 ? host->hostname() : host->hostname() + "/node" + std::to_string(n));
+  return Cluster(std::move(map), std::move(names), std::vector<std::shared_ptr<const HostTopology>>(num_nodes, host),
+                 std::move(gpus), "local");
 }
 
 void Cluster::require_num_ranks(int n, const std::string& who) const {

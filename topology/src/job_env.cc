@@ -4,6 +4,7 @@
 #include <cstdlib>
 
 #include "switchyard/common/error.h"
+#include "switchyard/common/log.h"
 
 namespace switchyard::topology {
 
@@ -35,8 +36,22 @@ std::optional<JobEnv> JobEnv::from_environment() {
   return e;
 }
 
+namespace {
+
+Cluster local_or_contiguous(int world_size, int num_nodes) {
+  try {
+    return Cluster::local(world_size, num_nodes);
+  } catch (const IoError& e) {
+    SY_WARN("topo", "job without a rank map: cannot discover this machine ("
+                        << e.message() << "); using contiguous nodes without hardware");
+    return Cluster::contiguous(world_size, num_nodes);
+  }
+}
+
+}  // namespace
+
 Cluster JobEnv::cluster() const {
-  Cluster c = rank_map.empty() ? Cluster::contiguous(world_size, num_nodes) : Cluster::load_json(rank_map);
+  Cluster c = rank_map.empty() ? local_or_contiguous(world_size, num_nodes) : Cluster::load_json(rank_map);
   const std::string src = rank_map.empty() ? "contiguous layout" : "rank map " + rank_map;
   c.require_num_ranks(world_size, "job environment (SY_WORLD_SIZE)");
   SY_REQUIRE(c.num_nodes() == num_nodes, "job environment: SY_NUM_NODES=" << num_nodes << " but the " << src << " has "

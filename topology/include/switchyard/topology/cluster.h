@@ -28,9 +28,9 @@ class Cluster {
   static Cluster load_json(const std::string& path);
   // num_ranks ranks in contiguous blocks over num_nodes hosts with no hardware description.
   static Cluster contiguous(int num_ranks, int num_nodes);
-  // One host: this machine as discovered by hwloc, ranks 0..num_ranks-1 on it, rank r on GPU
-  // r % num_gpus when it has GPUs.
-  static Cluster local(int num_ranks);
+  // This machine as discovered by hwloc, as num_nodes virtual nodes (contiguous blocks, as
+  // sy-run --nodes places ranks); local rank l uses GPU l % num_gpus when it has GPUs.
+  static Cluster local(int num_ranks, int num_nodes = 1);
 
   int num_ranks() const { return rank_map_.size(); }
   int num_nodes() const { return rank_map_.num_nodes(); }

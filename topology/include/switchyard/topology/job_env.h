@@ -25,7 +25,8 @@ struct JobEnv {
   // variable when one is missing or not a number in range.
   static std::optional<JobEnv> from_environment();
 
-  // The job's cluster: SY_RANK_MAP when set, else num_nodes contiguous blocks. Throws
+  // The job's cluster: SY_RANK_MAP when set, else Cluster::local(world_size, num_nodes) (this
+  // machine's hardware on every virtual node; plain contiguous blocks if hwloc fails). Throws
   // InvalidArgument when it disagrees with the environment (world size, node, local rank).
   Cluster cluster() const;
 };
