@@ -55,7 +55,9 @@ TEST(SyTopoJobTest, FourRanksOnTwoNodes) {
     EXPECT_EQ(j["num_nodes"], 2);
     EXPECT_EQ(j["node"], rank / 2);
     EXPECT_EQ(j["local_rank"], rank % 2);
-    if (gpus == 0) EXPECT_EQ(j["rail"], rank % 2);  // no GPU, so no NIC: the rail is the local rank
+    if (gpus == 0) {  // no GPU, so no NIC: the rail is the local rank
+      EXPECT_EQ(j["rail"], rank % 2);
+    }
     EXPECT_EQ(j["rail_peers"], nlohmann::json::array({rank % 2, rank % 2 + 2}));
     // Each virtual node is this machine: local rank l on GPU l % num_gpus, if any.
     EXPECT_EQ(j["gpu"], gpus ? (rank % 2) % gpus : -1);
