@@ -283,14 +283,14 @@ TEST(LauncherTest, FailingRankStatusBecomesTheExitCode) {
 TEST(LauncherTest, HungJobEndsAtTimeout) {
   SyncDir sync;
   LauncherResult r = run_launcher(
-      {"-n", "2", "--timeout", "1", "--", kProbe, "--sync-dir", sync.path(), "--spawn-child", "--sleep", "60"});
+      {"-n", "2", "--timeout", "2", "--", kProbe, "--sync-dir", sync.path(), "--spawn-child", "--sleep", "60"});
   EXPECT_EQ(r.exit_code, 124);
-  std::string expected = "job timed out after 1 s; ranks still running: 0 (pid " +
+  std::string expected = "job timed out after 2 s; ranks still running: 0 (pid " +
                          std::to_string(reported_pid(r.out, 0)) + "), 1 (pid " +
                          std::to_string(reported_pid(r.out, 1)) + ")";
   EXPECT_NE(r.err.find(expected), std::string::npos) << r.err;
-  EXPECT_GE(r.seconds, 1.0);
-  EXPECT_LT(r.seconds, 5.0);
+  EXPECT_GE(r.seconds, 2.0);
+  EXPECT_LT(r.seconds, 7.0) << "ranks that die on SIGTERM end the job at once";
   expect_no_leftovers(r, 4);
 }
 
