@@ -334,6 +334,28 @@ TEST(LauncherTest, KilledLauncherTakesItsRanksAlong) {
   expect_no_leftovers(r, 4);
 }
 
+TEST(LauncherTest, KilledLauncherRanksDieByParentDeathSignalAlone) {
+  // Without the orphan guard only PR_SET_PDEATHSIG is left: the ranks must still die.
+  LauncherProcess job({"-n", "2", "--", kProbe, "--spawn-child", "--sleep", "60"},
+                      {{"SWITCHYARD_RUN_ORPHAN_GUARD", "0"}});
+  ASSERT_TRUE(job.read_until(
+      [](const std::string& out, const std::string&) { return numbers_after(out, "child=").size() == 2; },
+      seconds(10)));
+  job.send_signal(SIGKILL);
+  LauncherResult r = job.wait(seconds(5));
+  std::vector<pid_t> ranks = numbers_after(r.out, "pid=");
+  std::vector<pid_t> children = numbers_after(r.out, "child=");
+  ASSERT_EQ(ranks.size(), 2u);
+  for (pid_t pid : ranks) EXPECT_TRUE(process_gone(pid, seconds(3))) << "rank " << pid << " outlived sy-run";
+  // The ranks' children survive here, which shows that in KilledLauncherTakesItsRanksAlong
+  // it is the guard that ends them. Clean up by hand.
+  for (pid_t pid : children) {
+    EXPECT_FALSE(process_gone(pid, std::chrono::milliseconds(0)));
+    ::kill(pid, SIGKILL);
+    EXPECT_TRUE(process_gone(pid, seconds(3)));
+  }
+}
+
 TEST(LauncherTest, MissingProgramCannotStart) {
   LauncherResult r = run_launcher({"-n", "2", "--", "/nonexistent/sy-program"});
   EXPECT_EQ(r.exit_code, 127);

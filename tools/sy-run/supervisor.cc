@@ -21,9 +21,14 @@
 #include "orphan_guard.h"
 #include "rank_process.h"
 #include "switchyard/common/error.h"
+#include "switchyard/common/param.h"
 
 namespace switchyard::run {
 namespace {
+
+const Param<bool> kOrphanGuard("RUN_ORPHAN_GUARD", true, "",
+                               "sy-run starts a watchdog that kills the ranks' process groups if sy-run is killed "
+                               "(off only to test the ranks' parent-death signal on its own)");
 
 using Clock = std::chrono::steady_clock;
 using Seconds = std::chrono::duration<double>;
@@ -148,7 +153,7 @@ void Supervisor::start_ranks() {
       begin_stop(kExitCannotStart, "");
       return;
     }
-    guard_->watch(spawned.pid);
+    if (guard_) guard_->watch(spawned.pid);
     RankState r;
     r.rank = launch.rank;
     r.pid = spawned.pid;
@@ -276,7 +281,7 @@ bool Supervisor::pipes_open() const {
 }
 
 int Supervisor::run() {
-  guard_ = std::make_unique<OrphanGuard>();
+  if (kOrphanGuard.get()) guard_ = std::make_unique<OrphanGuard>();
   take_over_signals();
   start_ = Clock::now();
   start_ranks();
