@@ -2,14 +2,13 @@
 // checker must accept a correct exchange and count exactly the elements that are wrong.
 // The exchange here is simulated with naive loops (an independent all_to_all_v and
 // all_reduce over in-memory "ranks").
-#include "perf_case.h"
-
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
+#include "perf_case.h"
 #include "switchyard/common/error.h"
 
 namespace switchyard::tools {
@@ -19,8 +18,8 @@ using comm::DataType;
 using comm::ReduceOp;
 
 // Runs a simulated all_to_all(_v) over `ranks` in-memory ranks; returns each rank's recv.
-std::vector<std::vector<uint8_t>> simulate_exchange(PerfOp op, size_t bytes, DataType type, int ranks,
-                                                    double imbalance, std::vector<PerfLayout>& layouts) {
+std::vector<std::vector<uint8_t>> simulate_exchange(PerfOp op, size_t bytes, DataType type, int ranks, double imbalance,
+                                                    std::vector<PerfLayout>& layouts) {
   const size_t el = comm::dtype_size(type);
   std::vector<std::vector<uint8_t>> send(ranks), recv(ranks);
   layouts.clear();
@@ -89,7 +88,7 @@ TEST(A2aPerfCaseTest, AllReduceReferenceMatchesNaiveReduction) {
     for (size_t j = 0; j < l.count; ++j) {
       out[j] = in[0][j];
       for (int r = 1; r < ranks; ++r) {
-        out[j] = redop == ReduceOp::kSum ? out[j] + in[r][j]
+        out[j] = redop == ReduceOp::kSum   ? out[j] + in[r][j]
                  : redop == ReduceOp::kMax ? std::max(out[j], in[r][j])
                                            : std::min(out[j], in[r][j]);
       }

@@ -23,8 +23,12 @@ size_t count_between(int src, int dst) {
   int k = (src * 3 + dst * 5) % 7;
   return k == 0 ? 0 : static_cast<size_t>(k) * 43691 + static_cast<size_t>(src);
 }
-float a2a_value(int src, int dst, size_t j) { return static_cast<float>((src * 1000 + dst * 10 + j) % 9973); }
-float reduce_value(int rank, size_t j) { return static_cast<float>((rank * 7 + j) % 13); }
+float a2a_value(int src, int dst, size_t j) {
+  return static_cast<float>((src * 1000 + dst * 10 + j) % 9973);
+}
+float reduce_value(int rank, size_t j) {
+  return static_cast<float>((rank * 7 + j) % 13);
+}
 
 int run() {
   std::shared_ptr<Communicator> comm = Communicator::init();

@@ -3,7 +3,10 @@
 // results and reports through its exit status and stderr; the parent enforces a hard
 // timeout. The reference for every byte is a hash of (sender, receiver, message, offset)
 // computed independently on both sides.
+#include "transport/ucx/ucx_transport.h"
+
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/file.h>
@@ -21,10 +24,7 @@
 #include <random>
 #include <thread>
 
-#include <gtest/gtest.h>
-
 #include "switchyard/common/error.h"
-#include "transport/ucx/ucx_transport.h"
 
 namespace switchyard::comm {
 namespace {
@@ -148,8 +148,8 @@ std::vector<RankResult> run_ranks(int n, milliseconds timeout, const std::functi
 }
 
 // Fails inside a child rank (the parent sees exit status 1).
-#define RANK_CHECK(cond, stream_expr)                                         \
-  do {                                                                        \
+#define RANK_CHECK(cond, stream_expr) \
+  do { \
     if (!(cond)) SY_THROW(InternalError, "check failed: " #cond ": " << stream_expr); \
   } while (0)
 
@@ -174,11 +174,16 @@ size_t message_size(int src, int dst, int index) {
   std::mt19937 gen(static_cast<uint32_t>(src * 7919 + dst * 104729 + index));
   static const size_t kEdges[] = {0, 1, 8185, 8192, 8193};
   switch (index % 5) {
-    case 0: return kEdges[gen() % 5];
-    case 1: return gen() % 64;
-    case 2: return 1000 + gen() % 60000;
-    case 3: return 100000 + gen() % 400000;
-    default: return index % 10 == 4 ? (4u << 20) + gen() % 4096 : (1u << 20) + gen() % 4096;
+    case 0:
+      return kEdges[gen() % 5];
+    case 1:
+      return gen() % 64;
+    case 2:
+      return 1000 + gen() % 60000;
+    case 3:
+      return 100000 + gen() % 400000;
+    default:
+      return index % 10 == 4 ? (4u << 20) + gen() % 4096 : (1u << 20) + gen() % 4096;
   }
 }
 
@@ -248,9 +253,15 @@ void exchange_random_messages(int n) {
   for (int r = 0; r < n; ++r) EXPECT_EQ(results[r].status, 0) << "rank " << r;
 }
 
-TEST(UcxTransportTest, RandomSizedMessagesArriveIntactTwoRanks) { exchange_random_messages(2); }
-TEST(UcxTransportTest, RandomSizedMessagesArriveIntactThreeRanks) { exchange_random_messages(3); }
-TEST(UcxTransportTest, RandomSizedMessagesArriveIntactFourRanks) { exchange_random_messages(4); }
+TEST(UcxTransportTest, RandomSizedMessagesArriveIntactTwoRanks) {
+  exchange_random_messages(2);
+}
+TEST(UcxTransportTest, RandomSizedMessagesArriveIntactThreeRanks) {
+  exchange_random_messages(3);
+}
+TEST(UcxTransportTest, RandomSizedMessagesArriveIntactFourRanks) {
+  exchange_random_messages(4);
+}
 
 // A rank SIGKILLed after connecting is named by PeerFailure on the pending receive and by
 // check_peers() of every survivor, within a few seconds; the survivors still talk.
@@ -274,7 +285,8 @@ TEST(UcxTransportTest, KilledPeerIsNamedBySurvivors) {
       }
     } catch (const PeerFailure& e) {
       failed_peer = e.peer();
-      RANK_CHECK(std::string(e.what()).find("rank 2") != std::string::npos, "message does not name rank 2: " << e.what());
+      RANK_CHECK(std::string(e.what()).find("rank 2") != std::string::npos,
+                 "message does not name rank 2: " << e.what());
     }
     RANK_CHECK(failed_peer == kVictim, "receive from the dead rank ended with peer " << failed_peer);
     int check_peer = -1;

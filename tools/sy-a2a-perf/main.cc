@@ -64,9 +64,11 @@ size_t parse_size(const std::string& text, const char* flag) {
     SY_THROW(InvalidArgument, "-" << flag << " " << text << " is not a size");
   }
   std::string suffix = text.substr(pos);
-  double mult = suffix.empty() ? 1 : suffix == "K" || suffix == "k" ? 1024.0 : suffix == "M" || suffix == "m" ? 1048576.0
-                                : suffix == "G" || suffix == "g"    ? 1073741824.0
-                                                                    : -1;
+  double mult = suffix.empty()                   ? 1
+                : suffix == "K" || suffix == "k" ? 1024.0
+                : suffix == "M" || suffix == "m" ? 1048576.0
+                : suffix == "G" || suffix == "g" ? 1073741824.0
+                                                 : -1;
   SY_REQUIRE(mult > 0 && v > 0, "-" << flag << " " << text << " is not a size (e.g. 8, 64K, 256M)");
   return static_cast<size_t>(v * mult);
 }
@@ -82,12 +84,16 @@ class CommBackend : public PerfBackend {
   void run(const PerfCall& c) override {
     const PerfLayout& l = *c.layout;
     switch (c.op) {
-      case PerfOp::kAllToAll: comm_->all_to_all(c.send, c.recv, l.send_counts[0], c.type); return;
+      case PerfOp::kAllToAll:
+        comm_->all_to_all(c.send, c.recv, l.send_counts[0], c.type);
+        return;
       case PerfOp::kAllToAllV:
         comm_->all_to_all_v(c.send, l.send_counts.data(), l.send_displs.data(), c.recv, l.recv_counts.data(),
                             l.recv_displs.data(), c.type);
         return;
-      case PerfOp::kAllReduce: comm_->all_reduce(c.send, c.recv, l.count, c.type, c.redop); return;
+      case PerfOp::kAllReduce:
+        comm_->all_reduce(c.send, c.recv, l.count, c.type, c.redop);
+        return;
       case PerfOp::kP2P: {
         size_t bytes = l.count * comm::dtype_size(c.type);
         if (rank() == 0) comm_->send(c.send, bytes, 1, 0);
@@ -132,7 +138,8 @@ int64_t check_once(PerfBackend& b, PerfCall call, const PerfLayout& l, int ranks
   fill_send(call.op, l, call.type, b.rank(), ranks, const_cast<void*>(call.send));
   poison_recv(l, call.type, call.recv);
   b.run(call);
-  return b.sum_over_ranks(static_cast<int64_t>(count_wrong(call.op, l, call.type, call.redop, b.rank(), ranks, call.recv)));
+  return b.sum_over_ranks(
+      static_cast<int64_t>(count_wrong(call.op, l, call.type, call.redop, b.rank(), ranks, call.recv)));
 }
 
 double median(std::vector<double> v) {
@@ -174,7 +181,10 @@ struct Sample {
 };
 
 json sample_json(const Sample& s) {
-  return json{{"time_us", s.time_us}, {"algbw_gbps", s.algbw}, {"busbw_gbps", s.busbw}, {"wrong", s.wrong},
+  return json{{"time_us", s.time_us},
+              {"algbw_gbps", s.algbw},
+              {"busbw_gbps", s.busbw},
+              {"wrong", s.wrong},
               {"samples_us", s.samples_us}};
 }
 
@@ -194,8 +204,8 @@ int run(int argc, char** argv) {
   if (launched_by_mpirun() && mpi_built_in()) {
     mpi = make_mpi_baseline(&argc, &argv, FLAGS_virtual_nodes);
   } else if (want_mpi) {
-    SY_THROW(InvalidArgument, "--baseline mpi needs the job to be started by mpirun"
-                                  << (mpi_built_in() ? "" : " and a build with MPI"));
+    SY_THROW(InvalidArgument,
+             "--baseline mpi needs the job to be started by mpirun" << (mpi_built_in() ? "" : " and a build with MPI"));
   }
   std::shared_ptr<Communicator> comm = Communicator::init();
   CommBackend ours(comm);
@@ -215,10 +225,17 @@ int run(int argc, char** argv) {
   const size_t el = comm::dtype_size(type);
   PerfBuffer send_buf(*comm, send_cap * el, FLAGS_registered), recv_buf(*comm, recv_cap * el, FLAGS_registered);
 
-  json doc{{"tool", "sy-a2a-perf"},  {"op", perf_op_name(op)},         {"ranks", ranks},
-           {"nodes", comm->rank_map().num_nodes()}, {"dtype", comm::dtype_name(type)}, {"redop", comm::reduce_op_name(redop)},
-           {"baseline", FLAGS_baseline}, {"repeat", FLAGS_repeat},     {"registered", FLAGS_registered},
-           {"imbalance", FLAGS_imbalance}, {"results", json::array()}};
+  json doc{{"tool", "sy-a2a-perf"},
+           {"op", perf_op_name(op)},
+           {"ranks", ranks},
+           {"nodes", comm->rank_map().num_nodes()},
+           {"dtype", comm::dtype_name(type)},
+           {"redop", comm::reduce_op_name(redop)},
+           {"baseline", FLAGS_baseline},
+           {"repeat", FLAGS_repeat},
+           {"registered", FLAGS_registered},
+           {"imbalance", FLAGS_imbalance},
+           {"results", json::array()}};
   const bool print = rank == 0 && !FLAGS_json;
   if (print) {
     std::printf("# sy-a2a-perf: %s, %d ranks on %d nodes, %s, redop %s, check %d, repeat %d (median), %s buffers\n",
@@ -269,7 +286,8 @@ int run(int argc, char** argv) {
     }
     busbw_sum += mine.busbw;
     wrong_total += mine.wrong + base.wrong;
-    json row{{"size", static_cast<int64_t>(bytes)}, {"count", count}, {"iters", iters}, {"switchyard", sample_json(mine)}};
+    json row{
+        {"size", static_cast<int64_t>(bytes)}, {"count", count}, {"iters", iters}, {"switchyard", sample_json(mine)}};
     if (run_base) {
       row["mpi"] = sample_json(base);
       row["ratio_busbw"] = mine.busbw / base.busbw;
@@ -278,8 +296,8 @@ int run(int argc, char** argv) {
     doc["results"].push_back(row);
     if (print) {
       std::printf(" %12.0f %13lld %9s %6s %9.2f %8.3f %8.3f %6lld", bytes, static_cast<long long>(count),
-                  comm::dtype_name(type), op == PerfOp::kAllReduce ? comm::reduce_op_name(redop) : "none",
-                  mine.time_us, mine.algbw, mine.busbw, static_cast<long long>(mine.wrong));
+                  comm::dtype_name(type), op == PerfOp::kAllReduce ? comm::reduce_op_name(redop) : "none", mine.time_us,
+                  mine.algbw, mine.busbw, static_cast<long long>(mine.wrong));
       if (run_base) {
         std::printf(" | %9.2f %8.3f %8.3f %6lld | %6.2f", base.time_us, base.algbw, base.busbw,
                     static_cast<long long>(base.wrong), mine.busbw / base.busbw);
@@ -291,7 +309,8 @@ int run(int argc, char** argv) {
     }
   }
   if (print) {
-    std::printf("# Out of bounds values : %lld %s\n", static_cast<long long>(wrong_total), wrong_total ? "FAILED" : "OK");
+    std::printf("# Out of bounds values : %lld %s\n", static_cast<long long>(wrong_total),
+                wrong_total ? "FAILED" : "OK");
     std::printf("# Avg bus bandwidth    : %g\n#\n", busbw_sum / static_cast<double>(sizes.size()));
   }
   if (rank == 0 && FLAGS_json) std::cout << doc.dump(1) << std::endl;

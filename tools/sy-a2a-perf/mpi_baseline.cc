@@ -20,11 +20,15 @@
 
 namespace switchyard::tools {
 
-bool launched_by_mpirun() { return std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr; }
+bool launched_by_mpirun() {
+  return std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr;
+}
 
 #if !SY_HAVE_MPI
 
-bool mpi_built_in() { return false; }
+bool mpi_built_in() {
+  return false;
+}
 
 std::unique_ptr<PerfBackend> make_mpi_baseline(int*, char***, int) {
   SY_THROW(Unsupported, "sy-a2a-perf was built without MPI (CMake found no MPI_C); --baseline mpi is unavailable");
@@ -32,35 +36,46 @@ std::unique_ptr<PerfBackend> make_mpi_baseline(int*, char***, int) {
 
 #else
 
-bool mpi_built_in() { return true; }
+bool mpi_built_in() {
+  return true;
+}
 
 namespace {
 
 using comm::DataType;
 using comm::ReduceOp;
 
-#define SY_MPI_CHECK(call)                                                         \
-  do {                                                                             \
-    int sy_rc_ = (call);                                                           \
+#define SY_MPI_CHECK(call) \
+  do { \
+    int sy_rc_ = (call); \
     if (sy_rc_ != MPI_SUCCESS) SY_THROW(InternalError, #call " returned " << sy_rc_); \
   } while (0)
 
 MPI_Datatype mpi_type(DataType type) {
   switch (type) {
-    case DataType::kFloat32: return MPI_FLOAT;
-    case DataType::kFloat64: return MPI_DOUBLE;
-    case DataType::kInt32: return MPI_INT32_T;
-    case DataType::kInt64: return MPI_INT64_T;
-    case DataType::kBfloat16: return MPI_UINT16_T;  // moved, never reduced
-    default: SY_THROW(Unsupported, "no MPI type for " << comm::dtype_name(type));
+    case DataType::kFloat32:
+      return MPI_FLOAT;
+    case DataType::kFloat64:
+      return MPI_DOUBLE;
+    case DataType::kInt32:
+      return MPI_INT32_T;
+    case DataType::kInt64:
+      return MPI_INT64_T;
+    case DataType::kBfloat16:
+      return MPI_UINT16_T;  // moved, never reduced
+    default:
+      SY_THROW(Unsupported, "no MPI type for " << comm::dtype_name(type));
   }
 }
 
 MPI_Op mpi_op(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kSum: return MPI_SUM;
-    case ReduceOp::kMax: return MPI_MAX;
-    case ReduceOp::kMin: return MPI_MIN;
+    case ReduceOp::kSum:
+      return MPI_SUM;
+    case ReduceOp::kMax:
+      return MPI_MAX;
+    case ReduceOp::kMin:
+      return MPI_MIN;
   }
   return MPI_SUM;
 }

@@ -18,10 +18,18 @@ constexpr double kPoison = 9999;  // no formula below produces it
 // Element j of a typed buffer, as double / from double (values are small integers, exact).
 void set_elem(DataType type, void* buf, size_t j, double v) {
   switch (type) {
-    case DataType::kFloat32: static_cast<float*>(buf)[j] = static_cast<float>(v); return;
-    case DataType::kFloat64: static_cast<double*>(buf)[j] = v; return;
-    case DataType::kInt32: static_cast<int32_t*>(buf)[j] = static_cast<int32_t>(v); return;
-    case DataType::kInt64: static_cast<int64_t*>(buf)[j] = static_cast<int64_t>(v); return;
+    case DataType::kFloat32:
+      static_cast<float*>(buf)[j] = static_cast<float>(v);
+      return;
+    case DataType::kFloat64:
+      static_cast<double*>(buf)[j] = v;
+      return;
+    case DataType::kInt32:
+      static_cast<int32_t*>(buf)[j] = static_cast<int32_t>(v);
+      return;
+    case DataType::kInt64:
+      static_cast<int64_t*>(buf)[j] = static_cast<int64_t>(v);
+      return;
     case DataType::kBfloat16: {
       float f = static_cast<float>(v);
       uint32_t bits;
@@ -29,30 +37,40 @@ void set_elem(DataType type, void* buf, size_t j, double v) {
       static_cast<uint16_t*>(buf)[j] = static_cast<uint16_t>(bits >> 16);  // exact for these values
       return;
     }
-    default: SY_THROW(InvalidArgument, "sy-a2a-perf: type " << comm::dtype_name(type) << " is not supported");
+    default:
+      SY_THROW(InvalidArgument, "sy-a2a-perf: type " << comm::dtype_name(type) << " is not supported");
   }
 }
 
 double get_elem(DataType type, const void* buf, size_t j) {
   switch (type) {
-    case DataType::kFloat32: return static_cast<const float*>(buf)[j];
-    case DataType::kFloat64: return static_cast<const double*>(buf)[j];
-    case DataType::kInt32: return static_cast<const int32_t*>(buf)[j];
-    case DataType::kInt64: return static_cast<double>(static_cast<const int64_t*>(buf)[j]);
+    case DataType::kFloat32:
+      return static_cast<const float*>(buf)[j];
+    case DataType::kFloat64:
+      return static_cast<const double*>(buf)[j];
+    case DataType::kInt32:
+      return static_cast<const int32_t*>(buf)[j];
+    case DataType::kInt64:
+      return static_cast<double>(static_cast<const int64_t*>(buf)[j]);
     case DataType::kBfloat16: {
       uint32_t bits = uint32_t{static_cast<const uint16_t*>(buf)[j]} << 16;
       float f;
       std::memcpy(&f, &bits, 4);
       return f;
     }
-    default: SY_THROW(InvalidArgument, "sy-a2a-perf: type " << comm::dtype_name(type) << " is not supported");
+    default:
+      SY_THROW(InvalidArgument, "sy-a2a-perf: type " << comm::dtype_name(type) << " is not supported");
   }
 }
 
 // Value of element j of the chunk `src` sends to `dst` (all_to_all(_v), p2p).
-double exchange_value(int src, int dst, size_t j) { return static_cast<double>((src * 31 + dst * 7 + j) % 241) - 120; }
+double exchange_value(int src, int dst, size_t j) {
+  return static_cast<double>((src * 31 + dst * 7 + j) % 241) - 120;
+}
 // Value of element j that `rank` contributes to all_reduce.
-double reduce_value(int rank, size_t j) { return static_cast<double>((rank * 5 + j * 3) % 17) - 8; }
+double reduce_value(int rank, size_t j) {
+  return static_cast<double>((rank * 5 + j * 3) % 17) - 8;
+}
 
 // Elements `src` sends to `dst` in all_to_all_v: mean * (1 + imbalance * h), h in [-1, 1].
 size_t v_count(size_t mean, double imbalance, int src, int dst) {
@@ -66,10 +84,14 @@ size_t v_count(size_t mean, double imbalance, int src, int dst) {
 
 const char* perf_op_name(PerfOp op) {
   switch (op) {
-    case PerfOp::kAllToAll: return "all_to_all";
-    case PerfOp::kAllToAllV: return "all_to_all_v";
-    case PerfOp::kAllReduce: return "all_reduce";
-    case PerfOp::kP2P: return "p2p";
+    case PerfOp::kAllToAll:
+      return "all_to_all";
+    case PerfOp::kAllToAllV:
+      return "all_to_all_v";
+    case PerfOp::kAllReduce:
+      return "all_reduce";
+    case PerfOp::kP2P:
+      return "p2p";
   }
   return "unknown";
 }
@@ -100,9 +122,12 @@ ReduceOp parse_reduce_op(const std::string& name) {
 double bus_factor(PerfOp op, int ranks) {
   switch (op) {
     case PerfOp::kAllToAll:
-    case PerfOp::kAllToAllV: return static_cast<double>(ranks - 1) / ranks;
-    case PerfOp::kAllReduce: return 2.0 * (ranks - 1) / ranks;
-    case PerfOp::kP2P: return 1.0;
+    case PerfOp::kAllToAllV:
+      return static_cast<double>(ranks - 1) / ranks;
+    case PerfOp::kAllReduce:
+      return 2.0 * (ranks - 1) / ranks;
+    case PerfOp::kP2P:
+      return 1.0;
   }
   return 1.0;
 }
@@ -141,7 +166,8 @@ void fill_send(PerfOp op, const PerfLayout& l, DataType type, int rank, int rank
     for (size_t j = 0; j < l.count; ++j) set_elem(type, send, j, exchange_value(rank, 1 - rank, j));
   } else {
     for (int p = 0; p < ranks; ++p) {
-      for (size_t j = 0; j < l.send_counts[p]; ++j) set_elem(type, send, l.send_displs[p] + j, exchange_value(rank, p, j));
+      for (size_t j = 0; j < l.send_counts[p]; ++j)
+        set_elem(type, send, l.send_displs[p] + j, exchange_value(rank, p, j));
     }
   }
 }
@@ -158,8 +184,9 @@ size_t count_wrong(PerfOp op, const PerfLayout& l, DataType type, ReduceOp redop
       double expected = reduce_value(0, j);
       for (int r = 1; r < ranks; ++r) {
         double v = reduce_value(r, j);
-        expected = redop == ReduceOp::kSum ? expected + v : redop == ReduceOp::kMax ? std::max(expected, v)
-                                                                                     : std::min(expected, v);
+        expected = redop == ReduceOp::kSum   ? expected + v
+                   : redop == ReduceOp::kMax ? std::max(expected, v)
+                                             : std::min(expected, v);
       }
       wrong += get_elem(type, recv, j) != expected;
     }

@@ -28,10 +28,10 @@ double bus_factor(PerfOp op, int ranks);
 
 // Element counts and displacements (in elements) of one call on one rank.
 struct PerfLayout {
-  size_t count = 0;                           // elements this rank sends (nccl-tests "count")
+  size_t count = 0;  // elements this rank sends (nccl-tests "count")
   std::vector<size_t> send_counts, send_displs;  // per peer (all_to_all(_v))
   std::vector<size_t> recv_counts, recv_displs;
-  size_t send_elems = 0, recv_elems = 0;      // buffer sizes needed
+  size_t send_elems = 0, recv_elems = 0;  // buffer sizes needed
 };
 
 // Layout for `bytes` requested per rank. all_to_all rounds to a whole number of elements
@@ -45,7 +45,7 @@ void fill_send(PerfOp op, const PerfLayout& layout, comm::DataType type, int ran
 void poison_recv(const PerfLayout& layout, comm::DataType type, void* recv);
 // Number of received elements that differ from the reference computed from the formulas
 // (all_reduce: the sum/max/min over ranks in double, exact for these values).
-size_t count_wrong(PerfOp op, const PerfLayout& layout, comm::DataType type, comm::ReduceOp redop, int rank,
-                   int ranks, const void* recv);
+size_t count_wrong(PerfOp op, const PerfLayout& layout, comm::DataType type, comm::ReduceOp redop, int rank, int ranks,
+                   const void* recv);
 
 }  // namespace switchyard::tools

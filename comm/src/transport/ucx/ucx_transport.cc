@@ -24,23 +24,25 @@ const Param<int64_t> kCloseTimeoutMs("COMM_UCX_CLOSE_TIMEOUT_MS", 5000, "ms",
 
 constexpr int kRankShift = 44;
 constexpr int kMaxRanks = 1 << 20;
-constexpr uint64_t kHelloTag = kMaxUcxTag;     // zero-byte message that brings a connection up
-constexpr uint64_t kByeTag = kMaxUcxTag + 1;   // zero-byte message sent before a clean shutdown
+constexpr uint64_t kHelloTag = kMaxUcxTag;  // zero-byte message that brings a connection up
+constexpr uint64_t kByeTag = kMaxUcxTag + 1;  // zero-byte message sent before a clean shutdown
 constexpr ucp_tag_t kFullMask = ~ucp_tag_t{0};
 
 using Clock = std::chrono::steady_clock;
 
 // The UCX tag of a message `tag` sent by `sender`.
-ucp_tag_t ucx_tag(int sender, uint64_t tag) { return (static_cast<uint64_t>(sender) << kRankShift) | tag; }
+ucp_tag_t ucx_tag(int sender, uint64_t tag) {
+  return (static_cast<uint64_t>(sender) << kRankShift) | tag;
+}
 
 // A byte to point zero-size messages at (UCX wants a valid address).
 uint8_t zero_size_byte;
 
 // Throws PeerFailure(peer) with a streamed message (SY_THROW has no peer argument).
-#define SY_UCX_PEER_FAILURE(peer, stream_expr)                                  \
-  do {                                                                          \
-    std::ostringstream sy_msg_;                                                 \
-    sy_msg_ << stream_expr;                                                     \
+#define SY_UCX_PEER_FAILURE(peer, stream_expr) \
+  do { \
+    std::ostringstream sy_msg_; \
+    sy_msg_ << stream_expr; \
     throw ::switchyard::PeerFailure((peer), sy_msg_.str(), __FILE__, __LINE__); \
   } while (0)
 
@@ -59,7 +61,7 @@ struct PeerState {
   int rank = -1;
   ucp_ep_h ep = nullptr;
   ucs_status_t error = UCS_OK;  // first error the endpoint reported
-  void* bye_recv = nullptr;     // posted receive of the peer's goodbye
+  void* bye_recv = nullptr;  // posted receive of the peer's goodbye
   bool bye_done = false;
 };
 
@@ -190,7 +192,7 @@ class UcxWorker {
   int rank_;
   ucp_context_h context_ = nullptr;
   ucp_worker_h worker_ = nullptr;
-  int event_fd_ = -1;             // owned by the worker
+  int event_fd_ = -1;  // owned by the worker
   std::vector<PeerState> peers_;  // indexed by rank; rank == -1 for ranks that are not peers
 };
 
@@ -225,8 +227,8 @@ class UcxRequest : public TransportRequest {
       ucs_status_t status = is_recv_ ? ucp_tag_recv_request_test(req_, &info) : ucp_request_check_status(req_);
       if (status == UCS_INPROGRESS) {
         if (!worker_->failed(peer_)) return false;
-        SY_UCX_PEER_FAILURE(peer_, "ucx: rank " << worker_->rank() << " " << op_text() << ": "
-                                                  << worker_->failure_text(peer_));
+        SY_UCX_PEER_FAILURE(
+            peer_, "ucx: rank " << worker_->rank() << " " << op_text() << ": " << worker_->failure_text(peer_));
       }
       ucp_request_free(req_);
       req_ = nullptr;
@@ -405,7 +407,6 @@ class UcxTransport : public Transport {
     }
     // Flush (everything posted has left this rank), then close without the disconnect
     // handshake, which would wait for the peer to progress.
-    SY_DEBUG("comm", "ucx: rank " << worker_->rank() << " said goodbye");
     std::vector<void*> flushing;
     for (int peer : peers_) {
       PeerState& p = worker_->peer(peer);
@@ -415,7 +416,6 @@ class UcxTransport : public Transport {
       if (req != nullptr && !UCS_PTR_IS_ERR(req)) flushing.push_back(req);
     }
     wait_requests(flushing, deadline);
-    SY_DEBUG("comm", "ucx: rank " << worker_->rank() << " flushed");
     std::vector<void*> closing;
     for (int peer : peers_) {
       PeerState& p = worker_->peer(peer);
@@ -428,7 +428,7 @@ class UcxTransport : public Transport {
       if (req != nullptr && !UCS_PTR_IS_ERR(req)) closing.push_back(req);
     }
     wait_requests(closing, deadline);
-    SY_DEBUG("comm", "ucx: rank " << worker_->rank() << " closed");
+    SY_DEBUG("comm", "ucx: rank " << worker_->rank() << " closed its endpoints");
   }
 
   // Progresses until every UCX request completed or the deadline passed, then frees them.
@@ -452,9 +452,9 @@ std::unique_ptr<Transport> make_ucx_transport(int rank, int world_size, Store& s
   SY_REQUIRE(rank >= 0 && rank < world_size, "ucx transport: rank " << rank << " is outside [0, " << world_size << ")");
   std::vector<bool> seen(world_size, false);
   for (int peer : peers) {
-    SY_REQUIRE(peer >= 0 && peer < world_size && peer != rank,
-               "ucx transport: rank " << rank << ": peer " << peer << " is not another rank of [0, " << world_size
-                                      << ")");
+    SY_REQUIRE(peer >= 0 && peer < world_size && peer != rank, "ucx transport: rank " << rank << ": peer " << peer
+                                                                                      << " is not another rank of [0, "
+                                                                                      << world_size << ")");
     SY_REQUIRE(!seen[peer], "ucx transport: rank " << rank << ": peer " << peer << " is listed twice");
     seen[peer] = true;
   }
