@@ -5,6 +5,7 @@
 #
 # onenode: all_to_all with 2 and 4 ranks on one node, Switchyard vs Open MPI's MPI_Alltoall
 #          in the same mpirun job (sy-a2a-perf --baseline mpi: per size the two alternate),
+#          all_reduce float32 sum at 1 and 64 MiB vs MPI_Allreduce the same way,
 #          and the two-process memcpy rate (256 MiB, glibc, one process pinned per core)
 #          measured between the runs as the copy-rate reference.
 # ucx:     two virtual nodes on one machine over UCX tcp (UCX_NET_DEVICES=lo): sy-a2a-perf
@@ -46,6 +47,26 @@ memcpy_pair() {
   awk '{s += $2} END {printf "%.3f\n", s}' "$OUT/m0" "$OUT/m1"
 }
 
+# The machine is shared: before each measurement wait (up to QUIET_MAX s) until the CPUs are
+# at least QUIET_IDLE % idle over half a second; the idle % seen goes to $OUT/idle.log.
+QUIET_IDLE=${QUIET_IDLE:-85}
+QUIET_MAX=${QUIET_MAX:-60}
+cpu_idle_pct() {
+  local a b
+  a=($(head -1 /proc/stat)); sleep 0.5; b=($(head -1 /proc/stat))
+  local total=0 i
+  for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
+  echo $(( total > 0 ? 100 * (b[4] - a[4] + b[5] - a[5]) / total : 100 ))
+}
+wait_quiet() {
+  local start=$SECONDS idle
+  while :; do
+    idle=$(cpu_idle_pct)
+    (( idle >= QUIET_IDLE || SECONDS - start >= QUIET_MAX )) && break
+  done
+  echo "$1 idle=$idle% load=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/idle.log"
+}
+
 port_listening() {
   local hex; hex=$(printf ':%04X ' "$1")
   grep -q "$hex[0-9A-F]*:0000 0A" /proc/net/tcp /proc/net/tcp6 2>/dev/null
@@ -65,23 +86,37 @@ tag_bw() {
 if has onenode; then
   for ((r = 1; r <= RUNS; r++)); do
     log "onenode run $r/$RUNS"
-    memcpy_pair 268435456 >"$OUT/memcpy.$r"
+    wait_quiet "memcpy.$r"; memcpy_pair 268435456 >"$OUT/memcpy.$r"
+    wait_quiet "np2.$r"
     mpirun --allow-run-as-root -np 2 "$bin/sy-a2a-perf" --op all_to_all --baseline mpi -b 16 -e 32M "${perf[@]}" \
       >"$OUT/a2a.np2.$r.json" 2>"$OUT/a2a.np2.$r.err" || log "np=2 run failed: $(tail -3 "$OUT/a2a.np2.$r.err")"
+    wait_quiet "np4.$r"
     mpirun --allow-run-as-root --oversubscribe -np 4 "$bin/sy-a2a-perf" --op all_to_all --baseline mpi -b 32 -e 64M \
       "${perf[@]}" >"$OUT/a2a.np4.$r.json" 2>"$OUT/a2a.np4.$r.err" || log "np=4 run failed: $(tail -3 "$OUT/a2a.np4.$r.err")"
+    for np in 2 4; do
+      wait_quiet "allreduce.np$np.$r"
+      mpirun --allow-run-as-root --oversubscribe -np "$np" "$bin/sy-a2a-perf" --op all_reduce --baseline mpi -b 1M \
+        -e 64M -f 64 "${perf[@]}" >"$OUT/ar.np$np.$r.json" 2>"$OUT/ar.np$np.$r.err" || log "all_reduce np=$np failed"
+    done
   done
 fi
 
 if has ucx; then
   for ((r = 1; r <= RUNS; r++)); do
     log "ucx run $r/$RUNS"
-    for s in 1048576 4194304 16777216; do tag_bw "$s" $(( s >= 16777216 ? 100 : 400 )) >"$OUT/tag_bw.$s.$r"; done
-    UCX_NET_DEVICES=lo "$bin/sy-run" -n 2 --nodes 2 --timeout 300 --notag-output -- "$bin/sy-a2a-perf" --op p2p \
+    for s in 1048576 4194304 16777216; do
+      wait_quiet "tag_bw.$s.$r"; tag_bw "$s" $(( s >= 16777216 ? 100 : 400 )) >"$OUT/tag_bw.$s.$r"
+    done
+    wait_quiet "p2p.$r"
+    UCX_NET_DEVICES=lo "$bin/sy-run" -n 2 --nodes 2 --timeout 300 --notag_output -- "$bin/sy-a2a-perf" --op p2p \
       -b 1M -e 16M -f 4 "${perf[@]}" >"$OUT/p2p.$r.json" 2>"$OUT/p2p.$r.err" || log "p2p run failed"
-    UCX_NET_DEVICES=lo "$bin/sy-run" -n 2 --nodes 2 --timeout 300 --notag-output -- "$bin/sy-a2a-perf" --op all_to_all \
+    wait_quiet "a2a.vn2.$r"
+    UCX_NET_DEVICES=lo "$bin/sy-run" -n 2 --nodes 2 --timeout 300 --notag_output -- "$bin/sy-a2a-perf" --op all_to_all \
       -b 2M -e 32M -f 4 "${perf[@]}" >"$OUT/a2a.vn2.$r.json" 2>"$OUT/a2a.vn2.$r.err" || log "2-node a2a run failed"
   done
 fi
 
+echo "conditions: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), Open MPI $(ompi_info --version 2>/dev/null | awk '/Open MPI/{print $3; exit}'), UCX $(ucx_info -v | awk '/Version/{print $3; exit}')"
+echo "CPU idle before each measurement (QUIET_IDLE=$QUIET_IDLE%, waited up to ${QUIET_MAX}s):"
+sed 's/^/  /' "$OUT/idle.log"
 /usr/bin/python3 "$here/comm/summarize.py" "$OUT" "$RUNS"

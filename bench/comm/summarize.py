@@ -115,6 +115,26 @@ def ucx():
         print(f"| {human(size)} | {med(tag)} | {med(p)} | {med(pr)} | {med(a)} | {med(ar)} |")
 
 
+def all_reduce():
+    print("\n### all_reduce float32 sum, one node\n")
+    print("| ranks | buffer | ours time us | MPI time us | ours busbw | MPI busbw | ours/MPI busbw |")
+    print("|---|---|---|---|---|---|---|")
+    for np_ in (2, 4):
+        docs = [d for d in (load_json(os.path.join(out, f"ar.np{np_}.{r}.json")) for r in range(1, runs + 1)) if d]
+        if not docs:
+            continue
+        for i, first in enumerate(docs[0]["results"]):
+            rows = [d["results"][i] for d in docs if i < len(d["results"])]
+            wrong = sum(r["switchyard"]["wrong"] + r.get("mpi", {}).get("wrong", 0) for r in rows)
+            flag = "" if wrong == 0 else f" ({wrong} WRONG)"
+            print(f"| {np_} | {human(first['size'])}{flag} | {med([r['switchyard']['time_us'] for r in rows])} | "
+                  f"{med([r['mpi']['time_us'] for r in rows if 'mpi' in r])} | "
+                  f"{med([r['switchyard']['busbw_gbps'] for r in rows])} | "
+                  f"{med([r['mpi']['busbw_gbps'] for r in rows if 'mpi' in r])} | "
+                  f"{med([r.get('ratio_busbw') for r in rows])} |")
+
+
 one_node(2)
 one_node(4)
+all_reduce()
 ucx()
