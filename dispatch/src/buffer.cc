@@ -201,10 +201,10 @@ DispatchResult Buffer::dispatch(const DispatchArgs& args) {
       }
     }
   };
-  std::vector<uint8_t> arrival_a, arrival_b;
+  detail::RawBytes arrival_a, arrival_b;
   detail::exchange_rows(ex, fmt.total, cplan->a_send, cplan->a_recv, write_token_row, arrival_a, kTagRowsA,
                         res.stats);
-  const std::vector<uint8_t>* arrival = &arrival_a;
+  const detail::RawBytes* arrival = &arrival_a;
   if (two_hop_ != cplan->two_hop) SY_THROW(InternalError, "dispatch: handle path differs from the Buffer's");
   if (two_hop_) {
     if (!cached) {
@@ -243,9 +243,11 @@ DispatchResult Buffer::dispatch(const DispatchArgs& args) {
     for (int64_t a = 0; a < M; ++a) ++per_src[read_i32(arrival->data() + a * fmt.total + fmt.payload + fmt.scales) + 1];
     for (int r = 0; r < R; ++r) per_src[r + 1] += per_src[r];
     plan->arrival_to_canonical.resize(M);
+    plan->canonical_to_arrival.resize(M);
     for (int64_t a = 0; a < M; ++a) {
       const int src = read_i32(arrival->data() + a * fmt.total + fmt.payload + fmt.scales);
       plan->arrival_to_canonical[a] = static_cast<int32_t>(per_src[src]++);
+      plan->canonical_to_arrival[plan->arrival_to_canonical[a]] = static_cast<int32_t>(a);
     }
     plan->recv_topk_idx.assign(M * K, -1);
     plan->recv_topk_weights.assign(M * K, 0.0f);
@@ -294,13 +296,18 @@ DispatchResult Buffer::dispatch(const DispatchArgs& args) {
 
   res.dtype = args.dtype;
   res.num_recv_tokens = M;
-  res.recv_x.resize(M * fmt.payload);
-  if (fp8) res.recv_x_scales.resize(M * (fmt.scales / sizeof(float)));
-  for (int64_t a = 0; a < M; ++a) {
-    const int64_t c = cplan->arrival_to_canonical[a];
-    const uint8_t* row = arrival->data() + a * fmt.total;
-    std::memcpy(res.recv_x.data() + c * fmt.payload, row, fmt.payload);
-    if (fp8) std::memcpy(res.recv_x_scales.data() + c * (fmt.scales / sizeof(float)), row + fmt.payload, fmt.scales);
+  // Rows are appended in canonical order straight from the arrival buffer (no zero fill).
+  const size_t S = fmt.scales / sizeof(float);
+  auto arrival_row = [&](int64_t c) { return arrival->data() + cplan->canonical_to_arrival[c] * fmt.total; };
+  res.recv_x.reserve(M * fmt.payload);
+  if (fp8) res.recv_x_scales.reserve(M * S);
+  for (int64_t c = 0; c < M; ++c) {
+    const uint8_t* row = arrival_row(c);
+    res.recv_x.insert(res.recv_x.end(), row, row + fmt.payload);
+    if (fp8) {
+      const float* sc = reinterpret_cast<const float*>(row + fmt.payload);
+      res.recv_x_scales.insert(res.recv_x_scales.end(), sc, sc + S);
+    }
   }
   res.recv_src_rank = cplan->recv_src_rank;
   res.recv_src_token = cplan->recv_src_token;
@@ -311,14 +318,21 @@ DispatchResult Buffer::dispatch(const DispatchArgs& args) {
   res.expert_row_slot = cplan->row_slot;
   if (args.expert_major_x) {
     const int64_t P = static_cast<int64_t>(cplan->row_token.size());
-    const size_t S = fmt.scales / sizeof(float);
-    res.expert_x.assign(P * fmt.payload, 0);
-    if (fp8) res.expert_x_scales.assign(P * S, 0.0f);
+    res.expert_x.reserve(P * fmt.payload);
+    if (fp8) res.expert_x_scales.reserve(P * S);
     for (int64_t row = 0; row < P; ++row) {
       const int32_t i = cplan->row_token[row];
-      if (i < 0) continue;
-      std::memcpy(res.expert_x.data() + row * fmt.payload, res.recv_x.data() + i * fmt.payload, fmt.payload);
-      if (fp8) std::memcpy(res.expert_x_scales.data() + row * S, res.recv_x_scales.data() + i * S, fmt.scales);
+      if (i < 0) {
+        res.expert_x.insert(res.expert_x.end(), fmt.payload, 0);
+        if (fp8) res.expert_x_scales.insert(res.expert_x_scales.end(), S, 0.0f);
+        continue;
+      }
+      const uint8_t* src = arrival_row(i);
+      res.expert_x.insert(res.expert_x.end(), src, src + fmt.payload);
+      if (fp8) {
+        const float* sc = reinterpret_cast<const float*>(src + fmt.payload);
+        res.expert_x_scales.insert(res.expert_x_scales.end(), sc, sc + S);
+      }
     }
   }
   int64_t logical_rows = 0;
@@ -330,22 +344,29 @@ DispatchResult Buffer::dispatch(const DispatchArgs& args) {
 
 namespace {
 
-// Sends per-received-token rows (width elements of dtype, canonical order) back along the
-// dispatch path and returns the FP32 sums per source token [T x width].
-std::vector<float> reduce_to_sources(PeerExchange& ex, const Handle::Plan& plan, const std::vector<float>& rows,
-                                     comm::DataType dtype, int64_t width, TrafficStats& stats) {
+// Sends one row per received token (width elements of dtype) back along the dispatch path
+// and returns the FP32 sums per source token [T x width]. row_fn(c, float* out) produces the
+// FP32 row of canonical received token c; it is converted to dtype for the wire.
+template <class RowFn>
+std::vector<float> reduce_to_sources(PeerExchange& ex, const Handle::Plan& plan, RowFn row_fn, comm::DataType dtype,
+                                     int64_t width, TrafficStats& stats) {
   const int64_t M = plan.num_recv;
   const size_t eb = payload_elem_bytes(dtype), row_bytes = static_cast<size_t>(width) * eb;
-  std::vector<uint8_t> wire(M * row_bytes);
-  for (int64_t a = 0; a < M; ++a)
-    detail::store_row(rows.data() + plan.arrival_to_canonical[a] * width, width, dtype, wire.data() + a * row_bytes);
+  detail::RawBytes wire;
+  wire.resize(M * row_bytes);
+  std::vector<float> tmp(width);
+  for (int64_t a = 0; a < M; ++a) {
+    row_fn(plan.arrival_to_canonical[a], tmp.data());
+    detail::store_row(tmp.data(), width, dtype, wire.data() + a * row_bytes);
+  }
   std::vector<float> acc(plan.num_tokens * width, 0.0f);
   if (plan.two_hop) {
     int64_t rows_a = 0;
     for (int64_t n : plan.a_recv) rows_a += n;
     std::vector<float> acc_a(rows_a * width, 0.0f);
     detail::reduce_back(ex, wire.data(), dtype, width, plan.b_send, plan.b_recv, acc_a.data(), kTagBackB, stats);
-    std::vector<uint8_t> wire_a(rows_a * row_bytes);
+    detail::RawBytes wire_a;
+    wire_a.resize(rows_a * row_bytes);
     for (int64_t j = 0; j < rows_a; ++j)
       detail::store_row(acc_a.data() + j * width, width, dtype, wire_a.data() + j * row_bytes);
     detail::reduce_back(ex, wire_a.data(), dtype, width, plan.a_send, plan.a_recv, acc.data(), kTagBackA, stats);
@@ -365,25 +386,25 @@ const Handle::Plan& require_plan(const Handle* h, const char* what) {
 CombineResult Buffer::combine(const CombineArgs& args) {
   const Handle::Plan& plan = require_plan(args.handle, "combine");
   detail::require_reduce_type(args.dtype, "combine");
-  const int64_t H = plan.hidden, M = plan.num_recv, K = plan.top_k;
+  const int64_t H = plan.hidden, K = plan.top_k;
   const size_t eb = payload_elem_bytes(args.dtype);
   if (!plan.row_token.empty() && args.expert_out == nullptr) SY_THROW(InvalidArgument, "combine: expert_out is null");
   const uint8_t* out = static_cast<const uint8_t*>(args.expert_out);
-  // Per token on this rank: sum over its local slots, k ascending.
-  std::vector<float> partial(M * H, 0.0f);
-  for (int64_t i = 0; i < M; ++i)
+  // Per token on this rank: sum over its local slots, k ascending (FP32).
+  auto partial = [&](int64_t i, float* acc) {
+    std::fill(acc, acc + H, 0.0f);
     for (int64_t k = 0; k < K; ++k) {
       const int64_t row = plan.slot_row[i * K + k];
       if (row < 0) continue;
       const float w = args.weights ? args.weights[i * K + k] : 1.0f;
-      detail::accumulate_row(out + row * H * eb, args.dtype, H, w, partial.data() + i * H);
+      detail::accumulate_row(out + row * H * eb, args.dtype, H, w, acc);
     }
+  };
   CombineResult res;
   res.dtype = args.dtype;
   const std::vector<float> acc = reduce_to_sources(*exchange_, plan, partial, args.dtype, H, res.stats);
   res.y.resize(plan.num_tokens * H * eb);
-  for (int64_t t = 0; t < plan.num_tokens; ++t)
-    detail::store_row(acc.data() + t * H, H, args.dtype, res.y.data() + t * H * eb);
+  detail::store_row(acc.data(), plan.num_tokens * H, args.dtype, res.y.data());
   int64_t logical_rows = 0;
   for (int64_t n : plan.num_tokens_per_rank) logical_rows += n;
   res.stats.row_bytes = static_cast<int64_t>(H * eb);
@@ -434,8 +455,10 @@ CombineBackwardResult Buffer::combine_backward(const CombineBackwardArgs& args) 
     detail::store_row(tmp.data(), H, args.dtype, res.grad_expert_out.data() + row * H * eb);
     res.grad_recv_weights[i * K + k] = static_cast<float>(dot);
   }
-  res.grad_topk_weights =
-      reduce_to_sources(*exchange_, plan, res.grad_recv_weights, comm::DataType::kFloat32, K, res.stats);
+  const float* gw = res.grad_recv_weights.data();
+  res.grad_topk_weights = reduce_to_sources(
+      *exchange_, plan, [&](int64_t i, float* dst) { std::copy(gw + i * K, gw + (i + 1) * K, dst); },
+      comm::DataType::kFloat32, K, res.stats);
   return res;
 }
 

@@ -25,6 +25,7 @@ struct Handle::Plan {
   std::vector<int64_t> num_tokens_per_rank;  // [R] final destinations (logical bytes)
   // Final arrival row (stage A flat, stage B two-hop) -> canonical received index.
   std::vector<int32_t> arrival_to_canonical;  // [M]
+  std::vector<int32_t> canonical_to_arrival;  // [M]
   int64_t num_recv = 0;                       // M
   std::vector<int32_t> recv_src_rank;         // [M]
   std::vector<int32_t> recv_src_token;        // [M]

@@ -102,7 +102,7 @@ std::vector<float> bf16_vector_to_float(const std::vector<uint8_t>& bytes) {
 
 }  // namespace
 
-PerfReport run_dispatch_perf(PeerExchange& ex, const PerfOptions& o) {
+static PerfReport run(PeerExchange& ex, const PerfOptions& o, bool timing) {
   const int R = ex.size(), me = ex.rank(), K = o.top_k, E = o.num_experts;
   const int64_t T = o.num_tokens, H = o.hidden, S = fp8_num_tiles(H);
   PerfReport rep;
@@ -209,7 +209,51 @@ PerfReport run_dispatch_perf(PeerExchange& ex, const PerfOptions& o) {
     line << "BF16 combine == sum_k w_k x: calc_diff " << std::scientific << std::setprecision(2) << diff << " < 1e-4";
     note(diff < 1e-4, line.str());
   }
+  if (o.check && o.low_latency) {
+    // Low-latency round trip with identity experts: y = sum_k w_k dequant(fp8(x)).
+    const int64_t Tl = std::min<int64_t>(o.ll_tokens, T);
+    Buffer ll(std::shared_ptr<PeerExchange>(&ex, [](PeerExchange*) {}), {E, H, Tl, o.two_hop, Tl});
+    LowLatencyDispatchArgs la;
+    la.x = xb.data();
+    la.topk_idx = topk.data();
+    la.topk_weights = weights.data();
+    la.num_tokens = Tl;
+    la.top_k = K;
+    la.pow2_scales = true;  // as xq/xs
+    LowLatencyRecvHook hook = ll.low_latency_dispatch_send(la);
+    LowLatencyView v = hook();
+    const int64_t slots = v.slots_per_expert;
+    std::vector<uint16_t> out(static_cast<size_t>(ll.num_local_experts()) * slots * H, 0);
+    std::vector<float> row(H);
+    int64_t rows = 0;
+    for (int j = 0; j < ll.num_local_experts(); ++j)
+      for (int32_t i = 0; i < v.count[j]; ++i) {
+        const int64_t at = j * slots + i;
+        dequantize_fp8_tiles(v.x + at * H, v.scales + at * S, 1, H, row.data());
+        bf16_from_float(row.data(), H, out.data() + at * H);
+        ++rows;
+      }
+    const uint16_t* yl = ll.low_latency_combine(out.data());
+    std::vector<float> got(Tl * H), want(Tl * H);
+    bf16_to_float(yl, Tl * H, got.data());
+    std::vector<float> deq(H);
+    for (int64_t t = 0; t < Tl; ++t) {
+      float sw = 0;
+      for (int k = 0; k < K; ++k) sw += topk[t * K + k] >= 0 ? weights[t * K + k] : 0.f;
+      dequantize_fp8_tiles(xq.data() + t * H, xs.data() + t * S, 1, H, deq.data());
+      for (int64_t h = 0; h < H; ++h) want[t * H + h] = sw * deq[h];
+    }
+    int64_t pairs = 0;
+    for (int64_t i = 0; i < Tl * K; ++i) pairs += topk[i] >= 0;
+    note(all_sum(ex, double(rows)) == all_sum(ex, double(pairs)), "low-latency slots == (token, expert) pairs");
+    std::ostringstream line;
+    const double diff = calc_diff(got, want);
+    line << "low-latency combine == sum_k w_k fp8(x): calc_diff " << std::scientific << std::setprecision(2) << diff
+         << " < 1e-4";
+    note(diff < 1e-4, line.str());
+  }
   rep.checks_passed = ok;
+  if (!timing) return rep;
 
   // ---- timing ----
   auto add = [&](PerfRow row) { rep.rows.push_back(std::move(row)); };
@@ -270,6 +314,9 @@ PerfReport run_dispatch_perf(PeerExchange& ex, const PerfOptions& o) {
   return rep;
 }
 
+PerfReport run_dispatch_perf(PeerExchange& ex, const PerfOptions& o) { return run(ex, o, true); }
+PerfReport run_dispatch_checks(PeerExchange& ex, const PerfOptions& o) { return run(ex, o, false); }
+
 std::string PerfReport::text() const {
   std::ostringstream os;
   os << "# sy-dispatch-perf: " << ranks << " ranks on " << nodes << " nodes, path " << (two_hop ? "two-hop" : "flat")
@@ -277,6 +324,10 @@ std::string PerfReport::text() const {
      << options.num_experts << " experts, " << options.num_groups << " groups (<= " << options.top_groups
      << " per token), skew " << options.skew << ", median of " << options.iters << "\n";
   for (const std::string& l : check_lines) os << "# check " << l << "\n";
+  if (rows.empty()) {
+    os << "checks " << (checks_passed ? "passed" : "FAILED") << "\n";
+    return os.str();
+  }
   os << std::left << std::setw(12) << "impl" << std::setw(12) << "op" << std::setw(6) << "dtype" << std::right
      << std::setw(12) << "time_us" << std::setw(14) << "logical_MB" << std::setw(12) << "logical_GBs" << std::setw(12)
      << "wire_MB" << std::setw(10) << "wire_GBs" << "\n";

@@ -48,8 +48,8 @@ std::vector<int64_t> exchange_counts(PeerExchange& ex, const std::vector<int>& p
 }
 
 void post_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::vector<int32_t>>& send,
-               const std::vector<int64_t>& recv, std::vector<std::vector<uint8_t>>& packed,
-               std::vector<uint8_t>& arrival, int tag, TrafficStats& stats) {
+               const std::vector<int64_t>& recv, std::vector<RawBytes>& packed, RawBytes& arrival, int tag,
+               TrafficStats& stats) {
   const int R = ex.size(), me = ex.rank();
   const auto& map = ex.rank_map();
   std::vector<PeerSend> sends;
@@ -72,7 +72,7 @@ void reduce_back(PeerExchange& ex, const uint8_t* rows_back, comm::DataType dtyp
   const int R = ex.size(), me = ex.rank();
   const auto& map = ex.rank_map();
   const size_t row_bytes = static_cast<size_t>(width) * payload_elem_bytes(dtype);
-  std::vector<std::vector<uint8_t>> returned(R);
+  std::vector<RawBytes> returned(R);
   std::vector<PeerSend> sends;
   std::vector<PeerRecv> recvs;
   const uint8_t* self_rows = nullptr;

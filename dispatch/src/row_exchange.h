@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "switchyard/comm/types.h"
@@ -15,6 +16,27 @@
 #include "switchyard/dispatch/peer_exchange.h"
 
 namespace switchyard::dispatch::detail {
+
+// A byte buffer that is not zero-filled on resize (message staging; every byte is written
+// before it is read). resize() keeps no contents.
+class RawBytes {
+ public:
+  void resize(size_t n) {
+    if (n > capacity_) {
+      data_.reset(new uint8_t[n]);
+      capacity_ = n;
+    }
+    size_ = n;
+  }
+  uint8_t* data() { return data_.get(); }
+  const uint8_t* data() const { return data_.get(); }
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+
+ private:
+  std::unique_ptr<uint8_t[]> data_;
+  size_t size_ = 0, capacity_ = 0;
+};
 
 // Sent with every count so that ranks that disagree on the shapes fail instead of
 // misreading each other's rows.
@@ -34,8 +56,7 @@ std::vector<int64_t> exchange_counts(PeerExchange& ex, const std::vector<int>& p
 // arrival is resized to sum(recv) rows.
 template <class WriteRow>
 void exchange_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::vector<int32_t>>& send,
-                   const std::vector<int64_t>& recv, WriteRow write_row, std::vector<uint8_t>& arrival, int tag,
-                   TrafficStats& stats);
+                   const std::vector<int64_t>& recv, WriteRow write_row, RawBytes& arrival, int tag, TrafficStats& stats);
 
 // Reverse of a row exchange. rows_back holds one row (width elements of dtype) per arrival
 // row of the forward stage; each goes back to the peer it came from. acc[send[p][i]] +=
@@ -47,12 +68,12 @@ void reduce_back(PeerExchange& ex, const uint8_t* rows_back, comm::DataType dtyp
 // ---- implementation of the template ----
 
 void post_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::vector<int32_t>>& send,
-               const std::vector<int64_t>& recv, std::vector<std::vector<uint8_t>>& packed,
-               std::vector<uint8_t>& arrival, int tag, TrafficStats& stats);
+               const std::vector<int64_t>& recv, std::vector<RawBytes>& packed, RawBytes& arrival, int tag,
+               TrafficStats& stats);
 
 template <class WriteRow>
 void exchange_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::vector<int32_t>>& send,
-                   const std::vector<int64_t>& recv, WriteRow write_row, std::vector<uint8_t>& arrival, int tag,
+                   const std::vector<int64_t>& recv, WriteRow write_row, RawBytes& arrival, int tag,
                    TrafficStats& stats) {
   const int R = ex.size(), me = ex.rank();
   int64_t total = 0, self_offset = 0;
@@ -61,7 +82,7 @@ void exchange_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::ve
     total += recv[p];
   }
   arrival.resize(static_cast<size_t>(total) * row_bytes);
-  std::vector<std::vector<uint8_t>> packed(R);
+  std::vector<RawBytes> packed(R);
   for (int p = 0; p < R; ++p) {
     if (send[p].empty()) continue;
     uint8_t* dst;

@@ -64,5 +64,8 @@ struct PerfReport {
 };
 
 PerfReport run_dispatch_perf(PeerExchange& ex, const PerfOptions& options);
+// The checks only (step 1, plus a low-latency round trip when options.low_latency); for
+// multi-process tests.
+PerfReport run_dispatch_checks(PeerExchange& ex, const PerfOptions& options);
 
 }  // namespace switchyard::dispatch
