@@ -136,7 +136,12 @@ int main(int argc, char** argv) {
     double ref_tokens_per_s = 0;
     std::string ref_line;
     if (!FLAGS_reference.empty()) {
-      std::string cfg = FLAGS_config.find(".json") != std::string::npos ? FLAGS_config : "";
+      // A preset name maps to trainer/configs/<name>.json next to the reference script.
+      std::string cfg = FLAGS_config;
+      if (cfg.find(".json") == std::string::npos) {
+        std::string root = FLAGS_reference.substr(0, FLAGS_reference.rfind("tests/reference/"));
+        cfg = root + "trainer/configs/" + FLAGS_config + ".json";
+      }
       std::string cmd = "/usr/bin/python3 " + FLAGS_reference + (cfg.empty() ? "" : " --config " + cfg) +
                         " --batch " + std::to_string(B) + " --seq " + std::to_string(T) + " --threads " +
                         std::to_string(FLAGS_threads) + " --steps " + std::to_string(FLAGS_steps) + " --warmup " +
@@ -163,6 +168,11 @@ int main(int argc, char** argv) {
       if (!FLAGS_reference.empty())
         std::printf("reference %.1f tokens/s -> %.2fx (reference line: %s)\n", ref_tokens_per_s,
                     ref_tokens_per_s > 0 ? tokens_per_s / ref_tokens_per_s : 0.0, ref_line.c_str());
+      for (int64_t l : model.moe_layer_indices()) {
+        LoadStats st = model.expert_load(l);
+        std::printf("layer %lld expert load max/mean %.2f (max %.0f, mean %.1f tokens)\n", (long long)l,
+                    st.max_over_mean(), st.max_load, st.mean_load);
+      }
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "sy-trainer-bench: %s\n", e.what());
