@@ -309,6 +309,15 @@ TEST(LauncherTest, RankIgnoringSigtermIsKilledAfterGrace) {
   expect_no_leftovers(r, 4);
 }
 
+TEST(LauncherTest, ChildrenOutlivingTheirRanksAreStopped) {
+  // Every rank exits 0 at once, leaving a child that sleeps forever.
+  LauncherResult r = run_launcher({"-n", "2", "--", kProbe, "--spawn-child"});
+  EXPECT_EQ(r.exit_code, 0) << "the ranks themselves succeeded";
+  EXPECT_NE(r.err.find("processes started by the ranks outlived them; stopping them"), std::string::npos) << r.err;
+  EXPECT_LT(r.seconds, 5.0);
+  expect_no_leftovers(r, 4);
+}
+
 TEST(LauncherTest, InterruptStopsAllRanks) {
   LauncherProcess job({"-n", "2", "--", kProbe, "--spawn-child", "--sleep", "60"});
   ASSERT_TRUE(job.read_until(

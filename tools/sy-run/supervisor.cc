@@ -84,12 +84,20 @@ void read_output(UniqueFd& fd, LineRelay& relay) {
 }
 
 struct RankState {
-  int rank = 0;
-  pid_t pid = -1;  // also the process group id
+  RankState(int rank_, SpawnedRank spawned, const std::string& prefix)
+      : rank(rank_),
+        pid(spawned.pid),
+        out(std::move(spawned.out)),
+        err(std::move(spawned.err)),
+        out_relay(prefix, STDOUT_FILENO),
+        err_relay(prefix, STDERR_FILENO) {}
+
+  int rank;
+  pid_t pid;  // also the process group id
   UniqueFd out;
   UniqueFd err;
-  std::unique_ptr<LineRelay> out_relay;
-  std::unique_ptr<LineRelay> err_relay;
+  LineRelay out_relay;
+  LineRelay err_relay;
   bool running = true;  // not reaped yet
   bool group_alive = true;  // some process of its group may still exist
 };
@@ -97,6 +105,12 @@ struct RankState {
 class Supervisor {
  public:
   Supervisor(const LaunchPlan& plan, const SupervisorOptions& options) : plan_(plan), options_(options) {}
+  // Normally everything is gone by now; after an exception in run() this is the cleanup.
+  ~Supervisor() {
+    for (RankState& r : ranks_) {
+      if (r.group_alive) ::kill(-r.pid, SIGKILL);
+    }
+  }
   int run();
 
  private:
@@ -154,16 +168,9 @@ void Supervisor::start_ranks() {
       return;
     }
     if (guard_) guard_->watch(spawned.pid);
-    RankState r;
-    r.rank = launch.rank;
-    r.pid = spawned.pid;
-    r.out = std::move(spawned.out);
-    r.err = std::move(spawned.err);
     std::string prefix;
     if (options_.tag_output) prefix.append("[").append(std::to_string(launch.rank)).append("] ");
-    r.out_relay = std::make_unique<LineRelay>(prefix, STDOUT_FILENO);
-    r.err_relay = std::make_unique<LineRelay>(prefix, STDERR_FILENO);
-    ranks_.push_back(std::move(r));
+    ranks_.emplace_back(launch.rank, std::move(spawned), prefix);
   }
 }
 
@@ -199,8 +206,8 @@ void Supervisor::on_exit(RankState& r, int status) {
   if (!failed || stopping_) return;
   int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   // The rank's last words come before sy-run's report of its death.
-  if (r.out.valid()) read_output(r.out, *r.out_relay);
-  if (r.err.valid()) read_output(r.err, *r.err_relay);
+  if (r.out.valid()) read_output(r.out, r.out_relay);
+  if (r.err.valid()) read_output(r.err, r.err_relay);
   message("rank " + std::to_string(r.rank) + " (pid " + std::to_string(r.pid) + ") " + describe_status(status));
   bool others = std::any_of(ranks_.begin(), ranks_.end(), [](const RankState& o) { return o.running; });
   begin_stop(code, others ? stop_plan() : "");
@@ -289,7 +296,8 @@ int Supervisor::run() {
   if (options_.timeout_s > 0)
     deadline = start_ + std::chrono::duration_cast<Clock::duration>(Seconds(options_.timeout_s));
 
-  std::vector<pollfd> fds;
+  std::vector<pollfd> fds;  // [0] the signalfd, then one per open output pipe
+  std::vector<std::pair<UniqueFd*, LineRelay*>> sources;  // the pipe and relay of fds[i + 1]
   for (;;) {
     reap();
     update_groups();
@@ -330,27 +338,26 @@ int Supervisor::run() {
       timeout_ms = static_cast<int>(std::clamp<long long>(ms, 0, 60 * 60 * 1000));
     }
 
-    fds.clear();
-    fds.push_back({signal_fd_.get(), POLLIN, 0});
+    fds.assign(1, {signal_fd_.get(), POLLIN, 0});
+    sources.clear();
     for (RankState& r : ranks_) {
-      if (r.out.valid()) fds.push_back({r.out.get(), POLLIN, 0});
-      if (r.err.valid()) fds.push_back({r.err.get(), POLLIN, 0});
+      for (auto [fd, relay] : {std::pair{&r.out, &r.out_relay}, std::pair{&r.err, &r.err_relay}}) {
+        if (!fd->valid()) continue;
+        fds.push_back({fd->get(), POLLIN, 0});
+        sources.emplace_back(fd, relay);
+      }
     }
     int ready = ::poll(fds.data(), fds.size(), timeout_ms);
     if (ready < 0 && errno != EINTR) SY_THROW(IoError, "poll: " << errno_text(errno));
     if (ready <= 0) continue;
     if (fds[0].revents != 0) handle_signals();
-    for (RankState& r : ranks_) {
-      for (auto [fd, relay] : {std::pair{&r.out, r.out_relay.get()}, std::pair{&r.err, r.err_relay.get()}}) {
-        if (!fd->valid()) continue;
-        auto it = std::find_if(fds.begin() + 1, fds.end(), [&](const pollfd& p) { return p.fd == fd->get(); });
-        if (it != fds.end() && it->revents != 0) read_output(*fd, *relay);
-      }
+    for (size_t i = 0; i < sources.size(); ++i) {
+      if (fds[i + 1].revents != 0) read_output(*sources[i].first, *sources[i].second);
     }
   }
   for (RankState& r : ranks_) {
-    r.out_relay->finish();
-    r.err_relay->finish();
+    r.out_relay.finish();
+    r.err_relay.finish();
   }
   if (all_gone()) guard_.reset();  // disarms: nothing left for it to kill
   return exit_code_;
