@@ -39,11 +39,21 @@ TEST_P(CommOpsTest, EveryOpMatchesNaiveReference) {
 
 INSTANTIATE_TEST_SUITE_P(Ranks, CommOpsTest,
                          ::testing::Values(std::make_tuple(1, 1), std::make_tuple(2, 1), std::make_tuple(3, 1),
-                                           std::make_tuple(4, 1), std::make_tuple(2, 2), std::make_tuple(4, 2)),
+                                           std::make_tuple(4, 1), std::make_tuple(2, 2), std::make_tuple(3, 2),
+                                           std::make_tuple(4, 2), std::make_tuple(6, 2)),
                          [](const auto& info) {
                            return "Ranks" + std::to_string(std::get<0>(info.param)) + "Nodes" +
                                   std::to_string(std::get<1>(info.param));
                          });
+
+// The flat all_to_all_v between nodes (aggregation off) and the hierarchical all_reduce
+// from the smallest size.
+TEST(CommunicatorTest, TwoNodesFlatAllToAllV) {
+  LaunchSpec s = spec("ops", 4, 2);
+  s.env = {{"SWITCHYARD_COMM_HIER_A2AV", "0"}, {"SWITCHYARD_COMM_HIER_A2A_MAX_BYTES", "0"},
+           {"SWITCHYARD_COMM_HIER_MIN_BYTES", "0"}};
+  expect_all_ok(launch_ranks(s));
+}
 
 TEST(CommunicatorTest, SplitAndParallelGroups) { expect_all_ok(launch_ranks(spec("split", 4))); }
 

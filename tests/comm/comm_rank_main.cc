@@ -195,9 +195,12 @@ void test_all_reduce(Communicator& c, std::mt19937& rng, int salt) {
 void test_determinism(Communicator& c, std::mt19937& rng) {
   int n = c.size(), me = c.rank();
   size_t count = 30000 + rng() % 1000;
-  auto input = [](int r, size_t i) {
-    std::mt19937 g(static_cast<uint32_t>(r * 7919 + i));
-    return std::uniform_real_distribution<float>(-1.f, 1.f)(g);
+  auto input = [](int r, size_t i) {  // a hash of (r, i) mapped to [-1, 1)
+    uint64_t z = (static_cast<uint64_t>(r) << 32 | i) + 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return static_cast<float>(z >> 40) / static_cast<float>(1 << 23) - 1.f;
   };
   for (DataType t : {DataType::kFloat32, DataType::kBfloat16}) {
     size_t es = dtype_size(t);
@@ -207,7 +210,9 @@ void test_determinism(Communicator& c, std::mt19937& rng) {
     // Reference: fp32 sums in the library's documented order (node partials in local rank
     // order, then over nodes in node order; one node = plain rank order), bf16 rounded once.
     const auto& map = c.rank_map();
-    bool hier = map.num_nodes() > 1 && count * es >= (64u << 10) && map.ranks_of_node(0).size() > 1;
+    const char* min_env = std::getenv("SWITCHYARD_COMM_HIER_MIN_BYTES");
+    size_t hier_min = min_env ? std::strtoull(min_env, nullptr, 10) : (64u << 10);
+    bool hier = map.num_nodes() > 1 && count * es >= hier_min && map.ranks_of_node(0).size() > 1;
     for (int nd = 1; nd < map.num_nodes(); ++nd)
       if (map.ranks_of_node(nd).size() != map.ranks_of_node(0).size()) hier = false;
     size_t bad = 0;
@@ -342,7 +347,7 @@ void test_concurrent(Communicator& c) {
 
 void scenario_ops(Communicator& c, uint32_t seed) {
   std::mt19937 rng(seed);  // same sequence on every rank: sizes agree
-  for (int iter = 0; iter < 3; ++iter) {
+  for (int iter = 0; iter < 6; ++iter) {
     test_all_to_all_v(c, rng);
     test_all_reduce(c, rng, iter);
     test_gather_bcast(c, rng);

@@ -77,6 +77,7 @@ inline std::vector<RankResult> launch_ranks(const LaunchSpec& spec) {
       ::setenv("SY_TOKEN", "test-token-1234", 1);
       ::setenv("SY_NODE", ("n" + std::to_string(r / per_node)).c_str(), 1);
       ::setenv("UCX_NET_DEVICES", "lo", 0);
+      ::setenv("UCX_MEM_MMAP_HOOK_MODE", "none", 0);
       for (auto& [k, v] : spec.env) ::setenv(k.c_str(), v.c_str(), 1);
       auto it = spec.env_of.find(r);
       if (it != spec.env_of.end())

@@ -104,20 +104,29 @@ std::vector<std::vector<uint8_t>> store_get_all(Store& store, const std::vector<
   std::chrono::milliseconds backoff{1};
   for (;;) {
     bool all = true;
-    for (size_t i = 0; i < keys.size(); ++i) {
-      if (have[i]) continue;
-      if (store.check(keys[i])) {
-        values[i] = store.get(keys[i], std::chrono::milliseconds(1000));
-        have[i] = true;
-      } else {
-        all = false;
+    std::string lost;
+    try {
+      for (size_t i = 0; i < keys.size(); ++i) {
+        if (have[i]) continue;
+        if (store.check(keys[i])) {
+          values[i] = store.get(keys[i], std::chrono::milliseconds(1000));
+          have[i] = true;
+        } else {
+          all = false;
+        }
       }
+    } catch (const IoError& e) {
+      // Rank 0 closed the store (typically: it gave up waiting for the same ranks).
+      lost = e.message();
+      all = false;
     }
     if (all) return values;
-    if (std::chrono::steady_clock::now() >= deadline) {
+    if (!lost.empty() || std::chrono::steady_clock::now() >= deadline) {
       std::string missing;
       for (size_t i = 0; i < keys.size(); ++i)
         if (!have[i]) missing += (missing.empty() ? "" : ", ") + what[i];
+      if (!lost.empty())
+        SY_THROW(Timeout, context << ": " << missing << " did not arrive before the store closed (" << lost << ")");
       SY_THROW(Timeout, context << ": " << missing << " did not arrive within " << timeout.count() << " ms");
     }
     std::this_thread::sleep_for(backoff);

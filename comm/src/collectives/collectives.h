@@ -59,6 +59,23 @@ void add_reduce_scatter(Op& op, const Group& g, TagSpace ts, uint8_t sub, const 
 void add_all_gather_chunks(Op& op, const Group& g, TagSpace ts, uint8_t sub, uint8_t* buf, size_t begin, size_t end,
                            size_t esize);
 
+// The members of a group by node: nodes[b][m] = group index of the rank with local index
+// m on node b (every node holds the same number of members).
+struct NodeGrid {
+  std::vector<std::vector<int>> nodes;
+  int my_node = 0;
+  int my_local = 0;
+};
+
+// all_to_all_v aggregated per node pair (Tutel's 2D all-to-all): chunks for the ranks with
+// local index m on other nodes first go, inside the node, to this node's rank m, which
+// sends one message per node pair to its rail peer; same-node chunks go directly. Steps:
+// counts inside the node, data inside the node, one message per node pair over the network.
+// Copies the counts: the caller's arrays may be reused once this returns.
+void add_all_to_all_v_hierarchical(Op& op, const Group& g, const NodeGrid& grid, TagSpace ts, const uint8_t* send,
+                                   const size_t* sc, const size_t* sd, uint8_t* recv, const size_t* rc,
+                                   const size_t* rd, size_t esize);
+
 // all_reduce of count elements: flat (reduce-scatter + all-gather over g) or, when
 // `hierarchy` is given, inside each node, across nodes between rail peers, inside again.
 struct Hierarchy {

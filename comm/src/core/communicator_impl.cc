@@ -19,6 +19,12 @@ const Param<bool> kCheckArgs("COMM_CHECK_ARGS", false, "bool",
 const Param<int64_t> kHierMinBytes("COMM_HIER_MIN_BYTES", 64 << 10, "bytes",
                                    "all_reduce with more than one node goes hierarchical from this size");
 
+const Param<int64_t> kHierA2AMaxBytes("COMM_HIER_A2A_MAX_BYTES", 64 << 10, "bytes",
+                                      "all_to_all with more than one node aggregates per node pair up to this "
+                                      "size per peer");
+const Param<bool> kHierA2AV("COMM_HIER_A2AV", true, "bool",
+                            "all_to_all_v with more than one node aggregates per node pair");
+
 enum OpCode : int64_t {
   kCodeAllToAll = 1,
   kCodeAllToAllV,
@@ -175,6 +181,16 @@ bool CommunicatorImpl::make_hierarchy(Hierarchy& h) const {
   return true;
 }
 
+bool CommunicatorImpl::make_grid(NodeGrid& grid) const {
+  Hierarchy h;
+  if (!make_hierarchy(h)) return false;
+  grid.nodes.clear();
+  for (int n = 0; n < rank_map_.num_nodes(); ++n) grid.nodes.push_back(rank_map_.ranks_of_node(n));
+  grid.my_node = rank_map_.node_of(group_.me);
+  grid.my_local = rank_map_.local_rank(group_.me);
+  return true;
+}
+
 // ---- point to point ----
 
 Work CommunicatorImpl::isend(const void* buf, size_t bytes, int peer, int tag) {
@@ -243,8 +259,17 @@ Work CommunicatorImpl::iall_to_all(const void* send, void* recv, size_t count, D
   std::ostringstream what;
   what << "all_to_all(count_per_peer=" << count << ", " << dtype_name(type) << ")";
   auto op = new_op(what.str(), &ts);
-  add_all_to_all_v(*op, group_, ts, static_cast<const uint8_t*>(send), counts.data(), displs.data(),
-                   static_cast<uint8_t*>(recv), counts.data(), displs.data(), dtype_size(type));
+  NodeGrid grid;
+  bool hier = count * dtype_size(type) <= static_cast<size_t>(kHierA2AMaxBytes.get()) && make_grid(grid);
+  SY_DEBUG("comm", op->name << ": " << (hier ? "aggregated per node pair" : "flat") << " ("
+                            << count * dtype_size(type) << " bytes per peer, " << rank_map_.num_nodes() << " nodes)");
+  if (hier)
+    add_all_to_all_v_hierarchical(*op, group_, grid, ts, static_cast<const uint8_t*>(send), counts.data(),
+                                  displs.data(), static_cast<uint8_t*>(recv), counts.data(), displs.data(),
+                                  dtype_size(type));
+  else
+    add_all_to_all_v(*op, group_, ts, static_cast<const uint8_t*>(send), counts.data(), displs.data(),
+                     static_cast<uint8_t*>(recv), counts.data(), displs.data(), dtype_size(type));
   maybe_check_args(*op, ts, kCodeAllToAll, type, count, 0, 0);
   return post(std::move(op));
 }
@@ -271,8 +296,19 @@ Work CommunicatorImpl::iall_to_all_v(const void* send, const size_t* sc, const s
   std::ostringstream what;
   what << "all_to_all_v(send " << send_total << ", recv " << recv_total << " elements, " << dtype_name(type) << ")";
   auto op = new_op(what.str(), &ts);
-  add_all_to_all_v(*op, group_, ts, static_cast<const uint8_t*>(send), sc, sd, static_cast<uint8_t*>(recv), rc, rd,
-                   dtype_size(type));
+  // No size is known alike on every rank without communicating, so the choice follows the
+  // layout only (and the knob): aggregation pays off for the small, many-peer exchanges of
+  // MoE dispatch; COMM_HIER_A2AV=0 keeps large exchanges flat.
+  NodeGrid grid;
+  bool hier = kHierA2AV.get() && make_grid(grid);
+  SY_DEBUG("comm", op->name << ": " << (hier ? "aggregated per node pair" : "flat") << " (" << rank_map_.num_nodes()
+                            << " nodes)");
+  if (hier)
+    add_all_to_all_v_hierarchical(*op, group_, grid, ts, static_cast<const uint8_t*>(send), sc, sd,
+                                  static_cast<uint8_t*>(recv), rc, rd, dtype_size(type));
+  else
+    add_all_to_all_v(*op, group_, ts, static_cast<const uint8_t*>(send), sc, sd, static_cast<uint8_t*>(recv), rc, rd,
+                     dtype_size(type));
   maybe_check_args(*op, ts, kCodeAllToAllV, type, 0, 0, 0, sc, rc);
   return post(std::move(op));
 }

@@ -61,6 +61,8 @@ class CommunicatorImpl : public Communicator {
   // Hierarchy of this group when every node holds the same number of its members and there
   // is more than one node; false otherwise.
   bool make_hierarchy(Hierarchy& h) const;
+  // The node grid of this group (same condition as make_hierarchy).
+  bool make_grid(NodeGrid& grid) const;
 
   std::shared_ptr<ContextOwner> owner_;
   std::shared_ptr<Context> context_;
