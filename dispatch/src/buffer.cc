@@ -106,6 +106,7 @@ Buffer::Buffer(std::shared_ptr<PeerExchange> exchange, const BufferOptions& opti
   detail::exchange_counts(*exchange_, peers_except(all_ranks(R), me),
                           std::vector<int64_t>(R, options.max_tokens_per_rank),
                           {options.hidden, options.num_experts, 0}, kTagHello, ignored);
+  ws_ = std::make_unique<Workspace>();
   if (options.low_latency_max_tokens > 0) init_low_latency();
 }
 
@@ -201,8 +202,9 @@ DispatchResult Buffer::dispatch(const DispatchArgs& args) {
       }
     }
   };
-  detail::RawBytes arrival_a, arrival_b;
-  detail::exchange_rows(ex, fmt.total, cplan->a_send, cplan->a_recv, write_token_row, arrival_a, kTagRowsA,
+  detail::RawBytes& arrival_a = ws_->arrival_a;
+  detail::RawBytes& arrival_b = ws_->arrival_b;
+  detail::exchange_rows(ex, fmt.total, cplan->a_send, cplan->a_recv, write_token_row, arrival_a, ws_->packed, kTagRowsA,
                         res.stats);
   const detail::RawBytes* arrival = &arrival_a;
   if (two_hop_ != cplan->two_hop) SY_THROW(InternalError, "dispatch: handle path differs from the Buffer's");
@@ -229,7 +231,7 @@ DispatchResult Buffer::dispatch(const DispatchArgs& args) {
                                              kTagCountsB, res.stats);
     }
     auto forward_row = [&](int32_t j, uint8_t* dst) { std::memcpy(dst, arrival_a.data() + j * fmt.total, fmt.total); };
-    detail::exchange_rows(ex, fmt.total, cplan->b_send, cplan->b_recv, forward_row, arrival_b, kTagRowsB,
+    detail::exchange_rows(ex, fmt.total, cplan->b_send, cplan->b_recv, forward_row, arrival_b, ws_->packed, kTagRowsB,
                           res.stats);
     arrival = &arrival_b;
   }
@@ -299,9 +301,9 @@ DispatchResult Buffer::dispatch(const DispatchArgs& args) {
   // Rows are appended in canonical order straight from the arrival buffer (no zero fill).
   const size_t S = fmt.scales / sizeof(float);
   auto arrival_row = [&](int64_t c) { return arrival->data() + cplan->canonical_to_arrival[c] * fmt.total; };
-  res.recv_x.reserve(M * fmt.payload);
-  if (fp8) res.recv_x_scales.reserve(M * S);
-  for (int64_t c = 0; c < M; ++c) {
+  if (args.recv_x) res.recv_x.reserve(M * fmt.payload);
+  if (args.recv_x && fp8) res.recv_x_scales.reserve(M * S);
+  for (int64_t c = 0; c < M && args.recv_x; ++c) {
     const uint8_t* row = arrival_row(c);
     res.recv_x.insert(res.recv_x.end(), row, row + fmt.payload);
     if (fp8) {
@@ -348,11 +350,11 @@ namespace {
 // and returns the FP32 sums per source token [T x width]. row_fn(c, float* out) produces the
 // FP32 row of canonical received token c; it is converted to dtype for the wire.
 template <class RowFn>
-std::vector<float> reduce_to_sources(PeerExchange& ex, const Handle::Plan& plan, RowFn row_fn, comm::DataType dtype,
-                                     int64_t width, TrafficStats& stats) {
+std::vector<float> reduce_to_sources(PeerExchange& ex, Buffer::Workspace& ws, const Handle::Plan& plan, RowFn row_fn,
+                                     comm::DataType dtype, int64_t width, TrafficStats& stats) {
   const int64_t M = plan.num_recv;
   const size_t eb = payload_elem_bytes(dtype), row_bytes = static_cast<size_t>(width) * eb;
-  detail::RawBytes wire;
+  detail::RawBytes& wire = ws.wire;
   wire.resize(M * row_bytes);
   std::vector<float> tmp(width);
   for (int64_t a = 0; a < M; ++a) {
@@ -363,15 +365,19 @@ std::vector<float> reduce_to_sources(PeerExchange& ex, const Handle::Plan& plan,
   if (plan.two_hop) {
     int64_t rows_a = 0;
     for (int64_t n : plan.a_recv) rows_a += n;
-    std::vector<float> acc_a(rows_a * width, 0.0f);
-    detail::reduce_back(ex, wire.data(), dtype, width, plan.b_send, plan.b_recv, acc_a.data(), kTagBackB, stats);
-    detail::RawBytes wire_a;
+    std::vector<float>& acc_a = ws.acc_a;
+    acc_a.assign(rows_a * width, 0.0f);
+    detail::reduce_back(ex, wire.data(), dtype, width, plan.b_send, plan.b_recv, acc_a.data(), ws.returned, kTagBackB,
+                        stats);
+    detail::RawBytes& wire_a = ws.wire_a;
     wire_a.resize(rows_a * row_bytes);
     for (int64_t j = 0; j < rows_a; ++j)
       detail::store_row(acc_a.data() + j * width, width, dtype, wire_a.data() + j * row_bytes);
-    detail::reduce_back(ex, wire_a.data(), dtype, width, plan.a_send, plan.a_recv, acc.data(), kTagBackA, stats);
+    detail::reduce_back(ex, wire_a.data(), dtype, width, plan.a_send, plan.a_recv, acc.data(), ws.returned, kTagBackA,
+                        stats);
   } else {
-    detail::reduce_back(ex, wire.data(), dtype, width, plan.a_send, plan.a_recv, acc.data(), kTagBackA, stats);
+    detail::reduce_back(ex, wire.data(), dtype, width, plan.a_send, plan.a_recv, acc.data(), ws.returned, kTagBackA,
+                        stats);
   }
   return acc;
 }
@@ -402,7 +408,7 @@ CombineResult Buffer::combine(const CombineArgs& args) {
   };
   CombineResult res;
   res.dtype = args.dtype;
-  const std::vector<float> acc = reduce_to_sources(*exchange_, plan, partial, args.dtype, H, res.stats);
+  const std::vector<float> acc = reduce_to_sources(*exchange_, *ws_, plan, partial, args.dtype, H, res.stats);
   res.y.resize(plan.num_tokens * H * eb);
   detail::store_row(acc.data(), plan.num_tokens * H, args.dtype, res.y.data());
   int64_t logical_rows = 0;
@@ -457,7 +463,7 @@ CombineBackwardResult Buffer::combine_backward(const CombineBackwardArgs& args) 
   }
   const float* gw = res.grad_recv_weights.data();
   res.grad_topk_weights = reduce_to_sources(
-      *exchange_, plan, [&](int64_t i, float* dst) { std::copy(gw + i * K, gw + (i + 1) * K, dst); },
+      *exchange_, *ws_, plan, [&](int64_t i, float* dst) { std::copy(gw + i * K, gw + (i + 1) * K, dst); },
       comm::DataType::kFloat32, K, res.stats);
   return res;
 }

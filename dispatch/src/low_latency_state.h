@@ -6,9 +6,18 @@
 #include <memory>
 #include <vector>
 
+#include "row_exchange.h"
 #include "switchyard/dispatch/buffer.h"
 
 namespace switchyard::dispatch {
+
+// Staging memory of the normal mode, kept between calls so that repeated dispatches do not
+// fault in fresh pages (one call at a time per Buffer).
+struct Buffer::Workspace {
+  detail::RawBytes arrival_a, arrival_b, wire, wire_a;
+  std::vector<detail::RawBytes> packed, returned;
+  std::vector<float> acc_a;
+};
 
 struct Buffer::LowLatencyState {
   int R = 0, L = 0;

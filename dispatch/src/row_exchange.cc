@@ -68,11 +68,11 @@ void post_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::vector
 
 void reduce_back(PeerExchange& ex, const uint8_t* rows_back, comm::DataType dtype, int64_t width,
                  const std::vector<std::vector<int32_t>>& send, const std::vector<int64_t>& recv, float* acc,
-                 int tag, TrafficStats& stats) {
+                 std::vector<RawBytes>& returned, int tag, TrafficStats& stats) {
   const int R = ex.size(), me = ex.rank();
   const auto& map = ex.rank_map();
   const size_t row_bytes = static_cast<size_t>(width) * payload_elem_bytes(dtype);
-  std::vector<RawBytes> returned(R);
+  returned.resize(R);
   std::vector<PeerSend> sends;
   std::vector<PeerRecv> recvs;
   const uint8_t* self_rows = nullptr;

@@ -53,17 +53,18 @@ std::vector<int64_t> exchange_counts(PeerExchange& ex, const std::vector<int>& p
                                      TrafficStats& stats);
 
 // Row exchange. write_row(index, dst) writes source row `index` (row_bytes) into dst.
-// arrival is resized to sum(recv) rows.
+// arrival is resized to sum(recv) rows; packed holds the per-peer send staging (reused).
 template <class WriteRow>
 void exchange_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::vector<int32_t>>& send,
-                   const std::vector<int64_t>& recv, WriteRow write_row, RawBytes& arrival, int tag, TrafficStats& stats);
+                   const std::vector<int64_t>& recv, WriteRow write_row, RawBytes& arrival,
+                   std::vector<RawBytes>& packed, int tag, TrafficStats& stats);
 
 // Reverse of a row exchange. rows_back holds one row (width elements of dtype) per arrival
 // row of the forward stage; each goes back to the peer it came from. acc[send[p][i]] +=
 // the row p returns for its i-th entry, for p = 0, 1, ..., R-1 in that order (FP32).
 void reduce_back(PeerExchange& ex, const uint8_t* rows_back, comm::DataType dtype, int64_t width,
                  const std::vector<std::vector<int32_t>>& send, const std::vector<int64_t>& recv, float* acc,
-                 int tag, TrafficStats& stats);
+                 std::vector<RawBytes>& returned, int tag, TrafficStats& stats);
 
 // ---- implementation of the template ----
 
@@ -73,8 +74,8 @@ void post_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::vector
 
 template <class WriteRow>
 void exchange_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::vector<int32_t>>& send,
-                   const std::vector<int64_t>& recv, WriteRow write_row, RawBytes& arrival, int tag,
-                   TrafficStats& stats) {
+                   const std::vector<int64_t>& recv, WriteRow write_row, RawBytes& arrival,
+                   std::vector<RawBytes>& packed, int tag, TrafficStats& stats) {
   const int R = ex.size(), me = ex.rank();
   int64_t total = 0, self_offset = 0;
   for (int p = 0; p < R; ++p) {
@@ -82,7 +83,7 @@ void exchange_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::ve
     total += recv[p];
   }
   arrival.resize(static_cast<size_t>(total) * row_bytes);
-  std::vector<RawBytes> packed(R);
+  packed.resize(R);
   for (int p = 0; p < R; ++p) {
     if (send[p].empty()) continue;
     uint8_t* dst;

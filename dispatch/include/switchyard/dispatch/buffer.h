@@ -88,7 +88,8 @@ struct DispatchArgs {
   int top_k = 0;                           // K
   int64_t expert_alignment = 1;            // pad each local expert's rows to a multiple of this
   const Handle* cached_handle = nullptr;   // reuse a handle's routing: no layout, no counts
-  bool expert_major_x = true;              // also fill DispatchResult::expert_x
+  bool expert_major_x = true;              // fill DispatchResult::expert_x (+ scales)
+  bool recv_x = true;                      // fill DispatchResult::recv_x (+ scales)
   void* stream = nullptr;                  // CUDA backend only
 };
 
@@ -228,8 +229,12 @@ class Buffer {
   LowLatencyCombineHook low_latency_combine_send(const uint16_t* expert_out);
   const uint16_t* low_latency_combine(const uint16_t* expert_out) { return low_latency_combine_send(expert_out)(); }
 
- private:
+  // Opaque implementation state (staging memory, low-latency buffers).
+  struct Workspace;
   struct LowLatencyState;
+
+ private:
+  std::unique_ptr<Workspace> ws_;
   void init_low_latency();
   std::unique_ptr<LowLatencyState> ll_;
   std::shared_ptr<PeerExchange> exchange_;
