@@ -5,6 +5,11 @@
 #include <cmath>
 
 namespace switchyard::trainer {
+namespace {
+// Causal attention runs in row blocks of this many queries; block r only touches keys
+// 0 .. end of the block, so about half of the T x T products are skipped.
+constexpr int64_t kRowBlock = 64;
+}  // namespace
 
 template <class T>
 Mla<T>::Mla(const ModelConfig& c, ParameterSet<T>& params, const std::string& prefix, bool recompute_norms,
@@ -77,18 +82,25 @@ void Mla<T>::forward(const T* x, int64_t batch, int64_t seq_len, const kernels::
       const T* qn = &q_[b * T_ * ldq + h * dqk_];
       const T* kn = &kv_[b * T_ * ldkv + h * (dn_ + dv_)];
       const T* v = kn + dn_;
-      kernels::gemm<T>(false, true, T_, T_, dn_, T(scale_), qn, ldq, kn, ldkv, T(0), P, T_);
-      kernels::gemm<T>(false, true, T_, T_, dr_, T(scale_), qn + dn_, ldq, &kpe_[b * T_ * dr_], dr_, T(1), P, T_);
-      for (int64_t i = 0; i < T_; ++i) {
-        T* row = P + i * T_;
-        T mx = *std::max_element(row, row + i + 1);
-        T sum = 0;
-        for (int64_t j = 0; j <= i; ++j) sum += (row[j] = std::exp(row[j] - mx));
-        T inv = T(1) / sum;
-        for (int64_t j = 0; j <= i; ++j) row[j] *= inv;
-        std::fill(row + i + 1, row + T_, T(0));
+      const T* kp = &kpe_[b * T_ * dr_];
+      T* o = &o_out_[b * T_ * ldo + h * dv_];
+      // Rows r0..r1-1 see keys 0..r1-1; P columns beyond r1 of these rows are never read.
+      for (int64_t r0 = 0; r0 < T_; r0 += kRowBlock) {
+        const int64_t r1 = std::min(T_, r0 + kRowBlock), m = r1 - r0;
+        T* Pr = P + r0 * T_;
+        kernels::gemm<T>(false, true, m, r1, dn_, T(scale_), qn + r0 * ldq, ldq, kn, ldkv, T(0), Pr, T_);
+        kernels::gemm<T>(false, true, m, r1, dr_, T(scale_), qn + r0 * ldq + dn_, ldq, kp, dr_, T(1), Pr, T_);
+        for (int64_t i = r0; i < r1; ++i) {
+          T* row = P + i * T_;
+          T mx = *std::max_element(row, row + i + 1);
+          T sum = 0;
+          for (int64_t j = 0; j <= i; ++j) sum += (row[j] = std::exp(row[j] - mx));
+          T inv = T(1) / sum;
+          for (int64_t j = 0; j <= i; ++j) row[j] *= inv;
+          std::fill(row + i + 1, row + r1, T(0));
+        }
+        kernels::gemm<T>(false, false, m, dv_, r1, T(1), Pr, T_, v, ldkv, T(0), o + r0 * ldo, ldo);
       }
-      kernels::gemm<T>(false, false, T_, dv_, T_, T(1), P, T_, v, ldkv, T(0), &o_out_[b * T_ * ldo + h * dv_], ldo);
     }
   }
   kernels::linear_forward(o_out_.data(), o_->value.data(), N_, H_ * dv_, d_, u);
@@ -112,8 +124,8 @@ void Mla<T>::backward_input(const T* du, const T* x, T* dx) {
   do_.resize(N_ * ldo);
   kernels::linear_backward_input(du, o_->value.data(), N_, H_ * dv_, d_, do_.data(), false);
 
-  dq_.resize(N_ * ldq);    // every element is written by the beta = 0 GEMMs below
-  dkv_.resize(N_ * ldkv);
+  dq_.resize(N_ * ldq);  // every element is written by the beta = 0 GEMMs below
+  dkv_.assign(N_ * ldkv, T(0));  // accumulated over row blocks
   dkpe_.assign(N_ * dr_, T(0));
   dP_.resize(T_ * T_);
   std::vector<T>& dkpe = dkpe_;
@@ -130,22 +142,28 @@ void Mla<T>::backward_input(const T* du, const T* x, T* dx) {
       T* dvh = dkn + dn_;
       const T* kp = &kpe_[b * T_ * dr_];
       T* dkp = &dkpe[b * T_ * dr_];
-      // dP = dO V^T; dV = P^T dO; dS = P * (dP - rowsum(dP * P)) * scale.
-      kernels::gemm<T>(false, true, T_, T_, dv_, T(1), dO, ldo, v, ldkv, T(0), dP.data(), T_);
-      kernels::gemm<T>(true, false, T_, dv_, T_, T(1), P, T_, dO, ldo, T(0), dvh, ldkv);
-      for (int64_t i = 0; i < T_; ++i) {
-        T* dpr = &dP[i * T_];
-        const T* pr = P + i * T_;
-        T dot = 0;
-        for (int64_t j = 0; j <= i; ++j) dot += dpr[j] * pr[j];
-        for (int64_t j = 0; j <= i; ++j) dpr[j] = pr[j] * (dpr[j] - dot) * T(scale_);
-        std::fill(dpr + i + 1, dpr + T_, T(0));
+      // Per row block (rows r0..r1-1, keys 0..r1-1): dP = dO V^T; dV += P^T dO;
+      // dS = P * (dP - rowsum(dP * P)) * scale; dQ = dS K; dK += dS^T Q (the shared rope
+      // key sums over heads too).
+      for (int64_t r0 = 0; r0 < T_; r0 += kRowBlock) {
+        const int64_t r1 = std::min(T_, r0 + kRowBlock), m = r1 - r0;
+        const T* Pr = P + r0 * T_;
+        T* dS = dP.data() + r0 * T_;
+        kernels::gemm<T>(false, true, m, r1, dv_, T(1), dO + r0 * ldo, ldo, v, ldkv, T(0), dS, T_);
+        kernels::gemm<T>(true, false, r1, dv_, m, T(1), Pr, T_, dO + r0 * ldo, ldo, T(1), dvh, ldkv);
+        for (int64_t i = r0; i < r1; ++i) {
+          T* dpr = &dP[i * T_];
+          const T* pr = P + i * T_;
+          T dot = 0;
+          for (int64_t j = 0; j <= i; ++j) dot += dpr[j] * pr[j];
+          for (int64_t j = 0; j <= i; ++j) dpr[j] = pr[j] * (dpr[j] - dot) * T(scale_);
+          std::fill(dpr + i + 1, dpr + r1, T(0));
+        }
+        kernels::gemm<T>(false, false, m, dn_, r1, T(1), dS, T_, kn, ldkv, T(0), dqn + r0 * ldq, ldq);
+        kernels::gemm<T>(false, false, m, dr_, r1, T(1), dS, T_, kp, dr_, T(0), dqn + r0 * ldq + dn_, ldq);
+        kernels::gemm<T>(true, false, r1, dn_, m, T(1), dS, T_, qn + r0 * ldq, ldq, T(1), dkn, ldkv);
+        kernels::gemm<T>(true, false, r1, dr_, m, T(1), dS, T_, qn + r0 * ldq + dn_, ldq, T(1), dkp, dr_);
       }
-      // dQ = dS K; dK = dS^T Q (the shared rope key sums over heads).
-      kernels::gemm<T>(false, false, T_, dn_, T_, T(1), dP.data(), T_, kn, ldkv, T(0), dqn, ldq);
-      kernels::gemm<T>(false, false, T_, dr_, T_, T(1), dP.data(), T_, kp, dr_, T(0), dqn + dn_, ldq);
-      kernels::gemm<T>(true, false, T_, dn_, T_, T(1), dP.data(), T_, qn, ldq, T(0), dkn, ldkv);
-      kernels::gemm<T>(true, false, T_, dr_, T_, T(1), dP.data(), T_, qn + dn_, ldq, T(1), dkp, dr_);
     }
   }
   // RoPE backward: rotate by minus the angle.

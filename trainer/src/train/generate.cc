@@ -6,7 +6,13 @@
 #include <cmath>
 #include <numeric>
 
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+
 #include "switchyard/common/error.h"
+#include "switchyard/trainer/train/checkpoint.h"
 
 namespace switchyard::trainer {
 
@@ -95,8 +101,8 @@ GenerateResult generate(Model<float>& model, const std::vector<int64_t>& prompt,
       int64_t a = pick(row(model.logits(), n - 1), V, o, rng);
       emit(a);
       std::vector<int64_t> base;  // main input whose last position's next token is seq.back()
-      if (a == draft) ++r.accepted;
       if (a == draft && !done()) {
+        ++r.accepted;
         emit(pick(row(model.logits(), n), V, o, rng));
         base = verify;
       } else {
@@ -111,6 +117,31 @@ GenerateResult generate(Model<float>& model, const std::vector<int64_t>& prompt,
   }
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
+}
+
+LoadedModel load_checkpoint_model(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::string folder = path;
+  if (fs::exists(fs::path(path) / "latest")) folder = CheckpointManager(path, 1).latest();
+  Checkpoint c = CheckpointManager::load(folder);
+  LoadedModel m;
+  m.folder = folder;
+  m.step = c.step;
+  ModelConfig config = model_config_from_json(c.config_json);
+  nlohmann::json state;
+  try {
+    state = nlohmann::json::parse(c.state_json);
+  } catch (const nlohmann::json::exception& e) {
+    SY_THROW(InvalidArgument, "checkpoint \"" << folder << "\": state.json is malformed: " << e.what());
+  }
+  std::string tok = state.value("tokenizer", std::string("bytes"));
+  m.tokenizer = make_tokenizer(tok.rfind("bpe:", 0) == 0 ? tok.substr(4) : tok);
+  SY_REQUIRE(m.tokenizer->vocab_size() == config.vocab_size,
+             "checkpoint \"" << folder << "\": tokenizer " << tok << " has " << m.tokenizer->vocab_size()
+                             << " tokens, the model " << config.vocab_size);
+  m.model = std::make_unique<Model<float>>(config);
+  m.model->load_weights(c.model);
+  return m;
 }
 
 }  // namespace switchyard::trainer

@@ -17,10 +17,13 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <string>
 #include <random>
 #include <vector>
 
 #include "switchyard/trainer/model.h"
+#include "switchyard/trainer/train/tokenizer.h"
 
 namespace switchyard::trainer {
 
@@ -45,5 +48,16 @@ struct GenerateResult {
 // speculative decoding without MTP module or beyond max_position_embeddings.
 GenerateResult generate(Model<float>& model, const std::vector<int64_t>& prompt, const GenerateOptions& options,
                         std::mt19937_64& rng);
+
+// A model and its tokenizer from a checkpoint folder, or from the `latest` one of a
+// checkpoint directory. Throws as CheckpointManager::load, and InvalidArgument when the
+// tokenizer does not fit the model.
+struct LoadedModel {
+  std::unique_ptr<Model<float>> model;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::string folder;
+  int64_t step = 0;
+};
+LoadedModel load_checkpoint_model(const std::string& path);
 
 }  // namespace switchyard::trainer
