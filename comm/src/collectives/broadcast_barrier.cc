@@ -42,7 +42,7 @@ void add_arg_check(Op& op, const Group& g, TagSpace ts, std::vector<int64_t> des
     step.transfers.push_back({true, g.ranks[to], ts.tag(250), all + static_cast<size_t>(me) * desc.size(), bytes, true});
   }
   size_t len = desc.size();
-  std::string name = op.name;
+  std::string name = op.name.str();
   step.then = [all, len, n, check, name](Op&) {
     std::vector<std::vector<int64_t>> v(static_cast<size_t>(n));
     for (int r = 0; r < n; ++r) v[static_cast<size_t>(r)].assign(all + static_cast<size_t>(r) * len, all + static_cast<size_t>(r + 1) * len);

@@ -2,6 +2,7 @@
 #include "core/communicator_impl.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <sstream>
@@ -121,19 +122,17 @@ std::string CommunicatorImpl::describe() const {
   return os.str();
 }
 
-std::unique_ptr<Op> CommunicatorImpl::new_op(const std::string& what, TagSpace* ts) {
+std::unique_ptr<Op> CommunicatorImpl::new_op(OpName name, TagSpace* ts) {
   auto op = std::make_unique<Op>();
-  uint64_t seq = 0;
+  name.comm_id = comm_id_;
   if (ts) {
-    seq = seq_++;
     ts->comm_id = comm_id_;
-    ts->seq = seq;
+    ts->seq = seq_++;
+    name.collective = true;
+    name.seq = ts->seq;
   }
-  std::ostringstream name;
-  name << what << " on comm " << comm_id_;
-  if (ts) name << " (op " << seq << ")";
-  op->name = name.str();
-  op->work = std::make_shared<WorkState>(context_, op->name, context_->timeout());
+  op->name = name;
+  op->work = std::make_shared<WorkState>(context_, name, context_->timeout());
   return op;
 }
 
@@ -198,9 +197,12 @@ Work CommunicatorImpl::isend(const void* buf, size_t bytes, int peer, int tag) {
   SY_REQUIRE(tag >= 0 && tag <= kMaxUserTag, "isend: tag " << tag << " must be in [0, " << kMaxUserTag << "]");
   SY_REQUIRE(buf || bytes == 0, "isend: null buffer with " << bytes << " bytes");
   std::lock_guard<std::mutex> lock(issue_mu_);
-  std::ostringstream what;
-  what << "send(" << bytes << " bytes to rank " << peer << ", tag " << tag << ")";
-  auto op = new_op(what.str(), nullptr);
+  OpName name;
+  name.op = "send";
+  name.fields[0] = {"bytes", static_cast<int64_t>(bytes)};
+  name.fields[1] = {"peer", static_cast<int64_t>(peer)};
+  name.fields[2] = {"tag", static_cast<int64_t>(tag)};
+  auto op = new_op(name, nullptr);
   op->steps.push_back({{{true, group_.ranks[peer], TagSpace::p2p(comm_id_, tag), const_cast<void*>(buf), bytes, true}}, {}});
   return post(std::move(op));
 }
@@ -210,9 +212,12 @@ Work CommunicatorImpl::irecv(void* buf, size_t bytes, int peer, int tag) {
   SY_REQUIRE(tag >= 0 && tag <= kMaxUserTag, "irecv: tag " << tag << " must be in [0, " << kMaxUserTag << "]");
   SY_REQUIRE(buf || bytes == 0, "irecv: null buffer with " << bytes << " bytes");
   std::lock_guard<std::mutex> lock(issue_mu_);
-  std::ostringstream what;
-  what << "recv(up to " << bytes << " bytes from rank " << peer << ", tag " << tag << ")";
-  auto op = new_op(what.str(), nullptr);
+  OpName name;
+  name.op = "recv";
+  name.fields[0] = {"max_bytes", static_cast<int64_t>(bytes)};
+  name.fields[1] = {"peer", static_cast<int64_t>(peer)};
+  name.fields[2] = {"tag", static_cast<int64_t>(tag)};
+  auto op = new_op(name, nullptr);
   op->steps.push_back({{{false, group_.ranks[peer], TagSpace::p2p(comm_id_, tag), buf, bytes, false}}, {}});
   return post(std::move(op));
 }
@@ -228,7 +233,10 @@ Work CommunicatorImpl::ibatch_send_recv(const std::vector<P2POp>& ops) {
     step.transfers.push_back({send, group_.ranks[p.peer], TagSpace::p2p(comm_id_, p.tag), p.buf, p.bytes, send});
   }
   std::lock_guard<std::mutex> lock(issue_mu_);
-  auto op = new_op("batch_send_recv(" + std::to_string(ops.size()) + " entries)", nullptr);
+  OpName name;
+  name.op = "batch_send_recv";
+  name.fields[0] = {"entries", static_cast<int64_t>(ops.size())};
+  auto op = new_op(name, nullptr);
   if (!step.transfers.empty()) op->steps.push_back(std::move(step));
   return post(std::move(op));
 }
@@ -256,12 +264,14 @@ Work CommunicatorImpl::iall_to_all(const void* send, void* recv, size_t count, D
   for (size_t j = 0; j < n; ++j) displs[j] = j * count;
   std::lock_guard<std::mutex> lock(issue_mu_);
   TagSpace ts;
-  std::ostringstream what;
-  what << "all_to_all(count_per_peer=" << count << ", " << dtype_name(type) << ")";
-  auto op = new_op(what.str(), &ts);
+  OpName name;
+  name.op = "all_to_all";
+  name.fields[0] = {"count_per_peer", static_cast<int64_t>(count)};
+  name.type = dtype_name(type);
+  auto op = new_op(name, &ts);
   NodeGrid grid;
   bool hier = count * dtype_size(type) <= static_cast<size_t>(kHierA2AMaxBytes.get()) && make_grid(grid);
-  SY_DEBUG("comm", op->name << ": " << (hier ? "aggregated per node pair" : "flat") << " ("
+  SY_DEBUG("comm", op->name.str() << ": " << (hier ? "aggregated per node pair" : "flat") << " ("
                             << count * dtype_size(type) << " bytes per peer, " << rank_map_.num_nodes() << " nodes)");
   if (hier)
     add_all_to_all_v_hierarchical(*op, group_, grid, ts, static_cast<const uint8_t*>(send), counts.data(),
@@ -293,15 +303,18 @@ Work CommunicatorImpl::iall_to_all_v(const void* send, const size_t* sc, const s
   // Copies: the caller may reuse its count arrays once the call returns.
   std::lock_guard<std::mutex> lock(issue_mu_);
   TagSpace ts;
-  std::ostringstream what;
-  what << "all_to_all_v(send " << send_total << ", recv " << recv_total << " elements, " << dtype_name(type) << ")";
-  auto op = new_op(what.str(), &ts);
+  OpName name;
+  name.op = "all_to_all_v";
+  name.fields[0] = {"send_elements", static_cast<int64_t>(send_total)};
+  name.fields[1] = {"recv_elements", static_cast<int64_t>(recv_total)};
+  name.type = dtype_name(type);
+  auto op = new_op(name, &ts);
   // No size is known alike on every rank without communicating, so the choice follows the
   // layout only (and the knob): aggregation pays off for the small, many-peer exchanges of
   // MoE dispatch; COMM_HIER_A2AV=0 keeps large exchanges flat.
   NodeGrid grid;
   bool hier = kHierA2AV.get() && make_grid(grid);
-  SY_DEBUG("comm", op->name << ": " << (hier ? "aggregated per node pair" : "flat") << " (" << rank_map_.num_nodes()
+  SY_DEBUG("comm", op->name.str() << ": " << (hier ? "aggregated per node pair" : "flat") << " (" << rank_map_.num_nodes()
                             << " nodes)");
   if (hier)
     add_all_to_all_v_hierarchical(*op, group_, grid, ts, static_cast<const uint8_t*>(send), sc, sd,
@@ -318,13 +331,16 @@ Work CommunicatorImpl::iall_reduce(const void* send, void* recv, size_t count, D
   SY_REQUIRE(count == 0 || (send && recv), "all_reduce: null buffer with count " << count);
   std::lock_guard<std::mutex> lock(issue_mu_);
   TagSpace ts;
-  std::ostringstream what;
-  what << "all_reduce(count=" << count << ", " << dtype_name(type) << ", " << reduce_op_name(rop) << ")";
-  auto op = new_op(what.str(), &ts);
+  OpName name;
+  name.op = "all_reduce";
+  name.fields[0] = {"count", static_cast<int64_t>(count)};
+  name.type = dtype_name(type);
+  name.extra = reduce_op_name(rop);
+  auto op = new_op(name, &ts);
   Hierarchy h;
   size_t bytes = count * dtype_size(type);
   bool hier = bytes >= static_cast<size_t>(kHierMinBytes.get()) && make_hierarchy(h);
-  SY_DEBUG("comm", op->name << ": " << (hier ? "hierarchical" : "flat") << " (" << bytes << " bytes, "
+  SY_DEBUG("comm", op->name.str() << ": " << (hier ? "hierarchical" : "flat") << " (" << bytes << " bytes, "
                             << rank_map_.num_nodes() << " nodes)");
   add_all_reduce(*op, group_, hier ? &h : nullptr, ts, static_cast<const uint8_t*>(send), static_cast<uint8_t*>(recv),
                  count, type, rop);
@@ -338,9 +354,11 @@ Work CommunicatorImpl::iall_gather(const void* send, void* recv, size_t count, D
   size_t es = dtype_size(type);
   std::lock_guard<std::mutex> lock(issue_mu_);
   TagSpace ts;
-  std::ostringstream what;
-  what << "all_gather(count_per_rank=" << count << ", " << dtype_name(type) << ")";
-  auto op = new_op(what.str(), &ts);
+  OpName name;
+  name.op = "all_gather";
+  name.fields[0] = {"count_per_rank", static_cast<int64_t>(count)};
+  name.type = dtype_name(type);
+  auto op = new_op(name, &ts);
   auto* r = static_cast<uint8_t*>(recv);
   const auto* s = static_cast<const uint8_t*>(send);
   size_t mine = static_cast<size_t>(group_.me) * count * es;
@@ -358,9 +376,12 @@ Work CommunicatorImpl::ireduce_scatter(const void* send, void* recv, size_t coun
   SY_REQUIRE(count == 0 || (send && recv), "reduce_scatter: null buffer with count_per_rank " << count);
   std::lock_guard<std::mutex> lock(issue_mu_);
   TagSpace ts;
-  std::ostringstream what;
-  what << "reduce_scatter(count_per_rank=" << count << ", " << dtype_name(type) << ", " << reduce_op_name(rop) << ")";
-  auto op = new_op(what.str(), &ts);
+  OpName name;
+  name.op = "reduce_scatter";
+  name.fields[0] = {"count_per_rank", static_cast<int64_t>(count)};
+  name.type = dtype_name(type);
+  name.extra = reduce_op_name(rop);
+  auto op = new_op(name, &ts);
   add_reduce_scatter(*op, group_, ts, 0, static_cast<const uint8_t*>(send), static_cast<uint8_t*>(recv), 0,
                      count * static_cast<size_t>(size()), type, rop);
   maybe_check_args(*op, ts, kCodeReduceScatter, type, count, 0, static_cast<int64_t>(rop));
@@ -373,9 +394,12 @@ Work CommunicatorImpl::ibroadcast(void* buf, size_t count, DataType type, int ro
   SY_REQUIRE(count == 0 || buf, "broadcast: null buffer with count " << count);
   std::lock_guard<std::mutex> lock(issue_mu_);
   TagSpace ts;
-  std::ostringstream what;
-  what << "broadcast(count=" << count << ", " << dtype_name(type) << ", root " << root << ")";
-  auto op = new_op(what.str(), &ts);
+  OpName name;
+  name.op = "broadcast";
+  name.fields[0] = {"count", static_cast<int64_t>(count)};
+  name.fields[1] = {"root", static_cast<int64_t>(root)};
+  name.type = dtype_name(type);
+  auto op = new_op(name, &ts);
   add_broadcast(*op, group_, ts, static_cast<uint8_t*>(buf), count * dtype_size(type), root);
   maybe_check_args(*op, ts, kCodeBroadcast, type, count, root, 0);
   return post(std::move(op));
@@ -384,7 +408,9 @@ Work CommunicatorImpl::ibroadcast(void* buf, size_t count, DataType type, int ro
 Work CommunicatorImpl::ibarrier() {
   std::lock_guard<std::mutex> lock(issue_mu_);
   TagSpace ts;
-  auto op = new_op("barrier", &ts);
+  OpName name;
+  name.op = "barrier";
+  auto op = new_op(name, &ts);
   add_barrier(*op, group_, ts);
   maybe_check_args(*op, ts, kCodeBarrier, DataType::kUint8, 0, 0, 0);
   return post(std::move(op));

@@ -51,8 +51,8 @@ class CommunicatorImpl : public Communicator {
   void abort(const std::string& reason) override { context_->abort(reason); }
 
  private:
-  // A new op named `what`, with the next collective sequence number in `ts`.
-  std::unique_ptr<Op> new_op(const std::string& what, TagSpace* ts);
+  // A new op called `name`; collectives (ts != null) take the next sequence number.
+  std::unique_ptr<Op> new_op(OpName name, TagSpace* ts);
   Work post(std::unique_ptr<Op> op) { return context_->post(std::move(op)); }
   void check_peer(int peer, const char* what) const;
   // Debug mode: prepends the cross-rank argument check.

@@ -27,6 +27,13 @@ inline void cpu_relax() {
 #endif
 }
 
+void append_field(std::string& s, const char* key, int64_t value) {
+  if (s.back() != '(') s += ", ";
+  s += key;
+  s += '=';
+  s += std::to_string(value);
+}
+
 std::string rank_list(const std::set<int>& ranks) {
   std::ostringstream os;
   os << "ranks {";
@@ -40,6 +47,21 @@ std::string rank_list(const std::set<int>& ranks) {
 }
 
 }  // namespace
+
+std::string OpName::str() const {
+  std::string s = op;
+  s += '(';
+  for (const Field& f : fields)
+    if (f.key) append_field(s, f.key, f.value);
+  for (const char* t : {type, extra})
+    if (t) {
+      if (s.back() != '(') s += ", ";
+      s += t;
+    }
+  s += ") on comm " + std::to_string(comm_id);
+  if (collective) s += " (op " + std::to_string(seq) + ")";
+  return s;
+}
 
 Context::Context(Setup s)
     : rank_(s.rank),
@@ -96,8 +118,11 @@ Work Context::post(std::unique_ptr<Op> op) {
     ops_.push_back(std::move(op));
     progress_locked();
   }
-  cv_.notify_one();
-  for (auto* t : transports_) t->interrupt_wait();
+  // A blocking call waits (and drives progress) at once: no need to wake anybody.
+  if (!work->finished() && !BlockingCall::active()) {
+    cv_.notify_one();
+    for (auto* t : transports_) t->interrupt_wait();
+  }
   return Work(work);
 }
 
@@ -128,10 +153,12 @@ bool Context::progress_locked() {
     else
       ++it;
   }
-  auto now = std::chrono::steady_clock::now();
-  if (!ops_.empty() && now - last_check_ > std::chrono::milliseconds(kPeerCheckMs.get())) {
-    last_check_ = now;
-    check_peers_locked();
+  if (!ops_.empty() && (++progress_calls_ & 63) == 0) {
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_check_ > std::chrono::milliseconds(kPeerCheckMs.get())) {
+      last_check_ = now;
+      check_peers_locked();
+    }
   }
   return moved;
 }
@@ -176,7 +203,7 @@ bool Context::advance(Op& op) {
     for (size_t i = 0; i < step.transfers.size(); ++i) {
       const Transfer& t = step.transfers[i];
       if (!t.is_send && t.exact && op.requests[i]->bytes() != t.bytes)
-        SY_THROW(InvalidArgument, op.name << ": rank " << t.peer << " sent " << op.requests[i]->bytes()
+        SY_THROW(InvalidArgument, op.name.str() << ": rank " << t.peer << " sent " << op.requests[i]->bytes()
                                           << " bytes where this rank expects " << t.bytes
                                           << " (counts or sizes differ between ranks; "
                                              "SWITCHYARD_COMM_CHECK_ARGS=1 cross-checks them)");
@@ -268,7 +295,7 @@ void Context::wait(WorkState& w, std::chrono::milliseconds timeout) {
           if (op->work.get() == &w) waiting = waiting_for_locked(*op);
       }
       if (w.finished()) break;
-      SY_THROW(Timeout, w.name() << ": not finished after " << timeout.count() << " ms; waiting for " << waiting);
+      SY_THROW(Timeout, w.name().str() << ": not finished after " << timeout.count() << " ms; waiting for " << waiting);
     }
     if (moved)
       idle = 0;

@@ -99,6 +99,7 @@ class Context : public std::enable_shared_from_this<Context> {
   bool stop_ = false;
   std::atomic<int> waiters_{0};
   std::chrono::steady_clock::time_point last_check_{};
+  uint64_t progress_calls_ = 0;
   uint32_t next_comm_id_ = 1;
   std::thread progress_thread_;
 };

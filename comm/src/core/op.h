@@ -27,6 +27,24 @@ struct Transfer {
   bool exact = true;
 };
 
+// What an op is, for error messages; formatted only when one is needed (str()), so
+// issuing an op costs no string formatting. Keys and texts are string literals.
+struct OpName {
+  const char* op = "";
+  struct Field {
+    const char* key = nullptr;
+    int64_t value = 0;
+  };
+  Field fields[3];
+  const char* type = nullptr;   // dtype name
+  const char* extra = nullptr;  // reduce op name
+  uint32_t comm_id = 0;
+  bool collective = false;
+  uint64_t seq = 0;
+  // "all_reduce(count=1024, float32, sum) on comm 0 (op 7)"
+  std::string str() const;
+};
+
 class Op;
 
 struct Step {
@@ -36,7 +54,7 @@ struct Step {
 
 class Op {
  public:
-  std::string name;  // "all_reduce(count=1024, float32, sum) on comm 0"
+  OpName name;
   std::deque<Step> steps;
   std::vector<std::vector<uint8_t>> scratch;  // temporaries living as long as the op
   std::shared_ptr<WorkState> work;

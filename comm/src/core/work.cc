@@ -6,6 +6,15 @@
 
 namespace switchyard::comm {
 
+namespace detail {
+namespace {
+thread_local bool t_blocking_call = false;
+}
+BlockingCall::BlockingCall() : previous_(t_blocking_call) { t_blocking_call = true; }
+BlockingCall::~BlockingCall() { t_blocking_call = previous_; }
+bool BlockingCall::active() { return t_blocking_call; }
+}  // namespace detail
+
 bool Work::test() const {
   if (!state_) return true;
   if (!state_->finished()) return false;  // pure check: the progress thread moves the op

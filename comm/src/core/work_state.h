@@ -8,14 +8,16 @@
 #include <mutex>
 #include <string>
 
+#include "core/op.h"
+
 namespace switchyard::comm::detail {
 
 class Context;
 
 class WorkState {
  public:
-  WorkState(std::shared_ptr<Context> context, std::string name, std::chrono::milliseconds timeout)
-      : context_(std::move(context)), name_(std::move(name)), timeout_(timeout) {}
+  WorkState(std::shared_ptr<Context> context, const OpName& name, std::chrono::milliseconds timeout)
+      : context_(std::move(context)), name_(name), timeout_(timeout) {}
 
   bool finished() const { return finished_.load(std::memory_order_acquire); }
   // Called once by the Context (under its lock).
@@ -34,15 +36,13 @@ class WorkState {
     }
     if (e) std::rethrow_exception(e);
   }
-  const std::string& name() const { return name_; }
+  const OpName& name() const { return name_; }
   std::chrono::milliseconds timeout() const { return timeout_; }
   Context* context() const { return context_.get(); }
-  // Peers the current step still waits for ("ranks {1, 3}"); set by the Context.
-  std::string waiting_for;
 
  private:
   std::shared_ptr<Context> context_;
-  std::string name_;
+  OpName name_;
   std::chrono::milliseconds timeout_;
   std::atomic<bool> finished_{false};
   mutable std::mutex mu_;

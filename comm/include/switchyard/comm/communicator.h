@@ -97,11 +97,20 @@ class Communicator {
   // Point to point (bytes).
   virtual Work isend(const void* buf, size_t bytes, int peer, int tag = 0) = 0;
   virtual Work irecv(void* buf, size_t bytes, int peer, int tag = 0) = 0;
-  void send(const void* buf, size_t bytes, int peer, int tag = 0) { isend(buf, bytes, peer, tag).wait(); }
-  void recv(void* buf, size_t bytes, int peer, int tag = 0) { irecv(buf, bytes, peer, tag).wait(); }
+  void send(const void* buf, size_t bytes, int peer, int tag = 0) {
+    detail::BlockingCall b;
+    isend(buf, bytes, peer, tag).wait();
+  }
+  void recv(void* buf, size_t bytes, int peer, int tag = 0) {
+    detail::BlockingCall b;
+    irecv(buf, bytes, peer, tag).wait();
+  }
   // All entries posted at once; the Work finishes when all have (ncclGroupStart/End idea).
   virtual Work ibatch_send_recv(const std::vector<P2POp>& ops) = 0;
-  void batch_send_recv(const std::vector<P2POp>& ops) { ibatch_send_recv(ops).wait(); }
+  void batch_send_recv(const std::vector<P2POp>& ops) {
+    detail::BlockingCall b;
+    ibatch_send_recv(ops).wait();
+  }
 
   // Shared memory the transports use without staging copies (see RegisteredBuffer).
   // Local (not collective); `bytes` > 0.
@@ -117,18 +126,35 @@ class Communicator {
   virtual Work ibroadcast(void* buf, size_t count, DataType type, int root) = 0;
   virtual Work ibarrier() = 0;
 
-  void all_to_all(const void* s, void* r, size_t n, DataType t) { iall_to_all(s, r, n, t).wait(); }
+  void all_to_all(const void* s, void* r, size_t n, DataType t) {
+    detail::BlockingCall b;
+    iall_to_all(s, r, n, t).wait();
+  }
   void all_to_all_v(const void* s, const size_t* sc, const size_t* sd, void* r, const size_t* rc, const size_t* rd,
                     DataType t) {
+    detail::BlockingCall b;
     iall_to_all_v(s, sc, sd, r, rc, rd, t).wait();
   }
-  void all_reduce(const void* s, void* r, size_t n, DataType t, ReduceOp op) { iall_reduce(s, r, n, t, op).wait(); }
-  void all_gather(const void* s, void* r, size_t n, DataType t) { iall_gather(s, r, n, t).wait(); }
+  void all_reduce(const void* s, void* r, size_t n, DataType t, ReduceOp op) {
+    detail::BlockingCall b;
+    iall_reduce(s, r, n, t, op).wait();
+  }
+  void all_gather(const void* s, void* r, size_t n, DataType t) {
+    detail::BlockingCall b;
+    iall_gather(s, r, n, t).wait();
+  }
   void reduce_scatter(const void* s, void* r, size_t n, DataType t, ReduceOp op) {
+    detail::BlockingCall b;
     ireduce_scatter(s, r, n, t, op).wait();
   }
-  void broadcast(void* b, size_t n, DataType t, int root) { ibroadcast(b, n, t, root).wait(); }
-  void barrier() { ibarrier().wait(); }
+  void broadcast(void* buf, size_t n, DataType t, int root) {
+    detail::BlockingCall b;
+    ibroadcast(buf, n, t, root).wait();
+  }
+  void barrier() {
+    detail::BlockingCall b;
+    ibarrier().wait();
+  }
 
   // Tears the communicator's context down without waiting for peers: pending and later
   // Work fail with the reason; local peers see the abort at once, others at their next

@@ -14,7 +14,22 @@ namespace switchyard::comm {
 
 namespace detail {
 class WorkState;
-}
+
+// Marks the current thread while a blocking wrapper (send, all_reduce, ...) issues and
+// waits for its op: that thread drives progress itself, so posting the op need not wake
+// the progress thread (saves a futex wake-up per call). RAII, nests.
+class BlockingCall {
+ public:
+  BlockingCall();
+  ~BlockingCall();
+  BlockingCall(const BlockingCall&) = delete;
+  BlockingCall& operator=(const BlockingCall&) = delete;
+  static bool active();
+
+ private:
+  bool previous_;
+};
+}  // namespace detail
 
 class Work {
  public:
