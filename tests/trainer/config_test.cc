@@ -91,6 +91,8 @@ TEST(ModelConfigTest, InvalidConfigsGiveClearErrors) {
   expect_invalid("\"hidden_size\": 0", "hidden_size = 0");
   expect_invalid("\"num_attention_heads\": -2", "num_attention_heads = -2");
   expect_invalid("\"n_group\": 0", "n_group = 0");
+  expect_invalid("\"kv_lora_rank\": 0", "kv_lora_rank = 0");
+  expect_invalid("\"q_lora_rank\": null", "q_lora_rank = 0");  // no query compression: unsupported
   expect_invalid("\"qk_rope_head_dim\": 7", "must be even");
   expect_invalid("\"n_group\": 8", "top-2 group score");
   expect_invalid("\"hidden_size\": \"big\"", "hidden_size");

@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
+
+#include "switchyard/trainer/train/linear_backend.h"
 
 namespace switchyard::trainer::kernels {
 
@@ -26,16 +29,23 @@ void gemm<double>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alph
 
 template <class T>
 void linear_forward(const T* x, const T* W, int64_t n, int64_t in, int64_t out, T* y) {
+  // An installed back-end (the FP8 recipe, linear_backend.h) may compute it instead.
+  if constexpr (std::is_same_v<T, float>)
+    if (LinearBackend* b = linear_backend(); b && b->forward(x, W, n, in, out, y)) return;
   gemm<T>(false, true, n, out, in, T(1), x, in, W, in, T(0), y, out);
 }
 
 template <class T>
 void linear_backward_input(const T* dy, const T* W, int64_t n, int64_t in, int64_t out, T* dx, bool accumulate) {
+  if constexpr (std::is_same_v<T, float>)
+    if (LinearBackend* b = linear_backend(); b && b->backward_input(dy, W, n, in, out, dx, accumulate)) return;
   gemm<T>(false, false, n, in, out, T(1), dy, out, W, in, accumulate ? T(1) : T(0), dx, in);
 }
 
 template <class T>
 void linear_backward_weight(const T* dy, const T* x, int64_t n, int64_t in, int64_t out, T* dW) {
+  if constexpr (std::is_same_v<T, float>)
+    if (LinearBackend* b = linear_backend(); b && b->backward_weight(dy, x, n, in, out, dW)) return;
   if (n == 0) return;
   gemm<T>(true, false, out, in, n, T(1), dy, out, x, in, T(1), dW, in);
 }
