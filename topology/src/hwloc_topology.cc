@@ -10,7 +10,25 @@
 
 namespace switchyard::topology {
 
+namespace {
+
+// hwloc unloads its plugins (hwloc_pci.so with libpciaccess, ...) when the last topology is
+// destroyed. Memory those libraries keep in their globals then looks leaked to LeakSanitizer,
+// and every discovery pays for reloading them. One empty topology, created once and never
+// destroyed, keeps the plugins loaded for the life of the process. Thread-safe (static init).
+void keep_hwloc_plugins_loaded() {
+  // volatile: the compiler must keep the pointer in memory, where LeakSanitizer sees it.
+  static hwloc_topology_t volatile resident = [] {
+    hwloc_topology_t t = nullptr;
+    return hwloc_topology_init(&t) == 0 ? t : nullptr;
+  }();
+  (void)resident;
+}
+
+}  // namespace
+
 HwlocTopology::HwlocTopology() {
+  keep_hwloc_plugins_loaded();
   if (hwloc_topology_init(&topo_) != 0) SY_THROW(IoError, "hwloc: topology init failed: " << errno_text(errno));
   hwloc_topology_set_io_types_filter(topo_, HWLOC_TYPE_FILTER_KEEP_ALL);
 }
