@@ -16,6 +16,8 @@ namespace {
 
 const Param<int64_t> kSpinIters("COMM_SPIN_ITERS", 2000, "iterations",
                                 "busy polls before a waiting thread starts to yield");
+const Param<int64_t> kSpinItersOversubscribed("COMM_SPIN_ITERS_OVERSUBSCRIBED", 100, "iterations",
+                                              "busy polls before yielding when the node has more ranks than CPUs");
 const Param<int64_t> kYieldIters("COMM_YIELD_ITERS", 50, "iterations",
                                  "sched_yield polls before a waiting thread sleeps on the futex");
 const Param<int64_t> kSleepUs("COMM_SLEEP_US", 1000, "microseconds", "longest futex sleep of a waiting thread");
@@ -72,6 +74,9 @@ Context::Context(Setup s)
       shm_(std::move(s.shm)),
       remote_(std::move(s.remote)),
       route_(std::move(s.route)) {
+  unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
+  bool oversubscribed = static_cast<unsigned>(rank_map_.local_size(rank_)) > cpus;
+  spin_iters_ = oversubscribed ? kSpinItersOversubscribed.get() : kSpinIters.get();
   if (shm_) transports_.push_back(shm_.get());
   if (remote_) transports_.push_back(remote_.get());
 }
@@ -255,7 +260,7 @@ void Context::abort(const std::string& reason) {
 
 void Context::backoff(int& idle) {
   ++idle;
-  int64_t spin = kSpinIters.get(), yield = kYieldIters.get();
+  int64_t spin = spin_iters_, yield = kYieldIters.get();
   if (idle < spin) {
     cpu_relax();
   } else if (idle < spin + yield) {
