@@ -14,15 +14,23 @@ function(sy_add_gtest)
   endif()
   add_executable(${A_NAME} ${A_SOURCES})
   target_link_libraries(${A_NAME} PRIVATE ${A_LIBS} GTest::gtest GTest::gtest_main sy_warnings)
-  set(props TIMEOUT ${A_TIMEOUT} LABELS "${A_LABELS}")
-  if(A_MULTIRANK)
-    list(APPEND props RESOURCE_LOCK ranks)
-  endif()
-  if(A_ENV)
-    list(APPEND props ENVIRONMENT "${A_ENV}")
-  endif()
+  # gtest_discover_tests flattens list values given in PROPERTIES ("common;unit" would become
+  # two arguments and shift every later pair, losing RESOURCE_LOCK), so the list-valued
+  # properties are set by a second ctest include file, after discovery, on the list of
+  # discovered tests.
   gtest_discover_tests(${A_NAME} DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60
-                       PROPERTIES ${props})
+                       TEST_LIST ${A_NAME}_TESTS PROPERTIES TIMEOUT ${A_TIMEOUT})
+  set(late_props "LABELS [==[${A_LABELS}]==]")
+  if(A_ENV)
+    string(APPEND late_props " ENVIRONMENT [==[${A_ENV}]==]")
+  endif()
+  if(A_MULTIRANK)
+    string(APPEND late_props " RESOURCE_LOCK ranks")
+  endif()
+  set(props_file ${CMAKE_CURRENT_BINARY_DIR}/${A_NAME}_properties.cmake)
+  file(WRITE ${props_file}
+       "if(${A_NAME}_TESTS)\n  set_tests_properties(\${${A_NAME}_TESTS} PROPERTIES ${late_props})\nendif()\n")
+  set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES ${props_file})
 endfunction()
 
 # sy_add_rank_test(NAME <test> RANKS n [NODES m] [TIMEOUT s] LABELS ... COMMAND prog args...)
