@@ -209,3 +209,35 @@ TEST(GenerateTest, SpeculativeGreedyEqualsPlainGreedy) {
 
 }  // namespace
 }  // namespace switchyard::trainer
+
+namespace switchyard::trainer {
+namespace {
+
+TEST(Fp8TrainingTest, LinearGemmsRunInFp8AndTrackFp32) {
+  TempDir dir;
+  TrainOptions o = small_options(write_corpus(dir.path), "");
+  o.grad_accum = 1;
+  Trainer fp32(o);
+  o.fp8 = true;
+  Trainer fp8(o);
+  int64_t covered = 0;
+  for (const auto& p : fp8.model().parameters().all())
+    if (fp8_recipe_covers(p->name, static_cast<int64_t>(p->shape.size())) &&
+        p->name.find(".experts.") == std::string::npos)
+      ++covered;  // used on every step (routed experts may get no tokens)
+  ASSERT_NE(linear_backend(), nullptr);
+  double a = 0, b = 0;
+  for (int i = 0; i < 3; ++i) {
+    a = fp32.train_step().main_loss;
+    b = fp8.train_step().main_loss;
+  }
+  auto* backend = dynamic_cast<Fp8Linear*>(linear_backend());
+  ASSERT_NE(backend, nullptr);
+  // forward + dgrad + wgrad of every covered Linear, 3 steps.
+  EXPECT_GE(backend->fp8_gemms(), 3 * 3 * covered);
+  EXPECT_NE(a, b) << "FP8 changed nothing";
+  EXPECT_NEAR(b, a, 0.02 * a);
+}
+
+}  // namespace
+}  // namespace switchyard::trainer
