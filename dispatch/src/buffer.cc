@@ -60,6 +60,87 @@ int32_t read_i32(const uint8_t* p) {
   return v;
 }
 
+// Two-hop stage B plan on a forwarder: each stage-A row goes to every rank of this node that
+// holds one of its experts, once per rank, in arrival order.
+void plan_forwarding(Handle::Plan& plan, const detail::RawBytes& arrival, const RowFormat& fmt,
+                     const topology::RankMap& map, int me, int L) {
+  const int R = plan.num_ranks, K = plan.top_k;
+  plan.b_send.assign(R, {});
+  const int64_t rows_a = static_cast<int64_t>(arrival.size() / fmt.total);
+  const int my_node = map.node_of(me);
+  std::vector<int64_t> stamp(R, -1);
+  for (int64_t j = 0; j < rows_a; ++j) {
+    const uint8_t* idx = arrival.data() + j * fmt.total + fmt.payload + fmt.scales + 2 * sizeof(int32_t);
+    for (int k = 0; k < K; ++k) {
+      const int32_t e = read_i32(idx + k * sizeof(int32_t));
+      if (e < 0) continue;
+      const int q = e / L;
+      if (map.node_of(q) != my_node || stamp[q] == j) continue;
+      stamp[q] = j;
+      plan.b_send[q].push_back(static_cast<int32_t>(j));
+    }
+  }
+}
+
+// Receive side of a first dispatch: canonical order, local top-k ids and weights, and the
+// expert-major layout, from the metadata of the final arrival rows.
+void plan_receive_side(Handle::Plan& plan, const detail::RawBytes& arrival, const RowFormat& fmt, int me, int L,
+                       int64_t alignment) {
+  const int R = plan.num_ranks, K = plan.top_k;
+  const int64_t M = static_cast<int64_t>(arrival.size() / fmt.total);
+  // Canonical order: by source rank, then source token (rows of one source arrive in
+  // token order through exactly one forwarder, so a stable placement by source suffices).
+  plan.num_recv = M;
+  std::vector<int64_t> per_src(R + 1, 0);
+  for (int64_t a = 0; a < M; ++a) ++per_src[read_i32(arrival.data() + a * fmt.total + fmt.payload + fmt.scales) + 1];
+  for (int r = 0; r < R; ++r) per_src[r + 1] += per_src[r];
+  plan.arrival_to_canonical.resize(M);
+  plan.canonical_to_arrival.resize(M);
+  for (int64_t a = 0; a < M; ++a) {
+    const int src = read_i32(arrival.data() + a * fmt.total + fmt.payload + fmt.scales);
+    plan.arrival_to_canonical[a] = static_cast<int32_t>(per_src[src]++);
+    plan.canonical_to_arrival[plan.arrival_to_canonical[a]] = static_cast<int32_t>(a);
+  }
+  plan.recv_topk_idx.assign(M * K, -1);
+  plan.recv_topk_weights.assign(M * K, 0.0f);
+  plan.recv_src_rank.resize(M);
+  plan.recv_src_token.resize(M);
+  for (int64_t a = 0; a < M; ++a) {
+    const int64_t c = plan.arrival_to_canonical[a];
+    const uint8_t* m = arrival.data() + a * fmt.total + fmt.payload + fmt.scales;
+    plan.recv_src_rank[c] = read_i32(m);
+    plan.recv_src_token[c] = read_i32(m + sizeof(int32_t));
+    for (int k = 0; k < K; ++k) {
+      const int32_t e = read_i32(m + (2 + k) * sizeof(int32_t));
+      plan.recv_topk_idx[c * K + k] = (e >= 0 && e / L == me) ? e - static_cast<int64_t>(me) * L : -1;
+      std::memcpy(&plan.recv_topk_weights[c * K + k], m + (2 + K + k) * sizeof(int32_t), sizeof(float));
+    }
+  }
+  // Expert-major layout.
+  std::vector<int64_t> count(L, 0);
+  for (int64_t i = 0; i < M * K; ++i)
+    if (plan.recv_topk_idx[i] >= 0) ++count[plan.recv_topk_idx[i]];
+  plan.expert_offsets.assign(L + 1, 0);
+  for (int j = 0; j < L; ++j) {
+    const int64_t padded = (count[j] + alignment - 1) / alignment * alignment;
+    plan.expert_offsets[j + 1] = plan.expert_offsets[j] + padded;
+  }
+  const int64_t P = plan.expert_offsets[L];
+  plan.row_token.assign(P, -1);
+  plan.row_slot.assign(P, -1);
+  plan.slot_row.assign(M * K, -1);
+  std::vector<int64_t> cursor(plan.expert_offsets.begin(), plan.expert_offsets.end() - 1);
+  for (int64_t i = 0; i < M; ++i)
+    for (int k = 0; k < K; ++k) {
+      const int64_t j = plan.recv_topk_idx[i * K + k];
+      if (j < 0) continue;
+      const int64_t row = cursor[j]++;
+      plan.row_token[row] = static_cast<int32_t>(i);
+      plan.row_slot[row] = k;
+      plan.slot_row[i * K + k] = row;
+    }
+}
+
 }  // namespace
 
 size_t payload_elem_bytes(comm::DataType t) {
@@ -146,6 +227,11 @@ DispatchResult Buffer::dispatch(const DispatchArgs& args) {
     if (cplan->num_tokens != T)
       SY_THROW(InvalidArgument, "dispatch: num_tokens = " << T << " but the cached handle was made for "
                                                           << cplan->num_tokens);
+    if (cplan->two_hop != two_hop_ || cplan->num_ranks != R || cplan->rank != me || cplan->hidden != H)
+      SY_THROW(InvalidArgument, "dispatch: cached_handle was made by another Buffer (rank " << cplan->rank << " of "
+                                                                                            << cplan->num_ranks
+                                                                                            << ", hidden "
+                                                                                            << cplan->hidden << ")");
     K = cplan->top_k;
   } else {
     K = args.top_k;
@@ -207,27 +293,12 @@ DispatchResult Buffer::dispatch(const DispatchArgs& args) {
   detail::exchange_rows(ex, fmt.total, cplan->a_send, cplan->a_recv, write_token_row, arrival_a, ws_->packed, kTagRowsA,
                         res.stats);
   const detail::RawBytes* arrival = &arrival_a;
-  if (two_hop_ != cplan->two_hop) SY_THROW(InternalError, "dispatch: handle path differs from the Buffer's");
   if (two_hop_) {
     if (!cached) {
-      plan->b_send.assign(R, {});
-      const int64_t rows_a = static_cast<int64_t>(arrival_a.size() / fmt.total);
-      const int my_node = map.node_of(me);
-      std::vector<int64_t> stamp(R, -1);
-      for (int64_t j = 0; j < rows_a; ++j) {
-        const uint8_t* idx = arrival_a.data() + j * fmt.total + fmt.payload + fmt.scales + 2 * sizeof(int32_t);
-        for (int k = 0; k < K; ++k) {
-          const int32_t e = read_i32(idx + k * sizeof(int32_t));
-          if (e < 0) continue;
-          const int q = e / L;
-          if (map.node_of(q) != my_node || stamp[q] == j) continue;
-          stamp[q] = j;
-          plan->b_send[q].push_back(static_cast<int32_t>(j));
-        }
-      }
+      plan_forwarding(*plan, arrival_a, fmt, map, me, L);
       std::vector<int64_t> counts(R);
       for (int p = 0; p < R; ++p) counts[p] = static_cast<int64_t>(plan->b_send[p].size());
-      plan->b_recv = detail::exchange_counts(ex, peers_except(map.ranks_of_node(my_node), me), counts, fp,
+      plan->b_recv = detail::exchange_counts(ex, peers_except(map.ranks_of_node(map.node_of(me)), me), counts, fp,
                                              kTagCountsB, res.stats);
     }
     auto forward_row = [&](int32_t j, uint8_t* dst) { std::memcpy(dst, arrival_a.data() + j * fmt.total, fmt.total); };
@@ -238,58 +309,10 @@ DispatchResult Buffer::dispatch(const DispatchArgs& args) {
   const int64_t M = static_cast<int64_t>(arrival->size() / fmt.total);
 
   if (!cached) {
-    // Canonical order: by source rank, then source token (rows of one source arrive in
-    // token order through exactly one forwarder, so a stable placement by source suffices).
-    plan->num_recv = M;
-    std::vector<int64_t> per_src(R + 1, 0);
-    for (int64_t a = 0; a < M; ++a) ++per_src[read_i32(arrival->data() + a * fmt.total + fmt.payload + fmt.scales) + 1];
-    for (int r = 0; r < R; ++r) per_src[r + 1] += per_src[r];
-    plan->arrival_to_canonical.resize(M);
-    plan->canonical_to_arrival.resize(M);
-    for (int64_t a = 0; a < M; ++a) {
-      const int src = read_i32(arrival->data() + a * fmt.total + fmt.payload + fmt.scales);
-      plan->arrival_to_canonical[a] = static_cast<int32_t>(per_src[src]++);
-      plan->canonical_to_arrival[plan->arrival_to_canonical[a]] = static_cast<int32_t>(a);
-    }
-    plan->recv_topk_idx.assign(M * K, -1);
-    plan->recv_topk_weights.assign(M * K, 0.0f);
-    plan->recv_src_rank.resize(M);
-    plan->recv_src_token.resize(M);
-    for (int64_t a = 0; a < M; ++a) {
-      const int64_t c = plan->arrival_to_canonical[a];
-      const uint8_t* m = arrival->data() + a * fmt.total + fmt.payload + fmt.scales;
-      plan->recv_src_rank[c] = read_i32(m);
-      plan->recv_src_token[c] = read_i32(m + sizeof(int32_t));
-      for (int k = 0; k < K; ++k) {
-        const int32_t e = read_i32(m + (2 + k) * sizeof(int32_t));
-        plan->recv_topk_idx[c * K + k] = (e >= 0 && e / L == me) ? e - static_cast<int64_t>(me) * L : -1;
-        std::memcpy(&plan->recv_topk_weights[c * K + k], m + (2 + K + k) * sizeof(int32_t), sizeof(float));
-      }
-    }
-    // Expert-major layout.
-    std::vector<int64_t> count(L, 0);
-    for (int64_t i = 0; i < M * K; ++i)
-      if (plan->recv_topk_idx[i] >= 0) ++count[plan->recv_topk_idx[i]];
-    plan->expert_offsets.assign(L + 1, 0);
-    for (int j = 0; j < L; ++j) {
-      const int64_t padded = (count[j] + args.expert_alignment - 1) / args.expert_alignment * args.expert_alignment;
-      plan->expert_offsets[j + 1] = plan->expert_offsets[j] + padded;
-    }
-    const int64_t P = plan->expert_offsets[L];
-    plan->row_token.assign(P, -1);
-    plan->row_slot.assign(P, -1);
-    plan->slot_row.assign(M * K, -1);
-    std::vector<int64_t> cursor(plan->expert_offsets.begin(), plan->expert_offsets.end() - 1);
-    for (int64_t i = 0; i < M; ++i)
-      for (int k = 0; k < K; ++k) {
-        const int64_t j = plan->recv_topk_idx[i * K + k];
-        if (j < 0) continue;
-        const int64_t row = cursor[j]++;
-        plan->row_token[row] = static_cast<int32_t>(i);
-        plan->row_slot[row] = k;
-        plan->slot_row[i * K + k] = row;
-      }
-    res.num_recv_tokens_per_expert = count;
+    plan_receive_side(*plan, *arrival, fmt, me, L, args.expert_alignment);
+    res.num_recv_tokens_per_expert.assign(L, 0);
+    for (int64_t v : plan->recv_topk_idx)
+      if (v >= 0) ++res.num_recv_tokens_per_expert[v];
   } else {
     res.num_recv_tokens_per_expert.assign(L, 0);
     for (int64_t v : cplan->recv_topk_idx)
