@@ -1,0 +1,92 @@
+// SyntheticMoeStage: a small MoE pipeline stage whose experts live on an expert-parallel group
+// and whose tokens move through the dispatch library, for the executor's MoE tests and for
+// sy-overlap-perf. Not a model: it exists to exercise the FB overlap for real.
+//
+// Legend: T tokens per EP rank and micro-batch, H hidden, E experts (L = E / R per rank), K
+// top-k. All tensors FP32 row-major.
+//   ATTN     a = tanh(x A^T)                      A [H x H], the attention stand-in
+//   DISPATCH rows of a to the ranks of their experts (dispatch::Buffer, async)
+//   EXPERTS  h_row = W_e a_row for the row's local expert e, W_e [H x H]; optional extra
+//            FLOPs (compute_repeat) to tune the compute/communication ratio in benchmarks
+//   COMBINE  y = a + sum_k w_k h_k (combine with the gate weights, async)
+// Routing is fixed (a deterministic function of stage, micro-batch, EP rank, token), so no
+// router gradient. Backward: COMBINE.B = cached dispatch of dy, EXPERTS.B (input grad; the
+// weight grads are kept for weight_grads()), DISPATCH.B = combine with unit weights, ATTN.B.
+//
+// Threading: one thread drives a stage; collectives run on the dispatch library's helper
+// thread. All stages of a rank share one dispatch::Buffer (collectives are issued one at a
+// time, in the same order on every rank of the EP group).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "switchyard/comm/communicator.h"
+#include "switchyard/pipeline/overlap.h"
+
+namespace switchyard::dispatch {
+class Buffer;
+}
+
+namespace switchyard::pipeline {
+
+struct SyntheticMoeOptions {
+  int tokens = 8;    // T per EP rank and micro-batch
+  int hidden = 8;    // H
+  int experts = 4;   // E, divisible by the EP size
+  int top_k = 2;     // K <= E
+  int compute_repeat = 1;  // EXPERTS and ATTN run this many times (benchmarks; 1 in tests)
+};
+
+class SyntheticMoeStage {
+ public:
+  // ep: the expert-parallel group (shared by all stages of this rank through `buffer`).
+  SyntheticMoeStage(int stage, std::shared_ptr<dispatch::Buffer> buffer, int ep_rank, int ep_size,
+                    const SyntheticMoeOptions& opt);
+  static std::shared_ptr<dispatch::Buffer> make_buffer(std::shared_ptr<comm::Communicator> ep,
+                                                       const SyntheticMoeOptions& opt);
+
+  // Sub-step tasks of the forward of micro-batch mb: x [T x H] is read when ATTN runs, y
+  // [T x H] is written by COMBINE's wait. Pointers must stay valid until the tasks ran.
+  std::vector<SubStepTask> forward_tasks(int mb, const float* x, float* y);
+  // Backward for inputs: gy [T x H] -> gx [T x H] (gx may be null at stage 0).
+  std::vector<SubStepTask> backward_tasks(int mb, const float* gy, float* gx);
+  // Weight gradients of micro-batch mb, added to grad_attn / grad_experts.
+  void weight_grads(int mb);
+
+  std::vector<float> attn;          // A [H x H]
+  std::vector<float> experts;       // [L x H x H], local experts
+  std::vector<float> grad_attn;     // like attn
+  std::vector<float> grad_experts;  // like experts
+
+  // Deterministic fixed data, shared with the reference.
+  static float attn_init(int stage, int i, int j);
+  static float expert_init(int stage, int expert, int i, int j);
+  static void route(int stage, int mb, int ep_rank, int token, const SyntheticMoeOptions& opt, int64_t* idx,
+                    float* weights);
+
+  // Reference: the same stage on every EP rank's tokens, in double, no communication.
+  // x_all [R][T x H] -> y_all; backward accumulates dA per EP rank and dW per global expert.
+  struct Reference {
+    int stage;
+    SyntheticMoeOptions opt;
+    int ep_size;
+    std::vector<std::vector<double>> grad_attn;  // [R][H x H]
+    std::vector<double> grad_experts;            // [E x H x H]
+    Reference(int stage, int ep_size, const SyntheticMoeOptions& opt);
+    void forward(int mb, const std::vector<std::vector<double>>& x, std::vector<std::vector<double>>* y,
+                 std::vector<std::vector<double>>* a) const;
+    void backward(int mb, const std::vector<std::vector<double>>& x, const std::vector<std::vector<double>>& a,
+                  const std::vector<std::vector<double>>& gy, std::vector<std::vector<double>>* gx);
+  };
+
+ private:
+  struct Saved;
+  int stage_, ep_rank_, ep_size_;
+  SyntheticMoeOptions opt_;
+  std::shared_ptr<dispatch::Buffer> buffer_;
+  std::map<int, std::shared_ptr<Saved>> saved_;
+};
+
+}  // namespace switchyard::pipeline

@@ -1,0 +1,317 @@
+// SyntheticMoeStage (synthetic_moe.h): an MoE stage whose tokens move through dispatch::Buffer.
+#include "switchyard/pipeline/synthetic_moe.h"
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "switchyard/common/error.h"
+#include "switchyard/dispatch/buffer.h"
+
+namespace switchyard::pipeline {
+
+namespace {
+
+// Deterministic value in [-1, 1) from four integers.
+double hash_value(int a, int b, int c, int d) {
+  uint64_t x = 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(a + 3) ^ 0xBF58476D1CE4E5B9ull * static_cast<uint64_t>(b + 5) ^
+               0x94D049BB133111EBull * static_cast<uint64_t>(c + 7) ^ 0xD6E8FEB86659FD93ull * static_cast<uint64_t>(d + 11);
+  x ^= x >> 31;
+  x *= 0xD6E8FEB86659FD93ull;
+  x ^= x >> 29;
+  return (x % 2000000) / 1000000.0 - 1.0;
+}
+
+const float* as_float(const std::vector<uint8_t>& v) { return reinterpret_cast<const float*>(v.data()); }
+
+}  // namespace
+
+float SyntheticMoeStage::attn_init(int stage, int i, int j) { return 0.5f * hash_value(stage, i, j, 1); }
+float SyntheticMoeStage::expert_init(int stage, int e, int i, int j) { return 0.4f * hash_value(stage, e, i * 64 + j, 2); }
+
+void SyntheticMoeStage::route(int stage, int mb, int ep_rank, int token, const SyntheticMoeOptions& opt, int64_t* idx,
+                              float* weights) {
+  // K distinct experts: a start and a stride coprime with nothing in particular, then dedup.
+  int start = static_cast<int>((hash_value(stage, mb, ep_rank, token) + 1.0) * 0.5 * opt.experts) % opt.experts;
+  for (int k = 0; k < opt.top_k; ++k) {
+    idx[k] = (start + k) % opt.experts;
+    weights[k] = 0.25f + 0.5f * static_cast<float>(std::fabs(hash_value(stage, mb, ep_rank * 1000 + token, k + 3)));
+  }
+}
+
+struct SyntheticMoeStage::Saved {
+  std::vector<float> x, a, weights, h, gy, grad_h, g_expert_x, gz;
+  std::vector<int64_t> idx;
+  dispatch::DispatchResult disp;
+  float* y = nullptr;
+  float* gx = nullptr;
+};
+
+SyntheticMoeStage::SyntheticMoeStage(int stage, std::shared_ptr<dispatch::Buffer> buffer, int ep_rank, int ep_size,
+                                     const SyntheticMoeOptions& opt)
+    : stage_(stage), ep_rank_(ep_rank), ep_size_(ep_size), opt_(opt), buffer_(std::move(buffer)) {
+  SY_REQUIRE(opt.experts % ep_size == 0 && opt.top_k <= opt.experts && opt.tokens > 0 && opt.hidden > 0,
+             "SyntheticMoeStage: experts = " << opt.experts << " must be a multiple of the EP size " << ep_size
+                                             << " and >= top_k = " << opt.top_k);
+  const int H = opt.hidden, L = opt.experts / ep_size;
+  attn.resize(H * H);
+  for (int i = 0; i < H; ++i)
+    for (int j = 0; j < H; ++j) attn[i * H + j] = attn_init(stage, i, j);
+  experts.resize(static_cast<size_t>(L) * H * H);
+  for (int l = 0; l < L; ++l)
+    for (int i = 0; i < H; ++i)
+      for (int j = 0; j < H; ++j) experts[(static_cast<size_t>(l) * H + i) * H + j] = expert_init(stage, ep_rank * L + l, i, j);
+  grad_attn.assign(attn.size(), 0.0f);
+  grad_experts.assign(experts.size(), 0.0f);
+}
+
+std::shared_ptr<dispatch::Buffer> SyntheticMoeStage::make_buffer(std::shared_ptr<comm::Communicator> ep,
+                                                                 const SyntheticMoeOptions& opt) {
+  dispatch::BufferOptions bo;
+  bo.num_experts = opt.experts;
+  bo.hidden = opt.hidden;
+  bo.max_tokens_per_rank = opt.tokens;
+  return std::make_shared<dispatch::Buffer>(std::move(ep), bo);
+}
+
+std::vector<SubStepTask> SyntheticMoeStage::forward_tasks(int mb, const float* x, float* y) {
+  auto sv = std::make_shared<Saved>();
+  saved_[mb] = sv;
+  sv->y = y;
+  const int T = opt_.tokens, H = opt_.hidden, K = opt_.top_k, L = opt_.experts / ep_size_;
+  auto step = [&](SubStepKind k) {
+    SubStep s;
+    s.kind = k;
+    s.stage = stage_;
+    s.microbatch = mb;
+    return s;
+  };
+  std::vector<SubStepTask> tasks(4);
+  tasks[0].step = step(SubStepKind::kAttention);
+  tasks[0].run = [this, sv, x, T, H, K, mb]() {
+    sv->x.assign(x, x + T * H);
+    sv->a.assign(T * H, 0.0f);
+    for (int rep = 0; rep < opt_.compute_repeat; ++rep)
+      for (int t = 0; t < T; ++t)
+        for (int i = 0; i < H; ++i) {
+          float z = 0;
+          for (int j = 0; j < H; ++j) z += attn[i * H + j] * sv->x[t * H + j];
+          sv->a[t * H + i] = std::tanh(z);
+        }
+    sv->idx.resize(T * K);
+    sv->weights.resize(T * K);
+    for (int t = 0; t < T; ++t) route(stage_, mb, ep_rank_, t, opt_, &sv->idx[t * K], &sv->weights[t * K]);
+  };
+  tasks[1].step = step(SubStepKind::kDispatch);
+  tasks[1].start = [this, sv, T, K]() -> std::function<void()> {
+    dispatch::DispatchArgs args;
+    args.x = sv->a.data();
+    args.dtype = comm::DataType::kFloat32;
+    args.topk_idx = sv->idx.data();
+    args.topk_weights = sv->weights.data();
+    args.num_tokens = T;
+    args.top_k = K;
+    auto pending = std::make_shared<dispatch::Pending<dispatch::DispatchResult>>(buffer_->dispatch_async(args));
+    return [sv, pending]() { sv->disp = pending->wait(); };
+  };
+  tasks[2].step = step(SubStepKind::kExperts);
+  tasks[2].run = [this, sv, H, L]() {
+    const auto& d = sv->disp;
+    const int64_t P = static_cast<int64_t>(d.expert_row_token.size());
+    sv->h.assign(P * H, 0.0f);
+    const float* ex = as_float(d.expert_x);
+    for (int rep = 0; rep < opt_.compute_repeat; ++rep)
+      for (int l = 0; l < L; ++l)
+        for (int64_t row = d.expert_offsets[l]; row < d.expert_offsets[l + 1]; ++row) {
+          if (d.expert_row_token[row] < 0) continue;
+          const float* w = &experts[static_cast<size_t>(l) * H * H];
+          for (int i = 0; i < H; ++i) {
+            float s = 0;
+            for (int j = 0; j < H; ++j) s += w[i * H + j] * ex[row * H + j];
+            sv->h[row * H + i] = s;
+          }
+        }
+  };
+  tasks[3].step = step(SubStepKind::kCombine);
+  tasks[3].start = [this, sv, T, H]() -> std::function<void()> {
+    dispatch::CombineArgs args;
+    args.expert_out = sv->h.data();
+    args.dtype = comm::DataType::kFloat32;
+    args.handle = &sv->disp.handle;
+    args.weights = sv->disp.recv_topk_weights.data();
+    auto pending = std::make_shared<dispatch::Pending<dispatch::CombineResult>>(buffer_->combine_async(args));
+    return [sv, pending, T, H]() {
+      dispatch::CombineResult r = pending->wait();
+      const float* m = as_float(r.y);
+      for (int i = 0; i < T * H; ++i) sv->y[i] = sv->a[i] + m[i];
+    };
+  };
+  return tasks;
+}
+
+std::vector<SubStepTask> SyntheticMoeStage::backward_tasks(int mb, const float* gy, float* gx) {
+  auto sv = saved_.at(mb);
+  sv->gx = gx;
+  const int T = opt_.tokens, H = opt_.hidden, K = opt_.top_k, L = opt_.experts / ep_size_;
+  auto step = [&](SubStepKind k) {
+    SubStep s;
+    s.kind = k;
+    s.backward = true;
+    s.stage = stage_;
+    s.microbatch = mb;
+    return s;
+  };
+  std::vector<SubStepTask> tasks(4);
+  tasks[0].step = step(SubStepKind::kCombine);
+  tasks[0].start = [this, sv, gy, T, H, K]() -> std::function<void()> {
+    sv->gy.assign(gy, gy + T * H);
+    dispatch::DispatchArgs args;
+    args.x = sv->gy.data();
+    args.dtype = comm::DataType::kFloat32;
+    args.topk_idx = sv->idx.data();
+    args.num_tokens = T;
+    args.top_k = K;
+    args.cached_handle = &sv->disp.handle;
+    auto pending = std::make_shared<dispatch::Pending<dispatch::DispatchResult>>(buffer_->dispatch_async(args));
+    return [sv, pending, H, K]() {
+      dispatch::DispatchResult r = pending->wait();
+      const auto& d = sv->disp;
+      const int64_t P = static_cast<int64_t>(d.expert_row_token.size());
+      const float* g = as_float(r.expert_x);
+      sv->grad_h.assign(P * H, 0.0f);
+      for (int64_t row = 0; row < P; ++row) {
+        const int tok = d.expert_row_token[row];
+        if (tok < 0) continue;
+        const float w = d.recv_topk_weights[static_cast<size_t>(tok) * K + d.expert_row_slot[row]];
+        for (int i = 0; i < H; ++i) sv->grad_h[row * H + i] = w * g[row * H + i];
+      }
+    };
+  };
+  tasks[1].step = step(SubStepKind::kExperts);
+  tasks[1].run = [this, sv, H, L]() {
+    const auto& d = sv->disp;
+    const int64_t P = static_cast<int64_t>(d.expert_row_token.size());
+    sv->g_expert_x.assign(P * H, 0.0f);
+    for (int rep = 0; rep < opt_.compute_repeat; ++rep)
+      for (int l = 0; l < L; ++l)
+        for (int64_t row = d.expert_offsets[l]; row < d.expert_offsets[l + 1]; ++row) {
+          if (d.expert_row_token[row] < 0) continue;
+          const float* w = &experts[static_cast<size_t>(l) * H * H];
+          for (int j = 0; j < H; ++j) {
+            float s = 0;
+            for (int i = 0; i < H; ++i) s += w[i * H + j] * sv->grad_h[row * H + i];
+            sv->g_expert_x[row * H + j] = s;
+          }
+        }
+  };
+  tasks[2].step = step(SubStepKind::kDispatch);
+  tasks[2].start = [this, sv, T, H]() -> std::function<void()> {
+    dispatch::CombineArgs args;
+    args.expert_out = sv->g_expert_x.data();
+    args.dtype = comm::DataType::kFloat32;
+    args.handle = &sv->disp.handle;
+    args.weights = nullptr;
+    auto pending = std::make_shared<dispatch::Pending<dispatch::CombineResult>>(buffer_->combine_async(args));
+    return [sv, pending, T, H]() {
+      dispatch::CombineResult r = pending->wait();
+      const float* m = as_float(r.y);
+      sv->gz.assign(T * H, 0.0f);
+      for (int i = 0; i < T * H; ++i) sv->gz[i] = sv->gy[i] + m[i];  // ga, turned into gz by ATTN.B
+    };
+  };
+  tasks[3].step = step(SubStepKind::kAttention);
+  tasks[3].run = [this, sv, T, H]() {
+    for (int i = 0; i < T * H; ++i) sv->gz[i] *= 1.0f - sv->a[i] * sv->a[i];
+    if (!sv->gx) return;
+    for (int rep = 0; rep < opt_.compute_repeat; ++rep)
+      for (int t = 0; t < T; ++t)
+        for (int j = 0; j < H; ++j) {
+          float s = 0;
+          for (int i = 0; i < H; ++i) s += sv->gz[t * H + i] * attn[i * H + j];
+          sv->gx[t * H + j] = s;
+        }
+  };
+  return tasks;
+}
+
+void SyntheticMoeStage::weight_grads(int mb) {
+  auto it = saved_.find(mb);
+  SY_REQUIRE(it != saved_.end(), "SyntheticMoeStage " << stage_ << ": weight_grads(" << mb << ") without its forward");
+  Saved& sv = *it->second;
+  const int T = opt_.tokens, H = opt_.hidden, L = opt_.experts / ep_size_;
+  for (int t = 0; t < T; ++t)
+    for (int i = 0; i < H; ++i)
+      for (int j = 0; j < H; ++j) grad_attn[i * H + j] += sv.gz[t * H + i] * sv.x[t * H + j];
+  const auto& d = sv.disp;
+  const float* ex = as_float(d.expert_x);
+  for (int l = 0; l < L; ++l)
+    for (int64_t row = d.expert_offsets[l]; row < d.expert_offsets[l + 1]; ++row) {
+      if (d.expert_row_token[row] < 0) continue;
+      float* gw = &grad_experts[static_cast<size_t>(l) * H * H];
+      for (int i = 0; i < H; ++i)
+        for (int j = 0; j < H; ++j) gw[i * H + j] += sv.grad_h[row * H + i] * ex[row * H + j];
+    }
+  saved_.erase(it);
+}
+
+SyntheticMoeStage::Reference::Reference(int s, int ep, const SyntheticMoeOptions& o) : stage(s), opt(o), ep_size(ep) {
+  grad_attn.assign(ep, std::vector<double>(o.hidden * o.hidden, 0.0));
+  grad_experts.assign(static_cast<size_t>(o.experts) * o.hidden * o.hidden, 0.0);
+}
+
+void SyntheticMoeStage::Reference::forward(int mb, const std::vector<std::vector<double>>& x,
+                                           std::vector<std::vector<double>>* y,
+                                           std::vector<std::vector<double>>* a) const {
+  const int T = opt.tokens, H = opt.hidden, K = opt.top_k;
+  y->assign(ep_size, std::vector<double>(T * H));
+  a->assign(ep_size, std::vector<double>(T * H));
+  std::vector<int64_t> idx(K);
+  std::vector<float> w(K);
+  for (int e = 0; e < ep_size; ++e)
+    for (int t = 0; t < T; ++t) {
+      for (int i = 0; i < H; ++i) {
+        double z = 0;
+        for (int j = 0; j < H; ++j) z += attn_init(stage, i, j) * x[e][t * H + j];
+        (*a)[e][t * H + i] = std::tanh(z);
+      }
+      route(stage, mb, e, t, opt, idx.data(), w.data());
+      for (int i = 0; i < H; ++i) {
+        double s = (*a)[e][t * H + i];
+        for (int k = 0; k < K; ++k)
+          for (int j = 0; j < H; ++j) s += w[k] * expert_init(stage, static_cast<int>(idx[k]), i, j) * (*a)[e][t * H + j];
+        (*y)[e][t * H + i] = s;
+      }
+    }
+}
+
+void SyntheticMoeStage::Reference::backward(int mb, const std::vector<std::vector<double>>& x,
+                                            const std::vector<std::vector<double>>& a,
+                                            const std::vector<std::vector<double>>& gy,
+                                            std::vector<std::vector<double>>* gx) {
+  const int T = opt.tokens, H = opt.hidden, K = opt.top_k;
+  gx->assign(ep_size, std::vector<double>(T * H, 0.0));
+  std::vector<int64_t> idx(K);
+  std::vector<float> w(K);
+  for (int e = 0; e < ep_size; ++e)
+    for (int t = 0; t < T; ++t) {
+      route(stage, mb, e, t, opt, idx.data(), w.data());
+      std::vector<double> ga(gy[e].begin() + t * H, gy[e].begin() + (t + 1) * H);
+      for (int k = 0; k < K; ++k)
+        for (int i = 0; i < H; ++i) {
+          const double gh = w[k] * gy[e][t * H + i];
+          for (int j = 0; j < H; ++j) {
+            grad_experts[(static_cast<size_t>(idx[k]) * H + i) * H + j] += gh * a[e][t * H + j];
+            ga[j] += expert_init(stage, static_cast<int>(idx[k]), i, j) * gh;
+          }
+        }
+      for (int i = 0; i < H; ++i) {
+        const double gz = ga[i] * (1 - a[e][t * H + i] * a[e][t * H + i]);
+        for (int j = 0; j < H; ++j) {
+          grad_attn[e][i * H + j] += gz * x[e][t * H + j];
+          (*gx)[e][t * H + j] += gz * attn_init(stage, i, j);
+        }
+      }
+    }
+}
+
+}  // namespace switchyard::pipeline
