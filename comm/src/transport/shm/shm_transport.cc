@@ -318,9 +318,13 @@ class ShmTransportImpl : public ShmTransport {
   void wait_for_event(std::chrono::microseconds max_wait) override {
     own_header_->sleepers.fetch_add(1, std::memory_order_seq_cst);
     uint32_t seen = own_header_->doorbell.load(std::memory_order_seq_cst);
+    // Data that arrived after the caller's last progress pass but before `seen`: check the
+    // next slot of every ring (heads are read through their atomic mirrors: no lock here).
     bool ready = false;
-    for (auto& p : peers_)
-      if (p.in_ring[p.in_head % slots_].full.load(std::memory_order_acquire)) ready = true;
+    for (size_t i = 0; i < peers_.size(); ++i) {
+      uint64_t head = in_head_mirror_[i].load(std::memory_order_relaxed);
+      if (peers_[i].in_ring[head % slots_].full.load(std::memory_order_acquire)) ready = true;
+    }
     if (!ready) {
       timespec ts{static_cast<time_t>(max_wait.count() / 1000000), static_cast<long>(max_wait.count() % 1000000) * 1000};
       futex(&own_header_->doorbell, FUTEX_WAIT, seen, &ts);
@@ -347,6 +351,7 @@ class ShmTransportImpl : public ShmTransport {
     }
     store_get_all(store, keys, what, timeout, "shm transport: local ranks");
     peers_.resize(n);
+    in_head_mirror_ = std::make_unique<std::atomic<uint64_t>[]>(static_cast<size_t>(n));
     for (int i = 0; i < n; ++i) {
       Peer& p = peers_[i];
       p.rank = local_ranks[i];
@@ -507,7 +512,10 @@ class ShmTransportImpl : public ShmTransport {
       ++p.in_head;
       moved = true;
     }
-    if (moved && p.local != me_) ring_doorbell(p.header);
+    if (moved) {
+      in_head_mirror_[static_cast<size_t>(p.local)].store(p.in_head, std::memory_order_relaxed);
+      if (p.local != me_) ring_doorbell(p.header);
+    }
     return moved;
   }
 
@@ -592,6 +600,7 @@ class ShmTransportImpl : public ShmTransport {
   bool linked_ = false;
   SegmentHeader* own_header_ = nullptr;
   std::vector<Peer> peers_;
+  std::unique_ptr<std::atomic<uint64_t>[]> in_head_mirror_;  // peers_[i].in_head, for wait_for_event
   std::map<int, int> index_;
   uint64_t next_cookie_ = 1;
   std::unordered_map<uint64_t, std::shared_ptr<Request>> rts_waiting_;

@@ -15,7 +15,7 @@
 
 namespace switchyard::comm::detail {
 namespace {
-const Param<int64_t> kStreamMin("COMM_STREAM_COPY_MIN", 256 << 10, "bytes",
+const Param<int64_t> kStreamMin("COMM_STREAM_COPY_MIN", 2 << 20, "bytes",
                                 "copies of at least this size use non-temporal stores (0 = never)");
 }
 
