@@ -25,8 +25,7 @@ namespace switchyard::dispatch {
 
 namespace {
 
-constexpr int kTagHello = 1, kTagCountsA = 2, kTagRowsA = 3, kTagCountsB = 4, kTagRowsB = 5, kTagBackB = 6,
-              kTagBackA = 7;
+constexpr int kTagHello = 1, kTagRowsA = 3, kTagRowsB = 5, kTagBackB = 6, kTagBackA = 7;
 
 struct RowFormat {
   size_t payload = 0, scales = 0, meta = 0, total = 0;
@@ -62,15 +61,15 @@ int32_t read_i32(const uint8_t* p) {
 
 // Two-hop stage B plan on a forwarder: each stage-A row goes to every rank of this node that
 // holds one of its experts, once per rank, in arrival order.
-void plan_forwarding(Handle::Plan& plan, const detail::RawBytes& arrival, const RowFormat& fmt,
+void plan_forwarding(Handle::Plan& plan, const detail::Arrival& arrival, const RowFormat& fmt,
                      const topology::RankMap& map, int me, int L) {
   const int R = plan.num_ranks, K = plan.top_k;
   plan.b_send.assign(R, {});
-  const int64_t rows_a = static_cast<int64_t>(arrival.size() / fmt.total);
+  const int64_t rows_a = arrival.size();
   const int my_node = map.node_of(me);
   std::vector<int64_t> stamp(R, -1);
   for (int64_t j = 0; j < rows_a; ++j) {
-    const uint8_t* idx = arrival.data() + j * fmt.total + fmt.payload + fmt.scales + 2 * sizeof(int32_t);
+    const uint8_t* idx = arrival.row(j) + fmt.payload + fmt.scales + 2 * sizeof(int32_t);
     for (int k = 0; k < K; ++k) {
       const int32_t e = read_i32(idx + k * sizeof(int32_t));
       if (e < 0) continue;
@@ -84,20 +83,20 @@ void plan_forwarding(Handle::Plan& plan, const detail::RawBytes& arrival, const 
 
 // Receive side of a first dispatch: canonical order, local top-k ids and weights, and the
 // expert-major layout, from the metadata of the final arrival rows.
-void plan_receive_side(Handle::Plan& plan, const detail::RawBytes& arrival, const RowFormat& fmt, int me, int L,
+void plan_receive_side(Handle::Plan& plan, const detail::Arrival& arrival, const RowFormat& fmt, int me, int L,
                        int64_t alignment) {
   const int R = plan.num_ranks, K = plan.top_k;
-  const int64_t M = static_cast<int64_t>(arrival.size() / fmt.total);
+  const int64_t M = arrival.size();
   // Canonical order: by source rank, then source token (rows of one source arrive in
   // token order through exactly one forwarder, so a stable placement by source suffices).
   plan.num_recv = M;
   std::vector<int64_t> per_src(R + 1, 0);
-  for (int64_t a = 0; a < M; ++a) ++per_src[read_i32(arrival.data() + a * fmt.total + fmt.payload + fmt.scales) + 1];
+  for (int64_t a = 0; a < M; ++a) ++per_src[read_i32(arrival.row(a) + fmt.payload + fmt.scales) + 1];
   for (int r = 0; r < R; ++r) per_src[r + 1] += per_src[r];
   plan.arrival_to_canonical.resize(M);
   plan.canonical_to_arrival.resize(M);
   for (int64_t a = 0; a < M; ++a) {
-    const int src = read_i32(arrival.data() + a * fmt.total + fmt.payload + fmt.scales);
+    const int src = read_i32(arrival.row(a) + fmt.payload + fmt.scales);
     plan.arrival_to_canonical[a] = static_cast<int32_t>(per_src[src]++);
     plan.canonical_to_arrival[plan.arrival_to_canonical[a]] = static_cast<int32_t>(a);
   }
@@ -107,7 +106,7 @@ void plan_receive_side(Handle::Plan& plan, const detail::RawBytes& arrival, cons
   plan.recv_src_token.resize(M);
   for (int64_t a = 0; a < M; ++a) {
     const int64_t c = plan.arrival_to_canonical[a];
-    const uint8_t* m = arrival.data() + a * fmt.total + fmt.payload + fmt.scales;
+    const uint8_t* m = arrival.row(a) + fmt.payload + fmt.scales;
     plan.recv_src_rank[c] = read_i32(m);
     plan.recv_src_token[c] = read_i32(m + sizeof(int32_t));
     for (int k = 0; k < K; ++k) {
@@ -265,11 +264,7 @@ DispatchResult Buffer::dispatch(const DispatchArgs& args) {
   const detail::StageFingerprint fp{H, options_.num_experts, static_cast<int64_t>(fmt.total)};
   const std::vector<int> a_peers =
       two_hop_ ? peers_except(map.rail(me), me) : peers_except(all_ranks(R), me);
-  if (!cached) {
-    std::vector<int64_t> counts(R);
-    for (int p = 0; p < R; ++p) counts[p] = static_cast<int64_t>(plan->a_send[p].size());
-    plan->a_recv = detail::exchange_counts(ex, a_peers, counts, fp, kTagCountsA, res.stats);
-  }
+  const std::vector<int> b_peers = peers_except(map.ranks_of_node(map.node_of(me)), me);
 
   const uint8_t* x = static_cast<const uint8_t*>(args.x);
   auto write_token_row = [&](int32_t t, uint8_t* dst) {
@@ -288,25 +283,28 @@ DispatchResult Buffer::dispatch(const DispatchArgs& args) {
       }
     }
   };
-  detail::RawBytes& arrival_a = ws_->arrival_a;
-  detail::RawBytes& arrival_b = ws_->arrival_b;
-  detail::exchange_rows(ex, fmt.total, cplan->a_send, cplan->a_recv, write_token_row, arrival_a, ws_->packed, kTagRowsA,
-                        res.stats);
-  const detail::RawBytes* arrival = &arrival_a;
+  detail::Arrival& arrival_a = ws_->arrival_a;
+  detail::Arrival& arrival_b = ws_->arrival_b;
+  // Per-peer receive regions hold the most a peer can send: its max_tokens_per_rank rows in
+  // stage A, and that many per node in stage B (a forwarder relays one source per node).
+  const int64_t max_rows = options_.max_tokens_per_rank;
+  detail::exchange_rows(ex, fmt.total, cplan->a_send, a_peers, max_rows, fp, write_token_row, arrival_a, ws_->packed,
+                        kTagRowsA, res.stats);
+  if (cached && arrival_a.counts != cplan->a_recv)
+    SY_THROW(InvalidArgument, "dispatch: ranks disagree on the cached handle (stage A counts differ)");
+  if (!cached) plan->a_recv = arrival_a.counts;
+  const detail::Arrival* arrival = &arrival_a;
   if (two_hop_) {
-    if (!cached) {
-      plan_forwarding(*plan, arrival_a, fmt, map, me, L);
-      std::vector<int64_t> counts(R);
-      for (int p = 0; p < R; ++p) counts[p] = static_cast<int64_t>(plan->b_send[p].size());
-      plan->b_recv = detail::exchange_counts(ex, peers_except(map.ranks_of_node(map.node_of(me)), me), counts, fp,
-                                             kTagCountsB, res.stats);
-    }
-    auto forward_row = [&](int32_t j, uint8_t* dst) { std::memcpy(dst, arrival_a.data() + j * fmt.total, fmt.total); };
-    detail::exchange_rows(ex, fmt.total, cplan->b_send, cplan->b_recv, forward_row, arrival_b, ws_->packed, kTagRowsB,
-                          res.stats);
+    if (!cached) plan_forwarding(*plan, arrival_a, fmt, map, me, L);
+    auto forward_row = [&](int32_t j, uint8_t* dst) { std::memcpy(dst, arrival_a.row(j), fmt.total); };
+    detail::exchange_rows(ex, fmt.total, cplan->b_send, b_peers, max_rows * map.num_nodes(), fp, forward_row,
+                          arrival_b, ws_->packed, kTagRowsB, res.stats);
+    if (cached && arrival_b.counts != cplan->b_recv)
+      SY_THROW(InvalidArgument, "dispatch: ranks disagree on the cached handle (stage B counts differ)");
+    if (!cached) plan->b_recv = arrival_b.counts;
     arrival = &arrival_b;
   }
-  const int64_t M = static_cast<int64_t>(arrival->size() / fmt.total);
+  const int64_t M = arrival->size();
 
   if (!cached) {
     plan_receive_side(*plan, *arrival, fmt, me, L, args.expert_alignment);
@@ -323,7 +321,7 @@ DispatchResult Buffer::dispatch(const DispatchArgs& args) {
   res.num_recv_tokens = M;
   // Rows are appended in canonical order straight from the arrival buffer (no zero fill).
   const size_t S = fmt.scales / sizeof(float);
-  auto arrival_row = [&](int64_t c) { return arrival->data() + cplan->canonical_to_arrival[c] * fmt.total; };
+  auto arrival_row = [&](int64_t c) { return arrival->row(cplan->canonical_to_arrival[c]); };
   if (args.recv_x) res.recv_x.reserve(M * fmt.payload);
   if (args.recv_x && fp8) res.recv_x_scales.reserve(M * S);
   for (int64_t c = 0; c < M && args.recv_x; ++c) {

@@ -14,7 +14,8 @@ namespace switchyard::dispatch {
 // Staging memory of the normal mode, kept between calls so that repeated dispatches do not
 // fault in fresh pages (one call at a time per Buffer).
 struct Buffer::Workspace {
-  detail::RawBytes arrival_a, arrival_b, wire, wire_a;
+  detail::Arrival arrival_a, arrival_b;
+  detail::RawBytes wire, wire_a;
   std::vector<detail::RawBytes> packed, returned;
   std::vector<float> acc_a;
 };

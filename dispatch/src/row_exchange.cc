@@ -48,22 +48,54 @@ std::vector<int64_t> exchange_counts(PeerExchange& ex, const std::vector<int>& p
 }
 
 void post_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::vector<int32_t>>& send,
-               const std::vector<int64_t>& recv, std::vector<RawBytes>& packed, RawBytes& arrival, int tag,
-               TrafficStats& stats) {
+               const std::vector<int>& peers, int64_t max_rows_per_peer, const StageFingerprint& fp,
+               std::vector<RawBytes>& packed, Arrival& arrival, int tag, TrafficStats& stats) {
   const int R = ex.size(), me = ex.rank();
   const auto& map = ex.rank_map();
+  const size_t self_bytes = send[me].size() * row_bytes;
+  const size_t region = kRowHeaderBytes + static_cast<size_t>(max_rows_per_peer) * row_bytes;
   std::vector<PeerSend> sends;
   std::vector<PeerRecv> recvs;
-  int64_t offset = 0;
-  for (int p = 0; p < R; ++p) {
-    if (p != me && recv[p] > 0) recvs.push_back({p, arrival.data() + offset * row_bytes, recv[p] * row_bytes});
-    offset += recv[p];
-    if (p != me && !send[p].empty()) {
-      sends.push_back({p, packed[p].data(), packed[p].size()});
-      if (!map.same_node(me, p)) stats.wire_bytes += static_cast<int64_t>(packed[p].size());
-    }
+  std::vector<uint8_t*> region_of(R, nullptr);
+  for (size_t i = 0; i < peers.size(); ++i) {
+    const int p = peers[i];
+    region_of[p] = arrival.buf.data() + self_bytes + i * region;
+    recvs.push_back({p, region_of[p], region});
+    sends.push_back({p, packed[p].data(), packed[p].size()});
+    const int64_t payload = static_cast<int64_t>(send[p].size() * row_bytes);
+    stats.control_bytes += kRowHeaderBytes;
+    if (!map.same_node(me, p)) stats.wire_bytes += payload;
   }
   ex.exchange(sends, recvs, tag);
+  arrival.counts.assign(R, 0);
+  arrival.rows.clear();
+  for (int p = 0; p < R; ++p) {
+    if (p == me) {
+      arrival.counts[p] = static_cast<int64_t>(send[me].size());
+      for (int64_t i = 0; i < arrival.counts[p]; ++i) arrival.rows.push_back(arrival.buf.data() + i * row_bytes);
+      continue;
+    }
+    if (region_of[p] == nullptr) continue;
+    int64_t h[4];
+    std::memcpy(h, region_of[p], sizeof(h));
+    if (h[1] != fp.hidden)
+      SY_THROW(InvalidArgument, "dispatch: hidden size differs between ranks: rank " << me << " has " << fp.hidden
+                                                                                     << ", rank " << p << " has "
+                                                                                     << h[1]);
+    if (h[2] != fp.num_experts)
+      SY_THROW(InvalidArgument, "dispatch: num_experts differs between ranks: rank " << me << " has "
+                                                                                     << fp.num_experts << ", rank "
+                                                                                     << p << " has " << h[2]);
+    if (h[3] != fp.row_bytes)
+      SY_THROW(InvalidArgument, "dispatch: row size differs between ranks (dtype or top_k): rank "
+                                    << me << " has " << fp.row_bytes << " bytes, rank " << p << " has " << h[3]);
+    if (h[0] < 0 || h[0] > max_rows_per_peer)
+      SY_THROW(InvalidArgument, "dispatch: rank " << p << " sent " << h[0] << " rows, more than the "
+                                                  << max_rows_per_peer << " this Buffer can hold per peer "
+                                                  << "(max_tokens_per_rank differs between ranks?)");
+    arrival.counts[p] = h[0];
+    for (int64_t i = 0; i < h[0]; ++i) arrival.rows.push_back(region_of[p] + kRowHeaderBytes + i * row_bytes);
+  }
 }
 
 void reduce_back(PeerExchange& ex, const uint8_t* rows_back, comm::DataType dtype, int64_t width,

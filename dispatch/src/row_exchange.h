@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -52,12 +53,26 @@ std::vector<int64_t> exchange_counts(PeerExchange& ex, const std::vector<int>& p
                                      const std::vector<int64_t>& send_counts, const StageFingerprint& fp, int tag,
                                      TrafficStats& stats);
 
-// Row exchange. write_row(index, dst) writes source row `index` (row_bytes) into dst.
-// arrival is resized to sum(recv) rows; packed holds the per-peer send staging (reused).
+// The rows a stage received: pointers in arrival order (by source rank ascending, then
+// the order the source sent them) and the count from each rank.
+struct Arrival {
+  RawBytes buf;
+  std::vector<const uint8_t*> rows;
+  std::vector<int64_t> counts;  // [R]
+  int64_t size() const { return static_cast<int64_t>(rows.size()); }
+  const uint8_t* row(int64_t a) const { return rows[a]; }
+};
+
+// Row exchange with the counts in the message: each peer in `peers` gets one message
+// [32-byte header {int64 rows, hidden, experts, row_bytes}][rows] (header only when empty),
+// and each peer's message is received into a region sized for max_rows_per_peer rows (a
+// receive is an upper bound), so a stage is one round trip. write_row(index, dst) writes
+// source row `index` (row_bytes) into dst. Throws InvalidArgument when a peer's header
+// disagrees with fp (hidden, experts, row size) or announces more than max_rows_per_peer.
 template <class WriteRow>
 void exchange_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::vector<int32_t>>& send,
-                   const std::vector<int64_t>& recv, WriteRow write_row, RawBytes& arrival,
-                   std::vector<RawBytes>& packed, int tag, TrafficStats& stats);
+                   const std::vector<int>& peers, int64_t max_rows_per_peer, const StageFingerprint& fp,
+                   WriteRow write_row, Arrival& arrival, std::vector<RawBytes>& packed, int tag, TrafficStats& stats);
 
 // Reverse of a row exchange. rows_back holds one row (width elements of dtype) per arrival
 // row of the forward stage; each goes back to the peer it came from. acc[send[p][i]] +=
@@ -68,34 +83,31 @@ void reduce_back(PeerExchange& ex, const uint8_t* rows_back, comm::DataType dtyp
 
 // ---- implementation of the template ----
 
+constexpr size_t kRowHeaderBytes = 4 * sizeof(int64_t);
+
+// Posts the packed messages, waits, and fills arrival (rows and counts).
 void post_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::vector<int32_t>>& send,
-               const std::vector<int64_t>& recv, std::vector<RawBytes>& packed, RawBytes& arrival, int tag,
-               TrafficStats& stats);
+               const std::vector<int>& peers, int64_t max_rows_per_peer, const StageFingerprint& fp,
+               std::vector<RawBytes>& packed, Arrival& arrival, int tag, TrafficStats& stats);
 
 template <class WriteRow>
 void exchange_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::vector<int32_t>>& send,
-                   const std::vector<int64_t>& recv, WriteRow write_row, RawBytes& arrival,
-                   std::vector<RawBytes>& packed, int tag, TrafficStats& stats) {
+                   const std::vector<int>& peers, int64_t max_rows_per_peer, const StageFingerprint& fp,
+                   WriteRow write_row, Arrival& arrival, std::vector<RawBytes>& packed, int tag, TrafficStats& stats) {
   const int R = ex.size(), me = ex.rank();
-  int64_t total = 0, self_offset = 0;
-  for (int p = 0; p < R; ++p) {
-    if (p == me) self_offset = total;
-    total += recv[p];
-  }
-  arrival.resize(static_cast<size_t>(total) * row_bytes);
   packed.resize(R);
-  for (int p = 0; p < R; ++p) {
-    if (send[p].empty()) continue;
-    uint8_t* dst;
-    if (p == me) {
-      dst = arrival.data() + self_offset * row_bytes;
-    } else {
-      packed[p].resize(send[p].size() * row_bytes);
-      dst = packed[p].data();
-    }
-    for (size_t i = 0; i < send[p].size(); ++i) write_row(send[p][i], dst + i * row_bytes);
+  const size_t self_bytes = send[me].size() * row_bytes;
+  const size_t region = kRowHeaderBytes + static_cast<size_t>(max_rows_per_peer) * row_bytes;
+  arrival.buf.resize(self_bytes + peers.size() * region);
+  for (size_t i = 0; i < send[me].size(); ++i) write_row(send[me][i], arrival.buf.data() + i * row_bytes);
+  for (int p : peers) {
+    packed[p].resize(kRowHeaderBytes + send[p].size() * row_bytes);
+    uint8_t* msg = packed[p].data();
+    const int64_t header[4] = {static_cast<int64_t>(send[p].size()), fp.hidden, fp.num_experts, fp.row_bytes};
+    std::memcpy(msg, header, sizeof(header));
+    for (size_t i = 0; i < send[p].size(); ++i) write_row(send[p][i], msg + kRowHeaderBytes + i * row_bytes);
   }
-  post_rows(ex, row_bytes, send, recv, packed, arrival, tag, stats);
+  post_rows(ex, row_bytes, send, peers, max_rows_per_peer, fp, packed, arrival, tag, stats);
 }
 
 }  // namespace switchyard::dispatch::detail
