@@ -23,7 +23,7 @@
 
 DEFINE_string(preset, "nano", "model preset: nano, tiny, small, v3 (ignored with --config)");
 DEFINE_string(config, "", "Hugging Face config.json of the model");
-DEFINE_string(data, "", "text file or folder to train on (default with --demo: the KJV Bible)");
+DEFINE_string(data, "", "text file or folder to train on; \"default\": the KJV Bible (also --demo's)");
 DEFINE_string(tokenizer, "bytes", "\"bytes\" or a Hugging Face tokenizer.json (byte-level BPE)");
 DEFINE_int64(steps, 200, "optimizer steps");
 DEFINE_int64(batch, 8, "sequences per micro-batch");
@@ -114,7 +114,10 @@ nlohmann::json sample(sy::Model<float>& model, const sy::Tokenizer& tok, std::os
   std::mt19937_64 rng(FLAGS_seed);
   sy::GenerateResult plain = sy::generate(model, prompt, g, rng);
   nlohmann::json j = {{"prompt", FLAGS_prompt}, {"text", tok.decode(plain.tokens)}, {"plain_seconds", plain.seconds}};
-  out << "--- sample (" << (g.temperature > 0 ? "temperature " + std::to_string(g.temperature) : "greedy") << ") ---\n"
+  char mode[64];
+  std::snprintf(mode, sizeof mode, g.temperature > 0 ? "temperature %g, top-k %lld" : "greedy", g.temperature,
+                (long long)g.top_k);
+  out << "--- sample (" << mode << ") ---\n"
       << FLAGS_prompt << tok.decode(plain.tokens) << "\n---\n";
   if (model.config().num_nextn_predict_layers >= 1) {
     g.speculative = true;
@@ -125,10 +128,10 @@ nlohmann::json sample(sy::Model<float>& model, const sy::Tokenizer& tok, std::os
     std::snprintf(line, sizeof line,
                   "MTP speculative decoding: acceptance %.1f%% (%lld/%lld drafts), %.2f tokens per main-model pass "
                   "(the speed-up of a KV-cached decoder), wall %.2fs vs plain %.2fs (x%.2f here: no KV cache, the "
-                  "draft pass is a full recompute); %s plain decoding\n",
+                  "draft pass is a full recompute); tokens %s plain decoding\n",
                   100 * spec.acceptance(), (long long)spec.accepted, (long long)spec.drafted,
                   spec.tokens_per_main_pass(), spec.seconds, plain.seconds, plain.seconds / std::max(spec.seconds, 1e-9),
-                  g.temperature > 0 ? "samples the same distribution as" : (same ? "identical to" : "DIFFERS from"));
+                  same ? "identical to" : "DIFFER from");
     out << line;
     j["speculative"] = {{"acceptance", spec.acceptance()},      {"accepted", spec.accepted},
                         {"drafted", spec.drafted},             {"tokens_per_main_pass", spec.tokens_per_main_pass()},
@@ -166,25 +169,29 @@ int run() {
         gflags::CommandLineFlagInfo info;
         if (gflags::GetCommandLineFlagInfo(flag, &info) && info.is_default) field = value;
       };
-      set_default("steps", o.steps, int64_t(1000));
-      set_default("time_budget", r.time_budget_s, 150.0);
+      set_default("steps", o.steps, int64_t(2000));
+      set_default("batch", o.batch, int64_t(16));
+      set_default("time_budget", r.time_budget_s, 170.0);
       set_default("eval_every", o.eval_every, int64_t(100));
       set_default("mtp_depth", o.mtp_depth, int64_t(1));
       set_default("max_position", o.max_position, int64_t(256));
       set_default("log_every", r.log_every, int64_t(20));
+      set_default("temperature", FLAGS_temperature, 0.8);
+      set_default("top_k", FLAGS_top_k, int64_t(20));
       set_default("ckpt_dir", o.ckpt_dir, (fs::path(FLAGS_out) / "ckpt").string());
       set_default("log_jsonl", r.jsonl_path, (fs::path(FLAGS_out) / "metrics.jsonl").string());
       if (!r.jsonl_path.empty()) fs::remove(r.jsonl_path);
       std::cout << "training preset " << o.preset << " on " << o.data << " (" << r.time_budget_s
                 << " s budget); metrics in " << r.jsonl_path << ", checkpoints in " << o.ckpt_dir << "\n";
     }
+    if (o.data == "default") o.data = sy::ensure_default_corpus(FLAGS_corpus_cache);
     SY_REQUIRE(!o.data.empty(), "--data is empty: pass a text file or folder (or --demo for the default corpus)");
     sy::Trainer trainer(o);
     std::cout << "model: " << trainer.model().parameters().total_numel() << " parameters, vocab "
               << trainer.model().config().vocab_size << ", MTP depth " << trainer.model().config().num_nextn_predict_layers
               << (o.fp8 ? ", FP8 recipe (emulated)" : ", FP32") << "; data: " << trainer.data().num_train_windows()
               << " training windows of " << trainer.data().window() << " tokens\n";
-    std::vector<double> losses;
+    std::vector<double> losses;  // main loss per step, for the demo's summary
     sy::StepMetrics last = sy::run_training(trainer, r, std::cout);
     summary = {{"step", trainer.step()}, {"loss", last.loss}, {"main_loss", last.main_loss},
                {"mtp_loss", last.mtp_loss}, {"tokens_per_s", last.tokens_per_s}};

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -281,12 +282,14 @@ StepMetrics run_training(Trainer& trainer, const RunOptions& run, std::ostream& 
     }
     bool last = trainer.step() == o.steps;
     if (run.log_every > 0 && (m.step % run.log_every == 0 || last || m.step == first + 1)) {
+      double left = step_time * double(o.steps - trainer.step());
+      if (run.time_budget_s > 0) left = std::min(left, std::max(0.0, run.time_budget_s - seconds_since(t0)));
       char line[256];
       std::snprintf(line, sizeof line,
-                    "step %6lld/%lld | loss %.4f | mtp %.4f | lr %.2e | gnorm %.3f | load max/mean %.2f | "
-                    "%.0f tok/s | %s left%s",
-                    (long long)m.step, (long long)o.steps, m.loss, m.mtp_loss, m.lr, m.grad_norm, m.max_over_mean_load,
-                    m.tokens_per_s, format_duration(step_time * double(o.steps - trainer.step())).c_str(),
+                    "step %6lld/%lld | loss %.4f | mtp %.4f | total %.4f | lr %.2e | gnorm %.3f | "
+                    "load max/mean %.2f | %.0f tok/s | %s left%s",
+                    (long long)m.step, (long long)o.steps, m.main_loss, m.mtp_loss, m.loss, m.lr, m.grad_norm,
+                    m.max_over_mean_load, m.tokens_per_s, format_duration(left).c_str(),
                     m.skipped ? " | SKIPPED (non-finite)" : "");
       out << line << "\n" << std::flush;
     }
