@@ -108,9 +108,9 @@ class DualPipeBuilder {
   }
   int microbatch(int q, int chunk) const { return (!v_ && q == 1) ? m_ / 2 + chunk : chunk; }
 
-  bool skip_recv_forward(int q) const {
-    return v_ ? ((first_ && q == 0) || (last_ && q == 1)) : ((first_ && q == 0) || (last_ && q == 1));
-  }
+  // Both schedules: the first stage has no activation to receive; DualPipe's phase 1 starts at
+  // the last rank, and DualPipeV's phase 1 on the last rank gets its input locally.
+  bool skip_recv_forward(int q) const { return (first_ && q == 0) || (last_ && q == 1); }
   bool skip_send_forward(int q) const { return (first_ && q == 1) || (last_ && q == 0); }
   bool skip_recv_backward(int q) const { return (first_ && q == 1) || (last_ && q == 0); }
   bool skip_send_backward(int q) const { return (first_ && q == 0) || (last_ && q == 1); }
