@@ -221,7 +221,8 @@ Losses Model<T>::forward(const int64_t* tokens, int64_t batch, int64_t seq_len) 
   losses_.main = kernels::cross_entropy_forward(logits_.data(), targets_.data(), N_, V, dlogits_.data());
 
   for (auto* v : {&mtp_emb_, &mtp_cat_, &mtp_x_, &mtp_h_, &mtp_hn_, &mtp_logits_, &mtp_dlogits_}) v->resize(D);
-  std::vector<T> tmp(N_ * d);
+  std::vector<T>& tmp = demb_;  // scratch [N, d]
+  tmp.resize(N_ * d);
   for (int64_t k = 0; k < D; ++k) {
     const MtpHead& m = mtp_[k];
     const std::vector<T>& prev = k == 0 ? hidden_[L] : mtp_h_[k - 1];
@@ -283,7 +284,10 @@ void Model<T>::backward(BackwardOrder order) {
 
   // MTP modules, last first: each feeds the gradient of its input hidden state backwards.
   for (auto* v : {&mtp_dh_, &mtp_dx_, &mtp_dcat_}) v->resize(D);
-  std::vector<std::vector<T>> dhn_mtp(D), de(D), dhh(D);
+  for (auto* v : {&mtp_dhn_, &mtp_de_, &mtp_dhh_}) v->resize(D);
+  auto& dhn_mtp = mtp_dhn_;
+  auto& de = mtp_de_;
+  auto& dhh = mtp_dhh_;
   for (int64_t k = 0; k < D; ++k) mtp_dh_[k].assign(N_ * d, T(0));
   for (int64_t k = D - 1; k >= 0; --k) {
     const MtpHead& m = mtp_[k];
@@ -317,7 +321,8 @@ void Model<T>::backward(BackwardOrder order) {
       kernels::rmsnorm_backward_weight(pv.data(), d, dhh[k].data(), N_, d, eps, mh.hnorm->grad.data());
       kernels::rmsnorm_backward_weight(mtp_emb_[k].data(), d, de[k].data(), N_, d, eps, mh.enorm->grad.data());
       // The embedding gradient of this module's token lookup.
-      std::vector<T> demb(N_ * d);
+      std::vector<T>& demb = demb_;
+      demb.resize(N_ * d);
       kernels::rmsnorm_backward_input(mtp_emb_[k].data(), d, mh.enorm->value.data(), de[k].data(), N_, d, eps,
                                       demb.data(), d, false);
       const int64_t* ids = &ids_[(k + 1) * N_];

@@ -263,6 +263,7 @@ StepMetrics run_training(Trainer& trainer, const RunOptions& run, std::ostream& 
   }
   const auto t0 = Clock::now();
   const int64_t first = trainer.step();
+  int64_t saved = first;  // the step of the last checkpoint (or of the resume point)
   StepMetrics m;
   double step_time = 0;
   while (trainer.step() < o.steps) {
@@ -300,10 +301,12 @@ StepMetrics run_training(Trainer& trainer, const RunOptions& run, std::ostream& 
       out << line << "\n" << std::flush;
       if (jsonl.is_open()) jsonl << nlohmann::json({{"type", "eval"}, {"step", m.step}, {"val_loss", val}}).dump() << "\n";
     }
-    if (!o.ckpt_dir.empty() && o.ckpt_every > 0 && m.step % o.ckpt_every == 0 && !last)
+    if (!o.ckpt_dir.empty() && o.ckpt_every > 0 && m.step % o.ckpt_every == 0 && !last) {
       out << "checkpoint " << trainer.save_checkpoint() << "\n";
+      saved = trainer.step();
+    }
   }
-  if (!o.ckpt_dir.empty()) out << "checkpoint " << trainer.save_checkpoint() << "\n";
+  if (!o.ckpt_dir.empty() && trainer.step() != saved) out << "checkpoint " << trainer.save_checkpoint() << "\n";
   return m;
 }
 

@@ -122,8 +122,8 @@ class Model {
   bool grads_taken_ = false;
   std::vector<std::vector<T>> mtp_emb_, mtp_cat_, mtp_x_, mtp_h_, mtp_hn_, mtp_logits_, mtp_dlogits_;
   std::vector<std::vector<T>> dhidden_;  // [L + 1]
-  std::vector<std::vector<T>> mtp_dh_, mtp_dx_, mtp_dcat_;
-  std::vector<T> dhn_;
+  std::vector<std::vector<T>> mtp_dh_, mtp_dx_, mtp_dcat_, mtp_dhn_, mtp_de_, mtp_dhh_;
+  std::vector<T> dhn_, demb_;  // demb_: [N, d] scratch
   Losses losses_;
 };
 
