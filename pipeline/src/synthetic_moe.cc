@@ -1,6 +1,7 @@
 // SyntheticMoeStage (synthetic_moe.h): an MoE stage whose tokens move through dispatch::Buffer.
 #include "switchyard/pipeline/synthetic_moe.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -312,6 +313,68 @@ void SyntheticMoeStage::Reference::backward(int mb, const std::vector<std::vecto
         }
       }
     }
+}
+
+double OverlapMeasurement::efficiency() const {
+  return (serial_s - overlapped_s) / std::max(1e-12, std::min(compute_s, communication_s));
+}
+
+OverlapMeasurement measure_fb_overlap(std::shared_ptr<comm::Communicator> ep, const SyntheticMoeOptions& opt, int reps,
+                                      int warmup) {
+  SY_REQUIRE(reps >= 1 && warmup >= 0, "measure_fb_overlap: reps = " << reps << ", warmup = " << warmup);
+  auto buffer = SyntheticMoeStage::make_buffer(ep, opt);
+  SyntheticMoeStage stage(0, buffer, ep->rank(), ep->size(), opt);
+  const size_t n = static_cast<size_t>(opt.tokens) * opt.hidden;
+  std::vector<float> x(n), y(n), y2(n), gy(n), gx(n);
+  for (size_t i = 0; i < n; ++i) {
+    x[i] = 0.001f * static_cast<float>(i % 997) - 0.5f;
+    gy[i] = 0.002f * static_cast<float>(i % 991) - 1.0f;
+  }
+  std::vector<double> serial, overlapped, compute, communication;
+  int mb = 0;
+  for (int rep = 0; rep < warmup + reps; ++rep) {
+    for (int mode = 0; mode < 2; ++mode) {  // 0 serial, 1 overlapped, alternating
+      const int a = mb++, b = mb++;
+      auto fa = stage.forward_tasks(a, x.data(), y.data());
+      run_serial(fa, nullptr);  // micro-batch a needs its forward before its backward
+      ep->barrier();
+      auto f = stage.forward_tasks(b, x.data(), y2.data());
+      auto bw = stage.backward_tasks(a, gy.data(), gx.data());
+      std::vector<SubStepEvent> ev;
+      const double t0 = monotonic_seconds();
+      if (mode == 0) {
+        run_serial(f, &ev);
+        run_serial(bw, &ev);
+      } else {
+        run_overlapped_pair(f, bw, &ev);
+      }
+      const double t = monotonic_seconds() - t0;
+      stage.weight_grads(a);
+      auto bb = stage.backward_tasks(b, gy.data(), gx.data());
+      run_serial(bb, nullptr);
+      stage.weight_grads(b);
+      if (rep < warmup) continue;
+      if (mode == 1) {
+        overlapped.push_back(t);
+        continue;
+      }
+      serial.push_back(t);
+      double c = 0, m = 0;
+      for (const auto& e : ev) (e.collective ? m : c) += e.end - e.start;
+      compute.push_back(c);
+      communication.push_back(m);
+    }
+  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  OverlapMeasurement out;
+  out.serial_s = median(serial);
+  out.overlapped_s = median(overlapped);
+  out.compute_s = median(compute);
+  out.communication_s = median(communication);
+  return out;
 }
 
 }  // namespace switchyard::pipeline

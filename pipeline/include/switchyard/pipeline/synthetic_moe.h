@@ -89,4 +89,19 @@ class SyntheticMoeStage {
   std::map<int, std::shared_ptr<Saved>> saved_;
 };
 
+// F&B overlap benchmark (sy-overlap-perf): one stage on every rank of `ep`, pairs of the
+// forward of one micro-batch and the backward of another, run alternately serial (each
+// collective waited for right after it is posted: the baseline) and overlapped
+// (run_overlapped_pair). Collective over `ep`; medians over `reps` pairs after `warmup`.
+struct OverlapMeasurement {
+  double serial_s = 0;          // median serial pair time
+  double overlapped_s = 0;      // median overlapped pair time
+  double compute_s = 0;         // median summed compute sub-steps of the serial runs
+  double communication_s = 0;   // median summed collective sub-steps of the serial runs
+  // (serial - overlapped) / min(compute, communication)
+  double efficiency() const;
+};
+OverlapMeasurement measure_fb_overlap(std::shared_ptr<comm::Communicator> ep, const SyntheticMoeOptions& opt, int reps,
+                                      int warmup);
+
 }  // namespace switchyard::pipeline
