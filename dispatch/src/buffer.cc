@@ -5,6 +5,7 @@
 //    int32 src_rank, int32 src_token, int32 topk_idx[K] (global ids, -1 masked),
 //    float topk_weights[K]]
 // A cached dispatch sends payload (+ scales) only: the handle already knows the routing.
+// Each stage message starts with a 32-byte header carrying the row count (row_exchange.h).
 // Flat path: one stage (token -> every rank holding one of its experts).
 // Two-hop path: stage A token -> the rail peer of every destination node (the only stage
 // that crosses the network), stage B forwarder -> the ranks of its node holding the token's

@@ -1,10 +1,11 @@
-// Stage primitives of dispatch and combine (private): a count exchange, a row exchange
-// (forward), and a reduce-back (the reverse of a row exchange, summing in a fixed order).
+// Stage primitives of dispatch and combine (private): a count exchange (the Buffer
+// handshake), a row exchange with the count in each message (forward), and a reduce-back
+// (the reverse of a row exchange, summing in a fixed order).
 //
 // A "stage" is one set of point-to-point messages: rank me sends to each peer p the rows
-// listed in send[p] (indices into the stage's source rows) and receives recv[p] rows from
-// each p. The arrival buffer holds the received rows grouped by peer, ascending. Rows to
-// itself are copied locally. Wire bytes count messages to ranks on other nodes.
+// listed in send[p] (indices into the stage's source rows) and receives the rows p sends.
+// Arrival order is by peer ascending, then send order. Rows to itself are copied locally.
+// Wire bytes count row payload sent to ranks on other nodes; headers are control bytes.
 #pragma once
 
 #include <cstdint>

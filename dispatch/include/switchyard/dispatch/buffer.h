@@ -30,7 +30,10 @@
 // input (checked before any data moves when detectable locally), Timeout naming a peer when
 // a peer does not answer (e.g. it rejected its own input).
 //
-// CPU backend: host pointers. DispatchOptions::stream is reserved for the CUDA backend.
+// Memory: receive staging is sized for max_tokens_per_rank rows per peer and reused between
+// calls (the row count rides in each message, so every stage is one round trip).
+//
+// CPU backend: host pointers. The `stream` fields are reserved for the CUDA backend.
 #pragma once
 
 #include <cstdint>
