@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <future>
 #include <mutex>
 #include <string>
@@ -25,9 +26,15 @@ SubStep step(SubStepKind k, bool backward, int mb) {
 }
 
 // A layer's forward (mb 1) and backward (mb 0) with a log of what started and finished.
+// A posted collective "arrives" only once one more compute sub-step has run (or after
+// `patience`),
+// so the log order shows deterministically whether compute ran while it was in flight.
 struct Fake {
   std::vector<std::string> log;
   std::mutex mu;
+  std::condition_variable cv;
+  int computes = 0;
+  std::chrono::milliseconds patience{2000};  // longest wait for the overlapping compute
   void note(const std::string& s) {
     std::lock_guard<std::mutex> g(mu);
     log.push_back(s);
@@ -36,8 +43,10 @@ struct Fake {
     SubStepTask t;
     t.step = step(k, bwd, mb);
     t.run = [this, name]() {
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-      note(name);
+      std::lock_guard<std::mutex> g(mu);
+      log.push_back(name);
+      ++computes;
+      cv.notify_all();
     };
     return t;
   }
@@ -45,10 +54,16 @@ struct Fake {
     SubStepTask t;
     t.step = step(k, bwd, mb);
     t.start = [this, name]() -> std::function<void()> {
-      note(name + " posted");
-      auto f = std::make_shared<std::future<void>>(std::async(std::launch::async, [this, name]() {
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
-        note(name + " arrived");
+      int target = 0;
+      {
+        std::lock_guard<std::mutex> g(mu);
+        log.push_back(name + " posted");
+        target = computes + 1;
+      }
+      auto f = std::make_shared<std::future<void>>(std::async(std::launch::async, [this, name, target]() {
+        std::unique_lock<std::mutex> lk(mu);
+        cv.wait_for(lk, patience, [&] { return computes >= target; });
+        log.push_back(name + " arrived");
       }));
       return [f]() { f->get(); };
     };
@@ -89,6 +104,7 @@ TEST(OverlapTest, PairRunsEachCollectiveDuringTheOtherMicrobatchsCompute) {
 
 TEST(OverlapTest, SerialWaitsRightAfterEachCollective) {
   Fake fake;
+  fake.patience = std::chrono::milliseconds(20);  // nothing overlaps here: do not wait long
   auto f = fake.forward();
   run_serial(f, nullptr);
   EXPECT_EQ(fake.log, (std::vector<std::string>{"ATTN.F", "DISPATCH.F posted", "DISPATCH.F arrived", "EXPERTS.F",
