@@ -56,17 +56,17 @@ class Op {
  public:
   OpName name;
   std::deque<Step> steps;
-  std::vector<std::vector<uint8_t>> scratch;  // temporaries living as long as the op
+  std::vector<std::unique_ptr<uint8_t[]>> scratch;  // temporaries living as long as the op
   std::shared_ptr<WorkState> work;
 
   // Set by the Context while the current step is posted.
   bool posted = false;
   std::vector<std::unique_ptr<TransportRequest>> requests;
 
-  // Allocates a scratch buffer owned by this op.
+  // Allocates an uninitialised scratch buffer owned by this op.
   uint8_t* alloc(size_t bytes) {
-    scratch.emplace_back(bytes);
-    return scratch.back().data();
+    scratch.emplace_back(new uint8_t[bytes ? bytes : 1]);
+    return scratch.back().get();
   }
 };
 
