@@ -17,9 +17,14 @@ double SimOptions::duration(OpKind kind) const {
     case OpKind::kBackwardInput: return b - w;
     case OpKind::kBackwardWeight: return w;
     case OpKind::kBackward: return b;
-    case OpKind::kForwardBackward: return std::isnan(fb) ? f + b : fb;
+    case OpKind::kForwardBackward: return pair();
     default: return 0.0;
   }
+}
+
+double SimOptions::pair() const {
+  if (!std::isnan(fb)) return fb;
+  return std::max(f - f_comm + b - b_comm, f_comm + b_comm);
 }
 
 double SimResult::max_bubble() const {
@@ -35,6 +40,9 @@ SimResult simulate(const Schedule& s, const SimOptions& opt) {
              "simulate: durations f = " << opt.f << ", b = " << opt.b << ", w = " << opt.w
                                         << " must be >= 0 with w <= b (b is the full backward)");
   SY_REQUIRE(std::isnan(opt.fb) || opt.fb >= 0, "simulate: fb = " << opt.fb << " must be >= 0");
+  SY_REQUIRE(opt.f_comm >= 0 && opt.f_comm <= opt.f && opt.b_comm >= 0 && opt.b_comm <= opt.b,
+             "simulate: f_comm = " << opt.f_comm << " and b_comm = " << opt.b_comm
+                                   << " must lie in [0, f] and [0, b] (they are parts of f and b)");
   SY_REQUIRE(opt.p2p_latency >= 0 && opt.reduce_time >= 0,
              "simulate: p2p_latency = " << opt.p2p_latency << " and reduce_time = " << opt.reduce_time
                                         << " must be >= 0");
@@ -56,7 +64,7 @@ SimResult simulate(const Schedule& s, const SimOptions& opt) {
 }
 
 double closed_form_bubble(const std::string& name, int n, const SimOptions& o, std::string* pre) {
-  const double fb = std::isnan(o.fb) ? o.f + o.b : o.fb;
+  const double fb = o.pair();
   auto set = [&](const char* text) {
     if (pre) *pre = text;
   };

@@ -179,6 +179,32 @@ TEST(SimulatorTest, DualPipeVMatchesDualPipeOnHalfTheDevices) {
       }
 }
 
+TEST(SimulatorTest, DerivesThePairFromCommunicationTimes) {
+  // F = 1 with 0.5 of it dispatch/combine, B = 2 with 1 of it: compute 0.5 + 1, comm 0.5 + 1,
+  // so a perfectly overlapped pair takes max(1.5, 1.5) = 1.5; with more comm, the comm bounds.
+  SimOptions o = times(1, 2, 1);
+  o.f_comm = 0.5;
+  o.b_comm = 1.0;
+  EXPECT_DOUBLE_EQ(o.pair(), 1.5);
+  o.b_comm = 1.8;
+  EXPECT_DOUBLE_EQ(o.pair(), 2.3);
+  o.f_comm = o.b_comm = 0;
+  EXPECT_DOUBLE_EQ(o.pair(), 3.0);
+  // The simulated DualPipe step uses the derived pair: one FB chunk is the pair's length.
+  o.f_comm = 0.5;
+  o.b_comm = 1.0;
+  SimResult res = simulate(generate(ScheduleKind::kDualPipe, {4, 8}), o);
+  bool seen = false;
+  for (const SimEvent& e : res.events)
+    if (e.action.kind == OpKind::kForwardBackward) {
+      EXPECT_DOUBLE_EQ(e.end - e.start, 1.5);
+      seen = true;
+    }
+  EXPECT_TRUE(seen);
+  o.f_comm = 2;  // more than f
+  EXPECT_THROW(simulate(generate(ScheduleKind::k1F1B, {2, 2}), o), InvalidArgument);
+}
+
 TEST(SimulatorTest, RejectsBadDurations) {
   Schedule s = generate(ScheduleKind::k1F1B, {2, 2});
   EXPECT_THROW(simulate(s, times(1, 1, 2)), InvalidArgument);

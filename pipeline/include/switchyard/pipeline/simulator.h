@@ -27,10 +27,17 @@ struct SimOptions {
   double f = 1.0;   // forward chunk
   double b = 2.0;   // full backward chunk (input + weight)
   double w = 1.0;   // weight-gradient part of b; requires 0 <= w <= b
-  double fb = std::numeric_limits<double>::quiet_NaN();  // F&B pair; NaN means f + b (no overlap)
+  double fb = std::numeric_limits<double>::quiet_NaN();  // F&B pair; NaN: derived, see below
+  // Communication (EP dispatch + combine) inside an F and inside a full backward, already
+  // included in f and b (a lone chunk waits for its own collectives). When fb is NaN the pair
+  // is derived assuming perfect overlap of one chunk's communication with the other's compute:
+  // fb = max(f - f_comm + b - b_comm, f_comm + b_comm); with both 0 that is f + b.
+  double f_comm = 0.0;
+  double b_comm = 0.0;
   double p2p_latency = 0.0;  // per transfer
   double reduce_time = 0.0;  // per REDUCE
   double duration(OpKind kind) const;  // compute chunk durations from the fields above
+  double pair() const;                  // the F&B duration in use
 };
 
 // One interval of the timeline (for traces and pictures).
