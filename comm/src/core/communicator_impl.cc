@@ -124,6 +124,7 @@ std::string CommunicatorImpl::describe() const {
 
 std::unique_ptr<Op> CommunicatorImpl::new_op(OpName name, TagSpace* ts) {
   auto op = std::make_unique<Op>();
+  op->pool = &context_->scratch_pool();
   name.comm_id = comm_id_;
   if (ts) {
     ts->comm_id = comm_id_;

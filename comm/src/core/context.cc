@@ -50,6 +50,32 @@ std::string rank_list(const std::set<int>& ranks) {
 
 }  // namespace
 
+std::pair<ScratchPool::Buffer, size_t> ScratchPool::take(size_t bytes) {
+  constexpr size_t kSmall = 64 << 10;  // small buffers come from malloc directly
+  if (bytes >= kSmall) {
+    std::lock_guard<std::mutex> lock(mu_);
+    size_t best = free_.size();
+    for (size_t i = 0; i < free_.size(); ++i)
+      if (free_[i].second >= bytes && free_[i].second <= 2 * bytes &&
+          (best == free_.size() || free_[i].second < free_[best].second))
+        best = i;
+    if (best < free_.size()) {
+      auto out = std::move(free_[best]);
+      free_.erase(free_.begin() + static_cast<std::ptrdiff_t>(best));
+      return out;
+    }
+  }
+  return {Buffer(new uint8_t[bytes ? bytes : 1]), bytes};
+}
+
+void ScratchPool::give(Buffer buffer, size_t bytes) {
+  constexpr size_t kSmall = 64 << 10, kMaxBuffers = 16;
+  if (bytes < kSmall) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (free_.size() >= kMaxBuffers) free_.erase(free_.begin());  // drop the oldest
+  free_.emplace_back(std::move(buffer), bytes);
+}
+
 std::string OpName::str() const {
   std::string s = op;
   s += '(';

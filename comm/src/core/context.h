@@ -66,6 +66,8 @@ class Context : public std::enable_shared_from_this<Context> {
   // Fails every pending and future op with `reason`; tells local peers. Never blocks.
   void abort(const std::string& reason);
 
+  ScratchPool& scratch_pool() { return scratch_pool_; }
+
   // Registers shared memory with the shm transport (under the context lock).
   void register_region(const std::shared_ptr<SharedRegion>& region);
 
@@ -92,6 +94,7 @@ class Context : public std::enable_shared_from_this<Context> {
   std::vector<Transport*> route_;
   std::vector<Transport*> transports_;
 
+  ScratchPool scratch_pool_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::list<std::unique_ptr<Op>> ops_;
