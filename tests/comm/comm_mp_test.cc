@@ -55,6 +55,14 @@ TEST(CommunicatorTest, TwoNodesFlatAllToAllV) {
   expect_all_ok(launch_ranks(s));
 }
 
+// Without cross-memory attach (containers without ptrace rights), large messages between
+// local ranks travel through the rings in pieces.
+TEST(CommunicatorTest, RingPiecesWithoutCrossMemoryAttach) {
+  LaunchSpec s = spec("ops", 3);
+  s.env = {{"SWITCHYARD_COMM_SHM_CMA", "0"}};
+  expect_all_ok(launch_ranks(s));
+}
+
 TEST(CommunicatorTest, SplitAndParallelGroups) { expect_all_ok(launch_ranks(spec("split", 4))); }
 
 TEST(CommunicatorTest, SplitAndParallelGroupsTwoNodes) { expect_all_ok(launch_ranks(spec("split", 4, 2))); }

@@ -25,6 +25,8 @@
 namespace switchyard::comm::detail {
 namespace {
 
+const Param<bool> kUseCma("COMM_SHM_CMA", true, "bool",
+                          "large shared-memory messages use cross-memory attach (else chunks through the ring)");
 const Param<int64_t> kShmSlots("COMM_SHM_SLOTS", 32, "slots", "slots per shared-memory ring (each 8 KiB)");
 
 constexpr uint64_t kMagic = 0x53595348'4d303031ull;  // "SYSHM001"
@@ -32,7 +34,10 @@ constexpr size_t kSlotBytes = 8192;
 constexpr size_t kSlotHeaderBytes = 64;
 constexpr size_t kEagerMax = kSlotBytes - kSlotHeaderBytes;
 
-enum SlotKind : uint32_t { kEager = 1, kRts = 2, kRtsRegion = 3, kFin = 4 };
+// kChunk: one piece of a large message copied through the ring when cross-memory attach
+// is not permitted (bytes = message size, addr = offset, cookie = piece length).
+enum SlotKind : uint32_t { kEager = 1, kRts = 2, kRtsRegion = 3, kFin = 4, kChunk = 5 };
+constexpr int kMaxLocalRanks = 256;
 enum RunState : uint32_t { kRunning = 0, kClosed = 1, kAborted = 2 };
 enum FinStatus : int64_t { kFinOk = 0, kFinTruncated = 1, kFinCopyFailed = 2 };
 
@@ -44,6 +49,9 @@ struct alignas(64) SegmentHeader {
   alignas(64) std::atomic<uint32_t> doorbell;
   std::atomic<uint32_t> sleepers;
   alignas(64) std::atomic<uint32_t> state;
+  uint64_t probe;                  // magic value at a known address, read by peers' CMA probe
+  uint64_t probe_addr;             // address of `probe` in the owner's address space
+  uint8_t can_read[kMaxLocalRanks];  // can_read[i]: the owner can CMA-read local rank i
 };
 
 struct Slot {
@@ -190,6 +198,11 @@ struct Peer {
   std::deque<std::shared_ptr<Request>> posted;
   std::deque<Unexpected> unexpected;
   bool gone = false;  // closed cleanly and exited
+  bool peer_reads_me = true;  // the peer may CMA-read this rank (else send chunks)
+  // The chunked message being received from this peer (into a request or unexpected).
+  std::shared_ptr<Request> chunk_req;
+  bool chunk_discard = false;
+  std::unique_ptr<Unexpected> chunk_unexpected;
 };
 
 class ShmTransportImpl : public ShmTransport {
@@ -210,6 +223,9 @@ class ShmTransportImpl : public ShmTransport {
     own_header_->pid = ::getpid();
     own_header_->num_local = n;
     own_header_->slots = slots_;
+    own_header_->probe = kMagic;
+    own_header_->probe_addr = reinterpret_cast<uint64_t>(&own_header_->probe);
+    SY_REQUIRE(n <= kMaxLocalRanks, "shm transport: " << n << " ranks on one node (at most " << kMaxLocalRanks << ")");
     try {
       connect(local_ranks, store, key_prefix, timeout);
     } catch (...) {
@@ -253,6 +269,21 @@ class ShmTransportImpl : public ShmTransport {
       if (bytes <= kEagerMax) {
         o.kind = kEager;
         o.data = buf;
+      } else if (!p.peer_reads_me && !find_region(buf, bytes)) {
+        // No cross-memory attach: the message goes through the ring in slot-sized pieces.
+        for (size_t off = 0; off < bytes; off += kEagerMax) {
+          Outgoing c;
+          c.kind = kChunk;
+          c.tag = tag;
+          c.bytes = bytes;
+          c.addr = off;
+          c.cookie = std::min(kEagerMax, bytes - off);
+          c.data = static_cast<const uint8_t*>(buf) + off;
+          if (off + kEagerMax >= bytes) c.req = r;
+          p.outq.push_back(std::move(c));
+        }
+        flush(p);
+        return std::make_unique<Handle>(std::move(r));
       } else {
         o.cookie = next_cookie_++;
         o.kind = kRts;
@@ -374,10 +405,27 @@ class ShmTransportImpl : public ShmTransport {
       p.in_ring = ring(own_.data(), i);
       if (i != me_) p.pidfd = static_cast<int>(syscall(SYS_pidfd_open, p.pid, 0));
     }
+    // Which local ranks may this rank read with cross-memory attach? Peers read it from
+    // our header (after the barrier below) to choose between CMA and ring chunks.
+    for (int i = 0; i < n; ++i) {
+      Peer& p = peers_[i];
+      bool ok = i == me_;
+      if (!ok && kUseCma.get()) {
+        uint64_t v = 0;
+        iovec local{&v, 8};
+        iovec remote{reinterpret_cast<void*>(p.header->probe_addr), 8};
+        ok = ::process_vm_readv(p.pid, &local, 1, &remote, 1, 0) == 8 && v == kMagic;
+        if (!ok)
+          SY_INFO("comm", "shm: cross-memory attach to rank " << p.rank << " unavailable (" << errno_text(errno)
+                                                              << "): large messages go through the ring");
+      }
+      own_header_->can_read[i] = ok ? 1 : 0;
+    }
     store.set(prefix + "shm/mapped/" + std::to_string(rank_), {1});
     keys.clear();
     for (int r : local_ranks) keys.push_back(prefix + "shm/mapped/" + std::to_string(r));
     store_get_all(store, keys, what, timeout, "shm transport: mapping segments");
+    for (auto& p : peers_) p.peer_reads_me = p.header->can_read[me_] != 0;
     unlink_own();
   }
 
@@ -458,10 +506,11 @@ class ShmTransportImpl : public ShmTransport {
       s.cookie = o.cookie;
       s.status = o.status;
       if (o.kind == kEager && o.bytes) std::memcpy(s.data, o.data, o.bytes);
+      if (o.kind == kChunk) std::memcpy(s.data, o.data, o.cookie);
       if (o.kind == kRtsRegion) std::memcpy(s.data, o.region.c_str(), o.region.size() + 1);
       s.full.store(1, std::memory_order_release);
       ++p.out_head;
-      if (o.kind == kEager && o.req) o.req->done = true;
+      if ((o.kind == kEager || o.kind == kChunk) && o.req) o.req->done = true;
       p.outq.pop_front();
       moved = true;
     }
@@ -490,6 +539,8 @@ class ShmTransportImpl : public ShmTransport {
                 IoError("rank " + std::to_string(p.rank) + " could not read this rank's send buffer", __FILE__, __LINE__));
           r->done = true;
         }
+      } else if (s.kind == kChunk) {
+        receive_chunk(p, s);
       } else {
         std::shared_ptr<Request> match;
         for (auto it = p.posted.begin(); it != p.posted.end(); ++it) {
@@ -517,6 +568,63 @@ class ShmTransportImpl : public ShmTransport {
       if (p.local != me_) ring_doorbell(p.header);
     }
     return moved;
+  }
+
+  void receive_chunk(Peer& p, const Slot& s) {
+    uint64_t total = s.bytes, off = s.addr, len = s.cookie;
+    if (off == 0) {
+      p.chunk_req = nullptr;
+      p.chunk_discard = false;
+      p.chunk_unexpected = nullptr;
+      for (auto it = p.posted.begin(); it != p.posted.end(); ++it) {
+        if ((*it)->tag == s.tag) {
+          p.chunk_req = *it;
+          p.posted.erase(it);
+          break;
+        }
+      }
+      if (p.chunk_req && total > p.chunk_req->cap) {
+        p.chunk_req->error = std::make_exception_ptr(InvalidArgument(
+            "message from rank " + std::to_string(p.rank) + " has " + std::to_string(total) +
+                " bytes but the receive holds " + std::to_string(p.chunk_req->cap) + " (sizes differ between ranks?)",
+            __FILE__, __LINE__));
+        p.chunk_req = nullptr;
+        p.chunk_discard = true;
+      } else if (!p.chunk_req) {
+        p.chunk_unexpected = std::make_unique<Unexpected>();
+        p.chunk_unexpected->kind = kEager;
+        p.chunk_unexpected->tag = s.tag;
+        p.chunk_unexpected->bytes = total;
+        p.chunk_unexpected->data.resize(total);
+      }
+    }
+    if (p.chunk_req)
+      std::memcpy(static_cast<uint8_t*>(p.chunk_req->buf) + off, s.data, len);
+    else if (p.chunk_unexpected)
+      std::memcpy(p.chunk_unexpected->data.data() + off, s.data, len);
+    if (off + len < total) return;
+    if (p.chunk_req) {
+      p.chunk_req->bytes = total;
+      p.chunk_req->done = true;
+    } else if (p.chunk_unexpected) {
+      // Complete: now it may match a receive posted meanwhile, like any arrival.
+      Unexpected u = std::move(*p.chunk_unexpected);
+      std::shared_ptr<Request> match;
+      for (auto it = p.posted.begin(); it != p.posted.end(); ++it) {
+        if ((*it)->tag == u.tag) {
+          match = *it;
+          p.posted.erase(it);
+          break;
+        }
+      }
+      if (match)
+        deliver(p, *match, kEager, u.bytes, 0, 0, "", u.data.data());
+      else
+        p.unexpected.push_back(std::move(u));
+    }
+    p.chunk_req = nullptr;
+    p.chunk_unexpected = nullptr;
+    p.chunk_discard = false;
   }
 
   void deliver(Peer& p, Request& r, uint32_t kind, uint64_t bytes, uint64_t addr, uint64_t cookie,
