@@ -247,13 +247,28 @@ void Executor::run() {
   m.finish_batches();
 }
 
+void Executor::add_sub_step_events(const std::vector<SubStepEvent>& sub_steps) {
+  for (const SubStepEvent& x : sub_steps) {
+    SimEvent e;
+    e.rank = impl_->rank;
+    e.comm = x.collective;
+    e.start = x.start;
+    e.end = x.end;
+    e.action = make_compute(x.step.backward ? OpKind::kBackward : OpKind::kForward, x.step.stage, x.step.microbatch);
+    e.action.sub_steps = {x.step};
+    events_.push_back(std::move(e));
+  }
+}
+
 void Executor::write_trace(const std::string& path) {
   Impl& m = *impl_;
   nlohmann::json mine = nlohmann::json::array();
   for (const SimEvent& e : events_)
     mine.push_back({{"comm", e.comm}, {"start", e.start}, {"end", e.end}, {"op", static_cast<int>(e.action.kind)},
                     {"stage", e.action.stage}, {"mb", e.action.microbatch}, {"peer", e.action.peer},
-                    {"bs", e.action.bwd_stage}, {"bm", e.action.bwd_microbatch}, {"flow", e.flow_id}});
+                    {"bs", e.action.bwd_stage}, {"bm", e.action.bwd_microbatch}, {"flow", e.flow_id},
+                    {"sub", e.action.sub_steps.empty() ? -1 : static_cast<int>(e.action.sub_steps[0].kind)},
+                    {"sub_layer", e.action.sub_steps.empty() ? 0 : e.action.sub_steps[0].layer}});
   const std::string text = mine.dump();
   const int tag = (1 << 27) - 1;
   if (m.rank != 0) {
@@ -281,6 +296,15 @@ void Executor::write_trace(const std::string& path) {
       e.action.bwd_stage = j["bs"];
       e.action.bwd_microbatch = j["bm"];
       e.flow_id = j["flow"];
+      if (j["sub"].get<int>() >= 0) {
+        SubStep x;
+        x.kind = static_cast<SubStepKind>(j["sub"].get<int>());
+        x.backward = e.action.kind == OpKind::kBackward;
+        x.layer = j["sub_layer"];
+        x.stage = e.action.stage;
+        x.microbatch = e.action.microbatch;
+        e.action.sub_steps = {x};
+      }
       all.push_back(e);
     }
   }

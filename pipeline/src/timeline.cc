@@ -80,9 +80,22 @@ nlohmann::json chrome_trace(const std::vector<SimEvent>& events, int num_ranks, 
     ev.push_back({{"ph", "M"}, {"name", "process_name"}, {"pid", r}, {"args", {{"name", "rank " + std::to_string(r)}}}});
     ev.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", r}, {"tid", 0}, {"args", {{"name", "compute"}}}});
     ev.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", r}, {"tid", 1}, {"args", {{"name", "comm"}}}});
+    ev.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", r}, {"tid", 2}, {"args", {{"name", "ep comm"}}}});
   }
   for (const auto& e : events) {
     const double ts = e.start * us_per_unit, dur = (e.end - e.start) * us_per_unit;
+    if (!e.action.sub_steps.empty()) {  // a MoE sub-step: inside its chunk, or on the EP lane
+      const SubStep& x = e.action.sub_steps[0];
+      ev.push_back({{"ph", "X"},
+                    {"name", std::string(sub_step_kind_name(x.kind)) + (x.backward ? ".B" : ".F") + " s" +
+                                 std::to_string(x.stage) + " m" + std::to_string(x.microbatch)},
+                    {"cat", "moe"},
+                    {"pid", e.rank},
+                    {"tid", e.comm ? 2 : 0},
+                    {"ts", ts},
+                    {"dur", dur}});
+      continue;
+    }
     ev.push_back({{"ph", "X"},
                   {"name", to_string(e.action)},
                   {"cat", op_kind_name(e.action.kind)},

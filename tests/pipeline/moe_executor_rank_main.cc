@@ -10,9 +10,13 @@
 //     micro-batch was in flight (posted before, finished after) while a compute sub-step of
 //     the other micro-batch ran.
 // Global rank = ep_rank * 2 + pp_rank (Schedule::replicate's layout).
+// Usage: pipeline_moe_rank [TRACE_PREFIX]: each PP group (EP replica) writes
+// TRACE_PREFIX.ep<e>.json with MoE sub-steps on an "ep comm" lane, checked to be non-empty.
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <vector>
 
 #include "switchyard/comm/communicator.h"
@@ -34,7 +38,7 @@ double target_value(int ep, int mb, int i) { return 0.3 * std::cos(0.23 * (i + 1
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   try {
     auto world = comm::Communicator::init();
     SY_REQUIRE(world->size() == kPP * kEP, "pipeline_moe_rank needs " << kPP * kEP << " ranks");
@@ -111,6 +115,21 @@ int main() {
 
     Executor ex(pp, s, static_cast<size_t>(T) * H, cb);
     ex.run();
+    ex.add_sub_step_events(events);
+    if (argc > 1) {
+      const std::string path = std::string(argv[1]) + ".ep" + std::to_string(ep_rank) + ".json";
+      ex.write_trace(path);  // per PP group: the ranks of this EP replica
+      if (pp_rank == 0) {
+        std::ifstream in(path);
+        nlohmann::json t = nlohmann::json::parse(in);
+        int ep_lane = 0;
+        for (const auto& e : t["traceEvents"]) ep_lane += e["ph"] == "X" && e["tid"] == 2;
+        if (ep_lane == 0) {
+          std::printf("rank %d: FAILED no dispatch/combine events in the trace\n", rank);
+          return 1;
+        }
+      }
+    }
 
     // Reference: every micro-batch through the whole model, all EP ranks' tokens, double.
     std::vector<SyntheticMoeStage::Reference> ref;

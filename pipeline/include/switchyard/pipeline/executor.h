@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "switchyard/comm/communicator.h"
+#include "switchyard/pipeline/overlap.h"
 #include "switchyard/pipeline/schedule.h"
 #include "switchyard/pipeline/simulator.h"
 
@@ -68,6 +69,11 @@ class Executor {
   // Measured timeline of the last run() on this rank: seconds on CLOCK_MONOTONIC (comparable
   // across the processes of one host). P2P events carry flow ids shared by send and receive.
   const std::vector<SimEvent>& events() const { return events_; }
+
+  // Adds MoE sub-step intervals measured by the callbacks (run_overlapped_pair) to this rank's
+  // timeline, so write_trace shows them: compute sub-steps on the compute lane (inside their
+  // chunk), dispatch/combine on an "ep comm" lane. Call after run(), before write_trace().
+  void add_sub_step_events(const std::vector<SubStepEvent>& sub_steps);
 
   // Collective: gathers every rank's events on rank 0 and writes one Chrome/Perfetto trace
   // there (times relative to the earliest event, flow arrows send -> receive).

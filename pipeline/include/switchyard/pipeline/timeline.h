@@ -4,7 +4,9 @@
 // one box per chunk coloured by op (F, B, W, BW, FB) and shaded per micro-batch, with the
 // micro-batch number inside, like the figures of DeepSeek's DualPipe README.
 // chrome_trace returns Chrome/Perfetto trace JSON: one process per rank, thread 0 = compute,
-// thread 1 = communication, an arrow (flow event) from each send to its receive.
+// thread 1 = P2P communication, thread 2 = EP dispatch/combine (events whose action carries one
+// MoE sub-step; compute sub-steps go on thread 0 inside their chunk), an arrow (flow event)
+// from each send to its receive.
 // Pure functions.
 #pragma once
 
