@@ -41,10 +41,11 @@ struct Executor::Impl {
   // Per step.
   std::map<TensorName, std::vector<double>> produced;  // outputs and input grads made here
   std::map<TensorName, std::vector<double>> received;
-  std::map<TensorName, comm::Work> arrival;            // recv tensor -> its batch
+  std::map<TensorName, size_t> arrival;                // recv tensor -> index of its batch
   struct Batch {
     comm::Work work;
     double post;
+    double done = -1;  // when completion was first observed (polled between chunks)
     std::vector<Action> ops;
   };
   std::vector<Batch> batches;
@@ -71,7 +72,11 @@ struct Executor::Impl {
     auto w = arrival.find(t);
     SY_REQUIRE(w != arrival.end(), "executor rank " << rank << ": tensor (grad=" << t.grad << ", stage " << t.stage
                                                     << ", mb " << t.mb << ") was never received");
-    w->second.wait();
+    Batch& b = batches[w->second];
+    if (b.done < 0) {
+      b.work.wait();
+      b.done = now_seconds();
+    }
     return received.at(t).data();
   }
 
@@ -99,8 +104,8 @@ struct Executor::Impl {
     }
     work = comm->ibatch_send_recv(p2p);
     for (const Action& a : ops)
-      if (is_recv(a.kind)) arrival[{a.kind == OpKind::kRecvGrad ? 1 : 0, a.stage, a.microbatch}] = work;
-    batches.push_back({work, post, ops});
+      if (is_recv(a.kind)) arrival[{a.kind == OpKind::kRecvGrad ? 1 : 0, a.stage, a.microbatch}] = batches.size();
+    batches.push_back({work, post, -1.0, ops});
   }
 
   void record(bool is_comm, double start, double end, const Action& a, int flow) {
@@ -174,11 +179,24 @@ struct Executor::Impl {
     record(true, start, now_seconds(), a, -1);
   }
 
+  // Notes the completion time of batches that finished (a non-blocking test per open batch).
+  void poll() {
+    for (size_t i = first_open; i < batches.size(); ++i) {
+      Batch& b = batches[i];
+      if (b.done < 0 && b.work.test()) b.done = now_seconds();
+    }
+    while (first_open < batches.size() && batches[first_open].done >= 0) ++first_open;
+  }
+  size_t first_open = 0;
+
   // Waits for every batch and records its P2P events (end = when completion was observed).
   void finish_batches() {
     for (Batch& b : batches) {
-      b.work.wait();
-      const double end = now_seconds();
+      if (b.done < 0) {
+        b.work.wait();
+        b.done = now_seconds();
+      }
+      const double end = b.done;
       for (const Action& a : b.ops) {
         const int grad = (a.kind == OpKind::kSendGrad || a.kind == OpKind::kRecvGrad) ? 1 : 0;
         record(true, b.post, end, a, flow_id({grad, a.stage, a.microbatch}));
@@ -229,6 +247,7 @@ void Executor::run() {
   m.received.clear();
   m.arrival.clear();
   m.batches.clear();
+  m.first_open = 0;
   const auto& list = m.s.ranks[m.rank];
   for (size_t i = 0; i < list.size();) {
     if (is_p2p(list[i].kind)) {
@@ -238,10 +257,12 @@ void Executor::run() {
       i = j;
       continue;
     }
+    m.poll();
     if (list[i].kind == OpKind::kReduceGrad)
       m.reduce(list[i]);
     else
       m.compute(list[i]);
+    m.poll();
     ++i;
   }
   m.finish_batches();
