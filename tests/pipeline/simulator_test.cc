@@ -179,6 +179,19 @@ TEST(SimulatorTest, DualPipeVMatchesDualPipeOnHalfTheDevices) {
       }
 }
 
+TEST(SimulatorTest, ZbvReachesTheFillLowerBoundWhenBalanced) {
+  // With F = B-W = W and M a multiple of the ranks, the greedy ZBV order's bubble is (N-1)F:
+  // the lower bound of any schedule, since the last rank's first F cannot start before (N-1)F
+  // and every rank has the same work.
+  for (int p : {2, 4, 8})
+    for (int m : {2 * p, 4 * p})
+      for (SimOptions o : {times(1, 2, 1), times(2, 4, 2)}) {
+        SimResult res = simulate(generate(ScheduleKind::kZBV, {p, m}), o);
+        EXPECT_DOUBLE_EQ(res.max_bubble(), (p - 1) * o.f) << "p " << p << " m " << m;
+        EXPECT_LE(*std::max_element(res.peak_activations.begin(), res.peak_activations.end()), 2 * p);
+      }
+}
+
 TEST(SimulatorTest, DerivesThePairFromCommunicationTimes) {
   // F = 1 with 0.5 of it dispatch/combine, B = 2 with 1 of it: compute 0.5 + 1, comm 0.5 + 1,
   // so a perfectly overlapped pair takes max(1.5, 1.5) = 1.5; with more comm, the comm bounds.
