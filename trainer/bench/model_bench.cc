@@ -3,7 +3,8 @@
 // optionally runs the PyTorch reference benchmark (tests/reference/bench_train_step.py)
 // with the same config, batch, sequence and thread count, and reports the ratio.
 //
-// Not a test: run by hand (docs/perf.md "## trainer model"). Medians of --steps steps.
+// Not a test: run by hand (docs/perf.md "## trainer model"). C++ rounds and reference runs
+// alternate (--rounds) so both see similar load on a shared machine; medians over all.
 #include <cblas.h>
 #include <gflags/gflags.h>
 
@@ -28,6 +29,7 @@ DEFINE_int32(threads, 1, "BLAS threads (the reference uses the same)");
 DEFINE_int32(steps, 7, "timed steps (median reported)");
 DEFINE_int32(warmup, 2, "untimed steps");
 DEFINE_string(reference, "", "path of tests/reference/bench_train_step.py to run in the same run ('' = skip)");
+DEFINE_int32(rounds, 3, "alternations of (C++ steps, reference run); medians over all rounds");
 DEFINE_bool(json, false, "print one JSON line instead of text");
 
 namespace {
@@ -130,22 +132,52 @@ int main(int argc, char** argv) {
     AdamW opt;
     std::vector<double> times, sgemm_times, cpu_times, sgemm_cpu_times;
     double loss = 0;
-    for (int s = 0; s < FLAGS_warmup + FLAGS_steps; ++s) {
-      for (auto& t : tokens) t = tok(rng);
-      auto t0 = Clock::now();
-      double c0 = cpu_seconds();
-      model.zero_grad();
-      loss = model.forward(tokens.data(), B, T).total;
-      model.backward();
-      opt.update(model.parameters());
-      model.update_expert_biases(1e-3);
-      double dt = std::chrono::duration<double>(Clock::now() - t0).count();
-      double dc = cpu_seconds() - c0;
-      Timing sg = sgemm_seconds();
-      if (s >= FLAGS_warmup) {
-        times.push_back(dt), cpu_times.push_back(dc);
-        sgemm_times.push_back(sg.wall), sgemm_cpu_times.push_back(sg.cpu);
+    auto run_steps = [&](int count, bool timed) {
+      for (int s = 0; s < count; ++s) {
+        for (auto& t : tokens) t = tok(rng);
+        auto t0 = Clock::now();
+        double c0 = cpu_seconds();
+        model.zero_grad();
+        loss = model.forward(tokens.data(), B, T).total;
+        model.backward();
+        opt.update(model.parameters());
+        model.update_expert_biases(1e-3);
+        double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+        double dc = cpu_seconds() - c0;
+        Timing sg = sgemm_seconds();
+        if (timed) {
+          times.push_back(dt), cpu_times.push_back(dc);
+          sgemm_times.push_back(sg.wall), sgemm_cpu_times.push_back(sg.cpu);
+        }
       }
+    };
+    // The reference: same config, batch, sequence, threads and step counts; its JSON line
+    // carries its median tokens/s.
+    std::string ref_line;
+    auto run_reference = [&]() -> double {
+      // A preset name maps to trainer/configs/<name>.json next to the reference script.
+      std::string cfg = FLAGS_config;
+      if (cfg.find(".json") == std::string::npos) {
+        std::string root = FLAGS_reference.substr(0, FLAGS_reference.rfind("tests/reference/"));
+        cfg = root + "trainer/configs/" + FLAGS_config + ".json";
+      }
+      std::string cmd = "/usr/bin/python3 " + FLAGS_reference + " --config " + cfg + " --batch " + std::to_string(B) +
+                        " --seq " + std::to_string(T) + " --threads " + std::to_string(FLAGS_threads) + " --steps " +
+                        std::to_string(FLAGS_steps) + " --warmup " + std::to_string(FLAGS_warmup) + " 2>/dev/null";
+      FILE* pipe = popen(cmd.c_str(), "r");
+      char buf[4096];
+      while (pipe && fgets(buf, sizeof buf, pipe)) ref_line = buf;
+      if (pipe) pclose(pipe);
+      auto pos = ref_line.find("\"tokens_per_s\"");
+      return pos == std::string::npos ? 0.0 : std::stod(ref_line.substr(ref_line.find(':', pos) + 1));
+    };
+    // Alternate C++ and reference rounds so both see similar machine load.
+    std::vector<double> ref_rates;
+    run_steps(FLAGS_warmup, false);
+    const int rounds = FLAGS_reference.empty() ? 1 : std::max(1, FLAGS_rounds);
+    for (int r = 0; r < rounds; ++r) {
+      run_steps(FLAGS_steps, true);
+      if (!FLAGS_reference.empty()) ref_rates.push_back(run_reference());
     }
     const double step_s = median(times);
     const double tokens_per_s = B * T / step_s;
@@ -153,27 +185,8 @@ int main(int argc, char** argv) {
     const double sgemm = 2.0 * 1024 * 1024 * 1024 / median(sgemm_times) / 1e9;
     const double gflops_cpu = step_flops(c, B, T) / median(cpu_times) / 1e9;
     const double sgemm_cpu = 2.0 * 1024 * 1024 * 1024 / median(sgemm_cpu_times) / 1e9;
+    const double ref_tokens_per_s = ref_rates.empty() ? 0.0 : median(ref_rates);
 
-    double ref_tokens_per_s = 0;
-    std::string ref_line;
-    if (!FLAGS_reference.empty()) {
-      // A preset name maps to trainer/configs/<name>.json next to the reference script.
-      std::string cfg = FLAGS_config;
-      if (cfg.find(".json") == std::string::npos) {
-        std::string root = FLAGS_reference.substr(0, FLAGS_reference.rfind("tests/reference/"));
-        cfg = root + "trainer/configs/" + FLAGS_config + ".json";
-      }
-      std::string cmd = "/usr/bin/python3 " + FLAGS_reference + (cfg.empty() ? "" : " --config " + cfg) +
-                        " --batch " + std::to_string(B) + " --seq " + std::to_string(T) + " --threads " +
-                        std::to_string(FLAGS_threads) + " --steps " + std::to_string(FLAGS_steps) + " --warmup " +
-                        std::to_string(FLAGS_warmup) + " 2>/dev/null";
-      FILE* pipe = popen(cmd.c_str(), "r");
-      char buf[4096];
-      while (pipe && fgets(buf, sizeof buf, pipe)) ref_line = buf;
-      if (pipe) pclose(pipe);
-      auto pos = ref_line.find("\"tokens_per_s\"");
-      if (pos != std::string::npos) ref_tokens_per_s = std::stod(ref_line.substr(ref_line.find(':', pos) + 1));
-    }
     if (FLAGS_json) {
       std::printf(
           "{\"config\": \"%s\", \"batch\": %lld, \"seq\": %lld, \"threads\": %d, \"step_s\": %.6f, \"tokens_per_s\": %.1f, "
@@ -186,13 +199,14 @@ int main(int argc, char** argv) {
     } else {
       std::printf("config %s batch %lld seq %lld threads %d\n", FLAGS_config.c_str(), (long long)B, (long long)T,
                   FLAGS_threads);
-      std::printf("step %.4f s (median of %d), %.1f tokens/s, %.2f GFLOP/s = %.1f%% of SGEMM %.2f GFLOP/s\n", step_s,
-                  FLAGS_steps, tokens_per_s, gflops, 100 * gflops / sgemm, sgemm);
+      std::printf("step %.4f s (median of %zu), %.1f tokens/s, %.2f GFLOP/s = %.1f%% of SGEMM %.2f GFLOP/s\n", step_s,
+                  times.size(), tokens_per_s, gflops, 100 * gflops / sgemm, sgemm);
       std::printf("CPU time: %.2f GFLOP/s = %.1f%% of SGEMM %.2f GFLOP/s\n", gflops_cpu, 100 * gflops_cpu / sgemm_cpu,
                   sgemm_cpu);
       if (!FLAGS_reference.empty())
-        std::printf("reference %.1f tokens/s -> %.2fx (reference line: %s)\n", ref_tokens_per_s,
-                    ref_tokens_per_s > 0 ? tokens_per_s / ref_tokens_per_s : 0.0, ref_line.c_str());
+        std::printf("reference %.1f tokens/s (median of %zu runs) -> %.2fx (last reference line: %s)\n",
+                    ref_tokens_per_s, ref_rates.size(), ref_tokens_per_s > 0 ? tokens_per_s / ref_tokens_per_s : 0.0,
+                    ref_line.c_str());
       for (int64_t l : model.moe_layer_indices()) {
         LoadStats st = model.expert_load(l);
         std::printf("layer %lld expert load max/mean %.2f (max %.0f, mean %.1f tokens)\n", (long long)l,
