@@ -200,6 +200,15 @@ class Engine {
                            : TensorKey{grad, a.stage, a.microbatch, a.peer, r};
   }
 
+  // Same id for a send and its receive (trace arrows).
+  int flow_id(const TensorKey& k) {
+    auto f = flow_ids_.find(k);
+    if (f != flow_ids_.end()) return f->second;
+    const int id = static_cast<int>(flow_ids_.size());
+    flow_ids_.emplace(k, id);
+    return id;
+  }
+
   // Returns true when the batch was posted now or completed (both are progress).
   bool try_batch(int r, const Item& it) {
     const auto& list = s_.ranks[r];
@@ -241,14 +250,7 @@ class Engine {
       const TensorKey k = key_of(r, a);
       const double partner = (is_send(a.kind) ? recv_post_ : send_post_).at(k);
       const double done = std::max(post_time_[r], partner) + opt_.durations.p2p_latency;
-      int flow = -1;
-      auto f = flow_ids_.find(k);
-      if (f == flow_ids_.end()) {
-        flow = static_cast<int>(flow_ids_.size());
-        flow_ids_[k] = flow;
-      } else {
-        flow = f->second;
-      }
+      const int flow = flow_id(k);
       if (is_recv(a.kind)) {
         recv_end_[k] = done;
         ++transfers_;
@@ -275,8 +277,7 @@ class Engine {
       }
       const double start = std::max(u.post, p->second);
       const double done = start + opt_.durations.p2p_latency;
-      auto f = flow_ids_.find(k);
-      const int flow = f == flow_ids_.end() ? (flow_ids_[k] = static_cast<int>(flow_ids_.size())) : f->second;
+      const int flow = flow_id(k);
       if (is_recv(a.kind)) {
         recv_end_[k] = done;
         ++transfers_;
