@@ -16,8 +16,11 @@ namespace {
 
 const Param<int64_t> kSpinIters("COMM_SPIN_ITERS", 2000, "iterations",
                                 "busy polls before a waiting thread starts to yield");
-const Param<int64_t> kSpinItersOversubscribed("COMM_SPIN_ITERS_OVERSUBSCRIBED", 100, "iterations",
+const Param<int64_t> kSpinItersOversubscribed("COMM_SPIN_ITERS_OVERSUBSCRIBED", 1, "iterations",
                                               "busy polls before yielding when the node has more ranks than CPUs");
+const Param<int64_t> kYieldItersOversubscribed("COMM_YIELD_ITERS_OVERSUBSCRIBED", 1000, "iterations",
+                                               "sched_yield polls before sleeping when the node has more ranks "
+                                               "than CPUs (the other ranks need the CPU, not a wake-up)");
 const Param<int64_t> kYieldIters("COMM_YIELD_ITERS", 50, "iterations",
                                  "sched_yield polls before a waiting thread sleeps on the futex");
 const Param<int64_t> kSleepUs("COMM_SLEEP_US", 1000, "microseconds", "longest futex sleep of a waiting thread");
@@ -103,6 +106,7 @@ Context::Context(Setup s)
   unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
   bool oversubscribed = static_cast<unsigned>(rank_map_.local_size(rank_)) > cpus;
   spin_iters_ = oversubscribed ? kSpinItersOversubscribed.get() : kSpinIters.get();
+  yield_iters_ = oversubscribed ? kYieldItersOversubscribed.get() : kYieldIters.get();
   if (shm_) transports_.push_back(shm_.get());
   if (remote_) transports_.push_back(remote_.get());
 }
@@ -286,7 +290,7 @@ void Context::abort(const std::string& reason) {
 
 void Context::backoff(int& idle) {
   ++idle;
-  int64_t spin = spin_iters_, yield = kYieldIters.get();
+  int64_t spin = spin_iters_, yield = yield_iters_;
   if (idle < spin) {
     cpu_relax();
   } else if (idle < spin + yield) {

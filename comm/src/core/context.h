@@ -103,7 +103,8 @@ class Context : public std::enable_shared_from_this<Context> {
   std::atomic<int> waiters_{0};
   std::chrono::steady_clock::time_point last_check_{};
   uint64_t progress_calls_ = 0;
-  int64_t spin_iters_ = 0;  // busy polls before yielding (fewer when oversubscribed)
+  int64_t spin_iters_ = 0;   // busy polls before yielding (fewer when oversubscribed)
+  int64_t yield_iters_ = 0;  // yields before the futex sleep (more when oversubscribed)
   uint32_t next_comm_id_ = 1;
   std::thread progress_thread_;
 };
