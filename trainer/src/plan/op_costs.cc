@@ -130,7 +130,8 @@ PrecisionRecipe precision_recipe(const std::string& name) {
     r.linear_gemm = "fp8";
     r.other_gemm = "bf16";
     r.weight_copy_bytes = 2;
-    r.low_precision_copy_bytes = 1;
+    r.low_precision_copy_bytes = 1.0 + 4.0 / (128 * 128);  // E4M3 + one FP32 scale per 128x128 block
+    r.linear_high_copy = false;  // V3 3.3.3 names FP8 GEMM weights, FP32 master, no BF16 linear copy
     r.master_bytes = 4;
     r.moment_bytes = 2;
     r.grad_bytes = 4;

@@ -71,6 +71,27 @@ std::vector<int> partition(const std::vector<double>& cost, int k) {
   return starts;  // stage j = blocks [starts[j], starts[j + 1])
 }
 
+// Peak activation bytes of each rank: walks its action list like pipeline's peak_activations,
+// weighting each chunk by its stage's bytes (F and FB add; BW, W and FB's backward free).
+std::vector<double> peak_activation_bytes(const pipeline::Schedule& s, const std::vector<double>& stage_bytes) {
+  std::vector<double> peak(s.num_ranks(), 0.0);
+  for (int r = 0; r < s.num_ranks(); ++r) {
+    double alive = 0;
+    for (const pipeline::Action& a : s.ranks[r]) {
+      switch (a.kind) {
+        case pipeline::OpKind::kForward:
+        case pipeline::OpKind::kForwardBackward: alive += stage_bytes[a.stage]; break;
+        case pipeline::OpKind::kBackward:
+        case pipeline::OpKind::kBackwardWeight: alive -= stage_bytes[a.stage]; break;
+        default: break;
+      }
+      peak[r] = std::max(peak[r], alive);
+      if (a.kind == pipeline::OpKind::kForwardBackward) alive -= stage_bytes[a.bwd_stage];
+    }
+  }
+  return peak;
+}
+
 double ring_time(double bytes, int group, double gbps) {
   if (group <= 1) return 0;
   return bytes * (group - 1) / group / (gbps * 1e9);
@@ -236,23 +257,25 @@ PlanResult plan(const TrainingSpec& spec, const ClusterSpec& cluster, const Layo
   const double dense_shards = layout.zero1 ? static_cast<double>(replicas) : 1.0;
   const double expert_shards = layout.zero1 ? static_cast<double>(layout.dp) : 1.0;
   const double a2a_buffer = tokens_mb * traffic.ranks_per_token * (dispatch_bytes + combine_bytes);
+  std::vector<double> stage_act_bytes(S);
+  for (int st = 0; st < S; ++st) stage_act_bytes[st] = stages[st].activation_bytes_per_token * tokens_mb;
+  const std::vector<double> act_peak = peak_activation_bytes(schedule, stage_act_bytes);
   double busiest_dense = 0, busiest_expert = 0, busiest_lowp = 0;
   for (int rank = 0; rank < layout.pp; ++rank) {
-    double dense = 0, expert = 0, lowp = 0, act_per_token = 0;
+    double dense = 0, expert = 0, lowp = 0;
     for (int s : schedule.stages_on(rank)) {
       dense += stages[s].dense_params;
       expert += stages[s].expert_params;
       lowp += stages[s].lowp_dense + stages[s].lowp_expert;
-      act_per_token = std::max(act_per_token, stages[s].activation_bytes_per_token);
     }
     const double sharded = dense / dense_shards + expert / expert_shards;
     MemoryBreakdown mem;
-    mem.weights_high = (dense + expert) * spec.recipe.weight_copy_bytes;
+    mem.weights_high = (dense + expert - (spec.recipe.linear_high_copy ? 0.0 : lowp)) * spec.recipe.weight_copy_bytes;
     mem.weights_low = lowp * spec.recipe.low_precision_copy_bytes;
     mem.master = sharded * spec.recipe.master_bytes;
     mem.moments = sharded * 2 * spec.recipe.moment_bytes;
     mem.grads = (dense + expert) * spec.recipe.grad_bytes;
-    mem.activations = sr.peak_activations[rank] * tokens_mb * act_per_token;
+    mem.activations = act_peak[rank];
     mem.comm_buffers = (overlap ? 2 : 1) * a2a_buffer + 4 * tokens_mb * d * a;  // + P2P send/recv both ways
     if (rank == 0 || mem.total() > r.memory.total()) {
       r.memory = mem;
@@ -279,8 +302,8 @@ PlanResult plan(const TrainingSpec& spec, const ClusterSpec& cluster, const Layo
   }
   t.dp_sync = layout.overlap_dp_sync ? 0.0 : sync;
   const double opt_bytes = sharded * (2 * spec.recipe.master_bytes + 4 * spec.recipe.moment_bytes +
-                                      spec.recipe.grad_bytes + spec.recipe.weight_copy_bytes) +
-                           lowp * spec.recipe.low_precision_copy_bytes;
+                                      spec.recipe.grad_bytes) +
+                           (dense + expert) * spec.recipe.weight_copy_bytes + lowp * spec.recipe.low_precision_copy_bytes;
   t.optimizer = opt_bytes / (cluster.memory_bandwidth_gbps * 1e9);
   t.step = sr.makespan + t.dp_sync + t.optimizer;
 

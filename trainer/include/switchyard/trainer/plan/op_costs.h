@@ -24,7 +24,8 @@ struct PrecisionRecipe {
   std::string linear_gemm;       // precision of the linear-layer GEMMs ("fp8", "bf16", "fp32")
   std::string other_gemm;        // embedding, head, gate and attention ("bf16" or "fp32")
   double weight_copy_bytes = 2;  // working copy of every weight (BF16 or FP32)
-  double low_precision_copy_bytes = 0;  // extra copy of linear weights for the GEMMs (FP8: 1)
+  double low_precision_copy_bytes = 0;  // copy of linear weights for the GEMMs (FP8: 1 + 128x128 scales)
+  bool linear_high_copy = true;  // linear weights also kept in the working (BF16/FP32) copy
   double master_bytes = 4;       // FP32 master (0: the working copy is the master)
   double moment_bytes = 2;       // per AdamW moment (two moments)
   double grad_bytes = 4;         // accumulated gradient
