@@ -145,6 +145,14 @@ void TextDataset::build(const std::vector<std::vector<int64_t>>& documents) {
       dst.insert(dst.end(), documents[i].begin(), documents[i].end());
     }
   }
+  // Too few held-out documents for one window: hold out the tail of the training stream.
+  if (options_.val_fraction > 0 && static_cast<int64_t>(val_.size()) < options_.window) {
+    size_t total = train_.size() + val_.size();
+    size_t n = std::max<size_t>(options_.window, static_cast<size_t>(double(total) * options_.val_fraction));
+    n = std::min(n, train_.size());
+    val_.insert(val_.begin(), train_.end() - n, train_.end());
+    train_.resize(train_.size() - n);
+  }
   SY_REQUIRE(num_train_windows() >= 1, "data: the training split has " << train_.size()
                                                                        << " tokens, fewer than one window of "
                                                                        << options_.window << " (T + D + 1)");

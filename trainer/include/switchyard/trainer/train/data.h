@@ -6,7 +6,8 @@
 // and, inside a file, the paragraphs separated by blank lines. Packing concatenates the
 // documents (each keeps a trailing "\n\n") without cross-document masks, as V3 does.
 // Split: a document goes to validation when a hash of (seed, document index) falls below
-// val_fraction; with a single document the last val_fraction of its tokens is held out.
+// val_fraction; with a single document, or when the held-out documents hold less than one
+// window, the tail of the stream (val_fraction of it, at least one window) is held out.
 // Order: epoch e visits the training windows in a Fisher-Yates permutation drawn from
 // splitmix64(seed, e); the position (epoch, index) is all the loader's state.
 //
