@@ -125,7 +125,6 @@ int main(int argc, char** argv) {
     ModelConfig c = load_config(FLAGS_config);
     const int64_t B = FLAGS_batch, T = FLAGS_seq;
     Model<float> model(c);
-    model.init_random(1, 0.006 * 4);
     std::mt19937_64 rng(2);
     std::uniform_int_distribution<int64_t> tok(0, c.vocab_size - 1);
     std::vector<int64_t> tokens(B * (T + c.num_nextn_predict_layers + 1));
@@ -171,11 +170,15 @@ int main(int argc, char** argv) {
       auto pos = ref_line.find("\"tokens_per_s\"");
       return pos == std::string::npos ? 0.0 : std::stod(ref_line.substr(ref_line.find(':', pos) + 1));
     };
-    // Alternate C++ and reference rounds so both see similar machine load.
+    // Alternate C++ and reference rounds so both see similar machine load. Each round
+    // starts, like a reference run, from the initial weights and a fresh optimizer (so the
+    // routing has not drifted further than the reference's).
     std::vector<double> ref_rates;
-    run_steps(FLAGS_warmup, false);
     const int rounds = FLAGS_reference.empty() ? 1 : std::max(1, FLAGS_rounds);
     for (int r = 0; r < rounds; ++r) {
+      model.init_random(1, 0.006 * 4);
+      opt = AdamW{};
+      run_steps(FLAGS_warmup, false);
       run_steps(FLAGS_steps, true);
       if (!FLAGS_reference.empty()) ref_rates.push_back(run_reference());
     }
