@@ -340,16 +340,6 @@ void Context::wait(WorkState& w, std::chrono::milliseconds timeout) {
   w.rethrow_if_failed();
 }
 
-bool Context::test(WorkState& w) {
-  if (!w.finished()) {
-    std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
-    if (lock.owns_lock()) progress_locked();
-  }
-  if (!w.finished()) return false;
-  w.rethrow_if_failed();
-  return true;
-}
-
 void Context::progress_loop() {
   std::unique_lock<std::mutex> lock(mu_);
   int idle = 0;

@@ -61,8 +61,6 @@ class Context : public std::enable_shared_from_this<Context> {
   Work post(std::unique_ptr<Op> op);
   // Waits for `w` driving progress; throws Timeout naming the ranks still awaited.
   void wait(WorkState& w, std::chrono::milliseconds timeout);
-  // True once finished (rethrows its error); advances progress once if the lock is free.
-  bool test(WorkState& w);
   // Fails every pending and future op with `reason`; tells local peers. Never blocks.
   void abort(const std::string& reason);
 

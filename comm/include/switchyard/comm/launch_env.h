@@ -23,8 +23,8 @@ namespace switchyard::comm {
 struct LaunchEnv {
   int rank = 0;
   int world_size = 1;
-  int local_rank = 0;
-  int local_size = 1;
+  int local_rank = 0;  // -1 when the launcher does not say (the RankMap knows)
+  int local_size = 1;  // -1 when the launcher does not say
   std::string node;        // node name (virtual or host name)
   std::string host;        // this machine's host name
   std::string rendezvous;  // "host:port", "file:PATH" or "" (single process)
