@@ -55,6 +55,19 @@ TEST(CommunicatorTest, TwoNodesFlatAllToAllV) {
   expect_all_ok(launch_ranks(s));
 }
 
+// With more than one node the algorithm is chosen by size and named in the debug log.
+TEST(CommunicatorTest, TwoNodeAlgorithmChoiceIsLogged) {
+  LaunchSpec s = spec("ops", 4, 2);
+  s.env = {{"SWITCHYARD_LOG_LEVEL", "debug"}, {"SWITCHYARD_LOG_SUBSYS", "comm"}};
+  auto rs = launch_ranks(s);
+  expect_all_ok(rs);
+  const std::string& log = rs[0].output;
+  EXPECT_NE(log.find(": hierarchical ("), std::string::npos) << log.substr(0, 2000);
+  EXPECT_NE(log.find(": flat ("), std::string::npos) << log.substr(0, 2000);
+  EXPECT_NE(log.find("all_to_all_v(send_elements="), std::string::npos) << log.substr(0, 2000);
+  EXPECT_NE(log.find("aggregated per node pair"), std::string::npos) << log.substr(0, 2000);
+}
+
 // Without cross-memory attach (containers without ptrace rights), large messages between
 // local ranks travel through the rings in pieces.
 TEST(CommunicatorTest, RingPiecesWithoutCrossMemoryAttach) {
