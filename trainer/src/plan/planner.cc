@@ -115,13 +115,13 @@ PlanResult plan(const TrainingSpec& spec, const ClusterSpec& cluster, const Layo
   SY_REQUIRE(spec.global_batch >= 1, "plan: global_batch " << spec.global_batch << " must be >= 1");
   SY_REQUIRE(layout.pp >= 1 && layout.ep >= 1 && layout.dp >= 1,
              "plan: layout " << layout.describe() << ": pp, ep and dp must be >= 1");
+  const bool moe_model = m.n_routed_experts > 0;
+  SY_REQUIRE(!moe_model || m.n_routed_experts % layout.ep == 0,
+             "plan: ep " << layout.ep << " does not divide the " << m.n_routed_experts << " routed experts");
   const int gpus = layout.pp * layout.ep * layout.dp;
   SY_REQUIRE(gpus == cluster.num_gpus(), "plan: layout pp " << layout.pp << " x ep " << layout.ep << " x dp "
                                                             << layout.dp << " = " << gpus << " GPUs, but cluster "
                                                             << cluster.name << " has " << cluster.num_gpus());
-  const bool moe_model = m.n_routed_experts > 0;
-  SY_REQUIRE(!moe_model || m.n_routed_experts % layout.ep == 0,
-             "plan: ep " << layout.ep << " does not divide the " << m.n_routed_experts << " routed experts");
   const int gpn = cluster.gpus_per_node;
   SY_REQUIRE(layout.ep <= gpn ? gpn % layout.ep == 0 : layout.ep % gpn == 0,
              "plan: an EP group of " << layout.ep << " ranks does not tile nodes of " << gpn << " GPUs");
