@@ -3,6 +3,7 @@
 // The encoder works on the float's bits: for normal E4M3 results it rounds the 23-bit float
 // mantissa to 3 bits with one add (ties to even), letting a carry ripple into the exponent;
 // E4M3 subnormals (|x| < 2^-6) are x * 2^9 rounded to an integer, which is exact in float.
+// The selection between the cases is branch-free so the tile loops vectorize.
 #include "switchyard/dispatch/fp8.h"
 
 #include <algorithm>
@@ -39,18 +40,25 @@ const std::array<float, 256>& e4m3_table() {
   return table;
 }
 
+// Branch-free so the tile loops vectorize: both candidate codes are computed and selected.
 inline uint8_t encode(float x) {
   const uint32_t u = float_bits(x);
-  const uint8_t sign = static_cast<uint8_t>((u >> 24) & 0x80u);
+  const uint32_t sign = (u >> 24) & 0x80u;
   const uint32_t a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return sign | kE4M3NanCode;
-  if (a >= kBits448) return sign | kE4M3MaxCode;
-  if (a >= kBitsMinNormal) {
-    const uint32_t rounded = a + 0x7ffffu + ((a >> 20) & 1u);
-    return sign | static_cast<uint8_t>((rounded >> 20) - ((127u - 7u) << 3));
-  }
-  // Subnormal: |x| * 512 < 8 is exact; nearbyint rounds to even in the default mode.
-  return sign | static_cast<uint8_t>(std::nearbyint(float_from_bits(a) * 512.0f));
+  // Normal E4M3 range: round the float mantissa to 3 bits (ties to even); a carry ripples
+  // into the exponent.
+  const uint32_t normal = ((a + 0x7ffffu + ((a >> 20) & 1u)) >> 20) - ((127u - 7u) << 3);
+  // Subnormal range: |x| * 2^9 < 8 is exact; adding and subtracting 2^23 rounds it to an
+  // integer, ties to even (default rounding mode; no -ffast-math in this file).
+  const float t = float_from_bits(a < kBitsMinNormal ? a : kBitsMinNormal) * 512.0f;  // <= 8
+  const uint32_t sub = static_cast<uint32_t>(static_cast<int32_t>((t + 8388608.0f) - 8388608.0f));
+  const uint32_t is_normal = 0u - static_cast<uint32_t>(a >= kBitsMinNormal);
+  const uint32_t is_max = 0u - static_cast<uint32_t>(a >= kBits448);
+  const uint32_t is_nan = 0u - static_cast<uint32_t>(a > 0x7f800000u);
+  uint32_t code = (normal & is_normal) | (sub & ~is_normal);
+  code = (kE4M3MaxCode & is_max) | (code & ~is_max);
+  code = (kE4M3NanCode & is_nan) | (code & ~is_nan);
+  return static_cast<uint8_t>(sign | code);
 }
 
 template <class Load>
@@ -62,11 +70,15 @@ void quantize_rows(Load load, int64_t rows, int64_t cols, bool pow2_scale, uint8
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t c0 = t * kFp8TileSize, n = std::min<int64_t>(kFp8TileSize, cols - c0);
-      float amax = 0.0f;
+      // amax over |x| ignoring NaN, on the bits (same order as the values; vectorizes).
+      uint32_t amax_bits = 0;
       for (int64_t i = 0; i < n; ++i) {
         buf[i] = load(r * cols + c0 + i);
-        amax = std::max(amax, std::fabs(buf[i]));
+        uint32_t a = float_bits(buf[i]) & 0x7fffffffu;
+        a = a > 0x7f800000u ? 0u : a;
+        amax_bits = a > amax_bits ? a : amax_bits;
       }
+      const float amax = float_from_bits(amax_bits);
       const float scale = fp8_tile_scale(amax, pow2_scale);
       scales[r * tiles + t] = scale;
       uint8_t* out = q + r * cols + c0;
