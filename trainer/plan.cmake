@@ -6,5 +6,6 @@ target_sources(sy_trainer PRIVATE
   src/plan/op_costs.cc
   src/plan/expert_traffic.cc
   src/plan/planner.cc
-  src/plan/report.cc)
+  src/plan/report.cc
+  src/plan/calibrate.cc)
 target_link_libraries(sy_trainer PUBLIC Switchyard::pipeline PRIVATE Switchyard::dispatch)

@@ -8,6 +8,7 @@
 #include <gflags/gflags.h>
 
 #include "switchyard/common/error.h"
+#include "switchyard/trainer/plan/calibrate.h"
 #include "switchyard/trainer/plan/planner.h"
 
 DEFINE_string(model, "v3", "model preset (nano, tiny, small, v3) or a Hugging Face config.json path");
@@ -21,6 +22,8 @@ DEFINE_string(recompute, "norms,mla_up,swiglu",
 DEFINE_bool(fused_head_loss, true, "head + loss backward fused into the forward (no logits kept)");
 DEFINE_string(cluster, "h800", "cluster file, or a name in trainer/clusters (h800, h100, h200, cpu-2core)");
 DEFINE_int32(nodes, 0, "override the cluster's node count");
+DEFINE_int32(gpus_per_node, 0, "override the cluster's GPUs (ranks) per node");
+DEFINE_bool(calibrate, false, "CPU clusters: measure SGEMM at the model's shapes here and use those rates");
 DEFINE_int32(pp, 16, "pipeline-parallel ranks");
 DEFINE_int32(ep, 64, "expert-parallel ranks");
 DEFINE_int32(dp, 2, "data-parallel replicas of each expert");
@@ -75,6 +78,8 @@ int run() {
   }
   plan::ClusterSpec cluster = load_cluster(FLAGS_cluster);
   if (FLAGS_nodes > 0) cluster.nodes = FLAGS_nodes;
+  if (FLAGS_gpus_per_node > 0) cluster.gpus_per_node = FLAGS_gpus_per_node;
+  if (FLAGS_calibrate) cluster = plan::calibrate_cpu(cluster, spec);
   if (FLAGS_sweep) {
     const double cap = FLAGS_mem_cap > 0 ? FLAGS_mem_cap : cluster.memory_gib;
     auto rs = plan::sweep(spec, cluster, cap, split(FLAGS_schedules), static_cast<size_t>(FLAGS_top));

@@ -184,13 +184,15 @@ PlanResult plan(const TrainingSpec& spec, const ClusterSpec& cluster, const Layo
       bt[i].per_op[op.name] += (f + b) * tokens_mb;
     }
     if (blocks[i].moe) bt[i].a2a_f = bt[i].a2a_b = a2a_one_way * tokens_mb;
-    cost[i] = bt[i].f + bt[i].b + bt[i].a2a_f + bt[i].a2a_b;
   }
 
-  // Stages: contiguous blocks balancing compute + all-to-all.
+  // Stages: contiguous blocks balancing what a chunk occupies the rank for (compute, plus the
+  // all-to-all when it is not hidden under a paired micro-batch).
+  const bool overlap = layout.overlap_a2a && overlaps_pairs(kind);
+  for (size_t i = 0; i < blocks.size(); ++i)
+    cost[i] = bt[i].f + bt[i].b + (overlap ? 0.0 : bt[i].a2a_f + bt[i].a2a_b);
   const std::vector<int> starts = partition(cost, S);
   std::vector<Stage> stages(S);
-  int bottleneck = 0;
   for (int s = 0; s < S; ++s) {
     Stage& st = stages[s];
     st.first = starts[s];
@@ -206,15 +208,30 @@ PlanResult plan(const TrainingSpec& spec, const ClusterSpec& cluster, const Layo
       st.lowp_expert += lowp_expert / layout.ep;
       st.lowp_dense += static_cast<double>(blocks[i].lowp_params) - lowp_expert;
     }
-    const auto total = [](const Stage& x) { return x.t.f + x.t.b + x.t.a2a_f + x.t.a2a_b; };
-    if (total(st) > total(stages[bottleneck])) bottleneck = s;
   }
-  const Stage& hot = stages[bottleneck];
-
-  // Pipeline simulation with the bottleneck stage's durations for every chunk.
   pipeline::Schedule schedule = pipeline::generate(kind, gen);
+
+  // The simulator takes one duration per chunk kind: use the busiest pipeline rank's mean over
+  // the stages it holds (each of its stages sees the same number of chunks).
+  Stage hot;
+  double hot_cost = -1;
+  for (int rank = 0; rank < layout.pp; ++rank) {
+    const std::vector<int> mine = schedule.stages_on(rank);
+    Stage mean;
+    for (int s : mine) {
+      const double k = 1.0 / static_cast<double>(mine.size());
+      mean.t.f += k * stages[s].t.f, mean.t.b += k * stages[s].t.b, mean.t.w += k * stages[s].t.w;
+      mean.t.a2a_f += k * stages[s].t.a2a_f, mean.t.a2a_b += k * stages[s].t.a2a_b;
+      for (const auto& [name, sec] : stages[s].t.per_op) mean.t.per_op[name] += k * sec;
+      mean.dense_params += k * stages[s].dense_params;  // per stage (one REDUCE each)
+      mean.expert_params += k * stages[s].expert_params;
+    }
+    const double c = overlap ? std::max(mean.t.f + mean.t.b, mean.t.a2a_f + mean.t.a2a_b)
+                             : mean.t.f + mean.t.b + mean.t.a2a_f + mean.t.a2a_b;
+    if (c > hot_cost) hot_cost = c, hot = mean;
+  }
+  // Pipeline simulation with the busiest rank's durations for every chunk.
   pipeline::SimOptions sim;
-  const bool overlap = layout.overlap_a2a && overlaps_pairs(kind);
   sim.f = hot.t.f + hot.t.a2a_f;
   sim.b = hot.t.b + hot.t.a2a_b;
   sim.w = hot.t.w;
@@ -222,6 +239,7 @@ PlanResult plan(const TrainingSpec& spec, const ClusterSpec& cluster, const Layo
   const bool pp_cross_node = replicas < gpn;  // PP neighbours are ep x dp ranks apart
   const double p2p_gbps = pp_cross_node ? cluster.intra_node_gbps : cluster.network_gbps;
   sim.p2p_latency = layout.pp > 1 ? tokens_mb * d * a / (p2p_gbps * 1e9) : 0.0;
+  // REDUCE of DualPipe's mirrored copies: the busiest rank's gradients, once over the network.
   const double stage_grad_bytes = (hot.dense_params + hot.expert_params) * spec.recipe.grad_bytes;
   sim.reduce_time = stage_grad_bytes / (cluster.network_gbps * 1e9);
   const pipeline::SimResult sr = pipeline::simulate(schedule, sim);
