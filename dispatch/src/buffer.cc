@@ -182,11 +182,14 @@ Buffer::Buffer(std::shared_ptr<PeerExchange> exchange, const BufferOptions& opti
   for (int n = 0; n < map.num_nodes(); ++n)
     equal_nodes = equal_nodes && map.ranks_of_node(n).size() == map.ranks_of_node(0).size();
   two_hop_ = options.two_hop && map.num_nodes() > 1 && equal_nodes;
-  // Collective handshake: every rank checks every other rank's hidden size and expert count.
+  // Collective handshake: every rank checks every other rank's hidden size and expert count,
+  // and learns the largest max_tokens_per_rank (receive regions are sized from it).
   TrafficStats ignored;
-  detail::exchange_counts(*exchange_, peers_except(all_ranks(R), me),
-                          std::vector<int64_t>(R, options.max_tokens_per_rank),
-                          {options.hidden, options.num_experts, 0}, kTagHello, ignored);
+  const std::vector<int64_t> max_tokens = detail::exchange_counts(
+      *exchange_, peers_except(all_ranks(R), me), std::vector<int64_t>(R, options.max_tokens_per_rank),
+      {options.hidden, options.num_experts, 0}, kTagHello, ignored);
+  max_tokens_any_rank_ = options.max_tokens_per_rank;
+  for (int p = 0; p < R; ++p) max_tokens_any_rank_ = std::max(max_tokens_any_rank_, max_tokens[p]);
   ws_ = std::make_unique<Workspace>();
   if (options.low_latency_max_tokens > 0) init_low_latency();
 }
@@ -288,7 +291,7 @@ DispatchResult Buffer::dispatch(const DispatchArgs& args) {
   detail::Arrival& arrival_b = ws_->arrival_b;
   // Per-peer receive regions hold the most a peer can send: its max_tokens_per_rank rows in
   // stage A, and that many per node in stage B (a forwarder relays one source per node).
-  const int64_t max_rows = options_.max_tokens_per_rank;
+  const int64_t max_rows = max_tokens_any_rank_;
   detail::exchange_rows(ex, fmt.total, cplan->a_send, a_peers, max_rows, fp, write_token_row, arrival_a, ws_->packed,
                         kTagRowsA, res.stats);
   if (cached && arrival_a.counts != cplan->a_recv)

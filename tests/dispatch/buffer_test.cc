@@ -539,6 +539,22 @@ TEST(BufferTest, RejectsBadInput) {
   spawn_ranks(topology::RankMap::contiguous(2, 1), [&](std::shared_ptr<PeerExchange> ex) {
     expect_invalid([&] { Buffer buf(ex, {8, ex->rank() == 0 ? 16 : 32, 4, true}); }, "hidden");
   });
+  // max_tokens_per_rank may differ between ranks (receive regions use the largest): rank 1
+  // sends 5 tokens to rank 0, whose own limit is 4.
+  spawn_ranks(topology::RankMap::contiguous(2, 1), [&](std::shared_ptr<PeerExchange> ex) {
+    const int64_t T = ex->rank() == 0 ? 4 : 5;
+    Buffer buf(ex, {8, 16, T, true});
+    std::vector<float> x(T * 16, 1.f);
+    std::vector<int64_t> topk(T, 1);  // expert 1 lives on rank 0
+    DispatchArgs a;
+    a.x = x.data();
+    a.dtype = DataType::kFloat32;
+    a.topk_idx = topk.data();
+    a.num_tokens = T;
+    a.top_k = 1;
+    DispatchResult d = buf.dispatch(a);
+    EXPECT_EQ(d.num_recv_tokens, ex->rank() == 0 ? 9 : 0);
+  });
   // Ranks that disagree on top_k (row size) fail at the count exchange, not by misreading.
   spawn_ranks(topology::RankMap::contiguous(2, 1), [&](std::shared_ptr<PeerExchange> ex) {
     Buffer buf(ex, {8, 16, 4, true});

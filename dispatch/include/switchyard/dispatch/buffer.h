@@ -30,8 +30,8 @@
 // input (checked before any data moves when detectable locally), Timeout naming a peer when
 // a peer does not answer (e.g. it rejected its own input).
 //
-// Memory: receive staging is sized for max_tokens_per_rank rows per peer and reused between
-// calls (the row count rides in each message, so every stage is one round trip).
+// Memory: receive staging is sized for the group's largest max_tokens_per_rank rows per peer
+// and reused between calls (the row count rides in each message, so every stage is one round trip).
 //
 // CPU backend: host pointers. The `stream` fields are reserved for the CUDA backend.
 #pragma once
@@ -244,7 +244,7 @@ class Buffer {
   BufferOptions options_;
   int num_local_experts_ = 0;
   bool two_hop_ = false;
-  int64_t sequence_ = 0;  // advances per call so stages of successive calls never mix
+  int64_t max_tokens_any_rank_ = 0;  // largest max_tokens_per_rank in the group
 };
 
 // Bytes of one element of a payload type (kBfloat16 2, kFloat32 4, kFloat8E4M3 1).
