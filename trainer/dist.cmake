@@ -1,0 +1,8 @@
+# Distributed training (issue 9): DP x EP (x PP) over the comm, dispatch and pipeline
+# libraries. Included from trainer/CMakeLists.txt; the sources join the sy_trainer library.
+target_sources(sy_trainer PRIVATE
+  src/dist/parallel_layout.cc
+  src/dist/dispatched_experts.cc
+  src/dist/grad_sync.cc
+  src/dist/dist_trainer.cc)
+target_link_libraries(sy_trainer PUBLIC Switchyard::comm Switchyard::dispatch)

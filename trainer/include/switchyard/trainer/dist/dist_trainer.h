@@ -1,0 +1,85 @@
+// DistTrainer: one DeepSeek-V3 training step over DP x EP ranks (pipeline stages: see
+// docs/distributed.md for what runs today).
+//
+// Every rank builds the full model from the same seed (the parameters it does not own stay
+// untouched: experts of other EP ranks are never read, their gradients stay zero), installs
+// a DispatchedExperts provider on every MoE layer (MTP included) over one dispatch::Buffer
+// on its EP group, and per step:
+//   1. takes its slice of the global batch: rows [data_rank * b, (data_rank + 1) * b) with
+//      b = global_batch / (ep * dp);
+//   2. forward and backward (experts computed where they live, tokens moved by dispatch);
+//   3. GradientSync::reduce (non-expert over EP x DP, experts over DP), the global grad-norm
+//      clip, AdamW on the parameters it owns;
+//   4. the aux-loss-free bias update from the load counts summed over all data ranks.
+// With ExpertWire::kFloat32 the losses and parameters equal a one-process step on the
+// whole global batch up to FP32 summation order.
+//
+// Collective: all ranks call every method in the same order. Not thread-safe. Owns its
+// model, optimizer and dispatch buffer; keeps the world communicator alive.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "switchyard/comm/communicator.h"
+#include "switchyard/dispatch/buffer.h"
+#include "switchyard/trainer/dist/dispatched_experts.h"
+#include "switchyard/trainer/dist/grad_sync.h"
+#include "switchyard/trainer/dist/parallel_layout.h"
+#include "switchyard/trainer/model.h"
+#include "switchyard/trainer/safetensors.h"
+#include "switchyard/trainer/train/optimizer.h"
+
+namespace switchyard::trainer::dist {
+
+struct DistOptions {
+  ParallelLayout layout;
+  ExpertWire wire = ExpertWire::kFp8Bf16;
+  AdamWConfig adam;
+  double clip = 1.0;          // global grad-norm clip (0 disables)
+  uint64_t seed = 1;          // model init
+  double init_std = 0.02;
+  int64_t max_tokens_per_rank = 0;  // dispatch staging rows; 0 = sized at the first step
+};
+
+struct DistStepMetrics {
+  Losses losses;                  // means over the data ranks (= the global-batch losses)
+  double grad_norm = 0;           // before clipping
+  double max_over_mean_load = 0;  // worst MoE layer, global counts
+  double seconds = 0;             // wall time of the step on this rank
+  double grad_sync_seconds = 0;   // of which gradient all-reduce and norm
+};
+
+class DistTrainer {
+ public:
+  DistTrainer(std::shared_ptr<comm::Communicator> world, const ModelConfig& config, DistOptions options);
+  ~DistTrainer();
+  DistTrainer(const DistTrainer&) = delete;
+  DistTrainer& operator=(const DistTrainer&) = delete;
+
+  const ParallelGroups& groups() const { return groups_; }
+  const DistOptions& options() const { return options_; }
+  Model<float>& model() { return *model_; }
+
+  // global_tokens: [global_batch, seq + D + 1] int64, identical on every rank;
+  // global_batch divisible by ep * dp. Throws InvalidArgument otherwise.
+  DistStepMetrics step(const int64_t* global_tokens, int64_t global_batch, int64_t seq, double lr, double bias_rate);
+
+  // Every parameter and bias as in Model::weights(), routed experts taken from their owner
+  // (broadcast over EP). Collective.
+  TensorMap gather_weights();
+
+ private:
+  void ensure_buffer(int64_t tokens_per_rank);
+
+  DistOptions options_;
+  ParallelGroups groups_;
+  std::unique_ptr<Model<float>> model_;
+  std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<GradientSync> sync_;
+  std::shared_ptr<dispatch::Buffer> buffer_;
+  std::vector<int64_t> moe_layers_;
+};
+
+}  // namespace switchyard::trainer::dist

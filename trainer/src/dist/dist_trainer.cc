@@ -1,0 +1,109 @@
+// DistTrainer (header): DP x EP training step over the dispatch library.
+#include "switchyard/trainer/dist/dist_trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include "switchyard/common/error.h"
+#include "switchyard/trainer/router.h"
+
+namespace switchyard::trainer::dist {
+namespace {
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+}  // namespace
+
+DistTrainer::DistTrainer(std::shared_ptr<comm::Communicator> world, const ModelConfig& config, DistOptions options)
+    : options_(std::move(options)) {
+  SY_REQUIRE(world != nullptr, "DistTrainer: no world communicator");
+  options_.layout.validate(world->size());
+  if (options_.layout.pp != 1)
+    SY_THROW(Unsupported, "DistTrainer: --pp " << options_.layout.pp
+                                               << " is not implemented yet (EP x DP only; docs/distributed.md)");
+  SY_REQUIRE(config.n_routed_experts % options_.layout.ep == 0,
+             "DistTrainer: " << config.n_routed_experts << " routed experts do not divide over --ep "
+                             << options_.layout.ep);
+  groups_ = make_groups(world, options_.layout);
+  model_ = std::make_unique<Model<float>>(config);
+  model_->init_random(options_.seed, options_.init_std);
+  optimizer_ = std::make_unique<AdamW>(model_->parameters(), options_.adam);
+  sync_ = std::make_unique<GradientSync>(model_->parameters(), config.n_routed_experts, groups_);
+  moe_layers_ = model_->moe_layer_indices();
+  if (options_.max_tokens_per_rank > 0) ensure_buffer(options_.max_tokens_per_rank);
+}
+
+DistTrainer::~DistTrainer() = default;
+
+void DistTrainer::ensure_buffer(int64_t tokens_per_rank) {
+  if (buffer_ && buffer_->options().max_tokens_per_rank >= tokens_per_rank) return;
+  dispatch::BufferOptions b;
+  b.num_experts = static_cast<int>(model_->config().n_routed_experts);
+  b.hidden = model_->config().hidden_size;
+  b.max_tokens_per_rank = tokens_per_rank;
+  b.two_hop = true;
+  buffer_ = std::make_shared<dispatch::Buffer>(groups_.ep, b);
+  for (int64_t layer : moe_layers_)
+    model_->set_expert_provider(layer, make_dispatched_experts(*model_, layer, buffer_, options_.wire));
+}
+
+DistStepMetrics DistTrainer::step(const int64_t* global_tokens, int64_t global_batch, int64_t seq, double lr,
+                                  double bias_rate) {
+  const auto t0 = Clock::now();
+  const int R = groups_.data_ranks();
+  SY_REQUIRE(global_batch > 0 && global_batch % R == 0,
+             "DistTrainer: global batch " << global_batch << " does not divide over " << R << " data ranks ("
+                                          << groups_.layout.to_string() << ")");
+  const int64_t b = global_batch / R;
+  const int64_t window = seq + model_->config().num_nextn_predict_layers + 1;
+  const int64_t E = model_->config().n_routed_experts;
+  ensure_buffer(b * seq);
+
+  DistStepMetrics m;
+  const double sync_before = sync_->comm_seconds();
+  model_->zero_grad();
+  const Losses& local = model_->forward(global_tokens + groups_.data_rank() * b * window, b, seq);
+  model_->backward();
+
+  // Losses: mean over the data ranks (each is a mean over an equal share of sequences).
+  std::vector<double> l = {local.main, local.balance, local.total};
+  l.insert(l.end(), local.mtp.begin(), local.mtp.end());
+  sync_->mean_over_replica(l);
+  m.losses.main = l[0];
+  m.losses.balance = l[1];
+  m.losses.total = l[2];
+  m.losses.mtp.assign(l.begin() + 3, l.end());
+
+  std::vector<double> counts;
+  for (int64_t layer : moe_layers_) {
+    const std::vector<double>& c = model_->expert_counts(layer);
+    counts.insert(counts.end(), c.begin(), c.end());
+  }
+  sync_->sum_over_replica(counts);
+
+  sync_->reduce();
+  m.grad_norm = sync_->clip(options_.clip);
+  optimizer_->step(lr);
+  for (size_t i = 0; i < moe_layers_.size(); ++i) {
+    update_expert_bias(model_->expert_bias(moe_layers_[i]).data(), counts.data() + i * E, E, bias_rate);
+    m.max_over_mean_load = std::max(m.max_over_mean_load, load_stats(counts.data() + i * E, E).max_over_mean());
+  }
+  m.grad_sync_seconds = sync_->comm_seconds() - sync_before;
+  m.seconds = since(t0);
+  return m;
+}
+
+TensorMap DistTrainer::gather_weights() {
+  TensorMap w = model_->weights();
+  const int64_t per_rank = model_->config().n_routed_experts / groups_.layout.ep;
+  for (const auto& p : model_->parameters().all()) {
+    const int64_t e = routed_expert_of(p->name);
+    if (e < 0 || groups_.ep->size() == 1) continue;
+    HostTensor& t = w.at(p->name);
+    SY_CHECK(t.dtype == DType::kF32 && static_cast<int64_t>(t.bytes.size()) == p->numel() * 4);
+    groups_.ep->broadcast(t.bytes.data(), p->value.size(), comm::DataType::kFloat32, static_cast<int>(e / per_rank));
+  }
+  return w;
+}
+
+}  // namespace switchyard::trainer::dist
