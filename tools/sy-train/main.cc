@@ -49,7 +49,8 @@ DEFINE_int64(eval_batches, 4, "validation batches per evaluation");
 DEFINE_double(val_fraction, 0.05, "held-out fraction of the documents");
 DEFINE_string(log_jsonl, "", "append one JSON object per step to this file");
 DEFINE_int64(log_every, 10, "progress line every N steps");
-DEFINE_uint64(seed, 1, "seed of the initialization and the data order");
+DEFINE_uint64(seed, 1, "seed of the initialization (and of the data unless --data_seed)");
+DEFINE_int64(data_seed, -1, "seed of the validation split and the data order (-1: --seed)");
 DEFINE_int32(threads, 0, "OpenBLAS threads (0: its default)");
 DEFINE_double(init_std, 0.02, "standard deviation of the initial weights");
 DEFINE_bool(skip_nonfinite, false, "skip steps with a non-finite loss instead of stopping");
@@ -93,6 +94,7 @@ sy::TrainOptions options_from_flags() {
   o.fp8_pow2 = FLAGS_fp8_pow2;
   o.init_std = FLAGS_init_std;
   o.seed = FLAGS_seed;
+  o.data_seed = FLAGS_data_seed;
   o.val_fraction = FLAGS_val_fraction;
   o.eval_every = FLAGS_eval_every;
   o.eval_batches = FLAGS_eval_batches;

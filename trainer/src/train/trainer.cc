@@ -82,7 +82,7 @@ Trainer::Trainer(TrainOptions options) : options_(std::move(options)) {
   DataOptions data;
   data.path = options_.data;
   data.val_fraction = options_.val_fraction;
-  data.seed = options_.seed;
+  data.seed = options_.data_seed >= 0 ? static_cast<uint64_t>(options_.data_seed) : options_.seed;
   data.window = options_.seq + D + 1;
   data_ = std::make_unique<TextDataset>(data, *tokenizer_);
 
@@ -193,7 +193,7 @@ Checkpoint Trainer::make_checkpoint() const {
   nlohmann::json s;
   s["step"] = step_;
   s["data"] = {{"path", options_.data}, {"epoch", data_->position().epoch}, {"index", data_->position().index},
-               {"window", data_->window()}, {"seed", options_.seed}, {"val_fraction", options_.val_fraction}};
+               {"window", data_->window()}, {"seed", options_.seed}, {"data_seed", options_.data_seed}, {"val_fraction", options_.val_fraction}};
   s["tokenizer"] = tokenizer_->name();
   s["rng"] = rng_text(rng_);
   s["options"] = {{"seq", options_.seq},      {"batch", options_.batch}, {"lr", options_.lr},

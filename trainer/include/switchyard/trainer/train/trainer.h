@@ -50,7 +50,8 @@ struct TrainOptions {
   bool fp8 = false;
   bool fp8_pow2 = false;
   double init_std = 0.02;
-  uint64_t seed = 1;
+  uint64_t seed = 1;              // initialization and RNG
+  int64_t data_seed = -1;         // split and order of the data; -1: seed
   double val_fraction = 0.05;
   int64_t eval_every = 0;        // 0: no periodic evaluation
   int64_t eval_batches = 4;
