@@ -14,14 +14,27 @@
 namespace switchyard::trainer::plan {
 namespace {
 
-// Median seconds of C[M x N] = A[M x K] * B[K x N]^T (the Linear layout), FP32.
-double time_sgemm(int64_t m, int64_t n, int64_t k, int reps) {
-  std::vector<float> a(static_cast<size_t>(m * k), 0.5f), b(static_cast<size_t>(n * k), 0.25f),
-      c(static_cast<size_t>(m * n));
+enum class GemmPass { kForward, kInputGrad, kWeightGrad };
+
+// Median seconds of one pass of a Linear with an N x K weight over M rows, FP32 row-major:
+// forward Y[M x N] = X[M x K] W^T, input gradient dX[M x K] = dY W, weight gradient
+// dW[N x K] = dY^T X.
+double time_sgemm(int64_t m, int64_t n, int64_t k, int reps, GemmPass pass = GemmPass::kForward) {
+  std::vector<float> x(static_cast<size_t>(m * k), 0.5f), w(static_cast<size_t>(n * k), 0.25f),
+      y(static_cast<size_t>(m * n), 0.125f);
+  const int M = static_cast<int>(m), N = static_cast<int>(n), K = static_cast<int>(k);
   auto once = [&] {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n),
-                static_cast<int>(k), 1.0f, a.data(), static_cast<int>(k), b.data(), static_cast<int>(k), 0.0f,
-                c.data(), static_cast<int>(n));
+    switch (pass) {
+      case GemmPass::kForward:
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x.data(), K, w.data(), K, 0.0f, y.data(), N);
+        break;
+      case GemmPass::kInputGrad:
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, K, N, 1.0f, y.data(), N, w.data(), K, 0.0f, x.data(), K);
+        break;
+      case GemmPass::kWeightGrad:
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, M, 1.0f, y.data(), N, x.data(), K, 1.0f, w.data(), K);
+        break;
+    }
   };
   once();  // warm-up (packing buffers, page faults)
   std::vector<double> t;
@@ -56,15 +69,17 @@ ClusterSpec calibrate_cpu(const ClusterSpec& base, const TrainingSpec& spec, int
                         ((n == 2 * spec.model.moe_intermediate_size && k == spec.model.hidden_size) ||
                          (n == spec.model.hidden_size && k == spec.model.moe_intermediate_size));
     const int64_t m = expert ? std::max<int64_t>(1, static_cast<int64_t>(tokens * K / E)) : tokens;
-    const double s = time_sgemm(m, n, k, reps);
-    c.gemm_shapes.push_back({"fp32", n, k, 2.0 * m * n * k / s / 1e12});
+    // One rate for the three passes (the backward is 2x the forward FLOPs).
+    const double s = time_sgemm(m, n, k, reps) + time_sgemm(m, n, k, reps, GemmPass::kInputGrad) +
+                     time_sgemm(m, n, k, reps, GemmPass::kWeightGrad);
+    c.gemm_shapes.push_back({"fp32", n, k, 3 * 2.0 * m * n * k / s / 1e12});
   }
   // Attention: per head Q K^T (T x T x dqk) and P V (T x dv x T); causal blocks skip half.
   const int64_t T = spec.seq_len, dqk = spec.model.qk_head_dim(), dv = spec.model.v_head_dim;
   const double s = time_sgemm(T, T, dqk, reps) + time_sgemm(T, dv, T, reps);
   const double rate = 2.0 * T * T * (dqk + dv) / s / 1e12;
   c.attention_fwd_tflops = c.attention_bwd_tflops = rate;
-  c.sources["gemm_shapes"] = "measured by calibrate_cpu: cblas_sgemm, 1 thread, median of " + std::to_string(reps);
+  c.sources["gemm_shapes"] = "measured by calibrate_cpu: cblas_sgemm forward + input-gradient + weight-gradient passes, 1 thread, medians of " + std::to_string(reps);
   c.sources["attention_fwd_tflops"] = c.sources["attention_bwd_tflops"] =
       "measured by calibrate_cpu: cblas_sgemm at T x T x dqk plus T x dv x T";
   return c;
