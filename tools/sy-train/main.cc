@@ -178,6 +178,7 @@ int run() {
       set_default("mtp_depth", o.mtp_depth, int64_t(1));
       set_default("max_position", o.max_position, int64_t(256));
       set_default("log_every", r.log_every, int64_t(20));
+      set_default("bias_rate", o.bias_rate, std::string("0.01"));  // balance within a short run
       set_default("temperature", FLAGS_temperature, 0.8);
       set_default("top_k", FLAGS_top_k, int64_t(20));
       set_default("ckpt_dir", o.ckpt_dir, (fs::path(FLAGS_out) / "ckpt").string());

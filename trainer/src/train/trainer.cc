@@ -63,6 +63,7 @@ void TrainOptions::validate() const {
   SY_REQUIRE(init_std > 0, "train: --init-std " << init_std << " must be positive");
   SY_REQUIRE(eval_every >= 0 && eval_batches >= 1, "train: --eval-every must be >= 0 and --eval-batches >= 1");
   SY_REQUIRE(ckpt_every >= 0 && keep >= 1, "train: --ckpt-every must be >= 0 and --keep >= 1");
+  SY_REQUIRE(data_seed >= -1, "train: --data-seed " << data_seed << " must be >= 0 (or -1 for --seed)");
   SY_REQUIRE(!data.empty(), "train: --data is empty (a text file or folder)");
   (void)parse_lr_decay(lr_decay);
 }
