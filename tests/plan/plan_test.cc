@@ -14,7 +14,9 @@
 namespace switchyard::trainer::plan {
 namespace {
 
-ClusterSpec h800() { return cluster_from_file(std::string(SY_CLUSTERS_DIR) + "/h800.json"); }
+ClusterSpec h800() {
+  return cluster_from_file(std::string(SY_CLUSTERS_DIR) + "/h800.json");
+}
 
 TrainingSpec v3_spec() {
   TrainingSpec s;
@@ -140,7 +142,9 @@ TEST(PlannerTest, OneStagePlanIsFlopsOverRate) {
   double flops = 0;  // per token: linears 3x forward, attention 3.5x forward
   for (const BlockCost& b : model_blocks(s.model, 0, s.seq_len, s.recipe, s.recompute))
     for (const OpCost& op : b.ops)
-      flops += op.kind == OpCost::Kind::kGemm ? 3 * op.fwd_flops : op.kind == OpCost::Kind::kAttention ? 3.5 * op.fwd_flops : 0;
+      flops += op.kind == OpCost::Kind::kGemm        ? 3 * op.fwd_flops
+               : op.kind == OpCost::Kind::kAttention ? 3.5 * op.fwd_flops
+                                                     : 0;
   const double tokens = static_cast<double>(s.global_batch * s.seq_len);
   EXPECT_NEAR(r.time.compute, flops * tokens / 1e12, 1e-9 * r.time.compute);
   EXPECT_NEAR(r.time.bubble, 0.0, 1e-12);
@@ -280,7 +284,8 @@ TEST(ClusterTest, MissingOrBadFieldsAreNamed) {
             std::string::npos);
   std::string negative = good;
   negative.replace(negative.find("\"nodes\": 2"), 10, "\"nodes\": -1");
-  EXPECT_NE(error_of([&] { cluster_from_json(negative); }).find("\"nodes\" must be an integer >= 1"), std::string::npos);
+  EXPECT_NE(error_of([&] { cluster_from_json(negative); }).find("\"nodes\" must be an integer >= 1"),
+            std::string::npos);
   EXPECT_NE(error_of([] { cluster_from_json("{"); }).find("malformed JSON"), std::string::npos);
   EXPECT_NE(error_of([] { cluster_from_file("/nonexistent/c.json"); }).find("cannot open"), std::string::npos);
   for (const char* name : {"h800", "h100", "h200", "cpu-2core"})

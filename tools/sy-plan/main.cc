@@ -1,11 +1,11 @@
 // sy-plan: predicts memory per GPU and step time of a DeepSeek-V3-style training layout
 // (docs/plan.md). Thin: flags -> TrainingSpec, ClusterSpec, Layout -> plan() or sweep().
+#include <gflags/gflags.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
 #include <sstream>
-
-#include <gflags/gflags.h>
 
 #include "switchyard/common/error.h"
 #include "switchyard/trainer/plan/calibrate.h"
@@ -60,8 +60,8 @@ plan::ClusterSpec load_cluster(const std::string& name) {
 
 int run() {
   plan::TrainingSpec spec;
-  spec.model = std::filesystem::exists(FLAGS_model) ? model_config_from_file(FLAGS_model)
-                                                    : model_config_preset(FLAGS_model);
+  spec.model =
+      std::filesystem::exists(FLAGS_model) ? model_config_from_file(FLAGS_model) : model_config_preset(FLAGS_model);
   spec.seq_len = FLAGS_seq;
   spec.global_batch = FLAGS_batch;
   spec.micro_batch = FLAGS_micro_batch;
@@ -69,10 +69,14 @@ int run() {
   spec.recipe = plan::precision_recipe(FLAGS_recipe);
   spec.recompute = plan::RecomputeOptions{false, false, false, false, FLAGS_fused_head_loss};
   for (const std::string& r : split(FLAGS_recompute)) {
-    if (r == "norms") spec.recompute.norms = true;
-    else if (r == "mla_up") spec.recompute.mla_up_proj = true;
-    else if (r == "swiglu") spec.recompute.swiglu = true;
-    else if (r == "full") spec.recompute.full = true;
+    if (r == "norms")
+      spec.recompute.norms = true;
+    else if (r == "mla_up")
+      spec.recompute.mla_up_proj = true;
+    else if (r == "swiglu")
+      spec.recompute.swiglu = true;
+    else if (r == "full")
+      spec.recompute.full = true;
     else if (r != "none")
       SY_THROW(InvalidArgument, "--recompute: unknown item \"" << r << "\"; valid: norms, mla_up, swiglu, full, none");
   }

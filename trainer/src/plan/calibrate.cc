@@ -26,13 +26,16 @@ double time_sgemm(int64_t m, int64_t n, int64_t k, int reps, GemmPass pass = Gem
   auto once = [&] {
     switch (pass) {
       case GemmPass::kForward:
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x.data(), K, w.data(), K, 0.0f, y.data(), N);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x.data(), K, w.data(), K, 0.0f, y.data(),
+                    N);
         break;
       case GemmPass::kInputGrad:
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, K, N, 1.0f, y.data(), N, w.data(), K, 0.0f, x.data(), K);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, K, N, 1.0f, y.data(), N, w.data(), K, 0.0f, x.data(),
+                    K);
         break;
       case GemmPass::kWeightGrad:
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, M, 1.0f, y.data(), N, x.data(), K, 1.0f, w.data(), K);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, M, 1.0f, y.data(), N, x.data(), K, 1.0f, w.data(),
+                    K);
         break;
     }
   };
@@ -51,8 +54,8 @@ double time_sgemm(int64_t m, int64_t n, int64_t k, int reps, GemmPass pass = Gem
 
 ClusterSpec calibrate_cpu(const ClusterSpec& base, const TrainingSpec& spec, int reps) {
   SY_REQUIRE(reps >= 1, "calibrate: reps " << reps << " must be >= 1");
-  SY_REQUIRE(spec.recipe.linear_gemm == "fp32", "calibrate: the CPU trainer runs the fp32 recipe, not "
-                                                    << spec.recipe.name);
+  SY_REQUIRE(spec.recipe.linear_gemm == "fp32",
+             "calibrate: the CPU trainer runs the fp32 recipe, not " << spec.recipe.name);
   openblas_set_num_threads(1);
   ClusterSpec c = base;
   c.gemm_shapes.clear();
@@ -79,7 +82,10 @@ ClusterSpec calibrate_cpu(const ClusterSpec& base, const TrainingSpec& spec, int
   const double s = time_sgemm(T, T, dqk, reps) + time_sgemm(T, dv, T, reps);
   const double rate = 2.0 * T * T * (dqk + dv) / s / 1e12;
   c.attention_fwd_tflops = c.attention_bwd_tflops = rate;
-  c.sources["gemm_shapes"] = "measured by calibrate_cpu: cblas_sgemm forward + input-gradient + weight-gradient passes, 1 thread, medians of " + std::to_string(reps);
+  c.sources["gemm_shapes"] =
+      "measured by calibrate_cpu: cblas_sgemm forward + input-gradient + weight-gradient passes, 1 thread, medians "
+      "of " +
+      std::to_string(reps);
   c.sources["attention_fwd_tflops"] = c.sources["attention_bwd_tflops"] =
       "measured by calibrate_cpu: cblas_sgemm at T x T x dqk plus T x dv x T";
   return c;

@@ -2,9 +2,8 @@
 #include "switchyard/trainer/plan/cluster.h"
 
 #include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "switchyard/common/error.h"
 
@@ -21,7 +20,8 @@ const json& require(const json& j, const char* field) {
 
 double positive_number(const json& j, const char* field) {
   const json& v = require(j, field);
-  if (!v.is_number()) SY_THROW(InvalidArgument, "cluster file: field \"" << field << "\" must be a number, got " << v.dump());
+  if (!v.is_number())
+    SY_THROW(InvalidArgument, "cluster file: field \"" << field << "\" must be a number, got " << v.dump());
   double x = v.get<double>();
   if (!(x > 0)) SY_THROW(InvalidArgument, "cluster file: field \"" << field << "\" must be > 0, got " << x);
   return x;
@@ -41,9 +41,11 @@ std::map<std::string, double> rate_table(const json& j, const char* field) {
   std::map<std::string, double> out;
   for (auto it = v.begin(); it != v.end(); ++it) {
     if (it.key() != "fp8" && it.key() != "bf16" && it.key() != "fp32")
-      SY_THROW(InvalidArgument, "cluster file: " << field << "." << it.key() << ": precision must be fp8, bf16 or fp32");
+      SY_THROW(InvalidArgument,
+               "cluster file: " << field << "." << it.key() << ": precision must be fp8, bf16 or fp32");
     if (!it->is_number() || !(it->get<double>() > 0))
-      SY_THROW(InvalidArgument, "cluster file: " << field << "." << it.key() << " must be a number > 0, got " << it->dump());
+      SY_THROW(InvalidArgument,
+               "cluster file: " << field << "." << it.key() << " must be a number > 0, got " << it->dump());
     out[it.key()] = it->get<double>();
   }
   return out;
@@ -93,11 +95,14 @@ ClusterSpec cluster_from_json(const std::string& text) {
   if (auto it = j.find("gemm_shapes"); it != j.end()) {
     if (!it->is_array()) SY_THROW(InvalidArgument, "cluster file: \"gemm_shapes\" must be an array of {n, k, tflops}");
     for (const json& s : *it) {
-      if (!s.is_object()) SY_THROW(InvalidArgument, "cluster file: gemm_shapes entry must be an object, got " << s.dump());
+      if (!s.is_object())
+        SY_THROW(InvalidArgument, "cluster file: gemm_shapes entry must be an object, got " << s.dump());
       const json& prec = require(s, "precision");
       if (!prec.is_string() || !c.gemm_tflops.count(prec.get<std::string>()))
-        SY_THROW(InvalidArgument, "cluster file: gemm_shapes entry " << s.dump() << ": precision must be one of gemm_tflops");
-      GemmShapeRate r{prec.get<std::string>(), positive_int(s, "n"), positive_int(s, "k"), positive_number(s, "tflops")};
+        SY_THROW(InvalidArgument,
+                 "cluster file: gemm_shapes entry " << s.dump() << ": precision must be one of gemm_tflops");
+      GemmShapeRate r{prec.get<std::string>(), positive_int(s, "n"), positive_int(s, "k"),
+                      positive_number(s, "tflops")};
       c.gemm_shapes.push_back(r);
     }
   }

@@ -58,15 +58,14 @@ void add_mla(const ModelConfig& m, int64_t seq_len, Builder& b) {
   b.out.ops.push_back(core);
   b.linear("attn.o_proj", d, H * dv, 1, true, full);
   const double a = b.a(), q = (b.recipe.linear_gemm == "fp8") ? a + 1 : 0;  // quantize: read a, write 1
-  b.elementwise("attn.norms_rope_residual",
-                2.0 * d * a + 2.0 * rq * a + 2.0 * rkv * a + 2.0 * (H * dr + dr) * a + 3.0 * d * a +
-                    q * (d + rq + rkv + H * dv));
+  b.elementwise("attn.norms_rope_residual", 2.0 * d * a + 2.0 * rq * a + 2.0 * rkv * a + 2.0 * (H * dr + dr) * a +
+                                                3.0 * d * a + q * (d + rq + rkv + H * dv));
   // Activations kept for the backward pass.
-  double act = d * a;                          // block input (norm backward)
+  double act = d * a;  // block input (norm backward)
   if (!b.recompute.norms) act += (d + rq + rkv) * a;  // norm outputs
   act += d * b.c() + (rq + rkv + dr) * a + (rq + rkv) * b.c();  // linear inputs, latents
-  if (!rec_up) act += (2.0 * H * dqk + H * dv) * a;              // q, k, v
-  act += H * dv * a + H * 4.0 + H * dv * b.c();                  // O, log-sum-exp, o_proj input
+  if (!rec_up) act += (2.0 * H * dqk + H * dv) * a;  // q, k, v
+  act += H * dv * a + H * 4.0 + H * dv * b.c();  // O, log-sum-exp, o_proj input
   b.out.activation_bytes += act;
 }
 
@@ -93,9 +92,8 @@ void add_ffn(const ModelConfig& m, bool moe, Builder& b) {
     b.linear("moe.gate", E, d, 1, false, full);
     b.linear("moe.experts.gate_up", 2 * f, d, K + S, true, full);
     b.linear("moe.experts.down", d, f, K + S, true, full);
-    b.elementwise("moe.norm_swiglu_permute_combine",
-                  2.0 * d * a + (K + S) * 3.0 * f * a + 2.0 * K * d * b.c() + (K + 1.0) * d * a + 3.0 * d * a +
-                      q * (d + (K + S) * f));
+    b.elementwise("moe.norm_swiglu_permute_combine", 2.0 * d * a + (K + S) * 3.0 * f * a + 2.0 * K * d * b.c() +
+                                                         (K + 1.0) * d * a + 3.0 * d * a + q * (d + (K + S) * f));
     act += E * 4.0 + K * 4.0;  // sigmoid scores, top-k weights
     act += swiglu_act(f, K + S);
   }
@@ -206,8 +204,8 @@ BlockCost block_cost(const ModelConfig& m, BlockKind kind, int64_t seq_len, cons
   return out;
 }
 
-std::vector<BlockCost> model_blocks(const ModelConfig& m, int mtp_depth, int64_t seq_len,
-                                    const PrecisionRecipe& recipe, const RecomputeOptions& recompute) {
+std::vector<BlockCost> model_blocks(const ModelConfig& m, int mtp_depth, int64_t seq_len, const PrecisionRecipe& recipe,
+                                    const RecomputeOptions& recompute) {
   SY_REQUIRE(mtp_depth >= 0, "plan: MTP depth " << mtp_depth << " must be >= 0");
   std::vector<BlockCost> blocks;
   blocks.push_back(block_cost(m, BlockKind::kEmbedding, seq_len, recipe, recompute));

@@ -19,8 +19,8 @@ constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 
 // Per micro-batch times of one block on one GPU.
 struct BlockTime {
-  double f = 0, b = 0, w = 0;      // compute: forward, full backward, weight-gradient part of b
-  double a2a_f = 0, a2a_b = 0;     // all-to-all (dispatch + combine) forward, backward
+  double f = 0, b = 0, w = 0;  // compute: forward, full backward, weight-gradient part of b
+  double a2a_f = 0, a2a_b = 0;  // all-to-all (dispatch + combine) forward, backward
   std::map<std::string, double> per_op;  // op name -> f + b seconds
 };
 
@@ -34,9 +34,12 @@ struct Stage {
 int stages_per_rank(pipeline::ScheduleKind kind, int num_chunks) {
   switch (kind) {
     case pipeline::ScheduleKind::kZBV:
-    case pipeline::ScheduleKind::kDualPipeV: return 2;
-    case pipeline::ScheduleKind::kInterleaved1F1B: return num_chunks;
-    default: return 1;
+    case pipeline::ScheduleKind::kDualPipeV:
+      return 2;
+    case pipeline::ScheduleKind::kInterleaved1F1B:
+      return num_chunks;
+    default:
+      return 1;
   }
 }
 
@@ -80,10 +83,15 @@ std::vector<double> peak_activation_bytes(const pipeline::Schedule& s, const std
     for (const pipeline::Action& a : s.ranks[r]) {
       switch (a.kind) {
         case pipeline::OpKind::kForward:
-        case pipeline::OpKind::kForwardBackward: alive += stage_bytes[a.stage]; break;
+        case pipeline::OpKind::kForwardBackward:
+          alive += stage_bytes[a.stage];
+          break;
         case pipeline::OpKind::kBackward:
-        case pipeline::OpKind::kBackwardWeight: alive -= stage_bytes[a.stage]; break;
-        default: break;
+        case pipeline::OpKind::kBackwardWeight:
+          alive -= stage_bytes[a.stage];
+          break;
+        default:
+          break;
       }
       peak[r] = std::max(peak[r], alive);
       if (a.kind == pipeline::OpKind::kForwardBackward) alive -= stage_bytes[a.bwd_stage];
@@ -128,12 +136,12 @@ PlanResult plan(const TrainingSpec& spec, const ClusterSpec& cluster, const Layo
   const int ep_nodes = layout.ep <= gpn ? 1 : layout.ep / gpn;
   const int64_t replicas = static_cast<int64_t>(layout.ep) * layout.dp;
   SY_REQUIRE(spec.global_batch % (replicas * spec.micro_batch) == 0,
-             "plan: global batch " << spec.global_batch << " is not a multiple of ep x dp x micro_batch = "
-                                   << replicas * spec.micro_batch);
+             "plan: global batch " << spec.global_batch
+                                   << " is not a multiple of ep x dp x micro_batch = " << replicas * spec.micro_batch);
   const int M = static_cast<int>(spec.global_batch / (replicas * spec.micro_batch));
-  SY_REQUIRE(layout.microbatches == 0 || layout.microbatches == M,
-             "plan: microbatches " << layout.microbatches << " disagrees with global batch / (ep x dp x micro_batch) = "
-                                   << M);
+  SY_REQUIRE(
+      layout.microbatches == 0 || layout.microbatches == M,
+      "plan: microbatches " << layout.microbatches << " disagrees with global batch / (ep x dp x micro_batch) = " << M);
   SY_REQUIRE(layout.comm_sms >= 0 && layout.comm_sms < cluster.num_sms,
              "plan: comm_sms " << layout.comm_sms << " must be in [0, " << cluster.num_sms << ")");
   const pipeline::ScheduleKind kind = pipeline::parse_schedule_kind(layout.schedule);
@@ -141,24 +149,22 @@ PlanResult plan(const TrainingSpec& spec, const ClusterSpec& cluster, const Layo
   gen.num_ranks = layout.pp;
   gen.num_microbatches = M;
   gen.num_chunks = layout.num_chunks;
-  SY_REQUIRE(pipeline::is_valid(kind, gen), "plan: schedule " << layout.schedule << " with pp " << layout.pp << " and "
-                                                               << M << " micro-batches is not valid; valid: "
-                                                               << pipeline::valid_sizes(kind));
+  SY_REQUIRE(pipeline::is_valid(kind, gen),
+             "plan: schedule " << layout.schedule << " with pp " << layout.pp << " and " << M
+                               << " micro-batches is not valid; valid: " << pipeline::valid_sizes(kind));
   const int S = layout.pp * stages_per_rank(kind, layout.num_chunks);
 
   // Blocks and their per micro-batch times.
-  const std::vector<BlockCost> blocks =
-      model_blocks(m, spec.mtp_depth, spec.seq_len, spec.recipe, spec.recompute);
+  const std::vector<BlockCost> blocks = model_blocks(m, spec.mtp_depth, spec.seq_len, spec.recipe, spec.recompute);
   SY_REQUIRE(static_cast<int>(blocks.size()) >= S, "plan: " << S << " pipeline stages but the model has only "
                                                             << blocks.size() << " blocks (embedding, layers, heads)");
   const double tokens_mb = static_cast<double>(spec.micro_batch * spec.seq_len);
   const double sm_fraction = static_cast<double>(cluster.num_sms - layout.comm_sms) / cluster.num_sms;
-  const ExpertTraffic traffic =
-      moe_model ? simulate_expert_traffic(m, layout.ep, ep_nodes) : ExpertTraffic{};
+  const ExpertTraffic traffic = moe_model ? simulate_expert_traffic(m, layout.ep, ep_nodes) : ExpertTraffic{};
   const double d = static_cast<double>(m.hidden_size);
   const double a = spec.recipe.act_bytes;
   const double dispatch_bytes = spec.recipe.linear_gemm == "fp8" ? d + d / 128 * 4 : d * a;  // FP8 + 1x128 scales
-  const double combine_bytes = d * a;                                                         // BF16 combine
+  const double combine_bytes = d * a;  // BF16 combine
   const double a2a_net_per_token = traffic.remote_nodes_per_token * (dispatch_bytes + combine_bytes);
   const double a2a_nvl_per_token = traffic.nvlink_copies_per_token * (dispatch_bytes + combine_bytes);
   const double a2a_one_way =
@@ -189,8 +195,7 @@ PlanResult plan(const TrainingSpec& spec, const ClusterSpec& cluster, const Layo
   // Stages: contiguous blocks balancing what a chunk occupies the rank for (compute, plus the
   // all-to-all when it is not hidden under a paired micro-batch).
   const bool overlap = layout.overlap_a2a && overlaps_pairs(kind);
-  for (size_t i = 0; i < blocks.size(); ++i)
-    cost[i] = bt[i].f + bt[i].b + (overlap ? 0.0 : bt[i].a2a_f + bt[i].a2a_b);
+  for (size_t i = 0; i < blocks.size(); ++i) cost[i] = bt[i].f + bt[i].b + (overlap ? 0.0 : bt[i].a2a_f + bt[i].a2a_b);
   const std::vector<int> starts = partition(cost, S);
   std::vector<Stage> stages(S);
   for (int s = 0; s < S; ++s) {
@@ -319,9 +324,9 @@ PlanResult plan(const TrainingSpec& spec, const ClusterSpec& cluster, const Layo
     sync += ring_time(2 * expert * spec.recipe.grad_bytes, layout.dp, expert_gbps);
   }
   t.dp_sync = layout.overlap_dp_sync ? 0.0 : sync;
-  const double opt_bytes = sharded * (2 * spec.recipe.master_bytes + 4 * spec.recipe.moment_bytes +
-                                      spec.recipe.grad_bytes) +
-                           (dense + expert) * spec.recipe.weight_copy_bytes + lowp * spec.recipe.low_precision_copy_bytes;
+  const double opt_bytes =
+      sharded * (2 * spec.recipe.master_bytes + 4 * spec.recipe.moment_bytes + spec.recipe.grad_bytes) +
+      (dense + expert) * spec.recipe.weight_copy_bytes + lowp * spec.recipe.low_precision_copy_bytes;
   t.optimizer = opt_bytes / (cluster.memory_bandwidth_gbps * 1e9);
   t.step = sr.makespan + t.dp_sync + t.optimizer;
 

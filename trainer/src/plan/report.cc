@@ -1,9 +1,8 @@
 // Text tables and JSON of planner results (field names documented in docs/plan.md).
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "switchyard/trainer/plan/planner.h"
 
@@ -38,17 +37,21 @@ nlohmann::json to_json(const PlanResult& r) {
                 {"mtp_depth", r.spec.mtp_depth},
                 {"recipe", r.spec.recipe.name}};
   const MemoryBreakdown& m = r.memory;
-  j["memory_gib"] = {{"weights_high", m.weights_high / kGiB}, {"weights_low", m.weights_low / kGiB},
-                     {"master", m.master / kGiB},             {"moments", m.moments / kGiB},
-                     {"grads", m.grads / kGiB},               {"activations", m.activations / kGiB},
-                     {"comm_buffers", m.comm_buffers / kGiB}, {"total", m.total() / kGiB},
-                     {"capacity", r.memory_capacity / kGiB},  {"fits", r.fits},
+  j["memory_gib"] = {{"weights_high", m.weights_high / kGiB},
+                     {"weights_low", m.weights_low / kGiB},
+                     {"master", m.master / kGiB},
+                     {"moments", m.moments / kGiB},
+                     {"grads", m.grads / kGiB},
+                     {"activations", m.activations / kGiB},
+                     {"comm_buffers", m.comm_buffers / kGiB},
+                     {"total", m.total() / kGiB},
+                     {"capacity", r.memory_capacity / kGiB},
+                     {"fits", r.fits},
                      {"peak_activation_chunks", r.peak_activation_chunks}};
   json ops = json::object();
   for (const OpTime& o : r.time.compute_ops) ops[o.name] = o.seconds;
-  j["time_s"] = {{"compute", r.time.compute},     {"compute_ops", ops},
-                 {"exposed_a2a", r.time.exposed_a2a}, {"bubble", r.time.bubble},
-                 {"dp_sync", r.time.dp_sync},     {"optimizer", r.time.optimizer},
+  j["time_s"] = {{"compute", r.time.compute}, {"compute_ops", ops},        {"exposed_a2a", r.time.exposed_a2a},
+                 {"bubble", r.time.bubble},   {"dp_sync", r.time.dp_sync}, {"optimizer", r.time.optimizer},
                  {"step", r.time.step}};
   j["a2a"] = {{"ep_nodes", r.traffic.ep_nodes},
               {"ranks_per_token", r.traffic.ranks_per_token},
@@ -87,9 +90,9 @@ std::string format_plan(const PlanResult& r) {
   row("comm buffers       ", m.comm_buffers);
   os << "  total              " << fmt("%10.2f", m.total() / kGiB) << "  of " << fmt("%.1f", r.memory_capacity / kGiB)
      << ": " << (r.fits ? "fits" : "DOES NOT FIT") << "\n\nstep time (s, bottleneck rank)\n";
-  for (const OpTime& o : r.time.compute_ops) os << "    " << o.name
-                                                << std::string(o.name.size() < 32 ? 32 - o.name.size() : 1, ' ')
-                                                << fmt("%9.3f", o.seconds) << "\n";
+  for (const OpTime& o : r.time.compute_ops)
+    os << "    " << o.name << std::string(o.name.size() < 32 ? 32 - o.name.size() : 1, ' ') << fmt("%9.3f", o.seconds)
+       << "\n";
   auto trow = [&](const char* name, double v) { os << "  " << name << fmt("%10.3f", v) << "\n"; };
   trow("compute            ", r.time.compute);
   trow("exposed all-to-all ", r.time.exposed_a2a);
@@ -103,12 +106,14 @@ std::string format_plan(const PlanResult& r) {
      << fmt("%.1f", r.a2a_logical_bytes_per_token / 1024) << " KiB (fwd + bwd)\n";
   os << "tokens/s " << fmt("%.4g", r.tokens_per_second) << "; model FLOPs/token "
      << fmt("%.4g", r.model_flops_per_token) << "; MFU " << fmt("%.1f%%", 100 * r.mfu) << " of the "
-     << r.spec.recipe.linear_gemm << " peak (" << fmt("%.1f%%", 100 * r.mfu_bf16) << " of BF16); GPU-hours per 1T tokens "
-     << fmt("%.4g", r.gpu_hours_per_trillion_tokens) << "\n";
+     << r.spec.recipe.linear_gemm << " peak (" << fmt("%.1f%%", 100 * r.mfu_bf16)
+     << " of BF16); GPU-hours per 1T tokens " << fmt("%.4g", r.gpu_hours_per_trillion_tokens) << "\n";
   return os.str();
 }
 
-std::string plan_to_json(const PlanResult& r) { return to_json(r).dump(); }
+std::string plan_to_json(const PlanResult& r) {
+  return to_json(r).dump();
+}
 
 std::string format_sweep(const std::vector<PlanResult>& rs) {
   std::ostringstream os;

@@ -22,13 +22,13 @@ struct GemmShapeRate {
 
 struct ClusterSpec {
   std::string name;
-  int gpus_per_node = 0;           // ranks per node (GPUs, or CPU processes)
+  int gpus_per_node = 0;  // ranks per node (GPUs, or CPU processes)
   int nodes = 0;
-  double intra_node_gbps = 0;      // NVLink (or shared memory) per GPU, one direction, GB/s
-  double network_gbps = 0;         // InfiniBand (or TCP) per GPU, one direction, GB/s
+  double intra_node_gbps = 0;  // NVLink (or shared memory) per GPU, one direction, GB/s
+  double network_gbps = 0;  // InfiniBand (or TCP) per GPU, one direction, GB/s
   double memory_bandwidth_gbps = 0;  // HBM (or DRAM per rank), for element-wise ops
-  double memory_gib = 0;           // usable device memory per GPU
-  int num_sms = 1;                 // streaming multiprocessors (1 for a CPU rank)
+  double memory_gib = 0;  // usable device memory per GPU
+  int num_sms = 1;  // streaming multiprocessors (1 for a CPU rank)
   // Dense peak of the datasheet per precision ("fp8", "bf16", "fp32"), TFLOP/s: the MFU peak.
   std::map<std::string, double> peak_tflops;
   // Sustained large-GEMM rate per precision, TFLOP/s (measured), all SMs.

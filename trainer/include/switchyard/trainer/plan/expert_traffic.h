@@ -20,10 +20,10 @@ namespace switchyard::trainer::plan {
 
 struct ExpertTraffic {
   int ep = 1, ep_nodes = 1;
-  double experts_per_token = 0;      // K (logical copies)
-  double ranks_per_token = 0;        // distinct ranks reached (rank-level dedup)
-  double nodes_per_token = 0;        // distinct nodes reached
-  double remote_nodes_per_token = 0; // distinct nodes other than the token's own
+  double experts_per_token = 0;  // K (logical copies)
+  double ranks_per_token = 0;  // distinct ranks reached (rank-level dedup)
+  double nodes_per_token = 0;  // distinct nodes reached
+  double remote_nodes_per_token = 0;  // distinct nodes other than the token's own
   double nvlink_copies_per_token = 0;  // intra-node hops (local targets + forwards on remote nodes)
 };
 

@@ -26,33 +26,33 @@ struct TrainingSpec {
   ModelConfig model;
   int64_t seq_len = 4096;
   int64_t global_batch = 15360;  // sequences per optimizer step
-  int64_t micro_batch = 1;       // sequences per micro-batch (per pipeline replica)
-  int mtp_depth = 1;             // MTP modules trained (<= model.num_nextn_predict_layers not required)
+  int64_t micro_batch = 1;  // sequences per micro-batch (per pipeline replica)
+  int mtp_depth = 1;  // MTP modules trained (<= model.num_nextn_predict_layers not required)
   PrecisionRecipe recipe = precision_recipe("fp8");
   RecomputeOptions recompute;
 };
 
 struct Layout {
   int pp = 16;
-  int ep = 64;                 // EP group: routed experts split over ep ranks
-  int dp = 2;                  // replicas of each expert; non-expert params replicated over ep x dp
-  bool zero1 = true;           // optimizer states (master, moments) sharded over replicas
+  int ep = 64;  // EP group: routed experts split over ep ranks
+  int dp = 2;  // replicas of each expert; non-expert params replicated over ep x dp
+  bool zero1 = true;  // optimizer states (master, moments) sharded over replicas
   std::string schedule = "dualpipe";  // pipeline::parse_schedule_kind names
-  int num_chunks = 2;          // interleaved-1f1b only
-  int microbatches = 0;        // per pipeline replica per step; 0 = global_batch / (ep dp micro_batch)
-  int comm_sms = 20;           // SMs reserved for communication (V3: 20 of 132)
-  bool overlap_a2a = true;     // DualPipe(V): all-to-all of a micro-batch hidden under the paired one
+  int num_chunks = 2;  // interleaved-1f1b only
+  int microbatches = 0;  // per pipeline replica per step; 0 = global_batch / (ep dp micro_batch)
+  int comm_sms = 20;  // SMs reserved for communication (V3: 20 of 132)
+  bool overlap_a2a = true;  // DualPipe(V): all-to-all of a micro-batch hidden under the paired one
   bool overlap_dp_sync = false;  // gradient reduce hidden under the last backward
   std::string describe() const;  // "pp16 ep64 dp2 zero1 dualpipe mb120 sms20"
 };
 
 struct MemoryBreakdown {  // bytes per GPU, on the most loaded rank
-  double weights_high = 0;   // BF16 (or FP32) working copy
-  double weights_low = 0;    // FP8 copy of linear weights
+  double weights_high = 0;  // BF16 (or FP32) working copy
+  double weights_low = 0;  // FP8 copy of linear weights
   double master = 0;
   double moments = 0;
   double grads = 0;
-  double activations = 0;    // at the schedule's peak
+  double activations = 0;  // at the schedule's peak
   double comm_buffers = 0;
   double total() const { return weights_high + weights_low + master + moments + grads + activations + comm_buffers; }
 };
@@ -64,11 +64,11 @@ struct OpTime {
 
 struct StepBreakdown {
   std::vector<OpTime> compute_ops;  // summed over the bottleneck stage's blocks
-  double compute = 0;               // per step on the bottleneck rank
+  double compute = 0;  // per step on the bottleneck rank
   double exposed_a2a = 0;
-  double bubble = 0;                // makespan - busy of the bottleneck rank (P2P waits included)
-  double dp_sync = 0;               // exposed gradient reduce + parameter gather
-  double optimizer = 0;             // AdamW pass (memory bound)
+  double bubble = 0;  // makespan - busy of the bottleneck rank (P2P waits included)
+  double dp_sync = 0;  // exposed gradient reduce + parameter gather
+  double optimizer = 0;  // AdamW pass (memory bound)
   double step = 0;
 };
 
@@ -92,8 +92,8 @@ struct PlanResult {
   double tokens_per_step = 0;
   double tokens_per_second = 0;
   double model_flops_per_token = 0;  // 3 x forward FLOPs, causal attention, no recompute
-  double mfu = 0;                    // vs the dense peak of the linear GEMM precision
-  double mfu_bf16 = 0;               // vs the dense BF16 peak
+  double mfu = 0;  // vs the dense peak of the linear GEMM precision
+  double mfu_bf16 = 0;  // vs the dense BF16 peak
   double gpu_hours_per_trillion_tokens = 0;
 };
 
