@@ -51,6 +51,15 @@ void DispatchedExperts::decode(const uint8_t* bytes, comm::DataType type, int64_
     dispatch::bf16_to_float(reinterpret_cast<const uint16_t*>(bytes), n, out);
 }
 
+template <class F>
+auto DispatchedExperts::traced(pipeline::SubStepKind kind, bool backward, F&& call) {
+  if (trace_ == nullptr || !trace_->enabled()) return call();
+  const double t0 = trace_->now();
+  auto result = call();
+  trace_->record_comm(kind, backward, layer_, trace_->step(), t0, trace_->now());
+  return result;
+}
+
 void DispatchedExperts::forward(const RoutingPlan& plan, const float* x, float* out) {
   const int64_t N = plan.num_tokens, d = dim_;
   const int K = static_cast<int>(plan.top_k);
@@ -73,7 +82,7 @@ void DispatchedExperts::forward(const RoutingPlan& plan, const float* x, float* 
     a.x = x;
     a.dtype = comm::DataType::kFloat32;
   }
-  dispatch::DispatchResult r = buffer_->dispatch(a);
+  dispatch::DispatchResult r = traced(pipeline::SubStepKind::kDispatch, false, [&] { return buffer_->dispatch(a); });
   handle_ = r.handle;
   num_recv_ = r.num_recv_tokens;
   offsets_ = r.expert_offsets;
@@ -104,7 +113,7 @@ void DispatchedExperts::forward(const RoutingPlan& plan, const float* x, float* 
     c.dtype = grad_type();
     c.handle = &handle_;
     c.weights = slot_weights_.data();
-    dispatch::CombineResult y = buffer_->combine(c);
+    dispatch::CombineResult y = traced(pipeline::SubStepKind::kCombine, false, [&] { return buffer_->combine(c); });
     decode(y.y.data(), y.dtype, N, tmp_.data());
     for (int64_t t = 0; t < N; ++t) std::memcpy(out + (t * K + k) * d, tmp_.data() + t * d, d * sizeof(float));
   }
@@ -133,7 +142,8 @@ void DispatchedExperts::backward_input(const RoutingPlan& plan, const float* d_o
     a.cached_handle = &handle_;
     a.recv_x = false;
     a.expert_major_x = true;
-    dispatch::DispatchResult r = buffer_->dispatch(a);
+    // Backward of the combine: a cached dispatch of the output gradient.
+    dispatch::DispatchResult r = traced(pipeline::SubStepKind::kCombine, true, [&] { return buffer_->dispatch(a); });
     SY_CHECK(static_cast<int64_t>(r.expert_row_slot.size()) == P);
     decode(r.expert_x.data(), r.dtype, P, recv.data());
     for (int64_t p = 0; p < P; ++p)
@@ -146,7 +156,10 @@ void DispatchedExperts::backward_input(const RoutingPlan& plan, const float* d_o
                                /*accumulate=*/false);
   }
   encode(dx_rows_.data(), P, wire_buf_);
-  dispatch::CombineResult g = buffer_->dispatch_backward(wire_buf_.data(), grad_type(), handle_);
+  // Backward of the dispatch: a unit-weight combine of the input gradients.
+  dispatch::CombineResult g = traced(pipeline::SubStepKind::kDispatch, true, [&] {
+    return buffer_->dispatch_backward(wire_buf_.data(), grad_type(), handle_);
+  });
   decode(g.y.data(), g.dtype, N, tmp_.data());
   for (int64_t i = 0; i < N * d; ++i) dx[i] += tmp_[i];
 }

@@ -30,6 +30,7 @@ DistTrainer::DistTrainer(std::shared_ptr<comm::Communicator> world, const ModelC
   optimizer_ = std::make_unique<AdamW>(model_->parameters(), options_.adam);
   sync_ = std::make_unique<GradientSync>(model_->parameters(), config.n_routed_experts, groups_);
   moe_layers_ = model_->moe_layer_indices();
+  trace_ = std::make_unique<StepTrace>(world);
   if (options_.max_tokens_per_rank > 0) ensure_buffer(options_.max_tokens_per_rank);
 }
 
@@ -43,8 +44,11 @@ void DistTrainer::ensure_buffer(int64_t tokens_per_rank) {
   b.max_tokens_per_rank = tokens_per_rank;
   b.two_hop = true;
   buffer_ = std::make_shared<dispatch::Buffer>(groups_.ep, b);
-  for (int64_t layer : moe_layers_)
-    model_->set_expert_provider(layer, make_dispatched_experts(*model_, layer, buffer_, options_.wire));
+  for (int64_t layer : moe_layers_) {
+    auto provider = make_dispatched_experts(*model_, layer, buffer_, options_.wire);
+    provider->set_trace(trace_.get(), static_cast<int>(layer));
+    model_->set_expert_provider(layer, std::move(provider));
+  }
 }
 
 DistStepMetrics DistTrainer::step(const int64_t* global_tokens, int64_t global_batch, int64_t seq, double lr,
@@ -61,9 +65,17 @@ DistStepMetrics DistTrainer::step(const int64_t* global_tokens, int64_t global_b
 
   DistStepMetrics m;
   const double sync_before = sync_->comm_seconds();
+  StepTrace& tr = *trace_;
+  const int step_index = static_cast<int>(steps_);
+  const double t_begin = tr.now();
+  tr.begin_step(step_index, t_begin);
   model_->zero_grad();
   const Losses& local = model_->forward(global_tokens + groups_.data_rank() * b * window, b, seq);
+  const double t_fwd = tr.now();
+  tr.record_compute(pipeline::OpKind::kForward, step_index, t_begin, t_fwd);
   model_->backward();
+  const double t_bwd = tr.now();
+  tr.record_compute(pipeline::OpKind::kBackward, step_index, t_fwd, t_bwd);
 
   // Losses: mean over the data ranks (each is a mean over an equal share of sequences).
   std::vector<double> l = {local.main, local.balance, local.total};
@@ -83,6 +95,7 @@ DistStepMetrics DistTrainer::step(const int64_t* global_tokens, int64_t global_b
 
   sync_->reduce();
   m.grad_norm = sync_->clip(options_.clip);
+  tr.record_reduce(step_index, t_bwd, tr.now());
   optimizer_->step(lr);
   for (size_t i = 0; i < moe_layers_.size(); ++i) {
     update_expert_bias(model_->expert_bias(moe_layers_[i]).data(), counts.data() + i * E, E, bias_rate);
@@ -90,6 +103,8 @@ DistStepMetrics DistTrainer::step(const int64_t* global_tokens, int64_t global_b
   }
   m.grad_sync_seconds = sync_->comm_seconds() - sync_before;
   m.seconds = since(t0);
+  tr.end_step(tr.now());
+  ++steps_;
   return m;
 }
 

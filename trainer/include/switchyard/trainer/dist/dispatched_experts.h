@@ -30,6 +30,7 @@
 
 #include "switchyard/dispatch/buffer.h"
 #include "switchyard/trainer/experts.h"
+#include "switchyard/trainer/dist/step_trace.h"
 #include "switchyard/trainer/model.h"
 
 namespace switchyard::trainer::dist {
@@ -53,6 +54,9 @@ class DispatchedExperts : public ExpertProvider<float> {
   void backward_weight() override;
   void release() override;
 
+  // Records every dispatch/combine call of this layer into trace (nullptr: off).
+  void set_trace(StepTrace* trace, int layer) { trace_ = trace, layer_ = layer; }
+
   // Expert-major rows computed on this rank in the last forward (received assignments).
   int64_t received_rows() const { return static_cast<int64_t>(row_slot_.size()); }
 
@@ -63,7 +67,13 @@ class DispatchedExperts : public ExpertProvider<float> {
   // wire bytes of type -> float rows.
   void decode(const uint8_t* bytes, comm::DataType type, int64_t rows, float* out) const;
 
+  // Runs one Buffer call and records it as a DISPATCH or COMBINE event.
+  template <class F>
+  auto traced(pipeline::SubStepKind kind, bool backward, F&& call);
+
   std::shared_ptr<dispatch::Buffer> buffer_;
+  StepTrace* trace_ = nullptr;
+  int layer_ = 0;
   std::vector<SwiGlu<float>> experts_;
   int64_t dim_;
   ExpertWire wire_;

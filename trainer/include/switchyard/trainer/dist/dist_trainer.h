@@ -27,6 +27,7 @@
 #include "switchyard/trainer/dist/dispatched_experts.h"
 #include "switchyard/trainer/dist/grad_sync.h"
 #include "switchyard/trainer/dist/parallel_layout.h"
+#include "switchyard/trainer/dist/step_trace.h"
 #include "switchyard/trainer/model.h"
 #include "switchyard/trainer/safetensors.h"
 #include "switchyard/trainer/train/optimizer.h"
@@ -61,6 +62,11 @@ class DistTrainer {
   const ParallelGroups& groups() const { return groups_; }
   const DistOptions& options() const { return options_; }
   Model<float>& model() { return *model_; }
+  // Measured timeline of the steps (enable it to record; collective gather/write).
+  StepTrace& trace() { return *trace_; }
+  // The MoE dispatch buffer (after the first step): uses_two_hop() etc.
+  const dispatch::Buffer* buffer() const { return buffer_.get(); }
+  int64_t steps_done() const { return steps_; }
 
   // global_tokens: [global_batch, seq + D + 1] int64, identical on every rank;
   // global_batch divisible by ep * dp. Throws InvalidArgument otherwise.
@@ -80,6 +86,8 @@ class DistTrainer {
   std::unique_ptr<GradientSync> sync_;
   std::shared_ptr<dispatch::Buffer> buffer_;
   std::vector<int64_t> moe_layers_;
+  std::unique_ptr<StepTrace> trace_;
+  int64_t steps_ = 0;
 };
 
 }  // namespace switchyard::trainer::dist

@@ -1,0 +1,168 @@
+// run_distributed_training (header).
+#include "switchyard/trainer/dist/dist_run.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "switchyard/common/error.h"
+#include "switchyard/trainer/config.h"
+#include "switchyard/trainer/train/data.h"
+#include "switchyard/trainer/train/generate.h"
+#include "switchyard/trainer/train/schedule.h"
+#include "switchyard/trainer/train/tokenizer.h"
+
+namespace switchyard::trainer::dist {
+namespace {
+
+double mean(const std::vector<double>& v, size_t begin, size_t end) {
+  double s = 0;
+  for (size_t i = begin; i < end; ++i) s += v[i];
+  return end > begin ? s / double(end - begin) : 0;
+}
+
+}  // namespace
+
+DistRunResult run_distributed_training(std::shared_ptr<comm::Communicator> world, const TrainOptions& train,
+                                       const DistRunOptions& run, std::ostream& out) {
+  train.validate();
+  run.layout.validate(world->size());
+  if (run.layout.pp > 1)
+    SY_THROW(Unsupported, "sy-train: --pp " << run.layout.pp << " (schedule " << run.schedule
+                                            << ") is not implemented yet in the distributed trainer; use --ep/--dp");
+  if (train.grad_accum != 1)
+    SY_THROW(Unsupported, "sy-train: --grad_accum " << train.grad_accum << " with --ep/--dp is not implemented yet");
+  if (train.fp8) SY_THROW(Unsupported, "sy-train: --fp8 (Linear GEMMs) with --ep/--dp is not implemented yet");
+  if (!train.ckpt_dir.empty())
+    SY_THROW(Unsupported, "sy-train: checkpoints (--ckpt_dir) with --ep/--dp are not implemented yet");
+  const bool lead = world->rank() == 0;
+
+  auto tokenizer = make_tokenizer(train.tokenizer);
+  ModelConfig config = train.config_path.empty() ? model_config_preset(train.preset)
+                                                 : model_config_from_file(train.config_path);
+  config.vocab_size = tokenizer->vocab_size();
+  if (train.mtp_depth >= 0) config.num_nextn_predict_layers = train.mtp_depth;
+  config.max_position_embeddings = std::max(config.max_position_embeddings, train.seq);
+  if (train.max_position > 0) config.max_position_embeddings = std::max(train.max_position, train.seq);
+  config.validate();
+  const int64_t D = config.num_nextn_predict_layers;
+
+  DataOptions data;
+  data.path = train.data;
+  data.val_fraction = train.val_fraction;
+  data.seed = train.seed;
+  data.window = train.seq + D + 1;
+  TextDataset dataset(data, *tokenizer);
+
+  DistOptions o;
+  o.layout = run.layout;
+  o.wire = run.wire;
+  o.adam.weight_decay = train.weight_decay;
+  o.clip = train.clip;
+  o.seed = train.seed;
+  o.init_std = train.init_std;
+  DistTrainer trainer(world, config, o);
+
+  LrSchedule lr;
+  lr.peak = train.lr;
+  lr.warmup_steps = train.warmup;
+  lr.decay = parse_lr_decay(train.lr_decay);
+  lr.total_steps = train.steps;
+  lr.min_lr = train.min_lr;
+  const StepSchedule mtp_weight =
+      train.mtp_weight.empty() ? StepSchedule(config.mtp_loss_lambda) : StepSchedule::parse(train.mtp_weight);
+  const StepSchedule bias_rate = StepSchedule::parse(train.bias_rate);
+
+  std::ofstream jsonl;
+  if (lead && !run.jsonl_path.empty()) {
+    jsonl.open(run.jsonl_path, std::ios::app);
+    if (!jsonl) SY_THROW(IoError, "sy-train: cannot write --log_jsonl \"" << run.jsonl_path << "\"");
+  }
+  if (lead)
+    out << "distributed: " << world->size() << " ranks on " << world->rank_map().num_nodes() << " node(s), "
+        << run.layout.to_string() << ", expert payload " << expert_wire_name(run.wire) << ", global batch "
+        << train.batch << " x " << train.seq << " tokens\n"
+        << std::flush;
+
+  std::vector<int64_t> tokens(train.batch * dataset.window());
+  std::vector<double> losses, tok_s;
+  DistRunResult result;
+  const auto t0 = std::chrono::steady_clock::now();
+  double step_time = 0;
+  for (int64_t step = 0; step < train.steps; ++step) {
+    // Rank 0 decides whether the next step fits the budget; everyone follows.
+    int64_t go = 1;
+    if (run.time_budget_s > 0 && step > 0) {
+      const double spent = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      go = spent + step_time <= run.time_budget_s ? 1 : 0;
+      if (world->size() > 1) world->broadcast(&go, 1, comm::DataType::kInt64, 0);
+    }
+    if (!go) {
+      if (lead) out << "stopping at step " << step << ": the time budget of " << run.time_budget_s << " s is spent\n";
+      break;
+    }
+    const_cast<ModelConfig&>(trainer.model().config()).mtp_loss_lambda = mtp_weight.at(step);
+    trainer.trace().set_enabled(step >= train.steps - run.trace_steps || (run.time_budget_s > 0 && step >= 1 &&
+                                                                           step <= run.trace_steps));
+    dataset.next_batch(train.batch, tokens.data());
+    DistStepMetrics m = trainer.step(tokens.data(), train.batch, train.seq, lr.at(step), bias_rate.at(step));
+    step_time = step_time == 0 ? m.seconds : 0.9 * step_time + 0.1 * m.seconds;
+    losses.push_back(m.losses.main);
+    const double tps = double(train.batch * train.seq) / std::max(m.seconds, 1e-9);
+    if (step > 0) tok_s.push_back(tps);
+    double mtp = 0;
+    for (double x : m.losses.mtp) mtp += x;
+    if (D > 0) mtp /= double(D);
+    if (lead && jsonl.is_open())
+      jsonl << nlohmann::json({{"type", "train"},
+                               {"step", step + 1},
+                               {"loss", m.losses.total},
+                               {"main_loss", m.losses.main},
+                               {"mtp_loss", mtp},
+                               {"lr", lr.at(step)},
+                               {"grad_norm", m.grad_norm},
+                               {"max_over_mean_load", m.max_over_mean_load},
+                               {"tokens_per_s", tps},
+                               {"seconds", m.seconds},
+                               {"grad_sync_seconds", m.grad_sync_seconds}})
+                   .dump()
+            << "\n";
+    const bool last = step + 1 == train.steps;
+    if (lead && run.log_every > 0 && ((step + 1) % run.log_every == 0 || last || step == 0)) {
+      char line[256];
+      std::snprintf(line, sizeof line,
+                    "step %6lld/%lld | loss %.4f | mtp %.4f | total %.4f | lr %.2e | gnorm %.3f | "
+                    "load max/mean %.2f | %.0f tok/s",
+                    (long long)(step + 1), (long long)train.steps, m.losses.main, mtp, m.losses.total, lr.at(step),
+                    m.grad_norm, m.max_over_mean_load, tps);
+      out << line << "\n" << std::flush;
+    }
+  }
+  result.steps = static_cast<int64_t>(losses.size());
+  const size_t n = losses.size(), w = std::min<size_t>(20, n);
+  result.first_mean = mean(losses, 0, w);
+  result.last_mean = mean(losses, n - w, n);
+  if (!tok_s.empty()) {
+    std::sort(tok_s.begin(), tok_s.end());
+    result.tokens_per_s = tok_s[tok_s.size() / 2];
+  }
+  result.breakdown = trainer.trace().breakdown();
+  trainer.trace().write(run.trace_path, run.timeline_path,
+                        "sy-train " + run.layout.to_string() + " (measured, rank rows)");
+
+  TensorMap weights = trainer.gather_weights();
+  if (lead && !run.sample_prompt.empty()) {
+    Model<float> full(config);
+    full.load_weights(weights);
+    GenerateOptions g;
+    g.max_new_tokens = run.sample_tokens;
+    std::mt19937_64 rng(train.seed);
+    GenerateResult r = generate(full, tokenizer->encode(run.sample_prompt), g, rng);
+    result.sample = run.sample_prompt + tokenizer->decode(r.tokens);
+  }
+  return result;
+}
+
+}  // namespace switchyard::trainer::dist

@@ -1,0 +1,170 @@
+// StepTrace (header): event recording, gather to rank 0, trace/SVG files, breakdown.
+#include "switchyard/trainer/dist/step_trace.h"
+
+#include <algorithm>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "switchyard/common/error.h"
+#include "switchyard/pipeline/timeline.h"
+
+namespace switchyard::trainer::dist {
+namespace {
+
+constexpr int kFields = 9;  // comm, start, end, op, stage, microbatch, sub-step kind (-1 none), backward, layer
+
+void pack(const pipeline::SimEvent& e, double* f) {
+  const bool sub = !e.action.sub_steps.empty();
+  f[0] = e.comm;
+  f[1] = e.start;
+  f[2] = e.end;
+  f[3] = static_cast<double>(e.action.kind);
+  f[4] = e.action.stage;
+  f[5] = e.action.microbatch;
+  f[6] = sub ? static_cast<double>(e.action.sub_steps[0].kind) : -1;
+  f[7] = sub ? e.action.sub_steps[0].backward : 0;
+  f[8] = sub ? e.action.sub_steps[0].layer : 0;
+}
+
+pipeline::SimEvent unpack(int rank, const double* f) {
+  pipeline::SimEvent e;
+  e.rank = rank;
+  e.comm = f[0] != 0;
+  e.start = f[1];
+  e.end = f[2];
+  e.action.kind = static_cast<pipeline::OpKind>(static_cast<int>(f[3]));
+  e.action.stage = static_cast<int>(f[4]);
+  e.action.microbatch = static_cast<int>(f[5]);
+  if (f[6] >= 0) {
+    pipeline::SubStep s;
+    s.kind = static_cast<pipeline::SubStepKind>(static_cast<int>(f[6]));
+    s.backward = f[7] != 0;
+    s.layer = static_cast<int>(f[8]);
+    s.microbatch = e.action.microbatch;
+    e.action.sub_steps.push_back(s);
+  }
+  return e;
+}
+
+double sum_over(comm::Communicator& c, double x) {
+  double out = x;
+  if (c.size() > 1) c.all_reduce(&x, &out, 1, comm::DataType::kFloat64, comm::ReduceOp::kSum);
+  return out;
+}
+
+}  // namespace
+
+StepTrace::StepTrace(std::shared_ptr<comm::Communicator> world) : world_(std::move(world)) {
+  int64_t origin = std::chrono::steady_clock::now().time_since_epoch().count();
+  if (world_->size() > 1) world_->broadcast(&origin, 1, comm::DataType::kInt64, 0);
+  origin_ = std::chrono::steady_clock::time_point(std::chrono::steady_clock::duration(origin));
+}
+
+double StepTrace::now() const {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - origin_).count();
+}
+
+void StepTrace::record_compute(pipeline::OpKind kind, int step, double start, double end) {
+  if (!enabled_) return;
+  pipeline::SimEvent e;
+  e.rank = world_->rank();
+  e.start = start;
+  e.end = end;
+  e.action = pipeline::make_compute(kind, 0, step);
+  events_.push_back(std::move(e));
+}
+
+void StepTrace::record_comm(pipeline::SubStepKind kind, bool backward, int layer, int step, double start,
+                            double end) {
+  if (!enabled_) return;
+  pipeline::SimEvent e;
+  e.rank = world_->rank();
+  e.comm = true;
+  e.start = start;
+  e.end = end;
+  e.action = pipeline::make_compute(backward ? pipeline::OpKind::kBackwardInput : pipeline::OpKind::kForward, 0, step);
+  pipeline::SubStep s;
+  s.kind = kind;
+  s.backward = backward;
+  s.layer = layer;
+  s.microbatch = step;
+  e.action.sub_steps.push_back(s);
+  events_.push_back(std::move(e));
+}
+
+void StepTrace::record_reduce(int step, double start, double end) {
+  if (!enabled_) return;
+  pipeline::SimEvent e;
+  e.rank = world_->rank();
+  e.comm = true;
+  e.start = start;
+  e.end = end;
+  e.action = pipeline::make_reduce(0);
+  e.action.microbatch = step;
+  events_.push_back(std::move(e));
+}
+
+std::vector<pipeline::SimEvent> StepTrace::gather() const {
+  const int n = world_->size();
+  int64_t mine = static_cast<int64_t>(events_.size());
+  std::vector<int64_t> counts(n, mine);
+  if (n > 1) world_->all_gather(&mine, counts.data(), 1, comm::DataType::kInt64);
+  const int64_t most = *std::max_element(counts.begin(), counts.end());
+  std::vector<double> send(most * kFields, 0.0), recv(most * kFields * n, 0.0);
+  for (size_t i = 0; i < events_.size(); ++i) pack(events_[i], send.data() + i * kFields);
+  if (n > 1)
+    world_->all_gather(send.data(), recv.data(), send.size(), comm::DataType::kFloat64);
+  else
+    recv = send;
+  std::vector<pipeline::SimEvent> out;
+  if (world_->rank() != 0) return out;
+  for (int r = 0; r < n; ++r)
+    for (int64_t i = 0; i < counts[r]; ++i) out.push_back(unpack(r, recv.data() + (r * most + i) * kFields));
+  return out;
+}
+
+StepBreakdown StepTrace::breakdown() const {
+  // Every communication call of this path blocks the compute thread (F/B chunks contain
+  // the dispatch/combine calls of their layers): nothing is hidden, all of it is exposed.
+  double compute = 0, comm = 0, wall = 0;
+  for (const auto& e : events_) {
+    if (!e.comm)
+      compute += e.end - e.start;
+    else
+      comm += e.end - e.start;
+  }
+  double moe_comm = 0;
+  for (const auto& e : events_)
+    if (e.comm && !e.action.sub_steps.empty()) moe_comm += e.end - e.start;
+  compute -= moe_comm;  // inside the F/B chunks
+  for (size_t i = 0; i < std::min(step_start_.size(), step_end_.size()); ++i) wall += step_end_[i] - step_start_[i];
+  StepBreakdown b;
+  const double n = world_->size();
+  double w = wall;
+  if (world_->size() > 1) world_->all_reduce(&wall, &w, 1, comm::DataType::kFloat64, comm::ReduceOp::kMax);
+  b.wall = w;
+  b.compute = sum_over(*world_, compute) / n;
+  b.exposed_comm = sum_over(*world_, comm) / n;
+  b.hidden_comm = 0;
+  b.idle = std::max(0.0, b.wall - b.compute - b.exposed_comm);
+  return b;
+}
+
+void StepTrace::write(const std::string& trace_path, const std::string& svg_path, const std::string& title) const {
+  std::vector<pipeline::SimEvent> all = gather();
+  if (world_->rank() != 0) return;
+  if (!trace_path.empty()) {
+    std::ofstream f(trace_path);
+    if (!f) SY_THROW(IoError, "cannot write the trace \"" << trace_path << "\"");
+    f << pipeline::chrome_trace(all, world_->size(), 1e6).dump() << "\n";
+  }
+  if (!svg_path.empty()) {
+    int steps = 0;
+    for (const auto& e : all) steps = std::max(steps, e.action.microbatch + 1);
+    std::ofstream f(svg_path);
+    if (!f) SY_THROW(IoError, "cannot write the timeline \"" << svg_path << "\"");
+    f << pipeline::timeline_svg(all, world_->size(), std::max(steps, 1), title);
+  }
+}
+
+}  // namespace switchyard::trainer::dist
