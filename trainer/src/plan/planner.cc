@@ -241,8 +241,8 @@ PlanResult plan(const TrainingSpec& spec, const ClusterSpec& cluster, const Layo
   sim.b = hot.t.b + hot.t.a2a_b;
   sim.w = hot.t.w;
   if (overlap) sim.fb = std::max(hot.t.f + hot.t.b, hot.t.a2a_f + hot.t.a2a_b);
-  const bool pp_cross_node = replicas < gpn;  // PP neighbours are ep x dp ranks apart
-  const double p2p_gbps = pp_cross_node ? cluster.intra_node_gbps : cluster.network_gbps;
+  const bool pp_same_node = replicas < gpn;  // PP neighbours are ep x dp ranks apart
+  const double p2p_gbps = pp_same_node ? cluster.intra_node_gbps : cluster.network_gbps;
   sim.p2p_latency = layout.pp > 1 ? tokens_mb * d * a / (p2p_gbps * 1e9) : 0.0;
   // REDUCE of DualPipe's mirrored copies: the busiest rank's gradients, once over the network.
   const double stage_grad_bytes = (hot.dense_params + hot.expert_params) * spec.recipe.grad_bytes;
