@@ -1,0 +1,488 @@
+// Python bindings of the dispatch library over torch tensors (switchyard._C.Buffer).
+//
+// Thin: every call converts torch tensors to the DispatchArgs/CombineArgs of
+// switchyard/dispatch/buffer.h, calls the C++ Buffer with the GIL released, and copies the
+// result vectors into new tensors. No exchange logic lives here.
+// Constraints: CPU tensors only (CUDA once the GPU backend exists); payloads float32 or
+// bfloat16, contiguous (inputs that are not are made contiguous, a copy); topk_idx int64;
+// weights float32. Async forms keep their input tensors alive until wait().
+// This is the only translation unit that includes the (heavy) torch headers.
+#include <ATen/ATen.h>
+#include <torch/csrc/utils/pybind.h>
+
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "switchyard/comm/communicator.h"
+#include "switchyard/common/error.h"
+#include "switchyard/dispatch/buffer.h"
+#include "switchyard/dispatch/layout.h"
+
+namespace py = pybind11;
+
+namespace switchyard::python {
+namespace {
+
+using dispatch::Buffer;
+using dispatch::Handle;
+
+// Checks that a tensor lives on the CPU, has the expected rank and returns it contiguous.
+at::Tensor cpu_contiguous(const at::Tensor& t, const char* what, int64_t dim) {
+  SY_REQUIRE(t.defined(), what << " is undefined");
+  if (!t.device().is_cpu()) {
+    SY_THROW(Unsupported, what << " is on " << t.device().str()
+                               << "; the CPU backend takes CPU tensors (CUDA needs the GPU backend)");
+  }
+  if (t.dim() != dim) SY_THROW(InvalidArgument, what << " has " << t.dim() << " dimensions, expected " << dim);
+  return t.contiguous();
+}
+
+comm::DataType payload_type(const at::Tensor& t, const char* what) {
+  if (t.scalar_type() == at::kFloat) return comm::DataType::kFloat32;
+  if (t.scalar_type() == at::kBFloat16) return comm::DataType::kBfloat16;
+  SY_THROW(InvalidArgument, what << " has dtype " << c10::toString(t.scalar_type())
+                                 << "; dispatch/combine take float32 or bfloat16");
+}
+
+at::ScalarType torch_type(comm::DataType t) {
+  switch (t) {
+    case comm::DataType::kFloat32: return at::kFloat;
+    case comm::DataType::kBfloat16: return at::kBFloat16;
+    case comm::DataType::kFloat8E4M3: return at::kByte;  // raw E4M3 bits
+    default: SY_THROW(InvalidArgument, "no torch type for " << comm::dtype_name(t));
+  }
+}
+
+template <class T>
+at::Tensor to_tensor(const std::vector<T>& v, std::vector<int64_t> shape, at::ScalarType type) {
+  at::Tensor out = at::empty(shape, at::TensorOptions().dtype(type));
+  SY_CHECK(static_cast<size_t>(out.nbytes()) == v.size() * sizeof(T));
+  if (!v.empty()) std::memcpy(out.data_ptr(), v.data(), v.size() * sizeof(T));
+  return out;
+}
+
+at::Tensor bytes_to_tensor(const std::vector<uint8_t>& v, int64_t rows, int64_t hidden, comm::DataType t) {
+  at::Tensor out = at::empty({rows, hidden}, at::TensorOptions().dtype(torch_type(t)));
+  SY_CHECK(static_cast<size_t>(out.nbytes()) == v.size());
+  if (!v.empty()) std::memcpy(out.data_ptr(), v.data(), v.size());
+  return out;
+}
+
+// Result of Buffer.dispatch, as tensors. Legend of buffer.h: M received tokens, P
+// expert-major rows, L local experts, K top-k, H hidden.
+struct DispatchOutput {
+  at::Tensor recv_x;                      // [M x H] payload dtype
+  at::Tensor recv_topk_idx;               // [M x K] int64, local expert or -1
+  at::Tensor recv_topk_weights;           // [M x K] float32
+  at::Tensor recv_src_rank;               // [M] int32
+  at::Tensor recv_src_token;              // [M] int32
+  at::Tensor num_recv_tokens_per_expert;  // [L] int64
+  at::Tensor expert_offsets;              // [L + 1] int64
+  at::Tensor expert_row_token;            // [P] int32 (-1 padding)
+  at::Tensor expert_row_slot;             // [P] int32 (-1 padding)
+  at::Tensor expert_x;                    // [P x H] payload dtype
+  Handle handle;
+  int64_t logical_bytes = 0, wire_bytes = 0;
+};
+
+DispatchOutput to_output(const dispatch::DispatchResult& r, int64_t hidden, int top_k) {
+  DispatchOutput o;
+  const int64_t m = r.num_recv_tokens;
+  const int64_t p = static_cast<int64_t>(r.expert_row_token.size());
+  const int64_t l = static_cast<int64_t>(r.num_recv_tokens_per_expert.size());
+  o.recv_x = bytes_to_tensor(r.recv_x, r.recv_x.empty() ? 0 : m, hidden, r.dtype);
+  o.recv_topk_idx = to_tensor(r.recv_topk_idx, {m, top_k}, at::kLong);
+  o.recv_topk_weights = to_tensor(r.recv_topk_weights, {m, top_k}, at::kFloat);
+  o.recv_src_rank = to_tensor(r.recv_src_rank, {m}, at::kInt);
+  o.recv_src_token = to_tensor(r.recv_src_token, {m}, at::kInt);
+  o.num_recv_tokens_per_expert = to_tensor(r.num_recv_tokens_per_expert, {l}, at::kLong);
+  o.expert_offsets = to_tensor(r.expert_offsets, {static_cast<int64_t>(r.expert_offsets.size())}, at::kLong);
+  o.expert_row_token = to_tensor(r.expert_row_token, {p}, at::kInt);
+  o.expert_row_slot = to_tensor(r.expert_row_slot, {p}, at::kInt);
+  o.expert_x = bytes_to_tensor(r.expert_x, r.expert_x.empty() ? 0 : p, hidden, r.dtype);
+  o.handle = r.handle;
+  o.logical_bytes = r.stats.logical_bytes;
+  o.wire_bytes = r.stats.wire_bytes;
+  return o;
+}
+
+// Inputs of one dispatch call, kept alive while it runs (async).
+struct DispatchInputs {
+  at::Tensor x, topk_idx, topk_weights;
+  Handle cached;
+  dispatch::DispatchArgs args;
+};
+
+DispatchInputs make_dispatch_inputs(const Buffer& buf, const at::Tensor& x, const std::optional<at::Tensor>& topk_idx,
+                                    const std::optional<at::Tensor>& topk_weights, int64_t expert_alignment,
+                                    const std::optional<Handle>& handle) {
+  DispatchInputs in;
+  in.x = cpu_contiguous(x, "dispatch: x", 2);
+  if (in.x.size(1) != buf.options().hidden) {
+    SY_THROW(InvalidArgument, "dispatch: x has hidden size " << in.x.size(1) << ", the Buffer was made for "
+                                                              << buf.options().hidden);
+  }
+  auto& a = in.args;
+  a.x = in.x.data_ptr();
+  a.dtype = payload_type(in.x, "dispatch: x");
+  a.num_tokens = in.x.size(0);
+  a.expert_alignment = expert_alignment;
+  if (handle) {
+    SY_REQUIRE(handle->valid(), "dispatch: the cached handle is empty");
+    in.cached = *handle;
+    a.cached_handle = &in.cached;
+    a.top_k = in.cached.top_k();
+  }
+  if (topk_idx) {
+    in.topk_idx = cpu_contiguous(*topk_idx, "dispatch: topk_idx", 2);
+    if (in.topk_idx.scalar_type() != at::kLong) {
+      SY_THROW(InvalidArgument, "dispatch: topk_idx has dtype " << c10::toString(in.topk_idx.scalar_type())
+                                                                << ", expected int64");
+    }
+    SY_REQUIRE(in.topk_idx.size(0) == a.num_tokens, "dispatch: topk_idx has " << in.topk_idx.size(0)
+                                                                              << " rows, x has " << a.num_tokens);
+    a.topk_idx = in.topk_idx.data_ptr<int64_t>();
+    a.top_k = static_cast<int>(in.topk_idx.size(1));
+  } else if (!handle) {
+    SY_THROW(InvalidArgument, "dispatch: needs topk_idx or a cached handle");
+  }
+  if (topk_weights) {
+    in.topk_weights = cpu_contiguous(topk_weights->to(at::kFloat), "dispatch: topk_weights", 2);
+    SY_REQUIRE(in.topk_weights.size(0) == a.num_tokens && in.topk_weights.size(1) == a.top_k,
+               "dispatch: topk_weights has shape [" << in.topk_weights.size(0) << ", " << in.topk_weights.size(1)
+                                                    << "], expected [" << a.num_tokens << ", " << a.top_k << "]");
+    a.topk_weights = in.topk_weights.data_ptr<float>();
+  }
+  return in;
+}
+
+// Inputs of one combine call, kept alive while it runs (async).
+struct CombineInputs {
+  at::Tensor expert_out, weights;
+  Handle handle;
+  dispatch::CombineArgs args;
+};
+
+CombineInputs make_combine_inputs(const Buffer& buf, const at::Tensor& expert_out, const Handle& handle,
+                                  const std::optional<at::Tensor>& weights) {
+  CombineInputs in;
+  SY_REQUIRE(handle.valid(), "combine: the handle is empty");
+  in.handle = handle;
+  in.expert_out = cpu_contiguous(expert_out, "combine: expert_out", 2);
+  SY_REQUIRE(in.expert_out.size(0) == handle.num_expert_rows() && in.expert_out.size(1) == buf.options().hidden,
+             "combine: expert_out has shape [" << in.expert_out.size(0) << ", " << in.expert_out.size(1)
+                                               << "], expected [" << handle.num_expert_rows() << ", "
+                                               << buf.options().hidden << "] (expert rows of the handle, hidden)");
+  in.args.expert_out = in.expert_out.data_ptr();
+  in.args.dtype = payload_type(in.expert_out, "combine: expert_out");
+  in.args.handle = &in.handle;
+  if (weights) {
+    in.weights = cpu_contiguous(weights->to(at::kFloat), "combine: weights", 2);
+    SY_REQUIRE(in.weights.size(0) == handle.num_recv_tokens() && in.weights.size(1) == handle.top_k(),
+               "combine: weights has shape [" << in.weights.size(0) << ", " << in.weights.size(1) << "], expected ["
+                                              << handle.num_recv_tokens() << ", " << handle.top_k()
+                                              << "] (received tokens, top-k)");
+    in.args.weights = in.weights.data_ptr<float>();
+  }
+  return in;
+}
+
+at::Tensor combine_output(const dispatch::CombineResult& r, const Handle& h, int64_t hidden) {
+  return bytes_to_tensor(r.y, h.num_tokens(), hidden, r.dtype);
+}
+
+// An async dispatch: inputs alive until wait(); done() polls without blocking.
+class AsyncDispatch {
+ public:
+  AsyncDispatch(std::shared_ptr<DispatchInputs> in, dispatch::Pending<dispatch::DispatchResult> p, int64_t hidden)
+      : in_(std::move(in)), pending_(std::move(p)), hidden_(hidden) {}
+  bool done() const { return !pending_.valid() || pending_.test(); }
+  DispatchOutput wait() {
+    SY_REQUIRE(pending_.valid(), "AsyncDispatch.wait: already waited");
+    dispatch::DispatchResult r;
+    {
+      py::gil_scoped_release nogil;
+      r = pending_.wait();
+    }
+    int k = in_->args.top_k;
+    in_.reset();
+    return to_output(r, hidden_, k);
+  }
+
+ private:
+  std::shared_ptr<DispatchInputs> in_;
+  dispatch::Pending<dispatch::DispatchResult> pending_;
+  int64_t hidden_;
+};
+
+class AsyncCombine {
+ public:
+  AsyncCombine(std::shared_ptr<CombineInputs> in, dispatch::Pending<dispatch::CombineResult> p, int64_t hidden)
+      : in_(std::move(in)), pending_(std::move(p)), hidden_(hidden) {}
+  bool done() const { return !pending_.valid() || pending_.test(); }
+  at::Tensor wait() {
+    SY_REQUIRE(pending_.valid(), "AsyncCombine.wait: already waited");
+    dispatch::CombineResult r;
+    {
+      py::gil_scoped_release nogil;
+      r = pending_.wait();
+    }
+    Handle h = in_->handle;
+    in_.reset();
+    return combine_output(r, h, hidden_);
+  }
+
+ private:
+  std::shared_ptr<CombineInputs> in_;
+  dispatch::Pending<dispatch::CombineResult> pending_;
+  int64_t hidden_;
+};
+
+std::shared_ptr<Buffer> make_buffer(std::shared_ptr<comm::Communicator> comm, int num_experts, int64_t hidden,
+                                    int64_t max_tokens_per_rank, bool two_hop, int64_t low_latency_max_tokens) {
+  SY_REQUIRE(comm != nullptr, "Buffer: comm is None");
+  dispatch::BufferOptions o;
+  o.num_experts = num_experts;
+  o.hidden = hidden;
+  o.max_tokens_per_rank = max_tokens_per_rank;
+  o.two_hop = two_hop;
+  o.low_latency_max_tokens = low_latency_max_tokens;
+  py::gil_scoped_release nogil;  // collective construction
+  return std::make_shared<Buffer>(std::move(comm), o);
+}
+
+py::tuple layout_tuple(const Buffer& buf, const at::Tensor& topk_idx_in) {
+  at::Tensor idx = cpu_contiguous(topk_idx_in, "get_dispatch_layout: topk_idx", 2);
+  SY_REQUIRE(idx.scalar_type() == at::kLong, "get_dispatch_layout: topk_idx has dtype "
+                                                 << c10::toString(idx.scalar_type()) << ", expected int64");
+  dispatch::DispatchLayout l = buf.layout(idx.data_ptr<int64_t>(), idx.size(0), static_cast<int>(idx.size(1)));
+  const int64_t r = static_cast<int64_t>(l.num_tokens_per_rank.size());
+  at::Tensor in_rank = to_tensor(l.is_token_in_rank, {l.num_tokens, r}, at::kByte).to(at::kBool);
+  return py::make_tuple(to_tensor(l.num_tokens_per_rank, {r}, at::kLong),
+                        to_tensor(l.num_tokens_per_node, {static_cast<int64_t>(l.num_tokens_per_node.size())}, at::kLong),
+                        to_tensor(l.num_tokens_per_expert, {static_cast<int64_t>(l.num_tokens_per_expert.size())}, at::kLong),
+                        in_rank);
+}
+
+// Low-latency receive view copied into tensors (the C++ view is valid until the next send).
+py::dict low_latency_view_dict(const dispatch::LowLatencyView& v, int64_t num_local_experts, int64_t hidden) {
+  const int64_t slots = v.slots_per_expert;
+  at::Tensor x = at::empty({num_local_experts, slots, hidden}, at::TensorOptions().dtype(
+      v.dtype == comm::DataType::kFloat8E4M3 ? at::kByte : at::kBFloat16));
+  std::memcpy(x.data_ptr(), v.x, x.nbytes());
+  py::dict d;
+  d["x"] = x;
+  if (v.dtype == comm::DataType::kFloat8E4M3) {
+    const int64_t s = (hidden + 127) / 128;
+    at::Tensor sc = at::empty({num_local_experts, slots, s}, at::kFloat);
+    std::memcpy(sc.data_ptr(), v.scales, sc.nbytes());
+    d["scales"] = sc;
+  }
+  at::Tensor count = at::empty({num_local_experts}, at::kInt);
+  std::memcpy(count.data_ptr(), v.count, count.nbytes());
+  at::Tensor src_rank = at::empty({num_local_experts, slots}, at::kInt);
+  std::memcpy(src_rank.data_ptr(), v.src_rank, src_rank.nbytes());
+  at::Tensor src_token = at::empty({num_local_experts, slots}, at::kInt);
+  std::memcpy(src_token.data_ptr(), v.src_token, src_token.nbytes());
+  d["count"] = count;
+  d["src_rank"] = src_rank;
+  d["src_token"] = src_token;
+  return d;
+}
+
+}  // namespace
+
+void bind_dispatch(py::module_& m) {
+  py::class_<Handle>(m, "Handle", "Routing of one dispatch; reuse it for combine, backward and cached dispatch.")
+      .def_property_readonly("num_tokens", &Handle::num_tokens)
+      .def_property_readonly("num_recv_tokens", &Handle::num_recv_tokens)
+      .def_property_readonly("num_expert_rows", &Handle::num_expert_rows)
+      .def_property_readonly("top_k", &Handle::top_k)
+      .def_property_readonly("two_hop", &Handle::two_hop)
+      .def("__repr__", [](const Handle& h) {
+        std::ostringstream s;
+        s << "Handle(num_tokens=" << h.num_tokens() << ", num_recv_tokens=" << h.num_recv_tokens()
+          << ", num_expert_rows=" << h.num_expert_rows() << ", top_k=" << h.top_k() << ")";
+        return s.str();
+      });
+
+  py::class_<DispatchOutput>(m, "DispatchOutput")
+      .def_readonly("recv_x", &DispatchOutput::recv_x)
+      .def_readonly("recv_topk_idx", &DispatchOutput::recv_topk_idx)
+      .def_readonly("recv_topk_weights", &DispatchOutput::recv_topk_weights)
+      .def_readonly("recv_src_rank", &DispatchOutput::recv_src_rank)
+      .def_readonly("recv_src_token", &DispatchOutput::recv_src_token)
+      .def_readonly("num_recv_tokens_per_expert", &DispatchOutput::num_recv_tokens_per_expert)
+      .def_readonly("expert_offsets", &DispatchOutput::expert_offsets)
+      .def_readonly("expert_row_token", &DispatchOutput::expert_row_token)
+      .def_readonly("expert_row_slot", &DispatchOutput::expert_row_slot)
+      .def_readonly("expert_x", &DispatchOutput::expert_x)
+      .def_readonly("handle", &DispatchOutput::handle)
+      .def_readonly("logical_bytes", &DispatchOutput::logical_bytes)
+      .def_readonly("wire_bytes", &DispatchOutput::wire_bytes);
+
+  py::class_<AsyncDispatch>(m, "AsyncDispatch", "A dispatch in flight: done() polls, wait() returns the output.")
+      .def("done", &AsyncDispatch::done)
+      .def("wait", &AsyncDispatch::wait);
+  py::class_<AsyncCombine>(m, "AsyncCombine", "A combine in flight: done() polls, wait() returns y.")
+      .def("done", &AsyncCombine::done)
+      .def("wait", &AsyncCombine::wait);
+
+  py::class_<Buffer, std::shared_ptr<Buffer>>(m, "Buffer")
+      .def(py::init(&make_buffer), py::arg("comm"), py::arg("num_experts"), py::arg("hidden"),
+           py::arg("max_tokens_per_rank"), py::arg("two_hop") = true, py::arg("low_latency_max_tokens") = 0)
+      .def_property_readonly("rank", &Buffer::rank)
+      .def_property_readonly("num_ranks", &Buffer::num_ranks)
+      .def_property_readonly("num_experts", [](const Buffer& b) { return b.options().num_experts; })
+      .def_property_readonly("num_local_experts", &Buffer::num_local_experts)
+      .def_property_readonly("hidden", [](const Buffer& b) { return b.options().hidden; })
+      .def_property_readonly("uses_two_hop", &Buffer::uses_two_hop)
+      .def("get_dispatch_layout", &layout_tuple, py::arg("topk_idx"))
+      .def(
+          "dispatch",
+          [](Buffer& b, const at::Tensor& x, const std::optional<at::Tensor>& topk_idx,
+             const std::optional<at::Tensor>& topk_weights, int64_t expert_alignment,
+             const std::optional<Handle>& handle, bool async_op) -> py::object {
+            auto in = std::make_shared<DispatchInputs>(
+                make_dispatch_inputs(b, x, topk_idx, topk_weights, expert_alignment, handle));
+            if (handle) in->args.cached_handle = &in->cached;  // the copy moved
+            if (async_op) {
+              dispatch::Pending<dispatch::DispatchResult> p;
+              {
+                py::gil_scoped_release nogil;
+                p = b.dispatch_async(in->args);
+              }
+              return py::cast(AsyncDispatch(in, std::move(p), b.options().hidden));
+            }
+            dispatch::DispatchResult r;
+            {
+              py::gil_scoped_release nogil;
+              r = b.dispatch(in->args);
+            }
+            return py::cast(to_output(r, b.options().hidden, in->args.top_k));
+          },
+          py::arg("x"), py::arg("topk_idx") = py::none(), py::arg("topk_weights") = py::none(),
+          py::arg("expert_alignment") = 1, py::arg("handle") = py::none(), py::arg("async_op") = false)
+      .def(
+          "combine",
+          [](Buffer& b, const at::Tensor& expert_out, const Handle& handle, const std::optional<at::Tensor>& weights,
+             bool async_op) -> py::object {
+            auto in = std::make_shared<CombineInputs>(make_combine_inputs(b, expert_out, handle, weights));
+            in->args.handle = &in->handle;
+            if (async_op) {
+              dispatch::Pending<dispatch::CombineResult> p;
+              {
+                py::gil_scoped_release nogil;
+                p = b.combine_async(in->args);
+              }
+              return py::cast(AsyncCombine(in, std::move(p), b.options().hidden));
+            }
+            dispatch::CombineResult r;
+            {
+              py::gil_scoped_release nogil;
+              r = b.combine(in->args);
+            }
+            return py::cast(combine_output(r, handle, b.options().hidden));
+          },
+          py::arg("expert_out"), py::arg("handle"), py::arg("weights") = py::none(), py::arg("async_op") = false)
+      .def(
+          "dispatch_backward",
+          [](Buffer& b, const at::Tensor& grad_expert_x, const Handle& handle) {
+            CombineInputs in = make_combine_inputs(b, grad_expert_x, handle, std::nullopt);
+            dispatch::CombineResult r;
+            {
+              py::gil_scoped_release nogil;
+              r = b.dispatch_backward(in.args.expert_out, in.args.dtype, handle);
+            }
+            return combine_output(r, handle, b.options().hidden);
+          },
+          py::arg("grad_expert_x"), py::arg("handle"))
+      .def(
+          "combine_backward",
+          [](Buffer& b, const at::Tensor& grad_y, const Handle& handle, const at::Tensor& expert_out,
+             const std::optional<at::Tensor>& weights) {
+            CombineInputs in = make_combine_inputs(b, expert_out, handle, weights);
+            at::Tensor dy = cpu_contiguous(grad_y, "combine_backward: grad_y", 2);
+            SY_REQUIRE(dy.scalar_type() == in.expert_out.scalar_type(),
+                       "combine_backward: grad_y has dtype " << c10::toString(dy.scalar_type())
+                                                             << ", expert_out has "
+                                                             << c10::toString(in.expert_out.scalar_type()));
+            SY_REQUIRE(dy.size(0) == handle.num_tokens() && dy.size(1) == b.options().hidden,
+                       "combine_backward: grad_y has shape [" << dy.size(0) << ", " << dy.size(1) << "], expected ["
+                                                              << handle.num_tokens() << ", " << b.options().hidden
+                                                              << "]");
+            dispatch::CombineBackwardArgs a;
+            a.grad_y = dy.data_ptr();
+            a.dtype = in.args.dtype;
+            a.handle = &in.handle;
+            a.expert_out = in.args.expert_out;
+            a.weights = in.args.weights;
+            dispatch::CombineBackwardResult r;
+            {
+              py::gil_scoped_release nogil;
+              r = b.combine_backward(a);
+            }
+            return py::make_tuple(bytes_to_tensor(r.grad_expert_out, handle.num_expert_rows(), b.options().hidden, a.dtype),
+                                  to_tensor(r.grad_recv_weights, {handle.num_recv_tokens(), handle.top_k()}, at::kFloat),
+                                  to_tensor(r.grad_topk_weights, {handle.num_tokens(), handle.top_k()}, at::kFloat));
+          },
+          py::arg("grad_y"), py::arg("handle"), py::arg("expert_out"), py::arg("weights") = py::none())
+      .def(
+          "low_latency_dispatch",
+          [](Buffer& b, const at::Tensor& x_in, const at::Tensor& idx_in, const std::optional<at::Tensor>& w_in,
+             bool use_fp8, bool pow2_scales) {
+            at::Tensor x = cpu_contiguous(x_in, "low_latency_dispatch: x", 2);
+            SY_REQUIRE(x.scalar_type() == at::kBFloat16, "low_latency_dispatch: x has dtype "
+                                                             << c10::toString(x.scalar_type()) << ", expected bfloat16");
+            at::Tensor idx = cpu_contiguous(idx_in, "low_latency_dispatch: topk_idx", 2);
+            SY_REQUIRE(idx.scalar_type() == at::kLong, "low_latency_dispatch: topk_idx must be int64");
+            SY_REQUIRE(idx.size(0) == x.size(0), "low_latency_dispatch: topk_idx has " << idx.size(0)
+                                                                                      << " rows, x has " << x.size(0));
+            at::Tensor w;
+            dispatch::LowLatencyDispatchArgs a;
+            if (w_in) {
+              w = cpu_contiguous(w_in->to(at::kFloat), "low_latency_dispatch: topk_weights", 2);
+              a.topk_weights = w.data_ptr<float>();
+            }
+            a.x = reinterpret_cast<const uint16_t*>(x.data_ptr());
+            a.topk_idx = idx.data_ptr<int64_t>();
+            a.num_tokens = x.size(0);
+            a.top_k = static_cast<int>(idx.size(1));
+            a.use_fp8 = use_fp8;
+            a.pow2_scales = pow2_scales;
+            dispatch::LowLatencyView v;
+            {
+              py::gil_scoped_release nogil;
+              v = b.low_latency_dispatch(a);
+            }
+            return low_latency_view_dict(v, b.num_local_experts(), b.options().hidden);
+          },
+          py::arg("x"), py::arg("topk_idx"), py::arg("topk_weights") = py::none(), py::arg("use_fp8") = true,
+          py::arg("pow2_scales") = false)
+      .def(
+          "low_latency_combine",
+          [](Buffer& b, const at::Tensor& out_in, int64_t num_tokens) {
+            at::Tensor out = cpu_contiguous(out_in, "low_latency_combine: expert_out", 3);
+            SY_REQUIRE(out.scalar_type() == at::kBFloat16, "low_latency_combine: expert_out must be bfloat16");
+            SY_REQUIRE(out.size(0) == b.num_local_experts() && out.size(2) == b.options().hidden,
+                       "low_latency_combine: expert_out has shape [" << out.size(0) << ", " << out.size(1) << ", "
+                                                                     << out.size(2) << "], expected ["
+                                                                     << b.num_local_experts() << ", slots, "
+                                                                     << b.options().hidden << "]");
+            const uint16_t* y = nullptr;
+            {
+              py::gil_scoped_release nogil;
+              y = b.low_latency_combine(reinterpret_cast<const uint16_t*>(out.data_ptr()));
+            }
+            at::Tensor t = at::empty({num_tokens, b.options().hidden}, at::kBFloat16);
+            std::memcpy(t.data_ptr(), y, t.nbytes());
+            return t;
+          },
+          py::arg("expert_out"), py::arg("num_tokens"));
+}
+
+}  // namespace switchyard::python
