@@ -5,6 +5,7 @@ target_sources(sy_trainer PRIVATE
   src/dist/dispatched_experts.cc
   src/dist/grad_sync.cc
   src/dist/step_trace.cc
+  src/dist/sharded_adamw.cc
   src/dist/dist_trainer.cc
   src/dist/dist_run.cc)
 target_link_libraries(sy_trainer PUBLIC Switchyard::comm Switchyard::dispatch Switchyard::pipeline)

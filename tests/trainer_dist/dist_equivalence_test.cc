@@ -83,8 +83,9 @@ RunResult reference_run(const ModelConfig& c, const std::vector<std::vector<int6
 }
 
 RunResult distributed_run(const ModelConfig& c, const std::vector<std::vector<int64_t>>& batches, ParallelLayout layout,
-                    ExpertWire wire) {
+                    ExpertWire wire, bool zero1 = false) {
   DistOptions o;
+  o.zero1 = zero1;
   o.layout = layout;
   o.wire = wire;
   o.clip = kClip;
@@ -131,11 +132,11 @@ double worst_normwise(const TensorMap& a, const TensorMap& b, std::string* worst
   return out;
 }
 
-void expect_equivalent(ParallelLayout layout) {
+void expect_equivalent(ParallelLayout layout, bool zero1 = false) {
   const ModelConfig c = test_config();
   const auto batches = make_batches(c);
   const RunResult ref = reference_run(c, batches);
-  const RunResult dist = distributed_run(c, batches, layout, ExpertWire::kFloat32);
+  const RunResult dist = distributed_run(c, batches, layout, ExpertWire::kFloat32, zero1);
   const int rank = world()->rank();
   for (int64_t s = 0; s < kSteps; ++s) {
     EXPECT_LE(std::abs(dist.losses[s] - ref.losses[s]), 1e-5 * std::abs(ref.losses[s]))
@@ -161,6 +162,11 @@ TEST(DistTrainerTest, ExpertParallelOverAllRanksMatchesOneProcess) {
 TEST(DistTrainerTest, ExpertTimesDataParallelMatchesOneProcess) {
   if (world()->size() % 2 != 0) GTEST_SKIP() << "needs an even number of ranks";
   expect_equivalent(ParallelLayout{2, 1, world()->size() / 2});
+}
+
+TEST(DistTrainerTest, ZeroOneShardedOptimizerMatchesOneProcess) {
+  if (world()->size() % 2 != 0) GTEST_SKIP() << "needs an even number of ranks";
+  expect_equivalent(ParallelLayout{2, 1, world()->size() / 2}, /*zero1=*/true);
 }
 
 TEST(DistTrainerTest, Fp8DispatchIsCloseButNotExact) {

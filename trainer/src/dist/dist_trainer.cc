@@ -27,7 +27,10 @@ DistTrainer::DistTrainer(std::shared_ptr<comm::Communicator> world, const ModelC
   groups_ = make_groups(world, options_.layout);
   model_ = std::make_unique<Model<float>>(config);
   model_->init_random(options_.seed, options_.init_std);
-  optimizer_ = std::make_unique<AdamW>(model_->parameters(), options_.adam);
+  if (options_.zero1)
+    zero_ = std::make_unique<ShardedAdamW>(model_->parameters(), config.n_routed_experts, groups_, options_.adam);
+  else
+    optimizer_ = std::make_unique<AdamW>(model_->parameters(), options_.adam);
   sync_ = std::make_unique<GradientSync>(model_->parameters(), config.n_routed_experts, groups_);
   moe_layers_ = model_->moe_layer_indices();
   trace_ = std::make_unique<StepTrace>(world);
@@ -93,10 +96,15 @@ DistStepMetrics DistTrainer::step(const int64_t* global_tokens, int64_t global_b
   }
   sync_->sum_over_replica(counts);
 
-  sync_->reduce();
-  m.grad_norm = sync_->clip(options_.clip);
-  tr.record_reduce(step_index, t_bwd, tr.now());
-  optimizer_->step(lr);
+  if (zero_) {
+    m.grad_norm = zero_->step(lr, options_.clip);  // reduce-scatter, clip, shard update, all-gather
+    tr.record_reduce(step_index, t_bwd, tr.now());
+  } else {
+    sync_->reduce();
+    m.grad_norm = sync_->clip(options_.clip);
+    tr.record_reduce(step_index, t_bwd, tr.now());
+    optimizer_->step(lr);
+  }
   for (size_t i = 0; i < moe_layers_.size(); ++i) {
     update_expert_bias(model_->expert_bias(moe_layers_[i]).data(), counts.data() + i * E, E, bias_rate);
     m.max_over_mean_load = std::max(m.max_over_mean_load, load_stats(counts.data() + i * E, E).max_over_mean());

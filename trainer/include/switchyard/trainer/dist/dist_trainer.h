@@ -9,7 +9,8 @@
 //      b = global_batch / (ep * dp);
 //   2. forward and backward (experts computed where they live, tokens moved by dispatch);
 //   3. GradientSync::reduce (non-expert over EP x DP, experts over DP), the global grad-norm
-//      clip, AdamW on the parameters it owns;
+//      clip, AdamW on the parameters it owns; or, with zero1, ShardedAdamW (reduce-scatter,
+//      sharded moments, all-gather of the parameters);
 //   4. the aux-loss-free bias update from the load counts summed over all data ranks.
 // With ExpertWire::kFloat32 the losses and parameters equal a one-process step on the
 // whole global batch up to FP32 summation order.
@@ -27,6 +28,7 @@
 #include "switchyard/trainer/dist/dispatched_experts.h"
 #include "switchyard/trainer/dist/grad_sync.h"
 #include "switchyard/trainer/dist/parallel_layout.h"
+#include "switchyard/trainer/dist/sharded_adamw.h"
 #include "switchyard/trainer/dist/step_trace.h"
 #include "switchyard/trainer/model.h"
 #include "switchyard/trainer/safetensors.h"
@@ -42,6 +44,7 @@ struct DistOptions {
   uint64_t seed = 1;          // model init
   double init_std = 0.02;
   int64_t max_tokens_per_rank = 0;  // dispatch staging rows; 0 = sized at the first step
+  bool zero1 = false;         // ZeRO-1: sharded optimizer state (ShardedAdamW)
 };
 
 struct DistStepMetrics {
@@ -82,7 +85,8 @@ class DistTrainer {
   DistOptions options_;
   ParallelGroups groups_;
   std::unique_ptr<Model<float>> model_;
-  std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<AdamW> optimizer_;      // without zero1
+  std::unique_ptr<ShardedAdamW> zero_;    // with zero1
   std::unique_ptr<GradientSync> sync_;
   std::shared_ptr<dispatch::Buffer> buffer_;
   std::vector<int64_t> moe_layers_;

@@ -1,0 +1,52 @@
+// ShardedAdamW: ZeRO stage 1 for the DP x EP trainer. Optimizer state (BF16 moments) is
+// sharded over the ranks that replicate a parameter; one step is
+//   reduce_scatter(gradients, sum) -> * 1/R -> global-norm clip -> AdamW on this rank's
+//   shard -> all_gather(parameters),
+// with two segments: non-expert parameters over the replica group (EP x DP of the stage)
+// and this EP rank's routed experts over DP. Each segment is one flat buffer, padded to a
+// multiple of its group size. The per-element arithmetic is AdamW::step's (same float
+// operations and order), so parameters equal the unsharded path's.
+// The norm counts every element once: sum of squares of every shard, summed over the
+// replica group (expert shards partition the EP rank's experts over DP), then over PP.
+//
+// Collective over the groups. Not thread-safe. Keeps pointers to the parameters.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "switchyard/trainer/dist/parallel_layout.h"
+#include "switchyard/trainer/parameters.h"
+#include "switchyard/trainer/train/optimizer.h"
+
+namespace switchyard::trainer::dist {
+
+class ShardedAdamW {
+ public:
+  ShardedAdamW(ParameterSet<float>& params, int64_t num_experts, const ParallelGroups& groups, AdamWConfig config);
+  // Returns the global gradient norm before clipping (max_norm <= 0: no clipping).
+  double step(double lr, double max_norm);
+  int64_t steps() const { return step_; }
+  // Elements of optimizer state (each of m and v) held by this rank.
+  int64_t state_elements() const;
+
+ private:
+  struct Segment {
+    std::shared_ptr<comm::Communicator> group;
+    std::vector<Parameter<float>*> params;
+    int64_t size = 0;       // unpadded elements
+    int64_t shard = 0;      // elements per rank (padded size / group size)
+    int64_t begin = 0;      // this rank's first element
+    std::vector<float> flat, mine;          // [shard * G] gradients then values; [shard]
+    std::vector<uint16_t> m, v;             // [shard] BF16 moments
+    std::vector<uint8_t> decay;             // [shard] 1 for matrix elements
+  };
+  void pack_grads(Segment& s);
+  AdamWConfig config_;
+  ParallelGroups groups_;
+  std::vector<Segment> segments_;
+  int64_t step_ = 0;
+};
+
+}  // namespace switchyard::trainer::dist
