@@ -99,6 +99,20 @@ TEST(CommunicatorTest, DeadPeerOnOtherNodeFailsSurvivors) {
   for (int r = 0; r < 3; ++r) EXPECT_EQ(rs[r].exit_code, 0) << describe(rs);
 }
 
+// A peer that is alive but stopped (SIGSTOP) misses its heartbeats: every survivor gets
+// PeerFailure naming it within the heartbeat timeout (1 s here; the wait timeout is 60 s).
+TEST(CommunicatorTest, HungPeerIsReportedByHeartbeat) {
+  LaunchSpec s = spec("hung", 3);
+  s.env = {{"SWITCHYARD_COMM_HEARTBEAT_TIMEOUT_MS", "1000"}};
+  s.stopped_rank = 2;
+  auto rs = launch_ranks(s);
+  ASSERT_EQ(rs.size(), 3u);
+  EXPECT_EQ(rs[2].signal, SIGKILL) << describe(rs);
+  EXPECT_EQ(rs[0].exit_code, 0) << describe(rs);
+  EXPECT_EQ(rs[1].exit_code, 0) << describe(rs);
+  EXPECT_NE(rs[0].output.find("no heartbeat"), std::string::npos) << describe(rs);
+}
+
 TEST(CommunicatorTest, AbortFailsPeersWithoutHanging) { expect_all_ok(launch_ranks(spec("abort", 3))); }
 
 TEST(CommunicatorTest, MissingRankIsNamedAfterTimeout) {

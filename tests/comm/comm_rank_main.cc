@@ -451,6 +451,23 @@ void scenario_dead(Communicator& c) {
   expect_throw<PeerFailure>([&] { c.barrier(); }, "rank " + std::to_string(n - 1), "after failure");
 }
 
+// The last rank stops itself (SIGSTOP: alive but hung); the others must get PeerFailure
+// naming it from the missed heartbeat, long before the wait timeout. The launcher kills
+// the stopped rank once the others have exited.
+void scenario_hung(Communicator& c) {
+  int n = c.size(), me = c.rank();
+  c.barrier();
+  if (me == n - 1) raise(SIGSTOP);
+  std::vector<float> a(1000, 1.f), b(1000);
+  auto t0 = Clock::now();
+  expect_throw<PeerFailure>([&] {
+    for (int i = 0; i < 1000000; ++i) c.all_reduce(a.data(), b.data(), a.size(), DataType::kFloat32, ReduceOp::kSum);
+  }, "rank " + std::to_string(n - 1), "hung peer");
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
+  EXPECT(ms < 8000, "hung peer detected after " << ms << " ms");
+  expect_throw<PeerFailure>([&] { c.barrier(); }, "no heartbeat", "after hung-peer failure");
+}
+
 void scenario_abort(Communicator& c) {
   c.barrier();
   if (c.rank() == 0) {
@@ -528,6 +545,8 @@ int main(int argc, char** argv) {
         scenario_timeout(*c);
       else if (scenario == "dead")
         scenario_dead(*c);
+      else if (scenario == "hung")
+        scenario_hung(*c);
       else if (scenario == "abort")
         scenario_abort(*c);
       else if (scenario == "badargs")
@@ -536,7 +555,7 @@ int main(int argc, char** argv) {
         std::cerr << "unknown scenario " << scenario << "\n";
         return 2;
       }
-      if (scenario != "dead" && scenario != "abort") c->barrier();
+      if (scenario != "dead" && scenario != "hung" && scenario != "abort") c->barrier();
     }
   } catch (const std::exception& e) {
     std::cerr << "rank " << g_rank << ": FAILED with exception: " << e.what() << std::endl;

@@ -39,6 +39,9 @@ struct LaunchSpec {
   std::map<std::string, std::string> env;                   // for every rank
   std::map<int, std::map<std::string, std::string>> env_of;  // per rank overrides
   int timeout_s = 60;
+  // A rank that stops itself (SIGSTOP, a hung peer): once every other rank has exited it
+  // gets SIGKILL and SIGCONT, so no stopped process is left behind. -1: none.
+  int stopped_rank = -1;
 };
 
 // A free TCP port (bound then released; the race is acceptable in tests).
@@ -106,6 +109,13 @@ inline std::vector<RankResult> launch_ranks(const LaunchSpec& spec) {
         if (WIFEXITED(status)) results[i].exit_code = WEXITSTATUS(status);
         if (WIFSIGNALED(status)) results[i].signal = WTERMSIG(status);
       }
+    }
+    if (left == 1 && spec.stopped_rank >= 0) {
+      for (size_t i = 0; i < pids.size(); ++i)
+        if (!done[i] && ranks[i] == spec.stopped_rank) {
+          ::kill(pids[i], SIGKILL);
+          ::kill(pids[i], SIGCONT);
+        }
     }
     if (left && std::chrono::steady_clock::now() > deadline) {
       for (size_t i = 0; i < pids.size(); ++i)

@@ -24,6 +24,8 @@ const Param<int64_t> kYieldItersOversubscribed("COMM_YIELD_ITERS_OVERSUBSCRIBED"
 const Param<int64_t> kYieldIters("COMM_YIELD_ITERS", 50, "iterations",
                                  "sched_yield polls before a waiting thread sleeps on the futex");
 const Param<int64_t> kSleepUs("COMM_SLEEP_US", 1000, "microseconds", "longest futex sleep of a waiting thread");
+const Param<int64_t> kMixedWaitUs("COMM_MIXED_WAIT_US", 20, "microseconds",
+                                  "longest sleep on UCX's event fd of a waiter that also polls shared memory");
 const Param<int64_t> kPeerCheckMs("COMM_PEER_CHECK_MS", 20, "milliseconds", "interval of dead-peer checks");
 
 inline void cpu_relax() {
@@ -128,6 +130,7 @@ void Context::shutdown() {
   cv_.notify_all();
   for (auto* t : transports_) t->interrupt_wait();
   if (progress_thread_.joinable()) progress_thread_.join();
+  if (shm_) shm_->announce_closed();  // no more heartbeats from here on
 }
 
 void Context::register_region(const std::shared_ptr<SharedRegion>& region) {
@@ -298,7 +301,10 @@ void Context::backoff(int& idle) {
   } else if (transports_.size() == 1) {
     transports_[0]->wait_for_event(std::chrono::microseconds(kSleepUs.get()));
   } else {
-    std::this_thread::sleep_for(std::chrono::microseconds(20));
+    // Shared memory and UCX: sleep on UCX's event fd for a short slice, so a network
+    // message wakes this thread at once and shm data is seen within the slice (a futex and
+    // an fd cannot be waited on together).
+    remote_->wait_for_event(std::chrono::microseconds(kMixedWaitUs.get()));
   }
 }
 
@@ -344,6 +350,7 @@ void Context::progress_loop() {
   std::unique_lock<std::mutex> lock(mu_);
   int idle = 0;
   while (!stop_) {
+    if (shm_) shm_->beat();  // peers' hung-peer check (shm heartbeat)
     if (ops_.empty() || waiters_.load() > 0) {
       cv_.wait_for(lock, std::chrono::milliseconds(2));
       idle = 0;

@@ -27,6 +27,9 @@ namespace {
 
 const Param<bool> kUseCma("COMM_SHM_CMA", true, "bool",
                           "large shared-memory messages use cross-memory attach (else chunks through the ring)");
+const Param<int64_t> kHeartbeatTimeoutMs("COMM_HEARTBEAT_TIMEOUT_MS", 10000, "milliseconds",
+                                         "a local peer whose progress thread shows no heartbeat for this long "
+                                         "is reported as failed (0: off)");
 const Param<int64_t> kShmSlots("COMM_SHM_SLOTS", 32, "slots", "slots per shared-memory ring (each 8 KiB)");
 
 constexpr uint64_t kMagic = 0x53595348'4d303031ull;  // "SYSHM001"
@@ -48,6 +51,7 @@ struct alignas(64) SegmentHeader {
   uint64_t slots;
   alignas(64) std::atomic<uint32_t> doorbell;
   std::atomic<uint32_t> sleepers;
+  alignas(64) std::atomic<uint64_t> heartbeat;  // bumped by the owner's progress thread
   alignas(64) std::atomic<uint32_t> state;
   uint64_t probe;                  // magic value at a known address, read by peers' CMA probe
   uint64_t probe_addr;             // address of `probe` in the owner's address space
@@ -198,6 +202,8 @@ struct Peer {
   std::deque<std::shared_ptr<Request>> posted;
   std::deque<Unexpected> unexpected;
   bool gone = false;  // closed cleanly and exited
+  uint64_t last_beat = 0;  // the peer's heartbeat when it last changed, seen at beat_seen
+  std::chrono::steady_clock::time_point beat_seen{};
   bool peer_reads_me = true;  // the peer may CMA-read this rank (else send chunks)
   // The chunked message being received from this peer (into a request or unexpected).
   std::shared_ptr<Request> chunk_req;
@@ -235,8 +241,7 @@ class ShmTransportImpl : public ShmTransport {
   }
 
   ~ShmTransportImpl() override {
-    uint32_t running = kRunning;  // an abort stays visible to the peers
-    own_header_->state.compare_exchange_strong(running, kClosed, std::memory_order_seq_cst);
+    announce_closed();
     for (auto& p : peers_) {
       if (p.header && p.local != me_) ring_doorbell(p.header);
       if (p.pidfd >= 0) ::close(p.pidfd);
@@ -337,7 +342,10 @@ class ShmTransportImpl : public ShmTransport {
       if (p.local == me_ || p.gone) continue;
       uint32_t st = p.header->state.load(std::memory_order_acquire);
       if (st == kAborted) throw PeerFailure(p.rank, "rank " + std::to_string(p.rank) + " aborted its communicator", __FILE__, __LINE__);
-      if (!exited(p)) continue;
+      if (!exited(p)) {
+        if (st == kRunning) check_heartbeat(p);
+        continue;
+      }
       if (st != kClosed)
         throw PeerFailure(p.rank, peer_text(p) + " died (exited without closing its communicator)", __FILE__, __LINE__);
       drain(p);
@@ -364,6 +372,11 @@ class ShmTransportImpl : public ShmTransport {
   }
 
   void interrupt_wait() override { ring_doorbell(own_header_); }
+  void beat() override { own_header_->heartbeat.fetch_add(1, std::memory_order_relaxed); }
+  void announce_closed() override {
+    uint32_t running = kRunning;  // an abort stays visible to the peers
+    own_header_->state.compare_exchange_strong(running, kClosed, std::memory_order_seq_cst);
+  }
   void announce_abort() override {
     own_header_->state.store(kAborted, std::memory_order_seq_cst);
     for (auto& p : peers_)
@@ -452,6 +465,27 @@ class ShmTransportImpl : public ShmTransport {
     return std::make_exception_ptr(
         PeerFailure(p.rank, std::string(what) + " needs " + peer_text(p) + ", which has closed its communicator and exited",
                     __FILE__, __LINE__));
+  }
+
+  // A running peer whose heartbeat has not moved for the heartbeat timeout is hung or
+  // stopped (SIGSTOP, a debugger, swapped out): PeerFailure naming it.
+  void check_heartbeat(Peer& p) {
+    int64_t limit_ms = kHeartbeatTimeoutMs.get();
+    if (limit_ms <= 0) return;
+    auto now = std::chrono::steady_clock::now();
+    uint64_t beat = p.header->heartbeat.load(std::memory_order_relaxed);
+    if (beat != p.last_beat || p.beat_seen == std::chrono::steady_clock::time_point{}) {
+      p.last_beat = beat;
+      p.beat_seen = now;
+      return;
+    }
+    auto silent = std::chrono::duration_cast<std::chrono::milliseconds>(now - p.beat_seen).count();
+    if (silent > limit_ms)
+      throw PeerFailure(p.rank,
+                        peer_text(p) + " stopped making progress: no heartbeat for " + std::to_string(silent) +
+                            " ms (hung or stopped; SWITCHYARD_COMM_HEARTBEAT_TIMEOUT_MS=" +
+                            std::to_string(limit_ms) + ")",
+                        __FILE__, __LINE__);
   }
 
   bool exited(const Peer& p) const {

@@ -14,6 +14,9 @@
 // - A waiting thread sleeps on the futex doorbell in its own header; senders wake it.
 // - Peers are watched with pidfds: a peer that exits without closing fails the job with
 //   PeerFailure; one that closed cleanly fails only the requests that still need it.
+// - Heartbeats: each rank's progress thread bumps a counter in its header; a running peer
+//   whose counter stands still for SWITCHYARD_COMM_HEARTBEAT_TIMEOUT_MS is hung or stopped
+//   and fails the job with PeerFailure naming it.
 // Threading: driven by one thread at a time (the Context lock); wait_for_event,
 // interrupt_wait and announce_abort may be called from any thread.
 #pragma once
@@ -53,6 +56,12 @@ class ShmTransport : public Transport {
   virtual void add_region(const std::shared_ptr<SharedRegion>& region) = 0;
   // Prefix for region names of this job ("/sy-<uid>-<rank>").
   virtual std::string region_prefix() const = 0;
+  // Bumps this rank's heartbeat counter in its segment (the progress thread calls it every
+  // loop, at least every few ms). Any thread; one relaxed atomic add.
+  virtual void beat() = 0;
+  // Marks this rank closed (its progress thread stopped, so no more heartbeats) while the
+  // transport object may live on a little (Work handles). Any thread.
+  virtual void announce_closed() = 0;
 };
 
 // Collective over `local_ranks` (world ranks on this node, ascending, `rank` among them).
