@@ -65,11 +65,14 @@ at::Tensor to_tensor(const std::vector<T>& v, std::vector<int64_t> shape, at::Sc
   return out;
 }
 
-at::Tensor bytes_to_tensor(const std::vector<uint8_t>& v, int64_t rows, int64_t hidden, comm::DataType t) {
-  at::Tensor out = at::empty({rows, hidden}, at::TensorOptions().dtype(torch_type(t)));
-  SY_CHECK(static_cast<size_t>(out.nbytes()) == v.size());
-  if (!v.empty()) std::memcpy(out.data_ptr(), v.data(), v.size());
-  return out;
+// Moves a result byte vector into a tensor without copying: the tensor's deleter owns it.
+at::Tensor bytes_to_tensor(std::vector<uint8_t>&& v, int64_t rows, int64_t hidden, comm::DataType t) {
+  const at::ScalarType type = torch_type(t);
+  SY_CHECK(static_cast<size_t>(rows * hidden) * c10::elementSize(type) == v.size());
+  if (v.empty()) return at::empty({rows, hidden}, at::TensorOptions().dtype(type));
+  auto* owner = new std::vector<uint8_t>(std::move(v));
+  return at::from_blob(owner->data(), {rows, hidden}, [owner](void*) { delete owner; },
+                       at::TensorOptions().dtype(type));
 }
 
 // Result of Buffer.dispatch, as tensors. Legend of buffer.h: M received tokens, P
@@ -89,12 +92,14 @@ struct DispatchOutput {
   int64_t logical_bytes = 0, wire_bytes = 0;
 };
 
-DispatchOutput to_output(const dispatch::DispatchResult& r, int64_t hidden, int top_k) {
+DispatchOutput to_output(dispatch::DispatchResult& r, int64_t hidden, int top_k) {
   DispatchOutput o;
   const int64_t m = r.num_recv_tokens;
   const int64_t p = static_cast<int64_t>(r.expert_row_token.size());
   const int64_t l = static_cast<int64_t>(r.num_recv_tokens_per_expert.size());
-  o.recv_x = bytes_to_tensor(r.recv_x, r.recv_x.empty() ? 0 : m, hidden, r.dtype);
+  const int64_t recv_rows = r.recv_x.empty() ? 0 : m;
+  const int64_t expert_rows = r.expert_x.empty() ? 0 : p;
+  o.recv_x = bytes_to_tensor(std::move(r.recv_x), recv_rows, hidden, r.dtype);
   o.recv_topk_idx = to_tensor(r.recv_topk_idx, {m, top_k}, at::kLong);
   o.recv_topk_weights = to_tensor(r.recv_topk_weights, {m, top_k}, at::kFloat);
   o.recv_src_rank = to_tensor(r.recv_src_rank, {m}, at::kInt);
@@ -103,7 +108,7 @@ DispatchOutput to_output(const dispatch::DispatchResult& r, int64_t hidden, int 
   o.expert_offsets = to_tensor(r.expert_offsets, {static_cast<int64_t>(r.expert_offsets.size())}, at::kLong);
   o.expert_row_token = to_tensor(r.expert_row_token, {p}, at::kInt);
   o.expert_row_slot = to_tensor(r.expert_row_slot, {p}, at::kInt);
-  o.expert_x = bytes_to_tensor(r.expert_x, r.expert_x.empty() ? 0 : p, hidden, r.dtype);
+  o.expert_x = bytes_to_tensor(std::move(r.expert_x), expert_rows, hidden, r.dtype);
   o.handle = r.handle;
   o.logical_bytes = r.stats.logical_bytes;
   o.wire_bytes = r.stats.wire_bytes;
@@ -119,7 +124,7 @@ struct DispatchInputs {
 
 DispatchInputs make_dispatch_inputs(const Buffer& buf, const at::Tensor& x, const std::optional<at::Tensor>& topk_idx,
                                     const std::optional<at::Tensor>& topk_weights, int64_t expert_alignment,
-                                    const std::optional<Handle>& handle) {
+                                    const std::optional<Handle>& handle, bool recv_x, bool expert_major) {
   DispatchInputs in;
   in.x = cpu_contiguous(x, "dispatch: x", 2);
   if (in.x.size(1) != buf.options().hidden) {
@@ -131,6 +136,8 @@ DispatchInputs make_dispatch_inputs(const Buffer& buf, const at::Tensor& x, cons
   a.dtype = payload_type(in.x, "dispatch: x");
   a.num_tokens = in.x.size(0);
   a.expert_alignment = expert_alignment;
+  a.recv_x = recv_x;
+  a.expert_major_x = expert_major;
   if (handle) {
     SY_REQUIRE(handle->valid(), "dispatch: the cached handle is empty");
     in.cached = *handle;
@@ -191,8 +198,8 @@ CombineInputs make_combine_inputs(const Buffer& buf, const at::Tensor& expert_ou
   return in;
 }
 
-at::Tensor combine_output(const dispatch::CombineResult& r, const Handle& h, int64_t hidden) {
-  return bytes_to_tensor(r.y, h.num_tokens(), hidden, r.dtype);
+at::Tensor combine_output(dispatch::CombineResult& r, const Handle& h, int64_t hidden) {
+  return bytes_to_tensor(std::move(r.y), h.num_tokens(), hidden, r.dtype);
 }
 
 // An async dispatch: inputs alive until wait(); done() polls without blocking.
@@ -346,9 +353,9 @@ void bind_dispatch(py::module_& m) {
           "dispatch",
           [](Buffer& b, const at::Tensor& x, const std::optional<at::Tensor>& topk_idx,
              const std::optional<at::Tensor>& topk_weights, int64_t expert_alignment,
-             const std::optional<Handle>& handle, bool async_op) -> py::object {
+             const std::optional<Handle>& handle, bool async_op, bool recv_x, bool expert_major) -> py::object {
             auto in = std::make_shared<DispatchInputs>(
-                make_dispatch_inputs(b, x, topk_idx, topk_weights, expert_alignment, handle));
+                make_dispatch_inputs(b, x, topk_idx, topk_weights, expert_alignment, handle, recv_x, expert_major));
             if (handle) in->args.cached_handle = &in->cached;  // the copy moved
             if (async_op) {
               dispatch::Pending<dispatch::DispatchResult> p;
@@ -366,7 +373,8 @@ void bind_dispatch(py::module_& m) {
             return py::cast(to_output(r, b.options().hidden, in->args.top_k));
           },
           py::arg("x"), py::arg("topk_idx") = py::none(), py::arg("topk_weights") = py::none(),
-          py::arg("expert_alignment") = 1, py::arg("handle") = py::none(), py::arg("async_op") = false)
+          py::arg("expert_alignment") = 1, py::arg("handle") = py::none(), py::arg("async_op") = false,
+          py::arg("recv_x") = true, py::arg("expert_major") = true)
       .def(
           "combine",
           [](Buffer& b, const at::Tensor& expert_out, const Handle& handle, const std::optional<at::Tensor>& weights,
@@ -426,7 +434,7 @@ void bind_dispatch(py::module_& m) {
               py::gil_scoped_release nogil;
               r = b.combine_backward(a);
             }
-            return py::make_tuple(bytes_to_tensor(r.grad_expert_out, handle.num_expert_rows(), b.options().hidden, a.dtype),
+            return py::make_tuple(bytes_to_tensor(std::move(r.grad_expert_out), handle.num_expert_rows(), b.options().hidden, a.dtype),
                                   to_tensor(r.grad_recv_weights, {handle.num_recv_tokens(), handle.top_k()}, at::kFloat),
                                   to_tensor(r.grad_topk_weights, {handle.num_tokens(), handle.top_k()}, at::kFloat));
           },

@@ -47,6 +47,8 @@ def from_process_group(world: Communicator, group=None):
     import torch.distributed as dist
     if group is None:
         ranks = list(range(dist.get_world_size()))
+    elif group == dist.GroupMember.NON_GROUP_MEMBER:
+        ranks = []
     else:
         ranks = dist.get_process_group_ranks(group) if hasattr(dist, "get_process_group_ranks") \
             else list(dist.distributed_c10d._pg_group_ranks[group].keys())

@@ -44,7 +44,7 @@ class _Dispatch(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, buf, topk_idx, topk_weights, expert_alignment, route):
         w = None if topk_weights is None else topk_weights.detach().float().contiguous()
-        route.output = buf.dispatch(_payload(x), topk_idx, w, expert_alignment)
+        route.output = buf.dispatch(_payload(x), topk_idx, w, expert_alignment, recv_x=False)
         ctx.buf, ctx.route, ctx.dtype = buf, route, x.dtype
         return route.output.expert_x.to(x.dtype)
 

@@ -90,6 +90,21 @@ def reference_combine(ref, T):
     return y
 
 
+# Sub-groups: EP/DP layout (world rank = dp_index * ep + ep_index here), and a communicator
+# over the ranks of a torch.distributed group.
+ep, pp, dp = sy.make_parallel_groups(world, ep=2, pp=1, dp=R // 2)
+check(ep.world_ranks == [me // 2 * 2, me // 2 * 2 + 1], f"ep group {ep.world_ranks}")
+check(dp.world_ranks == list(range(me % 2, R, 2)), f"dp group {dp.world_ranks}")
+check(pp.size == 1, "pp group")
+members = [0, R - 1]
+sub = sy.from_process_group(world, dist.new_group(members))
+if me in members:
+    check(sub is not None and sub.world_ranks == members, f"from_process_group: {sub}")
+    t = torch.tensor([float(me)])
+    check(sy.all_reduce(sub, t).item() == float(sum(members)), "all_reduce over the sub-group")
+else:
+    check(sub is None, "non-member got a communicator")
+
 buf = sy.Buffer(world, num_experts=E, hidden=H, max_tokens_per_rank=TMAX)
 check(buf.num_local_experts == L and buf.num_ranks == R, "buffer geometry")
 
