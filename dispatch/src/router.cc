@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "switchyard/common/error.h"
@@ -36,7 +37,7 @@ struct BestFirst {
 
 template <class T>
 void route(const RouterConfig& c, const T* scores, const T* bias, int64_t num_tokens, int64_t* topk_idx,
-           T* topk_weights) {
+           T* topk_weights, double* min_margin) {
   validate_router_config(c);
   if (num_tokens < 0) SY_THROW(InvalidArgument, "router: num_tokens = " << num_tokens << " is negative");
   if (num_tokens > 0 && (scores == nullptr || topk_idx == nullptr || topk_weights == nullptr))
@@ -45,6 +46,13 @@ void route(const RouterConfig& c, const T* scores, const T* bias, int64_t num_to
   std::vector<T> biased(E), group_score(G);
   std::vector<int> groups(G), candidates;
   candidates.reserve(E);
+  double margin = std::numeric_limits<double>::infinity();
+  // Gap between the last chosen value and the best value left out (order[begin, n) chosen).
+  auto gap = [](const std::vector<int>& order, int n, const T* v) {
+    double best_left = -std::numeric_limits<double>::infinity();
+    for (size_t i = n; i < order.size(); ++i) best_left = std::max(best_left, double(v[order[i]]));
+    return double(v[order[n - 1]]) - best_left;
+  };
   for (int64_t t = 0; t < num_tokens; ++t) {
     const T* s = scores + t * E;
     for (int e = 0; e < E; ++e) {
@@ -71,10 +79,12 @@ void route(const RouterConfig& c, const T* scores, const T* bias, int64_t num_to
       groups[g] = g;
     }
     std::partial_sort(groups.begin(), groups.begin() + c.top_groups, groups.end(), BestFirst<T>{group_score.data()});
+    if (c.top_groups < G) margin = std::min(margin, gap(groups, c.top_groups, group_score.data()));
     candidates.clear();
     for (int i = 0; i < c.top_groups; ++i)
       for (int j = 0; j < per_group; ++j) candidates.push_back(groups[i] * per_group + j);
     std::partial_sort(candidates.begin(), candidates.begin() + K, candidates.end(), BestFirst<T>{biased.data()});
+    if (K < static_cast<int>(candidates.size())) margin = std::min(margin, gap(candidates, K, biased.data()));
     T sum = 0;
     for (int k = 0; k < K; ++k) sum += s[candidates[k]];
     for (int k = 0; k < K; ++k) {
@@ -85,18 +95,19 @@ void route(const RouterConfig& c, const T* scores, const T* bias, int64_t num_to
       topk_weights[t * K + k] = static_cast<T>(w * static_cast<T>(c.route_scale));
     }
   }
+  if (min_margin) *min_margin = margin;
 }
 
 }  // namespace
 
 void route_group_limited(const RouterConfig& c, const float* scores, const float* bias, int64_t num_tokens,
-                         int64_t* topk_idx, float* topk_weights) {
-  route<float>(c, scores, bias, num_tokens, topk_idx, topk_weights);
+                         int64_t* topk_idx, float* topk_weights, double* min_margin) {
+  route<float>(c, scores, bias, num_tokens, topk_idx, topk_weights, min_margin);
 }
 
 void route_group_limited(const RouterConfig& c, const double* scores, const double* bias, int64_t num_tokens,
-                         int64_t* topk_idx, double* topk_weights) {
-  route<double>(c, scores, bias, num_tokens, topk_idx, topk_weights);
+                         int64_t* topk_idx, double* topk_weights, double* min_margin) {
+  route<double>(c, scores, bias, num_tokens, topk_idx, topk_weights, min_margin);
 }
 
 }  // namespace switchyard::dispatch

@@ -37,10 +37,15 @@ void validate_router_config(const RouterConfig& config);
 // bias:         [E] float or nullptr (no bias); used for selection only.
 // topk_idx:     [T x K] int64 out, expert ids, best (largest biased score) first.
 // topk_weights: [T x K] float out, gate weights from the unbiased scores.
+// min_margin:   optional out, the smallest decision margin over all tokens: between the last
+//               kept and the best dropped group score, and between the K-th selected and the
+//               best unselected candidate biased score (+inf when nothing was decided). A
+//               perturbation of the scores smaller than half of it cannot change the routing,
+//               which is what finite-difference gradient checks need to know.
 void route_group_limited(const RouterConfig& config, const float* scores, const float* bias, int64_t num_tokens,
-                         int64_t* topk_idx, float* topk_weights);
+                         int64_t* topk_idx, float* topk_weights, double* min_margin = nullptr);
 // The same in double precision (gradient checks).
 void route_group_limited(const RouterConfig& config, const double* scores, const double* bias, int64_t num_tokens,
-                         int64_t* topk_idx, double* topk_weights);
+                         int64_t* topk_idx, double* topk_weights, double* min_margin = nullptr);
 
 }  // namespace switchyard::dispatch

@@ -3,8 +3,9 @@
 // The bias is used only for selection; the combine weights come from the unbiased scores.
 // group score = sum of the top-2 biased scores in the group; the top `top_groups` groups are
 // kept and the top `top_k` experts among them selected (ties go to the lower index).
-// Written in the trainer because dispatch/ had no router when this was written; the gradient
-// through the weights is the MoE layer's (moe.cc). Pure functions, thread-safe.
+// The selection itself is dispatch::route_group_limited (one router for the whole project);
+// this wrapper adapts the model's types. The gradient through the weights is the MoE layer's
+// (moe.cc). Pure functions, thread-safe.
 #pragma once
 
 #include <cstdint>
