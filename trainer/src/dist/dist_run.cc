@@ -59,6 +59,7 @@ DistRunResult run_distributed_training(std::shared_ptr<comm::Communicator> world
   DistOptions o;
   o.layout = run.layout;
   o.wire = run.wire;
+  o.zero1 = run.zero1;
   o.adam.weight_decay = train.weight_decay;
   o.clip = train.clip;
   o.seed = train.seed;
@@ -158,6 +159,8 @@ DistRunResult run_distributed_training(std::shared_ptr<comm::Communicator> world
     full.load_weights(weights);
     GenerateOptions g;
     g.max_new_tokens = run.sample_tokens;
+    g.temperature = run.sample_temperature;
+    g.top_k = run.sample_top_k;
     std::mt19937_64 rng(train.seed);
     GenerateResult r = generate(full, tokenizer->encode(run.sample_prompt), g, rng);
     result.sample = run.sample_prompt + tokenizer->decode(r.tokens);

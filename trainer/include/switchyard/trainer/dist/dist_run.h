@@ -28,6 +28,7 @@ struct DistRunOptions {
   ExpertWire wire = ExpertWire::kFp8Bf16;
   std::string schedule = "1f1b";  // pipeline schedule (used when layout.pp > 1)
   int64_t microbatches = 1;       // pipeline micro-batches per step
+  bool zero1 = false;             // ZeRO-1 optimizer (DistOptions::zero1)
   int64_t log_every = 10;
   std::string jsonl_path;
   double time_budget_s = 0;       // > 0: stop when the next step would exceed it
@@ -36,6 +37,8 @@ struct DistRunOptions {
   int64_t trace_steps = 4;        // steps recorded (the last ones before the end)
   std::string sample_prompt;      // empty: no sample
   int64_t sample_tokens = 80;
+  double sample_temperature = 0;  // 0: greedy
+  int64_t sample_top_k = 0;
 };
 
 struct DistRunResult {

@@ -44,8 +44,14 @@ class StepTrace {
   void record_compute(pipeline::OpKind kind, int step, double start, double end);
   void record_comm(pipeline::SubStepKind kind, bool backward, int layer, int step, double start, double end);
   void record_reduce(int step, double start, double end);
-  void begin_step(int step, double start) { step_ = step, step_start_.push_back(start); }
-  void end_step(double end) { step_end_.push_back(end); }
+  // Step boundaries (recorded only while enabled, so the breakdown covers traced steps).
+  void begin_step(int step, double start) {
+    step_ = step;
+    if (enabled_) step_start_.push_back(start);
+  }
+  void end_step(double end) {
+    if (enabled_) step_end_.push_back(end);
+  }
   int step() const { return step_; }
 
   // Collective: all ranks' events on rank 0 (empty elsewhere).
