@@ -155,6 +155,7 @@ Work Context::post(std::unique_ptr<Op> op) {
     if (failed_) std::rethrow_exception(failed_);
     ops_.push_back(std::move(op));
     progress_locked();
+    pending_ops_.store(ops_.size(), std::memory_order_release);
   }
   // A blocking call waits (and drives progress) at once: no need to wake anybody.
   if (!work->finished() && !BlockingCall::active()) {
@@ -191,6 +192,7 @@ bool Context::progress_locked() {
     else
       ++it;
   }
+  pending_ops_.store(ops_.size(), std::memory_order_release);
   if (!ops_.empty() && (++progress_calls_ & 63) == 0) {
     auto now = std::chrono::steady_clock::now();
     if (now - last_check_ > std::chrono::milliseconds(kPeerCheckMs.get())) {
@@ -279,6 +281,7 @@ void Context::fail_all_locked(std::exception_ptr error) {
   if (!failed_) failed_ = error;
   for (auto& op : ops_) op->work->finish(error);
   ops_.clear();
+  pending_ops_.store(0, std::memory_order_release);
 }
 
 void Context::abort(const std::string& reason) {
@@ -316,7 +319,10 @@ void Context::wait(WorkState& w, std::chrono::milliseconds timeout) {
     explicit WaiterGuard(Context* ctx) : c(ctx) { c->waiters_.fetch_add(1); }
     ~WaiterGuard() {
       c->waiters_.fetch_sub(1);
-      c->cv_.notify_one();
+      // Hand the remaining ops back to the progress thread. With none left, it need not
+      // wake (a blocking call would otherwise cost a futex wake and a context switch on
+      // every call); a later async post wakes it itself, and it polls every 2 ms anyway.
+      if (c->pending_ops_.load(std::memory_order_acquire) > 0) c->cv_.notify_one();
     }
   } guard(this);
   int idle = 0;

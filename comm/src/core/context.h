@@ -99,6 +99,7 @@ class Context : public std::enable_shared_from_this<Context> {
   std::exception_ptr failed_;
   bool stop_ = false;
   std::atomic<int> waiters_{0};
+  std::atomic<size_t> pending_ops_{0};  // ops_.size(), readable without mu_
   std::chrono::steady_clock::time_point last_check_{};
   uint64_t progress_calls_ = 0;
   int64_t spin_iters_ = 0;   // busy polls before yielding (fewer when oversubscribed)
