@@ -21,10 +21,10 @@ def import_or_skip():
 
 
 def init_gloo(rank, world_size):
-    """torch.distributed (gloo) over the same ranks, rendezvous derived from the launcher env.
+    """torch.distributed (gloo) over the same ranks (rank and size from switchyard.init()).
 
-    MASTER_ADDR is the host of SY_RENDEZVOUS (127.0.0.1 for sy-run's local mode) or a file
-    store named after SY_JOB_ID, so concurrent jobs never share a port.
+    The rendezvous is a file store named after sy-run's SY_JOB_ID instead of a derived
+    MASTER_ADDR/MASTER_PORT, so concurrent jobs never race for a port. Returns its path.
     """
     import torch.distributed as dist
     job = os.environ.get("SY_JOB_ID", str(os.getppid()))
