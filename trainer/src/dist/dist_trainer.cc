@@ -4,6 +4,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "switchyard/common/error.h"
 #include "switchyard/trainer/router.h"
@@ -127,6 +130,84 @@ TensorMap DistTrainer::gather_weights() {
     groups_.ep->broadcast(t.bytes.data(), p->value.size(), comm::DataType::kFloat32, static_cast<int>(e / per_rank));
   }
   return w;
+}
+
+void DistTrainer::save_sharded(const std::string& dir, const std::string& extra_json) {
+  namespace fs = std::filesystem;
+  if (zero_) SY_THROW(Unsupported, "DistTrainer: sharded checkpoints with zero1 are not implemented yet");
+  comm::Communicator& world = *groups_.world;
+  const std::string tmp = dir + ".tmp";
+  if (world.rank() == 0) {
+    fs::remove_all(tmp);
+    fs::create_directories(tmp);
+  }
+  world.barrier();
+  const TensorMap weights = model_->weights();
+  const TensorMap moments = optimizer_->state();
+  const bool first_replica = groups_.data_rank() == 0;
+  TensorMap mine;
+  for (const auto& p : model_->parameters().all()) {
+    const int64_t e = routed_expert_of(p->name);
+    const bool writes = e < 0 ? first_replica : (sync_->owns(*p) && groups_.dp_index == 0);
+    if (!writes) continue;
+    mine[p->name] = weights.at(p->name);
+    mine["exp_avg." + p->name] = moments.at("exp_avg." + p->name);
+    mine["exp_avg_sq." + p->name] = moments.at("exp_avg_sq." + p->name);
+  }
+  if (first_replica)
+    for (int64_t layer : moe_layers_) {
+      const std::string name = "model.layers." + std::to_string(layer) + ".mlp.gate.e_score_correction_bias";
+      mine[name] = weights.at(name);
+    }
+  write_safetensors(tmp + "/rank-" + std::to_string(world.rank()) + ".safetensors", mine);
+  if (world.rank() == 0) {
+    nlohmann::json meta = {{"step", optimizer_->steps()},
+                           {"world", world.size()},
+                           {"ep", groups_.layout.ep},
+                           {"pp", groups_.layout.pp},
+                           {"dp", groups_.layout.dp},
+                           {"extra", extra_json}};
+    std::ofstream f(tmp + "/meta.json");
+    f << meta.dump(2) << "\n";
+    if (!f) SY_THROW(IoError, "cannot write \"" << tmp << "/meta.json\"");
+  }
+  world.barrier();
+  if (world.rank() == 0) {
+    fs::remove_all(dir);
+    fs::rename(tmp, dir);
+  }
+  world.barrier();
+}
+
+std::string DistTrainer::load_sharded(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::ifstream f(dir + "/meta.json");
+  if (!f) SY_THROW(IoError, "\"" << dir << "\" is not a sharded checkpoint (no meta.json)");
+  nlohmann::json meta;
+  try {
+    meta = nlohmann::json::parse(f);
+  } catch (const nlohmann::json::exception& e) {
+    SY_THROW(InvalidArgument, "\"" << dir << "/meta.json\" is malformed: " << e.what());
+  }
+  const int files = meta.value("world", 0);
+  TensorMap all;
+  for (int r = 0; r < files; ++r) {
+    TensorMap part = read_safetensors(dir + "/rank-" + std::to_string(r) + ".safetensors");
+    for (auto& [name, t] : part) all[name] = std::move(t);
+  }
+  model_->load_weights(all);  // names every missing tensor
+  TensorMap state;
+  for (const auto& p : model_->parameters().all())
+    for (const char* key : {"exp_avg.", "exp_avg_sq."}) {
+      auto it = all.find(key + p->name);
+      SY_REQUIRE(it != all.end(), "sharded checkpoint \"" << dir << "\" lacks " << key << p->name);
+      state[key + p->name] = it->second;
+    }
+  state["step"] = HostTensor::from_vector<int64_t>({meta.value("step", int64_t(0))}, {1});
+  if (zero_) SY_THROW(Unsupported, "DistTrainer: loading into a zero1 optimizer is not implemented yet");
+  optimizer_->load_state(state);
+  steps_ = meta.value("step", int64_t(0));
+  return meta.value("extra", std::string());
 }
 
 }  // namespace switchyard::trainer::dist

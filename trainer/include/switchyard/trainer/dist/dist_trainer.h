@@ -79,6 +79,17 @@ class DistTrainer {
   // (broadcast over EP). Collective.
   TensorMap gather_weights();
 
+  // Sharded checkpoint in folder `dir` (collective): each rank writes rank-<r>.safetensors
+  // with the parameters it is the first holder of (non-expert: data rank 0; experts: DP
+  // index 0 of their EP rank), their AdamW moments and the router biases; rank 0 writes
+  // meta.json {step, layout, extra}. Written to dir + ".tmp" and renamed when every rank
+  // is done. Unsupported with zero1.
+  void save_sharded(const std::string& dir, const std::string& extra_json);
+  // Restores parameters, biases, moments and the step count from a sharded checkpoint
+  // written by any layout of the same model (every rank reads every shard). Returns the
+  // checkpoint's meta.json "extra" text. Throws IoError / InvalidArgument naming the file.
+  std::string load_sharded(const std::string& dir);
+
  private:
   void ensure_buffer(int64_t tokens_per_rank);
 
