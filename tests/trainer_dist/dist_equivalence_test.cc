@@ -10,6 +10,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -216,6 +217,8 @@ TEST(DistTrainerTest, ShardedCheckpointResumesOnSameAndOtherLayout) {
       EXPECT_LE(rel, 1e-5) << layout.to_string() << ": " << worst << " differs by " << rel;
     }
   }
+  world()->barrier();
+  if (world()->rank() == 0) std::filesystem::remove_all(dir);
 }
 
 TEST(DistTrainerTest, Fp8DispatchIsCloseButNotExact) {

@@ -2,6 +2,8 @@
 #include "switchyard/trainer/dist/dist_run.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <filesystem>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -16,6 +18,22 @@
 
 namespace switchyard::trainer::dist {
 namespace {
+
+// Newest ckpt_dir/step-<N> holding a meta.json, or "".
+std::string latest_checkpoint(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::string best;
+  int64_t best_step = -1;
+  if (!fs::is_directory(dir)) return best;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("step-", 0) != 0 || !fs::exists(e.path() / "meta.json")) continue;
+    char* end = nullptr;
+    const int64_t step = std::strtoll(name.c_str() + 5, &end, 10);
+    if (*end == '\0' && step > best_step) best_step = step, best = e.path().string();
+  }
+  return best;
+}
 
 double mean(const std::vector<double>& v, size_t begin, size_t end) {
   double s = 0;
@@ -35,8 +53,8 @@ DistRunResult run_distributed_training(std::shared_ptr<comm::Communicator> world
   if (train.grad_accum != 1)
     SY_THROW(Unsupported, "sy-train: --grad_accum " << train.grad_accum << " with --ep/--dp is not implemented yet");
   if (train.fp8) SY_THROW(Unsupported, "sy-train: --fp8 (Linear GEMMs) with --ep/--dp is not implemented yet");
-  if (!train.ckpt_dir.empty())
-    SY_THROW(Unsupported, "sy-train: checkpoints (--ckpt_dir) with --ep/--dp are not implemented yet");
+  if (!train.ckpt_dir.empty() && run.zero1)
+    SY_THROW(Unsupported, "sy-train: checkpoints (--ckpt_dir) with --zero1 are not implemented yet");
   const bool lead = world->rank() == 0;
 
   auto tokenizer = make_tokenizer(train.tokenizer);
@@ -87,17 +105,39 @@ DistRunResult run_distributed_training(std::shared_ptr<comm::Communicator> world
         << train.batch << " x " << train.seq << " tokens\n"
         << std::flush;
 
+  int64_t first_step = 0;
+  if (run.resume && !train.ckpt_dir.empty()) {
+    const std::string latest = latest_checkpoint(train.ckpt_dir);
+    if (!latest.empty()) {
+      nlohmann::json extra = nlohmann::json::parse(trainer.load_sharded(latest));
+      dataset.set_position({extra["epoch"].get<int64_t>(), extra["index"].get<int64_t>()});
+      first_step = trainer.steps_done();
+      if (lead) out << "resumed from " << latest << " at step " << first_step << "\n";
+    } else if (lead) {
+      out << "no checkpoint in " << train.ckpt_dir << "; starting from step 0\n";
+    }
+  }
+  auto save = [&](int64_t step) {
+    if (train.ckpt_dir.empty()) return;
+    const std::string folder = train.ckpt_dir + "/step-" + std::to_string(step);
+    if (lead) std::filesystem::create_directories(train.ckpt_dir);
+    trainer.save_sharded(folder, nlohmann::json({{"epoch", dataset.position().epoch},
+                                                 {"index", dataset.position().index}})
+                                     .dump());
+    if (lead) out << "checkpoint " << folder << "\n" << std::flush;
+  };
   std::vector<int64_t> tokens(train.batch * dataset.window());
   std::vector<double> losses, tok_s;
   DistRunResult result;
   const auto t0 = std::chrono::steady_clock::now();
   double step_time = 0;
-  for (int64_t step = 0; step < train.steps; ++step) {
+  int64_t saved = first_step;
+  for (int64_t step = first_step; step < train.steps; ++step) {
     // Rank 0 decides whether the next step fits the budget; everyone follows.
     int64_t go = 1;
-    if (run.time_budget_s > 0 && step > 0) {
+    if (run.time_budget_s > 0 && step > first_step) {
       const double spent = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      go = spent + step_time <= run.time_budget_s ? 1 : 0;
+      go = step == first_step || spent + step_time <= run.time_budget_s ? 1 : 0;
       if (world->size() > 1) world->broadcast(&go, 1, comm::DataType::kInt64, 0);
     }
     if (!go) {
@@ -112,7 +152,7 @@ DistRunResult run_distributed_training(std::shared_ptr<comm::Communicator> world
     step_time = step_time == 0 ? m.seconds : 0.9 * step_time + 0.1 * m.seconds;
     losses.push_back(m.losses.main);
     const double tps = double(train.batch * train.seq) / std::max(m.seconds, 1e-9);
-    if (step > 0) tok_s.push_back(tps);
+    if (step > first_step) tok_s.push_back(tps);
     double mtp = 0;
     for (double x : m.losses.mtp) mtp += x;
     if (D > 0) mtp /= double(D);
@@ -140,7 +180,12 @@ DistRunResult run_distributed_training(std::shared_ptr<comm::Communicator> world
                     m.grad_norm, m.max_over_mean_load, tps);
       out << line << "\n" << std::flush;
     }
+    if (train.ckpt_every > 0 && (step + 1) % train.ckpt_every == 0 && !last) {
+      save(step + 1);
+      saved = step + 1;
+    }
   }
+  if (trainer.steps_done() != saved) save(trainer.steps_done());
   result.steps = static_cast<int64_t>(losses.size());
   const size_t n = losses.size(), w = std::min<size_t>(20, n);
   result.first_mean = mean(losses, 0, w);

@@ -7,8 +7,12 @@
 // from the gathered model. The time budget is decided on rank 0 and broadcast, so every
 // rank stops at the same step.
 //
+// Checkpoints (TrainOptions::ckpt_dir): sharded (DistTrainer::save_sharded) into
+// ckpt_dir/step-<N> every ckpt_every steps and at the end; with resume, the run continues
+// from the newest one (any layout), data position included.
+//
 // Collective over world: call on every rank. Throws Unsupported for options this path does
-// not implement yet (pp > 1, grad_accum > 1, fp8 Linear recipe, checkpoints) and
+// not implement yet (pp > 1, grad_accum > 1, fp8 Linear recipe, zero1 with checkpoints) and
 // InvalidArgument for bad layouts. A failed peer makes the collectives throw (comm timeout
 // or PeerFailure naming the rank); the caller exits non-zero.
 #pragma once
@@ -30,6 +34,7 @@ struct DistRunOptions {
   int64_t microbatches = 1;       // pipeline micro-batches per step
   bool zero1 = false;             // ZeRO-1 optimizer (DistOptions::zero1)
   int64_t log_every = 10;
+  bool resume = false;            // continue from the newest checkpoint in ckpt_dir
   std::string jsonl_path;
   double time_budget_s = 0;       // > 0: stop when the next step would exceed it
   std::string trace_path;         // Perfetto/Chrome trace JSON (rank 0), empty: none
