@@ -48,13 +48,13 @@ DistRunResult run_distributed_training(std::shared_ptr<comm::Communicator> world
   train.validate();
   run.layout.validate(world->size());
   if (run.layout.pp > 1)
-    SY_THROW(Unsupported, "sy-train: --pp " << run.layout.pp << " (schedule " << run.schedule
+    SY_THROW(Unsupported, "distributed training: --pp " << run.layout.pp << " (schedule " << run.schedule
                                             << ") is not implemented yet in the distributed trainer; use --ep/--dp");
   if (train.grad_accum != 1)
-    SY_THROW(Unsupported, "sy-train: --grad_accum " << train.grad_accum << " with --ep/--dp is not implemented yet");
-  if (train.fp8) SY_THROW(Unsupported, "sy-train: --fp8 (Linear GEMMs) with --ep/--dp is not implemented yet");
+    SY_THROW(Unsupported, "distributed training: --grad_accum " << train.grad_accum << " with --ep/--dp is not implemented yet");
+  if (train.fp8) SY_THROW(Unsupported, "distributed training: --fp8 (Linear GEMMs) with --ep/--dp is not implemented yet");
   if (!train.ckpt_dir.empty() && run.zero1)
-    SY_THROW(Unsupported, "sy-train: checkpoints (--ckpt_dir) with --zero1 are not implemented yet");
+    SY_THROW(Unsupported, "distributed training: checkpoints (--ckpt_dir) with --zero1 are not implemented yet");
   const bool lead = world->rank() == 0;
 
   auto tokenizer = make_tokenizer(train.tokenizer);
@@ -70,7 +70,7 @@ DistRunResult run_distributed_training(std::shared_ptr<comm::Communicator> world
   DataOptions data;
   data.path = train.data;
   data.val_fraction = train.val_fraction;
-  data.seed = train.seed;
+  data.seed = train.data_seed >= 0 ? static_cast<uint64_t>(train.data_seed) : train.seed;
   data.window = train.seq + D + 1;
   TextDataset dataset(data, *tokenizer);
 
@@ -97,7 +97,7 @@ DistRunResult run_distributed_training(std::shared_ptr<comm::Communicator> world
   std::ofstream jsonl;
   if (lead && !run.jsonl_path.empty()) {
     jsonl.open(run.jsonl_path, std::ios::app);
-    if (!jsonl) SY_THROW(IoError, "sy-train: cannot write --log_jsonl \"" << run.jsonl_path << "\"");
+    if (!jsonl) SY_THROW(IoError, "distributed training: cannot write --log_jsonl \"" << run.jsonl_path << "\"");
   }
   if (lead)
     out << "distributed: " << world->size() << " ranks on " << world->rank_map().num_nodes() << " node(s), "
