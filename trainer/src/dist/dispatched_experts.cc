@@ -128,7 +128,8 @@ void DispatchedExperts::backward_input(const RoutingPlan& plan, const float* d_o
   const int64_t P = static_cast<int64_t>(row_slot_.size());
   dy_rows_.assign(P * d, 0.0f);
   tmp_.resize(N * d);
-  std::vector<float> recv(P * d);
+  std::vector<float>& recv = recv_rows_;
+  recv.resize(P * d);
   for (int k = 0; k < K; ++k) {
     // Gradient of slot k's outputs, sent along the cached routing.
     for (int64_t t = 0; t < N; ++t) std::memcpy(tmp_.data() + t * d, d_out + (t * K + k) * d, d * sizeof(float));
@@ -175,6 +176,7 @@ void DispatchedExperts::release() {
   y_rows_.clear();
   dy_rows_.clear();
   dx_rows_.clear();
+  recv_rows_.clear();
 }
 
 std::unique_ptr<DispatchedExperts> make_dispatched_experts(Model<float>& model, int64_t layer,

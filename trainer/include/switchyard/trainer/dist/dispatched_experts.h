@@ -83,7 +83,7 @@ class DispatchedExperts : public ExpertProvider<float> {
   int64_t num_recv_ = 0;                     // M
   std::vector<int64_t> offsets_;             // [L + 1] expert-major row ranges
   std::vector<int32_t> row_slot_;            // [P] top-k slot of each row, -1 padding
-  std::vector<float> x_rows_, y_rows_, dy_rows_, dx_rows_;  // [P, d]
+  std::vector<float> x_rows_, y_rows_, dy_rows_, dx_rows_, recv_rows_;  // [P, d]
   std::vector<uint8_t> q_, wire_buf_;        // staging
   std::vector<float> scales_, slot_weights_, tmp_;
 };
