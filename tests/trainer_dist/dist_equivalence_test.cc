@@ -176,6 +176,11 @@ TEST(DistTrainerTest, ExpertTimesDataParallelMatchesOneProcess) {
   expect_equivalent(ParallelLayout{2, 1, world()->size() / 2});
 }
 
+TEST(DistTrainerTest, ExpertFourTimesDataParallelMatchesOneProcess) {
+  if (world()->size() < 8 || world()->size() % 4 != 0) GTEST_SKIP() << "needs 8, 12, ... ranks";
+  expect_equivalent(ParallelLayout{4, 1, world()->size() / 4});
+}
+
 TEST(DistTrainerTest, ZeroOneShardedOptimizerMatchesOneProcess) {
   if (world()->size() % 2 != 0) GTEST_SKIP() << "needs an even number of ranks";
   expect_equivalent(ParallelLayout{2, 1, world()->size() / 2}, /*zero1=*/true);
