@@ -14,6 +14,9 @@ function(sy_add_gtest)
   endif()
   add_executable(${A_NAME} ${A_SOURCES})
   target_link_libraries(${A_NAME} PRIVATE ${A_LIBS} GTest::gtest GTest::gtest_main sy_warnings)
+  if(TARGET sy_test_support)
+    target_link_libraries(${A_NAME} PRIVATE sy_test_support)
+  endif()
   # gtest_discover_tests flattens list values given in PROPERTIES ("common;unit" would become
   # two arguments and shift every later pair, losing RESOURCE_LOCK), so the list-valued
   # properties are set by a second ctest include file, after discovery, on the list of

@@ -9,25 +9,12 @@
 #include <string>
 
 #include "switchyard/topology/host_topology.h"
+#include "switchyard/testing/run_program.h"
 
 namespace {
 
-struct ProgramRun {
-  int status = -1;
-  std::string out;
-};
-
-ProgramRun run(const std::string& cmd) {
-  ProgramRun r;
-  FILE* p = popen(("timeout 45 " + cmd + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+using ::switchyard::testing::ProgramRun;
+ProgramRun run(const std::string& cmd) { return ::switchyard::testing::run_program(cmd, 45); }
 
 // The JSON object on each output line (after sy-run's rank prefix), keyed by its "rank".
 std::map<int, nlohmann::json> rank_lines(const std::string& out) {

@@ -8,27 +8,13 @@
 #include <string>
 
 #include "switchyard/topology/host_topology.h"
+#include "switchyard/testing/run_program.h"
 
 namespace switchyard::topology {
 namespace {
 
-struct ProgramRun {
-  int status = -1;
-  std::string out;  // stdout and stderr together
-};
-
-// Runs a shell command with a hard time limit; returns its exit status and output.
-ProgramRun run(const std::string& cmd) {
-  ProgramRun r;
-  FILE* p = popen(("timeout 30 " + cmd + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+using ::switchyard::testing::ProgramRun;
+ProgramRun run(const std::string& cmd) { return ::switchyard::testing::run_program(cmd, 30); }
 
 const std::string kTopo = SY_TOPO_BIN;
 const std::string kInfo = SY_INFO_BIN;

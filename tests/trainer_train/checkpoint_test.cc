@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "switchyard/common/error.h"
+#include "switchyard/testing/temp_dir.h"
 #include "switchyard/trainer/model.h"
 
 namespace switchyard::trainer {
@@ -25,14 +26,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("sy_ckpt_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  static inline int counter = 0;
+struct TempDir : ::switchyard::testing::TempDir {
+  TempDir() : ::switchyard::testing::TempDir("sy_ckpt_test") {}
+  fs::path path = ::switchyard::testing::TempDir::path();
 };
 
 Checkpoint make(int64_t step, float base) {

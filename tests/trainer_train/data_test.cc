@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "switchyard/common/error.h"
+#include "switchyard/testing/temp_dir.h"
 #include "switchyard/trainer/train/tokenizer.h"
 
 namespace switchyard::trainer {
@@ -19,14 +20,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("sy_data_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  static inline int counter = 0;
+struct TempDir : ::switchyard::testing::TempDir {
+  TempDir() : ::switchyard::testing::TempDir("sy_data_test") {}
+  fs::path path = ::switchyard::testing::TempDir::path();
 };
 
 void write(const fs::path& p, const std::string& text) {

@@ -12,20 +12,16 @@
 #include <sstream>
 
 #include "switchyard/trainer/train/generate.h"
+#include "switchyard/testing/temp_dir.h"
 
 namespace switchyard::trainer {
 namespace {
 
 namespace fs = std::filesystem;
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("sy_trainer_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  static inline int counter = 0;
+struct TempDir : ::switchyard::testing::TempDir {
+  TempDir() : ::switchyard::testing::TempDir("sy_trainer_test") {}
+  fs::path path = ::switchyard::testing::TempDir::path();
 };
 
 // A small corpus with structure to learn: short sentences from a few words.
