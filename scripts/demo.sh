@@ -22,6 +22,10 @@ if [[ -x $bin/sy-pipe-sim ]]; then
     --trace "$out/dualpipev.trace.json" >/dev/null && echo "timeline: $out/dualpipev.svg, trace: $out/dualpipev.trace.json"
 fi
 if [[ -x $bin/sy-train ]]; then
-  step "reference training job" "$bin/sy-train" --demo --out "$out"
+  # Distributed: tiny preset, 4 ranks on 2 virtual nodes, EP 4 across both nodes (two-hop
+  # dispatch, FP8 tokens / BF16 combine); no pipeline yet (docs/distributed.md).
+  step "distributed training job (EP 4 over 2 virtual nodes)" \
+    "$bin/sy-run" -n 4 --nodes 2 --timeout 330 -- "$bin/sy-train" --demo --preset tiny --ep 4 --threads 1 \
+    --out "$out/train"
 fi
 printf '\ndemo outputs are in %s\n' "$out"

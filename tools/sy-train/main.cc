@@ -18,6 +18,9 @@
 #include <vector>
 
 #include "switchyard/common/error.h"
+#include "switchyard/comm/communicator.h"
+#include "switchyard/comm/launch_env.h"
+#include "switchyard/trainer/dist/dist_run.h"
 #include "switchyard/trainer/train/generate.h"
 #include "switchyard/trainer/train/trainer.h"
 
@@ -66,6 +69,16 @@ DEFINE_bool(demo, false, "the `make demo` job: train a small model on the defaul
 DEFINE_string(out, "runs/train", "output folder of --demo (checkpoints, metrics, corpus cache)");
 DEFINE_string(corpus_cache, "runs/corpus/bible-kjv.txt", "where the default corpus is written");
 DEFINE_bool(json, false, "print a JSON summary at the end");
+// Distributed training (docs/distributed.md): on several ranks (sy-run, torchrun, mpirun).
+DEFINE_int32(ep, 0, "expert-parallel ranks (0: world / (pp * dp))");
+DEFINE_int32(pp, 1, "pipeline stages (only 1 is implemented yet)");
+DEFINE_int32(dp, 1, "data-parallel replicas of each expert-parallel group");
+DEFINE_string(schedule, "dualpipev", "pipeline schedule with --pp > 1: dualpipev, dualpipe, zbv, 1f1b");
+DEFINE_int64(microbatches, 1, "pipeline micro-batches per step (with --pp > 1)");
+DEFINE_string(expert_payload, "fp8", "MoE payload on several ranks: fp8 (FP8 dispatch, BF16 combine) or fp32");
+DEFINE_bool(zero1, false, "ZeRO-1: optimizer state sharded over the ranks that replicate each parameter");
+DEFINE_string(trace, "", "several ranks: Perfetto trace of the traced steps (rank 0 writes it)");
+DEFINE_string(timeline, "", "several ranks: SVG timeline of the same steps");
 
 namespace sy = switchyard::trainer;
 
@@ -142,6 +155,62 @@ nlohmann::json sample(sy::Model<float>& model, const sy::Tokenizer& tok, std::os
   return j;
 }
 
+// The job on several ranks (or with --ep/--pp/--dp > 1): DP x EP over the dispatch library.
+int run_distributed(sy::TrainOptions o, const sy::RunOptions& r, int world_size) {
+  namespace fs = std::filesystem;
+  namespace dist = switchyard::trainer::dist;
+  dist::DistRunOptions d;
+  d.layout.pp = FLAGS_pp;
+  d.layout.dp = FLAGS_dp;
+  d.layout.ep = FLAGS_ep > 0 ? FLAGS_ep : world_size / std::max(1, FLAGS_pp * FLAGS_dp);
+  d.schedule = FLAGS_schedule;
+  d.microbatches = FLAGS_microbatches;
+  d.wire = dist::parse_expert_wire(FLAGS_expert_payload);
+  d.zero1 = FLAGS_zero1;
+  d.log_every = r.log_every;
+  d.resume = r.resume;
+  d.jsonl_path = r.jsonl_path;
+  d.time_budget_s = r.time_budget_s;
+  d.trace_path = FLAGS_trace;
+  d.timeline_path = FLAGS_timeline;
+  if (FLAGS_demo) {
+    if (d.trace_path.empty()) d.trace_path = (fs::path(FLAGS_out) / "trace.json").string();
+    if (d.timeline_path.empty()) d.timeline_path = (fs::path(FLAGS_out) / "timeline.svg").string();
+    d.sample_prompt = FLAGS_prompt;
+    d.sample_tokens = FLAGS_max_new_tokens;
+    d.sample_temperature = FLAGS_temperature;
+    d.sample_top_k = FLAGS_top_k;
+    o.eval_every = 0;
+  }
+  auto world = switchyard::comm::Communicator::init();
+  const bool lead = world->rank() == 0;
+  dist::DistRunResult res = dist::run_distributed_training(world, o, d, std::cout);
+  if (!lead) return 0;
+  std::printf("main loss: mean of the first 20 steps %.3f, of the last 20 steps %.3f (drop %.3f nats) over %lld steps\n",
+              res.first_mean, res.last_mean, res.first_mean - res.last_mean, (long long)res.steps);
+  const dist::StepBreakdown& b = res.breakdown;
+  std::printf("step time (traced steps, s): compute %.3f, exposed communication %.3f, other %.3f of %.3f; "
+              "communication hidden %.0f%%; %.0f tokens/s (median)\n",
+              b.compute, b.exposed_comm, b.idle, b.wall, 100 * b.hidden_share(), res.tokens_per_s);
+  if (!res.sample.empty()) std::cout << "sample: " << res.sample << "\n";
+  if (!d.trace_path.empty()) std::cout << "trace (Perfetto, ui.perfetto.dev): " << d.trace_path << "\n";
+  if (!d.timeline_path.empty()) std::cout << "timeline picture: " << d.timeline_path << "\n";
+  if (FLAGS_json)
+    std::cout << nlohmann::json({{"steps", res.steps},
+                                 {"first_mean", res.first_mean},
+                                 {"last_mean", res.last_mean},
+                                 {"tokens_per_s", res.tokens_per_s},
+                                 {"compute_s", b.compute},
+                                 {"exposed_comm_s", b.exposed_comm},
+                                 {"other_s", b.idle},
+                                 {"wall_s", b.wall},
+                                 {"hidden_share", b.hidden_share()},
+                                 {"sample", res.sample}})
+                     .dump()
+              << "\n";
+  return 0;
+}
+
 int run() {
   if (FLAGS_threads > 0) openblas_set_num_threads(FLAGS_threads);
   nlohmann::json summary;
@@ -189,6 +258,8 @@ int run() {
     }
     if (o.data == "default") o.data = sy::ensure_default_corpus(FLAGS_corpus_cache);
     SY_REQUIRE(!o.data.empty(), "--data is empty: pass a text file or folder (or --demo for the default corpus)");
+    const int world_size = switchyard::comm::LaunchEnv::detect().world_size;
+    if (world_size > 1 || FLAGS_ep > 1 || FLAGS_pp > 1 || FLAGS_dp > 1) return run_distributed(o, r, world_size);
     sy::Trainer trainer(o);
     std::cout << "model: " << trainer.model().parameters().total_numel() << " parameters, vocab "
               << trainer.model().config().vocab_size << ", MTP depth " << trainer.model().config().num_nextn_predict_layers
