@@ -35,7 +35,7 @@ inline void add_row(const uint8_t* row, comm::DataType t, int64_t n, float* acc)
 // Writes n FP32 values as a BF16 or FP32 row.
 inline void store_row(const float* v, int64_t n, comm::DataType t, uint8_t* row) {
   if (t == comm::DataType::kFloat32) {
-    std::memcpy(row, v, n * sizeof(float));
+    if (n > 0) std::memcpy(row, v, n * sizeof(float));
   } else {
     uint16_t* out = reinterpret_cast<uint16_t*>(row);
     for (int64_t i = 0; i < n; ++i) out[i] = bf16_from_float(v[i]);

@@ -10,7 +10,9 @@ function(run)
   set(last_output "${out}" PARENT_SCOPE)
 endfunction()
 run(${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${prefix})
-run(${CMAKE_COMMAND} -S ${APP_DIR} -B ${WORK_DIR}/app -G ${GENERATOR} -DCMAKE_PREFIX_PATH=${prefix})
+# The outside project uses the same compiler flags, so sanitizer builds link too.
+run(${CMAKE_COMMAND} -S ${APP_DIR} -B ${WORK_DIR}/app -G ${GENERATOR} -DCMAKE_PREFIX_PATH=${prefix}
+    "-DCMAKE_CXX_FLAGS=${APP_CXX_FLAGS}" "-DCMAKE_EXE_LINKER_FLAGS=${APP_LINKER_FLAGS}")
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/app)
 run(${WORK_DIR}/app/sy_install_app)
 message(STATUS "${last_output}")

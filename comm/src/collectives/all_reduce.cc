@@ -39,7 +39,7 @@ void add_reduce_scatter(Op& op, const Group& g, TagSpace ts, uint8_t sub, const 
   inputs[static_cast<size_t>(me)] = in + mb * es;
   step.then = [inputs, out_mine, mine, type, rop, es](Op&) {
     if (inputs.size() == 1) {
-      if (out_mine != inputs[0]) std::memmove(out_mine, inputs[0], mine * es);
+      if (mine > 0 && out_mine != inputs[0]) std::memmove(out_mine, inputs[0], mine * es);
       return;
     }
     reduce_inputs(out_mine, inputs, mine, type, rop);
