@@ -5,7 +5,7 @@ set -euo pipefail
 pkgs=(cmake g++ ninja-build pkg-config make
       libhwloc-dev hwloc libucx-dev ucx-utils libgflags-dev libgtest-dev libgmock-dev
       libopenblas-dev libopenmpi-dev openmpi-bin libnuma-dev iproute2
-      python3 python3-torch bible-kjv-text
+      python3 python3-torch bible-kjv bible-kjv-text
       python3-dev pybind11-dev libtorch-dev)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,6 +1,8 @@
 // Documents, the default corpus, and the packed/split/shuffled dataset (see data.h).
 #include "switchyard/trainer/train/data.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -105,7 +107,9 @@ std::string ensure_default_corpus(const std::string& cache_path) {
   }
   fs::path target(cache_path);
   if (target.has_parent_path()) fs::create_directories(target.parent_path());
-  std::string tmp = cache_path + ".tmp";
+  // Several ranks may build the cache at once: each writes its own file, and the atomic
+  // rename makes whichever lands last the (identical) cache.
+  std::string tmp = cache_path + ".tmp." + std::to_string(::getpid());
   {
     std::ofstream o(tmp, std::ios::binary);
     o << out;
