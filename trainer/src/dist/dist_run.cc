@@ -58,21 +58,9 @@ DistRunResult run_distributed_training(std::shared_ptr<comm::Communicator> world
   const bool lead = world->rank() == 0;
 
   auto tokenizer = make_tokenizer(train.tokenizer);
-  ModelConfig config = train.config_path.empty() ? model_config_preset(train.preset)
-                                                 : model_config_from_file(train.config_path);
-  config.vocab_size = tokenizer->vocab_size();
-  if (train.mtp_depth >= 0) config.num_nextn_predict_layers = train.mtp_depth;
-  config.max_position_embeddings = std::max(config.max_position_embeddings, train.seq);
-  if (train.max_position > 0) config.max_position_embeddings = std::max(train.max_position, train.seq);
-  config.validate();
+  ModelConfig config = model_config_for(train, *tokenizer);
   const int64_t D = config.num_nextn_predict_layers;
-
-  DataOptions data;
-  data.path = train.data;
-  data.val_fraction = train.val_fraction;
-  data.seed = train.data_seed >= 0 ? static_cast<uint64_t>(train.data_seed) : train.seed;
-  data.window = train.seq + D + 1;
-  TextDataset dataset(data, *tokenizer);
+  TextDataset dataset(data_options_for(train, D), *tokenizer);
 
   DistOptions o;
   o.layout = run.layout;

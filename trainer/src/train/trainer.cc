@@ -68,24 +68,32 @@ void TrainOptions::validate() const {
   (void)parse_lr_decay(lr_decay);
 }
 
+ModelConfig model_config_for(const TrainOptions& options, const Tokenizer& tokenizer) {
+  ModelConfig config = options.config_path.empty() ? model_config_preset(options.preset)
+                                                   : model_config_from_file(options.config_path);
+  config.vocab_size = tokenizer.vocab_size();
+  if (options.mtp_depth >= 0) config.num_nextn_predict_layers = options.mtp_depth;
+  config.max_position_embeddings = std::max(config.max_position_embeddings, options.seq);
+  if (options.max_position > 0) config.max_position_embeddings = std::max(options.max_position, options.seq);
+  config.validate();
+  return config;
+}
+
+DataOptions data_options_for(const TrainOptions& options, int64_t mtp_depth) {
+  DataOptions data;
+  data.path = options.data;
+  data.val_fraction = options.val_fraction;
+  data.seed = options.data_seed >= 0 ? static_cast<uint64_t>(options.data_seed) : options.seed;
+  data.window = options.seq + mtp_depth + 1;
+  return data;
+}
+
 Trainer::Trainer(TrainOptions options) : options_(std::move(options)) {
   options_.validate();
   tokenizer_ = make_tokenizer(options_.tokenizer);
-  config_ = options_.config_path.empty() ? model_config_preset(options_.preset)
-                                         : model_config_from_file(options_.config_path);
-  config_.vocab_size = tokenizer_->vocab_size();
-  if (options_.mtp_depth >= 0) config_.num_nextn_predict_layers = options_.mtp_depth;
-  config_.max_position_embeddings = std::max(config_.max_position_embeddings, options_.seq);
-  if (options_.max_position > 0) config_.max_position_embeddings = std::max(options_.max_position, options_.seq);
-  config_.validate();
+  config_ = model_config_for(options_, *tokenizer_);
   const int64_t D = config_.num_nextn_predict_layers;
-
-  DataOptions data;
-  data.path = options_.data;
-  data.val_fraction = options_.val_fraction;
-  data.seed = options_.data_seed >= 0 ? static_cast<uint64_t>(options_.data_seed) : options_.seed;
-  data.window = options_.seq + D + 1;
-  data_ = std::make_unique<TextDataset>(data, *tokenizer_);
+  data_ = std::make_unique<TextDataset>(data_options_for(options_, D), *tokenizer_);
 
   model_ = std::make_unique<Model<float>>(config_);
   model_->init_random(options_.seed, options_.init_std);

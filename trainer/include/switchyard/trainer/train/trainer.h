@@ -65,6 +65,14 @@ struct TrainOptions {
   void validate() const;
 };
 
+// The model a run trains: the preset or config file, with the vocabulary of `tokenizer`, the
+// MTP depth and the position range the options ask for; validated. Shared by the one-process
+// Trainer and the distributed run so both build the same model from the same flags.
+ModelConfig model_config_for(const TrainOptions& options, const Tokenizer& tokenizer);
+// The data of a run: windows of seq + MTP depth + 1 tokens, the validation split and the
+// data seed (the run seed unless data_seed is set).
+DataOptions data_options_for(const TrainOptions& options, int64_t mtp_depth);
+
 // A non-finite loss or gradient norm (the message names the step and the values).
 class NonFiniteLoss : public Error {
  public:
