@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(cmake g++ ninja-build pkg-config make
       libhwloc-dev hwloc libucx-dev ucx-utils libgflags-dev libgtest-dev libgmock-dev
-      libopenblas-dev libopenmpi-dev openmpi-bin libnuma-dev iproute2
+      libopenblas-dev libopenmpi-dev openmpi-bin libnuma-dev iproute2 nlohmann-json3-dev
       python3 python3-torch bible-kjv bible-kjv-text
       python3-dev pybind11-dev libtorch-dev)
 missing=()
