@@ -36,7 +36,7 @@ void DispatchedExperts::encode(const float* x, int64_t rows, std::vector<uint8_t
   const int64_t n = rows * dim_;
   if (grad_type() == comm::DataType::kFloat32) {
     out.resize(n * sizeof(float));
-    std::memcpy(out.data(), x, n * sizeof(float));
+    if (n > 0) std::memcpy(out.data(), x, n * sizeof(float));
   } else {
     out.resize(n * sizeof(uint16_t));
     dispatch::bf16_from_float(x, n, reinterpret_cast<uint16_t*>(out.data()));
@@ -45,10 +45,11 @@ void DispatchedExperts::encode(const float* x, int64_t rows, std::vector<uint8_t
 
 void DispatchedExperts::decode(const uint8_t* bytes, comm::DataType type, int64_t rows, float* out) const {
   const int64_t n = rows * dim_;
-  if (type == comm::DataType::kFloat32)
-    std::memcpy(out, bytes, n * sizeof(float));
-  else
+  if (type == comm::DataType::kFloat32) {
+    if (n > 0) std::memcpy(out, bytes, n * sizeof(float));  // a rank may receive no rows
+  } else {
     dispatch::bf16_to_float(reinterpret_cast<const uint16_t*>(bytes), n, out);
+  }
 }
 
 template <class F>
