@@ -76,6 +76,31 @@ TEST(CommunicatorTest, RingPiecesWithoutCrossMemoryAttach) {
   expect_all_ok(launch_ranks(s));
 }
 
+// Small exchanges on the inline path, mixed with the op path and with async forms.
+class CommSmallTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(CommSmallTest, InlinePathMatchesNaiveReference) {
+  LaunchSpec s = spec("small", GetParam());
+  s.args[1] = std::to_string(40 + GetParam());
+  expect_all_ok(launch_ranks(s));
+}
+
+INSTANTIATE_TEST_SUITE_P(Ranks, CommSmallTest, ::testing::Values(1, 2, 3, 4),
+                         [](const auto& info) { return "Ranks" + std::to_string(info.param); });
+
+// One rank with the inline path off: its op-path messages and the others' inline ones match.
+TEST(CommunicatorTest, InlineAndOpPathsInteroperate) {
+  LaunchSpec s = spec("small", 3);
+  s.env_of[1] = {{"SWITCHYARD_COMM_INLINE", "0"}};
+  expect_all_ok(launch_ranks(s));
+  s = spec("ops", 3);
+  s.env_of[2] = {{"SWITCHYARD_COMM_INLINE", "0"}};
+  expect_all_ok(launch_ranks(s));
+}
+
+// A size that differs between ranks is caught on the inline path too, naming the sender.
+TEST(CommunicatorTest, InlineSizeMismatchIsNamed) { expect_all_ok(launch_ranks(spec("mismatch", 3))); }
+
 TEST(CommunicatorTest, SplitAndParallelGroups) { expect_all_ok(launch_ranks(spec("split", 4))); }
 
 TEST(CommunicatorTest, SplitAndParallelGroupsTwoNodes) { expect_all_ok(launch_ranks(spec("split", 4, 2))); }

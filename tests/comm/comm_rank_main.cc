@@ -12,6 +12,10 @@
 //   arrive    (started with one rank missing) -> init Timeout listing the missing rank
 //   badtoken  rank 1 presents a wrong token -> refused; rank 0 times out listing rank 1
 //   badargs   argument errors, local and (SWITCHYARD_COMM_CHECK_ARGS=1) cross-rank
+//   small     small all_to_all(_v) (the inline path) mixing blocking and async forms, ranks
+//             with another op pending (the op path) and sizes around the inline limit
+//   mismatch  rank 1 sends rank 0 more than it expects in a small all_to_all_v: rank 0 gets
+//             InvalidArgument naming rank 1 and the sizes; the other ranks finish
 #include <signal.h>
 #include <unistd.h>
 
@@ -516,6 +520,99 @@ void scenario_badargs(Communicator& c) {
   EXPECT(s == static_cast<float>(n), "all_reduce after argument errors");
 }
 
+// Small exchanges (the inline path of one node) against the naive reference. Per call each
+// rank picks the blocking or the async form, and sometimes keeps an unrelated receive
+// pending (which sends it down the op path) while the others go inline: both paths must
+// match each other's messages. Sizes cross the inline limit (8128 bytes per peer).
+void scenario_small(Communicator& c, uint32_t seed) {
+  int n = c.size(), me = c.rank();
+  std::mt19937 rng(seed);  // same sequence on every rank
+  const size_t kPer[] = {0, 1, 2, 16, 100, 2032, 2033};  // int32 elements: 2032 = 8128 bytes
+  auto value = [](int from, int to, size_t k, int it) {
+    return static_cast<int32_t>(from * 100003 + to * 1009 + k * 7 + it);
+  };
+  int prev = (me + n - 1) % n, next = (me + 1) % n;
+  for (int it = 0; it < 300; ++it) {
+    bool async = (rng() >> (me % 16)) & 1;      // differs between ranks
+    bool side_op = n > 1 && rng() % 5 == 0;      // every rank alike: a pending ring receive
+    bool v = rng() % 2;
+    std::vector<size_t> sc(n), sd(n), rc(n), rd(n);
+    std::vector<size_t> C(static_cast<size_t>(n * n));
+    size_t per = kPer[rng() % 7];
+    for (auto& x : C) x = v ? kPer[rng() % 7] : per;
+    size_t so = 0, ro = 0;
+    for (int j = 0; j < n; ++j) {
+      sc[j] = C[me * n + j];
+      rc[j] = C[j * n + me];
+      sd[j] = so;
+      so += sc[j] + 1;  // a gap after every block
+      rd[j] = ro;
+      ro += rc[j] + 1;
+    }
+    std::vector<int32_t> send(so + 1), recv(ro + 1, -5);
+    for (int j = 0; j < n; ++j)
+      for (size_t k = 0; k < sc[j]; ++k) send[sd[j] + k] = value(me, j, k, it);
+    int32_t side_in = -1, side_out = me * 10 + it;
+    Work side;
+    if (side_op && (me + it) % 2 == 0) side = c.irecv(&side_in, 4, prev, 3);  // half the ranks
+    Work w;
+    if (v) {
+      if (async)
+        w = c.iall_to_all_v(send.data(), sc.data(), sd.data(), recv.data(), rc.data(), rd.data(), DataType::kInt32);
+      else
+        c.all_to_all_v(send.data(), sc.data(), sd.data(), recv.data(), rc.data(), rd.data(), DataType::kInt32);
+    } else {
+      std::vector<int32_t> dense(per * n), out(per * n, -5);
+      for (int j = 0; j < n; ++j)
+        for (size_t k = 0; k < per; ++k) dense[j * per + k] = value(me, j, k, it);
+      if (async) {
+        c.iall_to_all(dense.data(), out.data(), per, DataType::kInt32).wait();
+      } else {
+        c.all_to_all(dense.data(), out.data(), per, DataType::kInt32);
+      }
+      for (int j = 0; j < n; ++j)
+        for (size_t k = 0; k < per; ++k) recv[rd[j] + k] = out[j * per + k];
+    }
+    if (side_op && (next + it) % 2 == 0) c.send(&side_out, 4, next, 3);
+    w.wait();
+    side.wait();
+    size_t bad = 0;
+    for (int j = 0; j < n; ++j) {
+      for (size_t k = 0; k < rc[j]; ++k) bad += recv[rd[j] + k] != value(j, me, k, it);
+      if (v) bad += recv[rd[j] + rc[j]] != -5;  // gaps untouched
+    }
+    EXPECT(bad == 0, "small " << (v ? "all_to_all_v" : "all_to_all") << (async ? " async" : "") << " iteration "
+                              << it << ": " << bad << " wrong");
+    if (side_op && (me + it) % 2 == 0)
+      EXPECT(side_in == prev * 10 + it, "side receive " << side_in);
+  }
+  // An async small exchange completes while its caller computes without calling the
+  // library (the progress thread picks up the receives), even when the peers come late.
+  std::vector<int64_t> a(n, me), b(n, -1);
+  if (me != 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  Work w = c.iall_to_all(a.data(), b.data(), 1, DataType::kInt64);
+  volatile double acc = 0;
+  auto until = Clock::now() + std::chrono::milliseconds(300);
+  while (Clock::now() < until)
+    for (int i = 0; i < 10000; ++i) acc = acc + std::sqrt(static_cast<double>(i));
+  EXPECT(w.test(), "small async all_to_all not finished after 300 ms of compute");
+  w.wait();
+  for (int j = 0; j < n; ++j) EXPECT(b[j] == j, "async small all_to_all from rank " << j << ": " << b[j]);
+}
+
+void scenario_mismatch(Communicator& c) {
+  int n = c.size(), me = c.rank();
+  std::vector<size_t> sc(n, 1), sd(n), rc(n, 1), rd(n);
+  for (int j = 0; j < n; ++j) sd[j] = rd[j] = 2 * j;
+  if (me == 1) sc[0] = 2;  // rank 0 expects 1 element from rank 1
+  std::vector<int32_t> a(2 * n, 1), b(2 * n, 0);
+  auto call = [&] { c.all_to_all_v(a.data(), sc.data(), sd.data(), b.data(), rc.data(), rd.data(), DataType::kInt32); };
+  if (me == 0)
+    expect_throw<InvalidArgument>(call, "message from rank 1 has 8 bytes but the receive holds 4", "small size mismatch");
+  else
+    call();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -551,11 +648,15 @@ int main(int argc, char** argv) {
         scenario_abort(*c);
       else if (scenario == "badargs")
         scenario_badargs(*c);
+      else if (scenario == "small")
+        scenario_small(*c, seed);
+      else if (scenario == "mismatch")
+        scenario_mismatch(*c);
       else {
         std::cerr << "unknown scenario " << scenario << "\n";
         return 2;
       }
-      if (scenario != "dead" && scenario != "hung" && scenario != "abort") c->barrier();
+      if (scenario != "dead" && scenario != "hung" && scenario != "abort" && scenario != "mismatch") c->barrier();
     }
   } catch (const std::exception& e) {
     std::cerr << "rank " << g_rank << ": FAILED with exception: " << e.what() << std::endl;

@@ -137,6 +137,36 @@ std::unique_ptr<Op> CommunicatorImpl::new_op(OpName name, TagSpace* ts) {
   return op;
 }
 
+bool CommunicatorImpl::try_inline_all_to_all_v(const OpName& name, const uint8_t* send, const size_t* sc,
+                                               const size_t* sd, uint8_t* recv, const size_t* rc, const size_t* rd,
+                                               size_t es, Work& out) {
+  if (kCheckArgs.get()) return false;
+  thread_local InlineStep step;  // reused: no allocation per call
+  const int n = size(), me = group_.me;
+  TagSpace ts;
+  ts.comm_id = comm_id_;
+  ts.seq = seq_;
+  step.transfers.clear();
+  // Sends first (staggered from me+1 like the op path), so the data leaves at once.
+  for (int k = 1; k < n; ++k) {
+    int j = (me + k) % n;
+    step.transfers.push_back({true, group_.ranks[j], ts.tag(0), const_cast<uint8_t*>(send + sd[j] * es), sc[j] * es, true});
+  }
+  for (int k = 1; k < n; ++k) {
+    int j = (me + n - k) % n;
+    step.transfers.push_back({false, group_.ranks[j], ts.tag(0), recv + rd[j] * es, rc[j] * es, true});
+  }
+  OpName named = name;
+  named.comm_id = comm_id_;
+  named.collective = true;
+  named.seq = ts.seq;
+  if (!context_->run_inline(named, step, BlockingCall::active(), out)) return false;
+  ++seq_;
+  size_t self = sc[me] * es;
+  if (self && send + sd[me] * es != recv + rd[me] * es) std::memcpy(recv + rd[me] * es, send + sd[me] * es, self);
+  return true;
+}
+
 void CommunicatorImpl::check_peer(int peer, const char* what) const {
   SY_REQUIRE(peer >= 0 && peer < size(), what << ": peer " << peer << " is out of range [0, " << size() << ") on "
                                              << describe());
@@ -261,7 +291,9 @@ Work CommunicatorImpl::iall_to_all(const void* send, void* recv, size_t count, D
   size_t n = static_cast<size_t>(size());
   SY_REQUIRE(count == 0 || (send && recv), "all_to_all: null buffer with count_per_peer " << count);
   SY_REQUIRE(count == 0 || send != recv, "all_to_all: send and recv must be different buffers");
-  std::vector<size_t> counts(n, count), displs(n);
+  thread_local std::vector<size_t> counts, displs;  // reused: the small-message path allocates nothing
+  counts.assign(n, count);
+  displs.resize(n);
   for (size_t j = 0; j < n; ++j) displs[j] = j * count;
   std::lock_guard<std::mutex> lock(issue_mu_);
   TagSpace ts;
@@ -269,9 +301,14 @@ Work CommunicatorImpl::iall_to_all(const void* send, void* recv, size_t count, D
   name.op = "all_to_all";
   name.fields[0] = {"count_per_peer", static_cast<int64_t>(count)};
   name.type = dtype_name(type);
-  auto op = new_op(name, &ts);
   NodeGrid grid;
   bool hier = count * dtype_size(type) <= static_cast<size_t>(kHierA2AMaxBytes.get()) && make_grid(grid);
+  Work inline_work;
+  if (!hier && try_inline_all_to_all_v(name, static_cast<const uint8_t*>(send), counts.data(), displs.data(),
+                                       static_cast<uint8_t*>(recv), counts.data(), displs.data(), dtype_size(type),
+                                       inline_work))
+    return inline_work;
+  auto op = new_op(name, &ts);
   SY_DEBUG("comm", op->name.str() << ": " << (hier ? "aggregated per node pair" : "flat") << " ("
                             << count * dtype_size(type) << " bytes per peer, " << rank_map_.num_nodes() << " nodes)");
   if (hier)
@@ -309,12 +346,16 @@ Work CommunicatorImpl::iall_to_all_v(const void* send, const size_t* sc, const s
   name.fields[0] = {"send_elements", static_cast<int64_t>(send_total)};
   name.fields[1] = {"recv_elements", static_cast<int64_t>(recv_total)};
   name.type = dtype_name(type);
-  auto op = new_op(name, &ts);
   // No size is known alike on every rank without communicating, so the choice follows the
   // layout only (and the knob): aggregation pays off for the small, many-peer exchanges of
   // MoE dispatch; COMM_HIER_A2AV=0 keeps large exchanges flat.
   NodeGrid grid;
   bool hier = kHierA2AV.get() && make_grid(grid);
+  Work inline_work;
+  if (!hier && try_inline_all_to_all_v(name, static_cast<const uint8_t*>(send), sc, sd, static_cast<uint8_t*>(recv),
+                                       rc, rd, dtype_size(type), inline_work))
+    return inline_work;
+  auto op = new_op(name, &ts);
   SY_DEBUG("comm", op->name.str() << ": " << (hier ? "aggregated per node pair" : "flat") << " (" << rank_map_.num_nodes()
                             << " nodes)");
   if (hier)

@@ -55,6 +55,11 @@ class CommunicatorImpl : public Communicator {
   std::unique_ptr<Op> new_op(OpName name, TagSpace* ts);
   Work post(std::unique_ptr<Op> op) { return context_->post(std::move(op)); }
   void check_peer(int peer, const char* what) const;
+  // The inline path of a flat all_to_all_v inside this node (Context::run_inline), with
+  // issue_mu_ held: true when it ran (the op took the next sequence number), false when the
+  // caller must build the op. `sc`..`rd` in elements of `esize` bytes.
+  bool try_inline_all_to_all_v(const OpName& name, const uint8_t* send, const size_t* sc, const size_t* sd,
+                               uint8_t* recv, const size_t* rc, const size_t* rd, size_t esize, Work& out);
   // Debug mode: prepends the cross-rank argument check.
   void maybe_check_args(Op& op, TagSpace ts, int64_t code, DataType type, size_t count, int64_t root, int64_t rop,
                         const size_t* send_counts = nullptr, const size_t* recv_counts = nullptr);

@@ -26,6 +26,12 @@ const Param<int64_t> kYieldIters("COMM_YIELD_ITERS", 50, "iterations",
 const Param<int64_t> kSleepUs("COMM_SLEEP_US", 1000, "microseconds", "longest futex sleep of a waiting thread");
 const Param<int64_t> kMixedWaitUs("COMM_MIXED_WAIT_US", 20, "microseconds",
                                   "longest sleep on UCX's event fd of a waiter that also polls shared memory");
+const Param<bool> kInline("COMM_INLINE", true, "bool",
+                          "small one-node exchanges run on the calling thread through the shm rings "
+                          "(no op objects, no progress-thread hand-off)");
+const Param<int64_t> kInlineWaitUs("COMM_INLINE_WAIT_US", 1000, "microseconds",
+                                   "longest poll of a blocking inline exchange before it becomes an ordinary "
+                                   "op (futex sleeps, peer checks, timeout messages)");
 const Param<int64_t> kPeerCheckMs("COMM_PEER_CHECK_MS", 20, "milliseconds", "interval of dead-peer checks");
 
 inline void cpu_relax() {
@@ -163,6 +169,119 @@ Work Context::post(std::unique_ptr<Op> op) {
     for (auto* t : transports_) t->interrupt_wait();
   }
   return Work(work);
+}
+
+size_t Context::poll_inline_locked(const OpName& name, InlineStep& step) {
+  size_t finished = 0;
+  for (size_t i = 0; i < step.transfers.size(); ++i) {
+    if (step.done[i]) continue;
+    const Transfer& t = step.transfers[i];
+    if (t.is_send) {
+      if (!shm_->send_inline(t.peer, t.tag, t.buf, t.bytes)) continue;
+    } else {
+      int64_t got = shm_->recv_inline(t.peer, t.tag, t.buf, t.bytes);
+      if (got < 0) continue;
+      if (t.exact && static_cast<size_t>(got) != t.bytes)
+        SY_THROW(InvalidArgument, name.str() << ": rank " << t.peer << " sent " << got
+                                             << " bytes where this rank expects " << t.bytes
+                                             << " (counts or sizes differ between ranks; "
+                                                "SWITCHYARD_COMM_CHECK_ARGS=1 cross-checks them)");
+    }
+    step.done[i] = 1;
+    ++finished;
+  }
+  return finished;
+}
+
+bool Context::run_inline(const OpName& name, InlineStep& step, bool blocking, Work& out) {
+  if (!shm_ || !kInline.get()) return false;
+  const size_t n = step.transfers.size();
+  for (const Transfer& t : step.transfers)
+    if (route_[static_cast<size_t>(t.peer)] != shm_.get() || t.bytes > shm_->inline_max()) return false;
+  step.done.assign(n, 0);
+  size_t left = n;
+  // A receive error (size mismatch) leaves peers mid-exchange: like an op that fails with
+  // transfers outstanding, it breaks the context.
+  auto poll_locked = [&] {
+    try {
+      left -= poll_inline_locked(name, step);
+    } catch (...) {
+      fail_all_locked(std::current_exception());
+      throw;
+    }
+  };
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (failed_) std::rethrow_exception(failed_);
+    if (!ops_.empty()) return false;
+    poll_locked();
+  }
+  if (left > 0 && blocking) {
+    // Poll on this thread (spin, then yield) while the peers are about to answer; a long
+    // wait becomes an op below, whose wait() sleeps on the futex and checks peers.
+    auto start = std::chrono::steady_clock::now();
+    auto limit = std::chrono::microseconds(kInlineWaitUs.get());
+    int64_t idle = 0;
+    unsigned iter = 0;
+    while (left > 0) {
+      {
+        std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
+        if (lock.owns_lock()) {
+          if (failed_) std::rethrow_exception(failed_);
+          size_t before = left;
+          poll_locked();
+          if (left < before) idle = 0;
+        }
+      }
+      if (left == 0) break;
+      if ((++iter & 63) == 0 && std::chrono::steady_clock::now() - start > limit) break;
+      if (++idle < spin_iters_)
+        cpu_relax();
+      else if (idle < spin_iters_ + yield_iters_)
+        sched_yield();
+      else
+        break;
+    }
+  }
+  if (left == 0) {
+    out = Work();
+    return true;
+  }
+  // The rest becomes an ordinary op.
+  auto op = std::make_unique<Op>();
+  op->pool = &scratch_pool_;
+  op->name = name;
+  op->work = std::make_shared<WorkState>(shared_from_this(), name, timeout_);
+  Step rest;
+  bool sends_left = false;
+  for (size_t i = 0; i < n; ++i)
+    if (!step.done[i]) {
+      rest.transfers.push_back(step.transfers[i]);
+      sends_left |= step.transfers[i].is_send;
+    }
+  op->steps.push_back(std::move(rest));
+  auto work = op->work;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (failed_) std::rethrow_exception(failed_);
+    ops_.push_back(std::move(op));
+    progress_locked();
+    pending_ops_.store(ops_.size(), std::memory_order_release);
+  }
+  // Only receives left: no peer waits for this rank, so the progress thread need not be
+  // woken; it finds the op on its next pass (at most 2 ms), and wait()/test() drive it at once.
+  if (!work->finished() && sends_left && !blocking) {
+    cv_.notify_one();
+    for (auto* t : transports_) t->interrupt_wait();
+  }
+  out = Work(work);
+  return true;
+}
+
+void Context::poll() {
+  if (pending_ops_.load(std::memory_order_acquire) == 0) return;
+  std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
+  if (lock.owns_lock()) progress_locked();
 }
 
 bool Context::progress_locked() {

@@ -5,6 +5,11 @@
 // Locking: mu_ guards ops_, the transports and every Op. It is taken by the progress
 // thread, by threads posting or waiting, never while user code runs. A thread waiting in
 // wait() drives progress itself; the progress thread parks while someone waits.
+//
+// Inline path (run_inline): a one-step exchange of small messages with ranks of this node
+// runs on the calling thread straight through the shared-memory rings: no Op, no request
+// objects, no progress-thread wake-up. It sends the same slots with the same tags as the
+// op path, so peers may take either path for the same collective.
 #pragma once
 
 #include <atomic>
@@ -27,6 +32,13 @@
 #include "transport/shm/shm_transport.h"
 
 namespace switchyard::comm::detail {
+
+// The transfers of a one-step small exchange for run_inline (reused between calls by the
+// issuing thread, so the inline path allocates nothing in the steady state).
+struct InlineStep {
+  std::vector<Transfer> transfers;
+  std::vector<uint8_t> done;  // per transfer, set by run_inline
+};
 
 class Context : public std::enable_shared_from_this<Context> {
  public:
@@ -61,6 +73,18 @@ class Context : public std::enable_shared_from_this<Context> {
   Work post(std::unique_ptr<Op> op);
   // Waits for `w` driving progress; throws Timeout naming the ranks still awaited.
   void wait(WorkState& w, std::chrono::milliseconds timeout);
+  // Runs `step` on the inline path when it applies: every transfer goes to a rank on this
+  // node through shared memory and fits a ring slot, the inline path is on
+  // (SWITCHYARD_COMM_INLINE) and no op is pending. Sends go out at once and receives that
+  // already arrived are taken; a blocking caller then polls for the rest for a short while
+  // (spin, then yield, at most SWITCHYARD_COMM_INLINE_WAIT_US). What is still missing
+  // becomes an ordinary op (posted without waking the progress thread when all sends went
+  // out, since no peer waits for this rank then), returned in `out`; a finished exchange
+  // leaves `out` empty (finished). Returns false when the inline path does not apply (the
+  // caller posts the full op). Throws like an op (failed context, size mismatch).
+  bool run_inline(const OpName& name, InlineStep& step, bool blocking, Work& out);
+  // One progress pass if the context lock is free and ops are pending (Work::test()).
+  void poll();
   // Fails every pending and future op with `reason`; tells local peers. Never blocks.
   void abort(const std::string& reason);
 
@@ -75,6 +99,8 @@ class Context : public std::enable_shared_from_this<Context> {
 
  private:
   bool progress_locked();
+  // Inline path: tries every transfer of `step` not yet done; returns how many finished.
+  size_t poll_inline_locked(const OpName& name, InlineStep& step);
   bool advance(Op& op);
   void check_peers_locked();
   void fail_all_locked(std::exception_ptr error);

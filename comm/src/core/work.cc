@@ -17,7 +17,10 @@ bool BlockingCall::active() { return t_blocking_call; }
 
 bool Work::test() const {
   if (!state_) return true;
-  if (!state_->finished()) return false;  // pure check: the progress thread moves the op
+  if (!state_->finished()) {
+    state_->context()->poll();  // one progress pass if the context is free
+    if (!state_->finished()) return false;
+  }
   state_->rethrow_if_failed();
   return true;
 }

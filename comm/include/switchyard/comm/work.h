@@ -35,8 +35,9 @@ class Work {
  public:
   Work() = default;
   explicit Work(std::shared_ptr<detail::WorkState> state) : state_(std::move(state)) {}
-  // True once finished (rethrows its error); a pure check that never drives progress.
-  // A default-constructed Work is finished.
+  // True once finished (rethrows its error). Never blocks: it makes at most one progress
+  // pass, and only when no other thread holds the communicator's context (the progress
+  // thread moves the op otherwise). A default-constructed Work is finished.
   bool test() const;
   // Waits with the communicator's default timeout.
   void wait() const;

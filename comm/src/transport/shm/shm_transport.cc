@@ -371,6 +371,57 @@ class ShmTransportImpl : public ShmTransport {
     own_header_->sleepers.fetch_sub(1, std::memory_order_seq_cst);
   }
 
+  size_t inline_max() const override { return kEagerMax; }
+
+  bool send_inline(int peer, uint64_t tag, const void* buf, size_t bytes) override {
+    Peer& p = peer_of(peer);
+    if (bytes > kEagerMax || p.gone || !p.outq.empty()) return false;
+    Slot& s = p.out_ring[p.out_head % slots_];
+    if (s.full.load(std::memory_order_acquire)) return false;
+    s.kind = kEager;
+    s.tag = tag;
+    s.bytes = bytes;
+    if (bytes) std::memcpy(s.data, buf, bytes);
+    s.full.store(1, std::memory_order_release);
+    ++p.out_head;
+    ring_doorbell(p.header);
+    return true;
+  }
+
+  int64_t recv_inline(int peer, uint64_t tag, void* buf, size_t cap) override {
+    Peer& p = peer_of(peer);
+    Request r;
+    r.peer = peer;
+    r.tag = tag;
+    r.buf = buf;
+    r.cap = cap;
+    for (int pass = 0; pass < 2; ++pass) {
+      for (auto it = p.unexpected.begin(); it != p.unexpected.end(); ++it) {
+        if (it->tag != tag) continue;
+        Unexpected u = std::move(*it);
+        p.unexpected.erase(it);
+        deliver(p, r, u.kind, u.bytes, u.addr, u.cookie, u.region, u.data.data());
+        if (r.error) std::rethrow_exception(r.error);
+        return static_cast<int64_t>(r.bytes);
+      }
+      Slot& s = p.in_ring[p.in_head % slots_];
+      if (!s.full.load(std::memory_order_acquire)) return -1;
+      if (s.tag == tag && (s.kind == kEager || s.kind == kRts || s.kind == kRtsRegion)) {
+        // The message at the head is ours: straight from the slot into buf.
+        std::string region = s.kind == kRtsRegion ? std::string(reinterpret_cast<const char*>(s.data)) : "";
+        deliver(p, r, s.kind, s.bytes, s.addr, s.cookie, region, s.data);
+        s.full.store(0, std::memory_order_release);
+        ++p.in_head;
+        in_head_mirror_[static_cast<size_t>(p.local)].store(p.in_head, std::memory_order_relaxed);
+        if (p.local != me_) ring_doorbell(p.header);
+        if (r.error) std::rethrow_exception(r.error);
+        return static_cast<int64_t>(r.bytes);
+      }
+      drain(p);  // other messages first (to posted receives or the unexpected list)
+    }
+    return -1;
+  }
+
   void interrupt_wait() override { ring_doorbell(own_header_); }
   void beat() override { own_header_->heartbeat.fetch_add(1, std::memory_order_relaxed); }
   void announce_closed() override {
