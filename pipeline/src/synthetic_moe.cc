@@ -25,6 +25,36 @@ double hash_value(int a, int b, int c, int d) {
 
 const float* as_float(const std::vector<uint8_t>& v) { return reinterpret_cast<const float*>(v.data()); }
 
+// Posts a dispatch/combine: on the worker as a blocking call, else through the async form.
+// Returns the wait, which yields the result.
+std::function<dispatch::DispatchResult()> start_dispatch(dispatch::Buffer* buffer, CommWorker* worker,
+                                                         const dispatch::DispatchArgs& args) {
+  if (!worker) {
+    auto pending = std::make_shared<dispatch::Pending<dispatch::DispatchResult>>(buffer->dispatch_async(args));
+    return [pending] { return pending->wait(); };
+  }
+  auto out = std::make_shared<dispatch::DispatchResult>();
+  auto wait = worker->post([buffer, args, out] { *out = buffer->dispatch(args); });
+  return [out, wait] {
+    wait();
+    return std::move(*out);
+  };
+}
+
+std::function<dispatch::CombineResult()> start_combine(dispatch::Buffer* buffer, CommWorker* worker,
+                                                       const dispatch::CombineArgs& args) {
+  if (!worker) {
+    auto pending = std::make_shared<dispatch::Pending<dispatch::CombineResult>>(buffer->combine_async(args));
+    return [pending] { return pending->wait(); };
+  }
+  auto out = std::make_shared<dispatch::CombineResult>();
+  auto wait = worker->post([buffer, args, out] { *out = buffer->combine(args); });
+  return [out, wait] {
+    wait();
+    return std::move(*out);
+  };
+}
+
 }  // namespace
 
 float SyntheticMoeStage::attn_init(int stage, int i, int j) { return 0.5f * hash_value(stage, i, j, 1); }
@@ -112,8 +142,8 @@ std::vector<SubStepTask> SyntheticMoeStage::forward_tasks(int mb, const float* x
     args.topk_weights = sv->weights.data();
     args.num_tokens = T;
     args.top_k = K;
-    auto pending = std::make_shared<dispatch::Pending<dispatch::DispatchResult>>(buffer_->dispatch_async(args));
-    return [sv, pending]() { sv->disp = pending->wait(); };
+    auto pending = start_dispatch(buffer_.get(), worker_.get(), args);
+    return [sv, pending]() { sv->disp = pending(); };
   };
   tasks[2].step = step(SubStepKind::kExperts);
   tasks[2].run = [this, sv, H, L]() {
@@ -140,9 +170,9 @@ std::vector<SubStepTask> SyntheticMoeStage::forward_tasks(int mb, const float* x
     args.dtype = comm::DataType::kFloat32;
     args.handle = &sv->disp.handle;
     args.weights = sv->disp.recv_topk_weights.data();
-    auto pending = std::make_shared<dispatch::Pending<dispatch::CombineResult>>(buffer_->combine_async(args));
+    auto pending = start_combine(buffer_.get(), worker_.get(), args);
     return [sv, pending, T, H]() {
-      dispatch::CombineResult r = pending->wait();
+      dispatch::CombineResult r = pending();
       const float* m = as_float(r.y);
       for (int i = 0; i < T * H; ++i) sv->y[i] = sv->a[i] + m[i];
     };
@@ -173,9 +203,9 @@ std::vector<SubStepTask> SyntheticMoeStage::backward_tasks(int mb, const float* 
     args.num_tokens = T;
     args.top_k = K;
     args.cached_handle = &sv->disp.handle;
-    auto pending = std::make_shared<dispatch::Pending<dispatch::DispatchResult>>(buffer_->dispatch_async(args));
+    auto pending = start_dispatch(buffer_.get(), worker_.get(), args);
     return [sv, pending, H, K]() {
-      dispatch::DispatchResult r = pending->wait();
+      dispatch::DispatchResult r = pending();
       const auto& d = sv->disp;
       const int64_t P = static_cast<int64_t>(d.expert_row_token.size());
       const float* g = as_float(r.expert_x);
@@ -212,9 +242,9 @@ std::vector<SubStepTask> SyntheticMoeStage::backward_tasks(int mb, const float* 
     args.dtype = comm::DataType::kFloat32;
     args.handle = &sv->disp.handle;
     args.weights = nullptr;
-    auto pending = std::make_shared<dispatch::Pending<dispatch::CombineResult>>(buffer_->combine_async(args));
+    auto pending = start_combine(buffer_.get(), worker_.get(), args);
     return [sv, pending, T, H]() {
-      dispatch::CombineResult r = pending->wait();
+      dispatch::CombineResult r = pending();
       const float* m = as_float(r.y);
       sv->gz.assign(T * H, 0.0f);
       for (int i = 0; i < T * H; ++i) sv->gz[i] = sv->gy[i] + m[i];  // ga, turned into gz by ATTN.B
@@ -320,17 +350,18 @@ double OverlapMeasurement::efficiency() const {
 }
 
 OverlapMeasurement measure_fb_overlap(std::shared_ptr<comm::Communicator> ep, const SyntheticMoeOptions& opt, int reps,
-                                      int warmup) {
+                                      int warmup, std::shared_ptr<CommWorker> worker) {
   SY_REQUIRE(reps >= 1 && warmup >= 0, "measure_fb_overlap: reps = " << reps << ", warmup = " << warmup);
   auto buffer = SyntheticMoeStage::make_buffer(ep, opt);
   SyntheticMoeStage stage(0, buffer, ep->rank(), ep->size(), opt);
+  stage.set_comm_worker(std::move(worker));
   const size_t n = static_cast<size_t>(opt.tokens) * opt.hidden;
   std::vector<float> x(n), y(n), y2(n), gy(n), gx(n);
   for (size_t i = 0; i < n; ++i) {
     x[i] = 0.001f * static_cast<float>(i % 997) - 0.5f;
     gy[i] = 0.002f * static_cast<float>(i % 991) - 1.0f;
   }
-  std::vector<double> serial, overlapped, compute, communication;
+  std::vector<double> serial, overlapped, compute, communication, paired;
   int mb = 0;
   for (int rep = 0; rep < warmup + reps; ++rep) {
     for (int mode = 0; mode < 2; ++mode) {  // 0 serial, 1 overlapped, alternating
@@ -356,6 +387,7 @@ OverlapMeasurement measure_fb_overlap(std::shared_ptr<comm::Communicator> ep, co
       if (rep < warmup) continue;
       if (mode == 1) {
         overlapped.push_back(t);
+        paired.push_back(t / serial.back());
         continue;
       }
       serial.push_back(t);
@@ -374,6 +406,11 @@ OverlapMeasurement measure_fb_overlap(std::shared_ptr<comm::Communicator> ep, co
   out.overlapped_s = median(overlapped);
   out.compute_s = median(compute);
   out.communication_s = median(communication);
+  out.ratio_paired = median(paired);
+  out.serial_min_s = *std::min_element(serial.begin(), serial.end());
+  out.serial_max_s = *std::max_element(serial.begin(), serial.end());
+  out.overlapped_min_s = *std::min_element(overlapped.begin(), overlapped.end());
+  out.overlapped_max_s = *std::max_element(overlapped.begin(), overlapped.end());
   return out;
 }
 

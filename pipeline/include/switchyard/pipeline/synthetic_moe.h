@@ -14,7 +14,8 @@
 // weight grads are kept for weight_grads()), DISPATCH.B = combine with unit weights, ATTN.B.
 //
 // Threading: one thread drives a stage; collectives run on the dispatch library's helper
-// thread. All stages of a rank share one dispatch::Buffer (collectives are issued one at a
+// thread (dispatch_async: a new thread per collective), or, after set_comm_worker(), as
+// blocking dispatch/combine calls on that CommWorker's (pinnable) thread. All stages of a rank share one dispatch::Buffer (collectives are issued one at a
 // time, in the same order on every rank of the EP group).
 #pragma once
 
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "switchyard/comm/communicator.h"
+#include "switchyard/pipeline/comm_worker.h"
 #include "switchyard/pipeline/overlap.h"
 
 namespace switchyard::dispatch {
@@ -54,6 +56,8 @@ class SyntheticMoeStage {
   std::vector<SubStepTask> backward_tasks(int mb, const float* gy, float* gx);
   // Weight gradients of micro-batch mb, added to grad_attn / grad_experts.
   void weight_grads(int mb);
+  // Run the collectives of tasks created from now on on `worker` (nullptr: dispatch_async).
+  void set_comm_worker(std::shared_ptr<CommWorker> worker) { worker_ = std::move(worker); }
 
   std::vector<float> attn;          // A [H x H]
   std::vector<float> experts;       // [L x H x H], local experts
@@ -87,21 +91,26 @@ class SyntheticMoeStage {
   SyntheticMoeOptions opt_;
   std::shared_ptr<dispatch::Buffer> buffer_;
   std::map<int, std::shared_ptr<Saved>> saved_;
+  std::shared_ptr<CommWorker> worker_;
 };
 
 // F&B overlap benchmark (sy-overlap-perf): one stage on every rank of `ep`, pairs of the
 // forward of one micro-batch and the backward of another, run alternately serial (each
 // collective waited for right after it is posted: the baseline) and overlapped
 // (run_overlapped_pair). Collective over `ep`; medians over `reps` pairs after `warmup`.
+// worker: where the collectives run (nullptr: dispatch_async helper threads); pinning the
+// calling (compute) thread is the caller's business (pin_current_thread).
 struct OverlapMeasurement {
   double serial_s = 0;          // median serial pair time
   double overlapped_s = 0;      // median overlapped pair time
   double compute_s = 0;         // median summed compute sub-steps of the serial runs
   double communication_s = 0;   // median summed collective sub-steps of the serial runs
+  double ratio_paired = 0;      // median over reps of overlapped / serial of the same rep
+  double serial_min_s = 0, serial_max_s = 0, overlapped_min_s = 0, overlapped_max_s = 0;
   // (serial - overlapped) / min(compute, communication)
   double efficiency() const;
 };
 OverlapMeasurement measure_fb_overlap(std::shared_ptr<comm::Communicator> ep, const SyntheticMoeOptions& opt, int reps,
-                                      int warmup);
+                                      int warmup, std::shared_ptr<CommWorker> worker = nullptr);
 
 }  // namespace switchyard::pipeline
