@@ -1,0 +1,41 @@
+// dispatch's GPU entry points in a build without CUDA: each throws Unsupported naming itself.
+#include "switchyard/common/error.h"
+#include "switchyard/dispatch/cuda/intranode.h"
+#include "switchyard/dispatch/cuda/kernels.h"
+
+namespace switchyard::dispatch::gpu {
+
+namespace {
+[[noreturn]] void no_cuda(const char* what) {
+  SY_THROW(Unsupported, what << ": this build has no CUDA backend; hint: configure with -DSY_CUDA=ON");
+}
+}  // namespace
+
+void quantize_fp8_tiles(const float*, int64_t, int64_t, bool, uint8_t*, float*, cuda::StreamHandle) {
+  no_cuda("gpu::quantize_fp8_tiles");
+}
+void quantize_fp8_tiles(const uint16_t*, int64_t, int64_t, bool, uint8_t*, float*, cuda::StreamHandle) {
+  no_cuda("gpu::quantize_fp8_tiles");
+}
+void launch_dispatch_layout(const int64_t*, int64_t, int, int, int, const int32_t*, int, const DeviceLayoutOutputs&,
+                            cuda::StreamHandle) {
+  no_cuda("gpu::launch_dispatch_layout");
+}
+DispatchLayout get_dispatch_layout(const int64_t*, int64_t, int, int, const topology::RankMap&, cuda::StreamHandle) {
+  no_cuda("gpu::get_dispatch_layout");
+}
+
+struct IntranodeBuffer::State {};
+int64_t IntranodeHandle::num_tokens() const { return 0; }
+int64_t IntranodeHandle::num_recv_tokens() const { return 0; }
+IntranodeBuffer::IntranodeBuffer(std::shared_ptr<comm::Communicator>, const IntranodeOptions&) {
+  no_cuda("gpu::IntranodeBuffer");
+}
+IntranodeBuffer::~IntranodeBuffer() = default;
+int IntranodeBuffer::rank() const { return 0; }
+int IntranodeBuffer::num_ranks() const { return 0; }
+int IntranodeBuffer::num_local_experts() const { return 0; }
+DeviceDispatchResult IntranodeBuffer::dispatch(const DeviceDispatchArgs&) { no_cuda("gpu::IntranodeBuffer::dispatch"); }
+DeviceCombineResult IntranodeBuffer::combine(const DeviceCombineArgs&) { no_cuda("gpu::IntranodeBuffer::combine"); }
+
+}  // namespace switchyard::dispatch::gpu

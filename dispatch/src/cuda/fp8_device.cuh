@@ -1,0 +1,61 @@
+// Device versions of the FP8 E4M3 / BF16 conversions of fp8.h (private to dispatch's CUDA
+// sources). They are the same bit operations as the CPU encoder in fp8.cc, with every float
+// operation written as an explicitly rounded intrinsic (__fmul_rn, __fadd_rn, __fdiv_rn) so
+// nvcc cannot contract or reorder them: results are bit-identical to the CPU reference.
+#pragma once
+
+#include <cstdint>
+
+namespace switchyard::dispatch::gpu {
+
+constexpr uint32_t kDevBits448 = 0x43e00000u;        // 448.0f
+constexpr uint32_t kDevBitsMinNormal = 0x3c800000u;  // 2^-6
+constexpr float kDevE4M3Max = 448.0f;
+constexpr float kDevMinAmax = 1e-4f;
+
+__device__ __forceinline__ uint8_t e4m3_encode(float x) {
+  const uint32_t u = __float_as_uint(x);
+  const uint32_t sign = (u >> 24) & 0x80u;
+  const uint32_t a = u & 0x7fffffffu;
+  const uint32_t normal = ((a + 0x7ffffu + ((a >> 20) & 1u)) >> 20) - ((127u - 7u) << 3);
+  const float t = __fmul_rn(__uint_as_float(a < kDevBitsMinNormal ? a : kDevBitsMinNormal), 512.0f);
+  const uint32_t sub = static_cast<uint32_t>(static_cast<int32_t>(__fadd_rn(__fadd_rn(t, 8388608.0f), -8388608.0f)));
+  uint32_t code = a >= kDevBitsMinNormal ? normal : sub;
+  code = a >= kDevBits448 ? 0x7Eu : code;
+  code = a > 0x7f800000u ? 0x7Fu : code;
+  return static_cast<uint8_t>(sign | code);
+}
+
+__device__ __forceinline__ float e4m3_decode(uint8_t c) {
+  const int e = (c >> 3) & 15, m = c & 7;
+  float v;
+  if (e == 15 && m == 7) {
+    v = __uint_as_float(0x7fc00000u);
+  } else if (e == 0) {
+    v = ldexpf(static_cast<float>(m), -9);
+  } else {
+    v = ldexpf(1.0f + static_cast<float>(m) / 8.0f, e - 7);
+  }
+  return (c & 0x80) ? -v : v;
+}
+
+__device__ __forceinline__ float tile_scale(float amax, bool pow2_scale) {
+  float scale = __fdiv_rn(fmaxf(amax, kDevMinAmax), kDevE4M3Max);
+  if (pow2_scale) {
+    int e = 0;
+    const float m = frexpf(scale, &e);
+    scale = ldexpf(1.0f, m == 0.5f ? e - 1 : e);
+  }
+  return scale;
+}
+
+__device__ __forceinline__ float bf16_to_float_dev(uint16_t b) { return __uint_as_float(static_cast<uint32_t>(b) << 16); }
+
+__device__ __forceinline__ uint16_t bf16_from_float_dev(float x) {
+  uint32_t u = __float_as_uint(x);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+}  // namespace switchyard::dispatch::gpu
