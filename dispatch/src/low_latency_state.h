@@ -6,6 +6,7 @@
 #include <memory>
 #include <vector>
 
+#include "ll_window.h"
 #include "row_exchange.h"
 #include "switchyard/dispatch/buffer.h"
 
@@ -21,28 +22,30 @@ struct Buffer::Workspace {
 };
 
 struct Buffer::LowLatencyState {
-  int R = 0, L = 0;
-  int64_t H = 0, S = 0, Tmax = 0, slots = 0;
-  size_t max_slot_bytes = 0;
-  // Per peer message areas (header + Tmax slots), reused by every call.
+  LowLatencyState(int r, int l, int64_t h, int64_t s, int64_t tmax) : layout(r, l, h, s, tmax) {}
+  detail::LlLayout layout;
+  // Shared-memory window (when the exchange has none, a private one: every other rank is
+  // then reached by messages).
+  std::unique_ptr<PeerWindow> window;
+  std::vector<uint8_t*> base;  // [R] window of each rank as mapped here, nullptr = messages
+  uint32_t dispatch_seq = 0, combine_seq = 0;
+  bool broken = false;  // a hook failed: the peers' sequence is unknown
+  // Cross-node message areas (header + Tmax dedup slots), reused by every call.
   std::vector<std::vector<uint8_t>> send, recv;
-  // Output area.
-  std::vector<uint8_t> out_x;        // [L x slots x H * 2]
-  std::vector<float> out_scales;     // [L x slots x S]
-  std::vector<int32_t> count;        // [L]
-  std::vector<int32_t> src_rank, src_token;  // [L x slots]
-  std::vector<float> weight;         // [L x slots]
-  std::vector<uint8_t> staging;      // [Tmax x (2H + 4S)] cast rows of this rank
+  std::vector<uint8_t> token;                 // one cast token (payload + scales)
+  std::vector<int32_t> count;                 // [L] of the last dispatch (the view's counts)
   // Routing of the last dispatch (for combine).
   int64_t T = 0;
   int K = 0;
   bool fp8 = true;
-  std::vector<std::vector<int32_t>> sent;             // [R] tokens sent to each peer
-  std::vector<int64_t> arrived;                       // [R] rows received from each peer
-  std::vector<std::vector<int64_t>> arrival_slots;    // [R] flattened (row -> up to K output slots, -1 end)
-  std::vector<std::vector<uint8_t>> back_send, back_recv;  // combine messages
+  int parity = 0;                                     // of the last dispatch
+  std::vector<std::vector<int32_t>> sent;             // [R] tokens sent to each rank, in order
+  std::vector<int64_t> arrived;                       // [R] tokens received from each rank
+  std::vector<std::vector<uint8_t>> back_send, back_recv;  // cross-node combine messages
+  std::vector<float> acc;                             // [Tmax x H] combine sums
   std::vector<uint16_t> y;                            // [Tmax x H]
   std::unique_ptr<PendingExchange> pending;
+  bool hook_outstanding = false;
   TrafficStats stats;
 };
 

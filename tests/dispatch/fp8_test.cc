@@ -203,6 +203,56 @@ TEST(Fp8Test, TileQuantizeMatchesReference) {
   }
 }
 
+// Whole 128-channel tiles take the vector (AVX-512) path where the CPU has it: every code
+// and scale must still equal the brute-force reference. Tiles hold the E4M3 boundary points
+// (codes, midpoints and their float neighbours, saturation, NaN, inf, float subnormals)
+// times a random per-tile factor, so x / scale lands on and around rounding boundaries.
+TEST(Fp8Test, WholeTileQuantizeMatchesReference) {
+  const std::vector<float> pts = e4m3_test_points();
+  const int64_t rows = 24, cols = 1024, tiles = cols / 128;
+  std::mt19937 rng(12);
+  std::uniform_int_distribution<int> ex(-20, 20);
+  std::uniform_real_distribution<float> fr(0.5f, 1.f);
+  std::vector<float> x(rows * cols);
+  for (int64_t i = 0; i < rows * cols; ++i) {
+    if (i % 128 == 0) continue;
+    x[i] = pts[(i * 7919) % pts.size()];
+  }
+  for (int64_t t = 0; t < rows * tiles; ++t) {
+    const float f = t % 5 == 0 ? 1.f : std::ldexp(fr(rng), ex(rng));
+    for (int64_t i = 0; i < 128; ++i) x[t * 128 + i] *= f;
+  }
+  for (int64_t i = 0; i < 128; ++i) x[3 * 128 + i] = 0.f;  // an all-zero tile
+  std::vector<uint16_t> xb(x.size());
+  for (size_t i = 0; i < x.size(); ++i) xb[i] = bf16_from_float(x[i]);
+  for (bool pow2 : {false, true}) {
+    for (bool from_bf16 : {false, true}) {
+      std::vector<uint8_t> q(rows * cols);
+      std::vector<float> scales(rows * tiles);
+      if (from_bf16) {
+        quantize_fp8_tiles(xb.data(), rows, cols, pow2, q.data(), scales.data());
+      } else {
+        quantize_fp8_tiles(x.data(), rows, cols, pow2, q.data(), scales.data());
+      }
+      for (int64_t t = 0; t < rows * tiles; ++t) {
+        float amax = 0;
+        for (int64_t i = 0; i < 128; ++i) {
+          const float v = from_bf16 ? bf16_to_float(xb[t * 128 + i]) : x[t * 128 + i];
+          if (!std::isnan(v)) amax = std::max(amax, std::fabs(v));
+        }
+        float scale = std::max(amax, 1e-4f) / 448.f;
+        if (pow2 && std::isfinite(scale)) scale = ref_pow2_ceil(scale);
+        ASSERT_EQ(scales[t], scale) << "tile " << t;
+        for (int64_t i = 0; i < 128; ++i) {
+          const float v = from_bf16 ? bf16_to_float(xb[t * 128 + i]) : x[t * 128 + i];
+          ASSERT_EQ(q[t * 128 + i], ref_e4m3_encode(v / scale))
+              << "tile " << t << " i " << i << " v " << v << " scale " << scale << " pow2 " << pow2;
+        }
+      }
+    }
+  }
+}
+
 TEST(Fp8Test, Pow2ScaleIsExactPowerAtOrAboveScale) {
   for (float amax : {0.f, 1e-5f, 1e-4f, 0.3f, 448.f, 896.f, 1000.f, 3.5e4f}) {
     const float s = fp8_tile_scale(amax, true), plain = fp8_tile_scale(amax, false);

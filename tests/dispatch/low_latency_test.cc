@@ -1,11 +1,16 @@
 // LowLatencyTest: the decode mode on 2 and 4 thread ranks: per-expert slots, counts,
 // FP8 cast inside dispatch (compared with quantize_fp8_tiles of the source rows), the
-// split send/receive hook, and the weighted BF16 combine against a float sum.
+// split send/receive hook, and the weighted BF16 combine against a float sum; over the
+// shared-memory slot path (heap windows, so TSan sees the ordering; and POSIX shm), over
+// messages only, and mixed (window inside a node, messages across); several consecutive
+// calls (double buffering), timeouts when a peer does not take part.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
+#include <algorithm>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "switchyard/dispatch/buffer.h"
@@ -21,9 +26,9 @@ struct LlInput {
   std::vector<float> w;
 };
 
-LlInput make_ll_input(int rank, int64_t T, int K, int E, int64_t H) {
+LlInput make_ll_input(int rank, int64_t T, int K, int E, int64_t H, int round = 0) {
   LlInput in;
-  std::mt19937 rng(300 + rank);
+  std::mt19937 rng(300 + rank + 17 * round);
   std::uniform_real_distribution<float> u(-2.f, 2.f);
   in.x.resize(T * H);
   for (auto& v : in.x) v = bf16_from_float(u(rng));
@@ -41,19 +46,23 @@ LlInput make_ll_input(int rank, int64_t T, int K, int E, int64_t H) {
   return in;
 }
 
-void check_low_latency(int R, int N, bool fp8) {
+// `rounds` consecutive dispatch(+combine) calls on one Buffer with fresh inputs each time;
+// with combine_every_round false, combine only runs in the last round.
+void check_low_latency(int R, int N, bool fp8, testing::WindowMode mode = testing::WindowMode::kHeap, int rounds = 1,
+                       bool combine_every_round = true) {
   const int E = 16, K = 5, L = E / R;
   const int64_t Tmax = 12, H = 256, S = fp8_num_tiles(H);
-  std::vector<LlInput> all;
-  std::vector<int64_t> T(R);
-  for (int r = 0; r < R; ++r) {
-    T[r] = r == 1 ? 0 : Tmax - r;  // rank 1 sends nothing
-    all.push_back(make_ll_input(r, T[r], K, E, H));
-  }
   testing::spawn_ranks(topology::RankMap::contiguous(R, N), [&](std::shared_ptr<PeerExchange> ex) {
     const int r = ex->rank();
     BufferOptions o{E, H, Tmax, true, Tmax};
     Buffer buf(ex, o);
+    for (int round = 0; round < rounds; ++round) {
+    std::vector<LlInput> all;
+    std::vector<int64_t> T(R);
+    for (int s = 0; s < R; ++s) {
+      T[s] = s == (1 + round) % R ? 0 : Tmax - (s + round) % 3;  // one rank sends nothing
+      all.push_back(make_ll_input(s, T[s], K, E, H, round));
+    }
     LowLatencyDispatchArgs a;
     a.x = all[r].x.data();
     a.topk_idx = all[r].topk.data();
@@ -72,10 +81,21 @@ void check_low_latency(int R, int N, bool fp8) {
           for (int k = 0; k < K; ++k)
             if (all[s].topk[t * K + k] == int64_t(r) * L + j) want.emplace_back(s, t);
       ASSERT_EQ(v.count[j], static_cast<int32_t>(want.size())) << "rank " << r << " expert " << j;
+      // Rows come in one block per source rank (blocks in claim order), tokens ascending
+      // inside a block: sorting by (src, token) must give exactly `want`.
+      std::vector<std::tuple<int, int64_t, int64_t>> got;
+      for (int32_t i = 0; i < v.count[j]; ++i) {
+        const int64_t at = j * v.slots_per_expert + i;
+        got.emplace_back(v.src_rank[at], v.src_token[at], at);
+        if (i > 0 && v.src_rank[at] == v.src_rank[at - 1]) {
+          EXPECT_LT(v.src_token[at - 1], v.src_token[at]);
+        }
+      }
+      std::sort(got.begin(), got.end());
       for (size_t i = 0; i < want.size(); ++i) {
-        const int64_t at = j * v.slots_per_expert + static_cast<int64_t>(i);
-        EXPECT_EQ(v.src_rank[at], want[i].first);
-        EXPECT_EQ(v.src_token[at], want[i].second);
+        const auto [src_rank, src_token, at] = got[i];
+        EXPECT_EQ(src_rank, want[i].first);
+        EXPECT_EQ(src_token, want[i].second);
         const uint16_t* src = all[want[i].first].x.data() + want[i].second * H;
         if (fp8) {
           std::vector<uint8_t> q(H);
@@ -88,6 +108,7 @@ void check_low_latency(int R, int N, bool fp8) {
         }
       }
     }
+    if (!combine_every_round && round + 1 < rounds) continue;
     // Experts: out = dequantized input * (1 + global expert / 8), BF16.
     std::vector<uint16_t> out(L * v.slots_per_expert * H, 0);
     for (int j = 0; j < L; ++j)
@@ -120,15 +141,64 @@ void check_low_latency(int R, int N, bool fp8) {
           if (e >= 0) want += double(all[r].w[t * K + k]) * double(bf16_to_float(bf16_from_float(q[h] * (1 + float(e) / 8))));
         }
         // BF16 partial sums and output: relative 2^-7 per rounding, a few roundings.
-        ASSERT_NEAR(bf16_to_float(y[t * H + h]), want, 0.03 * (std::fabs(want) + 0.1)) << "rank " << r << " t " << t;
+        ASSERT_NEAR(bf16_to_float(y[t * H + h]), want, 0.03 * (std::fabs(want) + 0.1))
+            << "rank " << r << " t " << t << " round " << round;
       }
     }
-  });
+    }
+  }, mode);
 }
 
 TEST(LowLatencyTest, TwoRanksOneNodeFp8) { check_low_latency(2, 1, true); }
 TEST(LowLatencyTest, FourRanksTwoNodesFp8) { check_low_latency(4, 2, true); }
 TEST(LowLatencyTest, FourRanksBf16) { check_low_latency(4, 1, false); }
+TEST(LowLatencyTest, ConsecutiveCallsReuseTheSlots) { check_low_latency(4, 1, true, testing::WindowMode::kHeap, 5); }
+TEST(LowLatencyTest, ConsecutiveDispatchesWithoutCombine) {
+  check_low_latency(2, 1, true, testing::WindowMode::kHeap, 4, false);
+}
+TEST(LowLatencyTest, MixedWindowAndMessagesOverRounds) {
+  check_low_latency(4, 2, false, testing::WindowMode::kHeap, 3);
+}
+TEST(LowLatencyTest, MessagesOnly) { check_low_latency(4, 1, true, testing::WindowMode::kNone, 3); }
+TEST(LowLatencyTest, SharedMemoryWindows) { check_low_latency(4, 2, true, testing::WindowMode::kShm, 3); }
+
+// Rank 1 rejects its own input (top_k too large) and sends nothing: rank 0's receive hook
+// throws Timeout naming rank 1 after the exchange's timeout, and the Buffer refuses further
+// low-latency calls (the ranks' call sequences no longer match).
+void check_timeout(testing::WindowMode mode) {
+  const int E = 4, K = 2;
+  const int64_t H = 128, Tmax = 4;
+  testing::spawn_ranks(
+      topology::RankMap::contiguous(2, 1),
+      [&](std::shared_ptr<PeerExchange> ex) {
+        Buffer buf(ex, {E, H, Tmax, true, Tmax});
+        std::vector<uint16_t> x(Tmax * H, bf16_from_float(1.f));
+        std::vector<int64_t> topk = {0, 3, 1, 2, 2, 0, 3, 1};
+        LowLatencyDispatchArgs a;
+        a.x = x.data();
+        a.topk_idx = topk.data();
+        a.num_tokens = Tmax;
+        a.top_k = ex->rank() == 1 ? kLowLatencyMaxTopK + 1 : K;
+        if (ex->rank() == 1) {
+          EXPECT_THROW(buf.low_latency_dispatch_send(a), InvalidArgument);
+          return;
+        }
+        LowLatencyRecvHook hook = buf.low_latency_dispatch_send(a);
+        const auto t0 = std::chrono::steady_clock::now();
+        try {
+          hook();
+          ADD_FAILURE() << "no timeout";
+        } catch (const Timeout& e) {
+          EXPECT_NE(std::string(e.what()).find("rank 1"), std::string::npos) << e.what();
+        }
+        EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(250));
+        EXPECT_THROW(buf.low_latency_dispatch_send(a), InvalidArgument);
+      },
+      mode, std::chrono::milliseconds(300));
+}
+
+TEST(LowLatencyTest, SilentPeerTimesOutOverWindow) { check_timeout(testing::WindowMode::kHeap); }
+TEST(LowLatencyTest, SilentPeerTimesOutOverMessages) { check_timeout(testing::WindowMode::kNone); }
 
 TEST(LowLatencyTest, RejectsBadInput) {
   testing::spawn_ranks(topology::RankMap::contiguous(1, 1), [&](std::shared_ptr<PeerExchange> ex) {

@@ -1,7 +1,10 @@
 // ThreadExchange: a PeerExchange between threads of one process, for tests (gloo-style
 // spawn): ranks are threads, messages are copied through mailboxes keyed by
-// (source, destination, tag). A receive waits at most kTimeout, then throws Timeout naming
+// (source, destination, tag). A receive waits at most the timeout (20 s unless set), then throws Timeout naming
 // the peer, so a test whose ranks disagree fails instead of hanging.
+// Windows (low-latency slot path): kHeap gives every rank one heap block that the threads
+// of its node address at the same virtual address (so TSan sees the real ordering),
+// kShm the default POSIX shared-memory windows, kNone no window (messages only).
 #pragma once
 
 #include <chrono>
@@ -22,21 +25,53 @@
 
 namespace switchyard::dispatch::testing {
 
+enum class WindowMode { kHeap, kShm, kNone };
+
 class Mailboxes {
  public:
   std::mutex mu;
   std::condition_variable cv;
   std::map<std::tuple<int, int, int>, std::deque<std::vector<uint8_t>>> queues;  // (src, dst, tag)
+  std::map<int, std::map<int, std::shared_ptr<uint8_t[]>>> windows;            // call -> rank -> block
+  WindowMode window_mode = WindowMode::kHeap;
+  std::chrono::milliseconds timeout{20000};
+};
+
+class HeapWindow final : public PeerWindow {
+ public:
+  explicit HeapWindow(std::map<int, std::shared_ptr<uint8_t[]>> blocks) : blocks_(std::move(blocks)) {}
+  uint8_t* at(int rank) override {
+    auto it = blocks_.find(rank);
+    return it == blocks_.end() ? nullptr : it->second.get();
+  }
+  void check_peer(int) override {}
+
+ private:
+  std::map<int, std::shared_ptr<uint8_t[]>> blocks_;  // this rank and its node's peers
 };
 
 class ThreadExchange final : public PeerExchange {
  public:
-  static constexpr std::chrono::seconds kTimeout{20};
   ThreadExchange(std::shared_ptr<Mailboxes> box, int rank, topology::RankMap map)
       : box_(std::move(box)), rank_(rank), map_(std::move(map)) {}
   int rank() const override { return rank_; }
   int size() const override { return map_.size(); }
   const topology::RankMap& rank_map() const override { return map_; }
+  std::chrono::milliseconds timeout() const override { return box_->timeout; }
+  std::unique_ptr<PeerWindow> open_window(size_t bytes) override {
+    if (box_->window_mode == WindowMode::kNone) return nullptr;
+    if (box_->window_mode == WindowMode::kShm) return PeerExchange::open_window(bytes);
+    std::unique_lock<std::mutex> lock(box_->mu);
+    auto& call = box_->windows[window_calls_++];
+    call[rank_] = std::shared_ptr<uint8_t[]>(new uint8_t[bytes]());
+    box_->cv.notify_all();
+    if (!box_->cv.wait_for(lock, box_->timeout, [&] { return static_cast<int>(call.size()) == size(); }))
+      SY_THROW(Timeout, "ThreadExchange: rank " << rank_ << " waited for the other ranks' windows");
+    std::map<int, std::shared_ptr<uint8_t[]>> mine;
+    for (const auto& [r, block] : call)
+      if (map_.same_node(rank_, r)) mine[r] = block;
+    return std::make_unique<HeapWindow>(std::move(mine));
+  }
   std::unique_ptr<PendingExchange> post(const std::vector<PeerSend>& sends, const std::vector<PeerRecv>& recvs,
                                         int tag) override {
     {
@@ -61,7 +96,7 @@ class ThreadExchange final : public PeerExchange {
       std::unique_lock<std::mutex> lock(box_->mu);
       for (const PeerRecv& r : recvs_) {
         auto& q = box_->queues[{r.peer, rank_, tag_}];
-        if (!box_->cv.wait_for(lock, kTimeout, [&] { return !q.empty(); }))
+        if (!box_->cv.wait_for(lock, box_->timeout, [&] { return !q.empty(); }))
           SY_THROW(Timeout, "ThreadExchange: rank " << rank_ << " waited for rank " << r.peer << " (tag " << tag_ << ")");
         if (q.front().size() > r.bytes)
           SY_THROW(InvalidArgument, "ThreadExchange: rank " << rank_ << " posted " << r.bytes << " bytes for rank "
@@ -82,11 +117,16 @@ class ThreadExchange final : public PeerExchange {
   std::shared_ptr<Mailboxes> box_;
   int rank_;
   topology::RankMap map_;
+  int window_calls_ = 0;
 };
 
 // Runs fn(exchange) on every rank of `map` as a thread; rethrows the first error.
-inline void spawn_ranks(const topology::RankMap& map, const std::function<void(std::shared_ptr<PeerExchange>)>& fn) {
+inline void spawn_ranks(const topology::RankMap& map, const std::function<void(std::shared_ptr<PeerExchange>)>& fn,
+                        WindowMode window_mode = WindowMode::kHeap,
+                        std::chrono::milliseconds timeout = std::chrono::milliseconds(20000)) {
   auto box = std::make_shared<Mailboxes>();
+  box->window_mode = window_mode;
+  box->timeout = timeout;
   std::vector<std::thread> threads;
   std::vector<std::exception_ptr> errors(map.size());
   for (int r = 0; r < map.size(); ++r)

@@ -16,7 +16,9 @@
 // InvalidArgument on a size mismatch, PeerFailure from the transport.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <vector>
 
@@ -45,6 +47,21 @@ class PendingExchange {
   virtual void wait() = 0;  // blocks until all sends and receives of the post finished
 };
 
+// Memory that the ranks of one node address directly (the low-latency slot path): every
+// rank of the group owns `bytes` zero-filled bytes, and same-node peers map each other's.
+// Made collectively by PeerExchange::open_window; unmapped when destroyed. Any thread may
+// read and write the memory; ordering between ranks is the caller's (atomics on it).
+class PeerWindow {
+ public:
+  virtual ~PeerWindow() = default;
+  // This rank's window (rank == this rank) or a peer's as mapped here; nullptr when the
+  // peer cannot be reached through memory (another node, or mapping failed on either side:
+  // both sides then agree the pair uses messages).
+  virtual uint8_t* at(int rank) = 0;
+  // Throws PeerFailure naming `rank` when it is known to be gone (its process exited).
+  virtual void check_peer(int rank) = 0;
+};
+
 class PeerExchange {
  public:
   virtual ~PeerExchange() = default;
@@ -54,6 +71,15 @@ class PeerExchange {
   // Posts every send and receive and returns; tag separates stages.
   virtual std::unique_ptr<PendingExchange> post(const std::vector<PeerSend>& sends, const std::vector<PeerRecv>& recvs,
                                                 int tag) = 0;
+  // Collective over the group (uses exchange() with tag kWindowTag): a PeerWindow of
+  // `bytes` per rank, or nullptr when this exchange has no shared memory (then every rank
+  // returns nullptr). Default: POSIX shared memory between the ranks of each node
+  // (shm_window.cc; a segment is unlinked as soon as its peers mapped it, so nothing is
+  // left behind if a process dies).
+  virtual std::unique_ptr<PeerWindow> open_window(size_t bytes);
+  // How long a rank waits for a peer's data before a Timeout naming it.
+  virtual std::chrono::milliseconds timeout() const { return std::chrono::seconds(60); }
+  static constexpr int kWindowTag = 30;
   // post() then wait().
   void exchange(const std::vector<PeerSend>& sends, const std::vector<PeerRecv>& recvs, int tag) {
     post(sends, recvs, tag)->wait();
