@@ -12,7 +12,7 @@
 //   arrive    (started with one rank missing) -> init Timeout listing the missing rank
 //   badtoken  rank 1 presents a wrong token -> refused; rank 0 times out listing rank 1
 //   badargs   argument errors, local and (SWITCHYARD_COMM_CHECK_ARGS=1) cross-rank
-//   small     small all_to_all(_v) (the inline path) mixing blocking and async forms, ranks
+//   small     small all_to_all(_v) and all_reduce (the inline path) mixing blocking and async forms, ranks
 //             with another op pending (the op path) and sizes around the inline limit
 //   mismatch  rank 1 sends rank 0 more than it expects in a small all_to_all_v: rank 0 gets
 //             InvalidArgument naming rank 1 and the sizes; the other ranks finish
@@ -585,6 +585,24 @@ void scenario_small(Communicator& c, uint32_t seed) {
                               << it << ": " << bad << " wrong");
     if (side_op && (me + it) % 2 == 0)
       EXPECT(side_in == prev * 10 + it, "side receive " << side_in);
+    // Small all_reduce (one exchange of whole buffers): float sums in rank order, bit for
+    // bit, blocking or async alike; in place on odd iterations.
+    size_t count = 1 + rng() % 1024;  // up to 4 KiB of float32
+    auto input = [](int r, size_t i, int k) { return static_cast<float>((r * 37 + i * 11 + k) % 101) / 7.f - 3.f; };
+    std::vector<float> x(count), y(count, -1.f);
+    for (size_t i = 0; i < count; ++i) x[i] = input(me, i, it);
+    float* out = it % 2 ? x.data() : y.data();
+    if (async)
+      c.iall_reduce(x.data(), out, count, DataType::kFloat32, ReduceOp::kSum).wait();
+    else
+      c.all_reduce(x.data(), out, count, DataType::kFloat32, ReduceOp::kSum);
+    bad = 0;
+    for (size_t i = 0; i < count; ++i) {
+      float want = input(0, i, it);
+      for (int r = 1; r < n; ++r) want += input(r, i, it);
+      bad += std::memcmp(&out[i], &want, 4) != 0;
+    }
+    EXPECT(bad == 0, "small all_reduce iteration " << it << " (count " << count << "): " << bad << " differ");
   }
   // An async small exchange completes while its caller computes without calling the
   // library (the progress thread picks up the receives), even when the peers come late.

@@ -46,6 +46,7 @@ DEFINE_string(baseline, "", "\"mpi\": also run Open MPI in the same job (start w
 DEFINE_int32(repeat, 1, "samples per size; the median is printed (ours and MPI alternate)");
 DEFINE_bool(registered, true, "use the communicator's registered (shared-memory) buffers");
 DEFINE_bool(json, false, "print one JSON document instead of the table");
+DEFINE_bool(async, false, "time the async form (iall_to_all(...).wait()) instead of the blocking call");
 DEFINE_int32(virtual_nodes, 1, "under mpirun: spread the ranks over this many virtual nodes (SY_NODE)");
 
 namespace switchyard::tools {
@@ -85,14 +86,24 @@ class CommBackend : public PerfBackend {
     const PerfLayout& l = *c.layout;
     switch (c.op) {
       case PerfOp::kAllToAll:
-        comm_->all_to_all(c.send, c.recv, l.send_counts[0], c.type);
+        if (FLAGS_async)
+          comm_->iall_to_all(c.send, c.recv, l.send_counts[0], c.type).wait();
+        else
+          comm_->all_to_all(c.send, c.recv, l.send_counts[0], c.type);
         return;
       case PerfOp::kAllToAllV:
-        comm_->all_to_all_v(c.send, l.send_counts.data(), l.send_displs.data(), c.recv, l.recv_counts.data(),
-                            l.recv_displs.data(), c.type);
+        if (FLAGS_async)
+          comm_->iall_to_all_v(c.send, l.send_counts.data(), l.send_displs.data(), c.recv, l.recv_counts.data(),
+                               l.recv_displs.data(), c.type).wait();
+        else
+          comm_->all_to_all_v(c.send, l.send_counts.data(), l.send_displs.data(), c.recv, l.recv_counts.data(),
+                              l.recv_displs.data(), c.type);
         return;
       case PerfOp::kAllReduce:
-        comm_->all_reduce(c.send, c.recv, l.count, c.type, c.redop);
+        if (FLAGS_async)
+          comm_->iall_reduce(c.send, c.recv, l.count, c.type, c.redop).wait();
+        else
+          comm_->all_reduce(c.send, c.recv, l.count, c.type, c.redop);
         return;
       case PerfOp::kP2P: {
         size_t bytes = l.count * comm::dtype_size(c.type);

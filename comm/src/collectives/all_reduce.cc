@@ -7,6 +7,9 @@
 // all-gather of that chunk between rail peers (one per node), all-gather inside the node:
 // network traffic per rank drops by the local size. bf16 is staged in fp32 so partial sums
 // are never rounded.
+// Small (one node, up to SWITCHYARD_COMM_SMALL_ALL_REDUCE_BYTES): one exchange of whole
+// buffers, then every rank reduces all inputs in group order: the same function over the
+// same inputs in the same order as the reduce-scatter, so the same bits.
 #include <cstring>
 
 #include "collectives/collectives.h"
@@ -105,6 +108,40 @@ void add_all_reduce(Op& op, const Group& g, const Hierarchy* h, TagSpace ts, con
     };
     op.steps.push_back(std::move(finish));
   }
+}
+
+void all_reduce_small_transfers(const Group& g, TagSpace ts, const uint8_t* send, uint8_t* gathered, size_t bytes,
+                                std::vector<Transfer>& out) {
+  int n = g.size(), me = g.me;
+  for (int k = 1; k < n; ++k) {
+    int j = (me + k) % n;
+    out.push_back({true, g.ranks[j], ts.tag(0), const_cast<uint8_t*>(send), bytes, true});
+  }
+  for (int k = 1; k < n; ++k) {
+    int j = (me + n - k) % n;
+    out.push_back({false, g.ranks[j], ts.tag(0), gathered + static_cast<size_t>(j) * bytes, bytes, true});
+  }
+}
+
+void all_reduce_small_finish(int n, int me, const uint8_t* send, const uint8_t* gathered, uint8_t* recv, size_t count,
+                             DataType type, ReduceOp rop) {
+  size_t bytes = count * dtype_size(type);
+  std::vector<const void*> inputs(static_cast<size_t>(n));
+  for (int j = 0; j < n; ++j) inputs[static_cast<size_t>(j)] = gathered + static_cast<size_t>(j) * bytes;
+  inputs[static_cast<size_t>(me)] = send;
+  reduce_inputs(recv, inputs, count, type, rop);
+}
+
+void add_all_reduce_small(Op& op, const Group& g, TagSpace ts, const uint8_t* send, uint8_t* recv, size_t count,
+                          DataType type, ReduceOp rop) {
+  size_t bytes = count * dtype_size(type);
+  uint8_t* gathered = op.alloc(static_cast<size_t>(g.size()) * bytes);
+  Step step;
+  all_reduce_small_transfers(g, ts, send, gathered, bytes, step.transfers);
+  step.then = [n = g.size(), me = g.me, send, gathered, recv, count, type, rop](Op&) {
+    all_reduce_small_finish(n, me, send, gathered, recv, count, type, rop);
+  };
+  op.steps.push_back(std::move(step));
 }
 
 }  // namespace switchyard::comm::detail

@@ -85,6 +85,18 @@ struct Hierarchy {
 void add_all_reduce(Op& op, const Group& g, const Hierarchy* hierarchy, TagSpace ts, const uint8_t* send,
                     uint8_t* recv, size_t count, DataType type, ReduceOp rop);
 
+// Small all_reduce (one round instead of two): every member sends its whole buffer to
+// every other member, and each reduces the n inputs in group order with reduce_inputs, so
+// the bits equal the reduce-scatter path's. `gathered` holds n buffers of count elements;
+// slot j receives member j's (slot me stays unused). The transfers go to `out` (sends
+// first); finish writes recv (which may alias send).
+void all_reduce_small_transfers(const Group& g, TagSpace ts, const uint8_t* send, uint8_t* gathered, size_t bytes,
+                                std::vector<Transfer>& out);
+void all_reduce_small_finish(int n, int me, const uint8_t* send, const uint8_t* gathered, uint8_t* recv, size_t count,
+                             DataType type, ReduceOp rop);
+void add_all_reduce_small(Op& op, const Group& g, TagSpace ts, const uint8_t* send, uint8_t* recv, size_t count,
+                          DataType type, ReduceOp rop);
+
 void add_broadcast(Op& op, const Group& g, TagSpace ts, uint8_t* buf, size_t bytes, int root);
 void add_barrier(Op& op, const Group& g, TagSpace ts);
 

@@ -20,6 +20,9 @@ const Param<bool> kCheckArgs("COMM_CHECK_ARGS", false, "bool",
 const Param<int64_t> kHierMinBytes("COMM_HIER_MIN_BYTES", 64 << 10, "bytes",
                                    "all_reduce with more than one node goes hierarchical from this size");
 
+const Param<int64_t> kSmallAllReduceBytes("COMM_SMALL_ALL_REDUCE_BYTES", 4096, "bytes",
+                                          "all_reduce inside one node up to this size: one exchange of whole "
+                                          "buffers (inline path) instead of reduce-scatter + all-gather");
 const Param<int64_t> kHierA2AMaxBytes("COMM_HIER_A2A_MAX_BYTES", 64 << 10, "bytes",
                                       "all_to_all with more than one node aggregates per node pair up to this "
                                       "size per peer");
@@ -164,6 +167,30 @@ bool CommunicatorImpl::try_inline_all_to_all_v(const OpName& name, const uint8_t
   ++seq_;
   size_t self = sc[me] * es;
   if (self && send + sd[me] * es != recv + rd[me] * es) std::memcpy(recv + rd[me] * es, send + sd[me] * es, self);
+  return true;
+}
+
+bool CommunicatorImpl::try_inline_all_reduce(const OpName& name, const uint8_t* send, uint8_t* recv, size_t count,
+                                             DataType type, ReduceOp rop, Work& out) {
+  if (kCheckArgs.get()) return false;
+  thread_local InlineStep step;
+  size_t bytes = count * dtype_size(type);
+  // Owned by the completion (it may outlive this call as the rest of an async exchange).
+  auto gathered = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(size()) * bytes);
+  TagSpace ts;
+  ts.comm_id = comm_id_;
+  ts.seq = seq_;
+  step.transfers.clear();
+  all_reduce_small_transfers(group_, ts, send, gathered->data(), bytes, step.transfers);
+  OpName named = name;
+  named.comm_id = comm_id_;
+  named.collective = true;
+  named.seq = ts.seq;
+  auto then = [n = size(), me = group_.me, send, gathered, recv, count, type, rop] {
+    all_reduce_small_finish(n, me, send, gathered->data(), recv, count, type, rop);
+  };
+  if (!context_->run_inline(named, step, BlockingCall::active(), out, then)) return false;
+  ++seq_;
   return true;
 }
 
@@ -378,9 +405,24 @@ Work CommunicatorImpl::iall_reduce(const void* send, void* recv, size_t count, D
   name.fields[0] = {"count", static_cast<int64_t>(count)};
   name.type = dtype_name(type);
   name.extra = reduce_op_name(rop);
+  size_t bytes = count * dtype_size(type);
+  // Every rank decides alike (size and layout only), so all take the same algorithm;
+  // whether it then runs inline is each rank's own business (same messages either way).
+  if (count > 0 && size() > 1 && rank_map_.num_nodes() == 1 &&
+      bytes <= static_cast<size_t>(kSmallAllReduceBytes.get())) {
+    Work inline_work;
+    if (try_inline_all_reduce(name, static_cast<const uint8_t*>(send), static_cast<uint8_t*>(recv), count, type, rop,
+                              inline_work))
+      return inline_work;
+    auto op = new_op(name, &ts);
+    SY_DEBUG("comm", op->name.str() << ": one exchange of whole buffers (" << bytes << " bytes)");
+    add_all_reduce_small(*op, group_, ts, static_cast<const uint8_t*>(send), static_cast<uint8_t*>(recv), count, type,
+                         rop);
+    maybe_check_args(*op, ts, kCodeAllReduce, type, count, 0, static_cast<int64_t>(rop));
+    return post(std::move(op));
+  }
   auto op = new_op(name, &ts);
   Hierarchy h;
-  size_t bytes = count * dtype_size(type);
   bool hier = bytes >= static_cast<size_t>(kHierMinBytes.get()) && make_hierarchy(h);
   SY_DEBUG("comm", op->name.str() << ": " << (hier ? "hierarchical" : "flat") << " (" << bytes << " bytes, "
                             << rank_map_.num_nodes() << " nodes)");

@@ -60,6 +60,9 @@ class CommunicatorImpl : public Communicator {
   // caller must build the op. `sc`..`rd` in elements of `esize` bytes.
   bool try_inline_all_to_all_v(const OpName& name, const uint8_t* send, const size_t* sc, const size_t* sd,
                                uint8_t* recv, const size_t* rc, const size_t* rd, size_t esize, Work& out);
+  // The inline path of the small all_reduce (all_reduce_small_transfers), like the above.
+  bool try_inline_all_reduce(const OpName& name, const uint8_t* send, uint8_t* recv, size_t count, DataType type,
+                             ReduceOp rop, Work& out);
   // Debug mode: prepends the cross-rank argument check.
   void maybe_check_args(Op& op, TagSpace ts, int64_t code, DataType type, size_t count, int64_t root, int64_t rop,
                         const size_t* send_counts = nullptr, const size_t* recv_counts = nullptr);

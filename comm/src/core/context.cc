@@ -193,7 +193,7 @@ size_t Context::poll_inline_locked(const OpName& name, InlineStep& step) {
   return finished;
 }
 
-bool Context::run_inline(const OpName& name, InlineStep& step, bool blocking, Work& out) {
+bool Context::run_inline(const OpName& name, InlineStep& step, bool blocking, Work& out, std::function<void()> then) {
   if (!shm_ || !kInline.get()) return false;
   const size_t n = step.transfers.size();
   for (const Transfer& t : step.transfers)
@@ -244,22 +244,20 @@ bool Context::run_inline(const OpName& name, InlineStep& step, bool blocking, Wo
     }
   }
   if (left == 0) {
+    if (then) then();
     out = Work();
     return true;
   }
-  // The rest becomes an ordinary op.
+  // The rest becomes an op that polls the rings like this thread did.
   auto op = std::make_unique<Op>();
   op->pool = &scratch_pool_;
   op->name = name;
   op->work = std::make_shared<WorkState>(shared_from_this(), name, timeout_);
-  Step rest;
+  op->inline_rest = std::make_unique<InlineStep>(step);
+  op->inline_rest->then = std::move(then);
+  op->posted = true;
   bool sends_left = false;
-  for (size_t i = 0; i < n; ++i)
-    if (!step.done[i]) {
-      rest.transfers.push_back(step.transfers[i]);
-      sends_left |= step.transfers[i].is_send;
-    }
-  op->steps.push_back(std::move(rest));
+  for (size_t i = 0; i < n; ++i) sends_left |= !step.done[i] && step.transfers[i].is_send;
   auto work = op->work;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -344,6 +342,18 @@ void Context::check_peers_locked() {
 
 bool Context::advance(Op& op) {
   bool moved = false;
+  if (op.inline_rest) {
+    InlineStep& rest = *op.inline_rest;
+    moved = poll_inline_locked(op.name, rest) > 0;
+    for (uint8_t d : rest.done)
+      if (!d) return moved;
+    auto then = std::move(rest.then);
+    op.inline_rest.reset();
+    op.posted = false;
+    if (then) then();
+    op.work->finish(nullptr);
+    return true;
+  }
   while (!op.steps.empty()) {
     Step& step = op.steps.front();
     if (!op.posted) {
@@ -379,8 +389,15 @@ bool Context::advance(Op& op) {
 }
 
 std::string Context::waiting_for_locked(const Op& op) const {
-  if (op.steps.empty() || !op.posted) return "no peer (not started)";
   std::set<int> recvs, sends;
+  if (op.inline_rest) {
+    const InlineStep& rest = *op.inline_rest;
+    for (size_t i = 0; i < rest.transfers.size(); ++i)
+      if (!rest.done[i]) (rest.transfers[i].is_send ? sends : recvs).insert(rest.transfers[i].peer);
+    if (!recvs.empty()) return "data from " + rank_list(recvs);
+    return rank_list(sends) + " to take this rank's data";
+  }
+  if (op.steps.empty() || !op.posted) return "no peer (not started)";
   const Step& step = op.steps.front();
   for (size_t i = 0; i < step.transfers.size() && i < op.requests.size(); ++i) {
     bool done = false;

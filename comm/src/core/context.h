@@ -16,6 +16,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <exception>
+#include <functional>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -32,13 +33,6 @@
 #include "transport/shm/shm_transport.h"
 
 namespace switchyard::comm::detail {
-
-// The transfers of a one-step small exchange for run_inline (reused between calls by the
-// issuing thread, so the inline path allocates nothing in the steady state).
-struct InlineStep {
-  std::vector<Transfer> transfers;
-  std::vector<uint8_t> done;  // per transfer, set by run_inline
-};
 
 class Context : public std::enable_shared_from_this<Context> {
  public:
@@ -78,11 +72,13 @@ class Context : public std::enable_shared_from_this<Context> {
   // (SWITCHYARD_COMM_INLINE) and no op is pending. Sends go out at once and receives that
   // already arrived are taken; a blocking caller then polls for the rest for a short while
   // (spin, then yield, at most SWITCHYARD_COMM_INLINE_WAIT_US). What is still missing
-  // becomes an ordinary op (posted without waking the progress thread when all sends went
-  // out, since no peer waits for this rank then), returned in `out`; a finished exchange
+  // becomes an op that keeps polling the rings (Op::inline_rest; no transport requests),
+  // posted without waking the progress thread when all sends went out (no peer waits for
+  // this rank then; the thread finds it within 2 ms), returned in `out`; a finished exchange
   // leaves `out` empty (finished). Returns false when the inline path does not apply (the
   // caller posts the full op). Throws like an op (failed context, size mismatch).
-  bool run_inline(const OpName& name, InlineStep& step, bool blocking, Work& out);
+  // `then` (may be empty) runs once every transfer is done: here, or when the op is.
+  bool run_inline(const OpName& name, InlineStep& step, bool blocking, Work& out, std::function<void()> then = {});
   // One progress pass if the context lock is free and ops are pending (Work::test()).
   void poll();
   // Fails every pending and future op with `reason`; tells local peers. Never blocks.

@@ -61,6 +61,15 @@ class ScratchPool {
   std::vector<std::pair<Buffer, size_t>> free_;
 };
 
+// The transfers of a one-step small exchange on the inline path (Context::run_inline):
+// moved through the shared-memory rings by whoever holds the context lock, with no
+// transport requests. The issuing thread reuses one between calls (no allocation).
+struct InlineStep {
+  std::vector<Transfer> transfers;
+  std::vector<uint8_t> done;  // per transfer
+  std::function<void()> then;  // local work once every transfer is done (may be empty)
+};
+
 class Op;
 
 struct Step {
@@ -83,6 +92,10 @@ class Op {
       for (auto& [buffer, bytes] : scratch) pool->give(std::move(buffer), bytes);
   }
   std::shared_ptr<WorkState> work;
+
+  // A small exchange the inline path could not finish at once: advanced by polling the
+  // rings (instead of `steps`), with `posted` set since peers are mid-exchange.
+  std::unique_ptr<InlineStep> inline_rest;
 
   // Set by the Context while the current step is posted.
   bool posted = false;

@@ -375,7 +375,8 @@ class ShmTransportImpl : public ShmTransport {
 
   bool send_inline(int peer, uint64_t tag, const void* buf, size_t bytes) override {
     Peer& p = peer_of(peer);
-    if (bytes > kEagerMax || p.gone || !p.outq.empty()) return false;
+    if (p.gone) std::rethrow_exception(gone_error(p, "send"));
+    if (bytes > kEagerMax || !p.outq.empty()) return false;
     Slot& s = p.out_ring[p.out_head % slots_];
     if (s.full.load(std::memory_order_acquire)) return false;
     s.kind = kEager;
@@ -419,6 +420,7 @@ class ShmTransportImpl : public ShmTransport {
       }
       drain(p);  // other messages first (to posted receives or the unexpected list)
     }
+    if (p.gone) std::rethrow_exception(gone_error(p, "receive"));
     return -1;
   }
 

@@ -67,14 +67,14 @@ class ShmTransport : public Transport {
   // Largest message that travels inline in one ring slot.
   virtual size_t inline_max() const = 0;
   // Writes an eager message straight into the peer's ring. False (nothing sent) when it
-  // does not fit a slot, the ring is full, sends to that peer are queued, or the peer is
-  // gone: the caller then uses isend(). Same wire format as isend(), so a receiver may
-  // take it with irecv() or recv_inline().
+  // does not fit a slot, the ring is full or sends to that peer are queued: try again
+  // later (or use isend()). Same wire format as isend(), so a receiver may take it with
+  // irecv() or recv_inline(). PeerFailure when the peer closed and exited.
   virtual bool send_inline(int peer, uint64_t tag, const void* buf, size_t bytes) = 0;
   // Takes the message (peer, tag) if it has arrived (unexpected list or ring head) into
   // buf (at most cap bytes); returns its size, or -1 when it is not there yet. Messages of
   // other tags at the ring head are moved aside as by progress(). Throws InvalidArgument
-  // when the message is larger than cap. Never used for a (peer, tag) that also has an
+  // when the message is larger than cap, PeerFailure when the peer closed and exited. Never used for a (peer, tag) that also has an
   // irecv() posted.
   virtual int64_t recv_inline(int peer, uint64_t tag, void* buf, size_t cap) = 0;
 };
