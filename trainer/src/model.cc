@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <algorithm>
 #include <functional>
 #include <limits>
 
@@ -172,7 +173,7 @@ const std::vector<T>& Model<T>::mtp_logits(int64_t k) const {
 }
 
 template <class T>
-Losses Model<T>::forward(const int64_t* tokens, int64_t batch, int64_t seq_len) {
+void Model<T>::stage_begin(const int64_t* tokens, int64_t batch, int64_t seq_len) {
   const ModelConfig& c = config_;
   const int64_t D = c.num_nextn_predict_layers, L = c.num_hidden_layers, d = c.hidden_size, V = c.vocab_size;
   SY_REQUIRE(batch >= 1 && seq_len >= 1, "model: batch = " << batch << " and seq_len = " << seq_len
@@ -200,17 +201,63 @@ Losses Model<T>::forward(const int64_t* tokens, int64_t batch, int64_t seq_len) 
         T_, c.qk_rope_head_dim, c.rope_theta, rs.enabled, rs.factor, rs.original_max_position_embeddings,
         rs.beta_fast, rs.beta_slow, rs.mscale, rs.mscale_all_dim));
   }
+  hidden_.resize(L + 1);
+  for (auto& h : hidden_) h.resize(N_ * d);
+  losses_ = Losses{};
+  grads_taken_ = false;
+  head_w_.clear();
+}
+
+template <class T>
+void Model<T>::check_range(int64_t first, int64_t last) const {
+  SY_REQUIRE(0 <= first && first <= last && last <= config_.num_hidden_layers,
+             "model: layer range [" << first << ", " << last << ") is not inside [0, " << config_.num_hidden_layers
+                                    << "]");
+  SY_REQUIRE(N_ > 0, "model: stage piece called before stage_begin");
+}
+
+template <class T>
+void Model<T>::embed_forward(T* h_out) {
+  check_range(0, 0);
+  const int64_t d = config_.hidden_size;
+  T* out = hidden_[0].data();
+  for (int64_t n = 0; n < N_; ++n) std::memcpy(&out[n * d], &embed_->value[ids_[n] * d], d * sizeof(T));
+  if (h_out != out) std::memcpy(h_out, out, N_ * d * sizeof(T));
+}
+
+template <class T>
+void Model<T>::layers_forward(int64_t first, int64_t last, const T* h_in, T* h_out) {
+  check_range(first, last);
+  const int64_t d = config_.hidden_size;
+  if (h_in != hidden_[first].data()) std::memcpy(hidden_[first].data(), h_in, N_ * d * sizeof(T));
+  for (int64_t l = first; l < last; ++l)
+    layers_[l]->forward(hidden_[l].data(), B_, T_, *rope_, hidden_[l + 1].data());
+  if (h_out != hidden_[last].data()) std::memcpy(h_out, hidden_[last].data(), N_ * d * sizeof(T));
+}
+
+template <class T>
+Losses Model<T>::head_forward(const T* h_in) {
+  const int64_t L = config_.num_hidden_layers, D = config_.num_nextn_predict_layers;
+  check_range(L, L);
+  if (h_in != hidden_[L].data()) std::memcpy(hidden_[L].data(), h_in, N_ * config_.hidden_size * sizeof(T));
+  run_head_forward();
+  Losses out = losses_;
+  out.balance = balance_loss(L, L + D);
+  out.total = out.main + config_.aux_loss_alpha * out.balance;
+  for (double x : out.mtp) out.total += config_.mtp_loss_lambda / D * x;
+  return out;
+}
+
+// Final norm, head, MTP modules and their losses from hidden_[L] (losses_.main, .mtp).
+template <class T>
+void Model<T>::run_head_forward() {
+  const ModelConfig& c = config_;
+  const int64_t D = c.num_nextn_predict_layers, L = c.num_hidden_layers, d = c.hidden_size, V = c.vocab_size;
   const kernels::RopeTable& rope = *rope_;
   auto embed = [&](const int64_t* ids, std::vector<T>& out) {
     out.resize(N_ * d);
     for (int64_t n = 0; n < N_; ++n) std::memcpy(&out[n * d], &embed_->value[ids[n] * d], d * sizeof(T));
   };
-  hidden_.resize(L + 1);
-  embed(ids_.data(), hidden_[0]);
-  for (int64_t l = 0; l < L; ++l) {
-    hidden_[l + 1].resize(N_ * d);
-    layers_[l]->forward(hidden_[l].data(), B_, T_, rope, hidden_[l + 1].data());
-  }
   hn_.resize(N_ * d);
   logits_.resize(N_ * V);
   kernels::rmsnorm_forward(hidden_[L].data(), d, norm_->value.data(), N_, d, c.rms_norm_eps, hn_.data(), (T*)nullptr);
@@ -246,6 +293,24 @@ Losses Model<T>::forward(const int64_t* tokens, int64_t batch, int64_t seq_len) 
     losses_.mtp.push_back(kernels::cross_entropy_forward(mtp_logits_[k].data(), &targets_[(k + 1) * N_], N_, V,
                                                          mtp_dlogits_[k].data()));
   }
+}
+
+template <class T>
+double Model<T>::balance_loss(int64_t first, int64_t last) const {
+  double s = 0;
+  for (int64_t l = std::max<int64_t>(first, 0); l < std::min(last, num_layers()); ++l)
+    if (layers_[l]->moe()) s += layers_[l]->moe()->balance_loss();
+  return s;
+}
+
+template <class T>
+Losses Model<T>::forward(const int64_t* tokens, int64_t batch, int64_t seq_len) {
+  const ModelConfig& c = config_;
+  const int64_t D = c.num_nextn_predict_layers, L = c.num_hidden_layers;
+  stage_begin(tokens, batch, seq_len);
+  embed_forward(hidden_[0].data());
+  layers_forward(0, L, hidden_[0].data(), hidden_[L].data());
+  run_head_forward();
   for (int64_t l : moe_layer_indices()) losses_.balance += moe_at(l)->balance_loss();
   losses_.total = losses_.main + c.aux_loss_alpha * losses_.balance;
   for (double x : losses_.mtp) losses_.total += c.mtp_loss_lambda / D * x;
@@ -253,18 +318,24 @@ Losses Model<T>::forward(const int64_t* tokens, int64_t batch, int64_t seq_len) 
 }
 
 template <class T>
-void Model<T>::backward(BackwardOrder order) {
+void Model<T>::ensure_grad_buffers() {
+  const int64_t L = config_.num_hidden_layers, d = config_.hidden_size;
+  dhidden_.resize(L + 1);
+  for (auto& v : dhidden_) v.resize(N_ * d);
+}
+
+// Head and MTP modules backward from the losses: sets dhidden_[L].
+template <class T>
+void Model<T>::run_head_backward(WorkList* deferred) {
   const ModelConfig& c = config_;
   const int64_t D = c.num_nextn_predict_layers, L = c.num_hidden_layers, d = c.hidden_size, V = c.vocab_size;
   const double eps = c.rms_norm_eps, alpha = c.aux_loss_alpha;
   SY_REQUIRE(N_ > 0, "model: backward called before forward");
-  std::vector<std::function<void()>> pending;  // weight-gradient (W) work
   auto schedule_w = [&](std::function<void()> w) {
-    if (order == BackwardOrder::kInterleaved) {
+    if (deferred)
+      deferred->push_back(std::move(w));
+    else
       w();
-    } else {
-      pending.push_back(std::move(w));
-    }
   };
 
   // Main head and final norm.
@@ -273,11 +344,10 @@ void Model<T>::backward(BackwardOrder order) {
   kernels::cross_entropy_backward(dlogits_.data(), targets_.data(), N_, V, 1.0);
   dhn_.resize(N_ * d);
   kernels::linear_backward_input(dlogits_.data(), head_->value.data(), N_, d, V, dhn_.data(), false);
-  dhidden_.resize(L + 1);
-  for (auto& v : dhidden_) v.resize(N_ * d);
+  ensure_grad_buffers();
   kernels::rmsnorm_backward_input(hidden_[L].data(), d, norm_->value.data(), dhn_.data(), N_, d, eps,
                                   dhidden_[L].data(), d, false);
-  schedule_w([&, this] {
+  schedule_w([this, d, V, eps, L] {
     kernels::linear_backward_weight(dlogits_.data(), hn_.data(), N_, d, V, head_->grad.data());
     kernels::rmsnorm_backward_weight(hidden_[L].data(), d, dhn_.data(), N_, d, eps, norm_->grad.data());
   });
@@ -312,18 +382,18 @@ void Model<T>::backward(BackwardOrder order) {
     }
     kernels::rmsnorm_backward_input(prev.data(), d, m.hnorm->value.data(), dhh[k].data(), N_, d, eps, dprev.data(), d,
                                     true);
-    schedule_w([&, this, k, d, V, eps] {
+    schedule_w([this, k, d, V, eps, L] {
       const MtpHead& mh = mtp_[k];
       const std::vector<T>& pv = k == 0 ? hidden_[L] : mtp_h_[k - 1];
       kernels::linear_backward_weight(mtp_dlogits_[k].data(), mtp_hn_[k].data(), N_, d, V, head_->grad.data());
-      kernels::rmsnorm_backward_weight(mtp_h_[k].data(), d, dhn_mtp[k].data(), N_, d, eps, mh.norm->grad.data());
+      kernels::rmsnorm_backward_weight(mtp_h_[k].data(), d, mtp_dhn_[k].data(), N_, d, eps, mh.norm->grad.data());
       kernels::linear_backward_weight(mtp_dx_[k].data(), mtp_cat_[k].data(), N_, 2 * d, d, mh.eh_proj->grad.data());
-      kernels::rmsnorm_backward_weight(pv.data(), d, dhh[k].data(), N_, d, eps, mh.hnorm->grad.data());
-      kernels::rmsnorm_backward_weight(mtp_emb_[k].data(), d, de[k].data(), N_, d, eps, mh.enorm->grad.data());
+      kernels::rmsnorm_backward_weight(pv.data(), d, mtp_dhh_[k].data(), N_, d, eps, mh.hnorm->grad.data());
+      kernels::rmsnorm_backward_weight(mtp_emb_[k].data(), d, mtp_de_[k].data(), N_, d, eps, mh.enorm->grad.data());
       // The embedding gradient of this module's token lookup.
       std::vector<T>& demb = demb_;
       demb.resize(N_ * d);
-      kernels::rmsnorm_backward_input(mtp_emb_[k].data(), d, mh.enorm->value.data(), de[k].data(), N_, d, eps,
+      kernels::rmsnorm_backward_input(mtp_emb_[k].data(), d, mh.enorm->value.data(), mtp_de_[k].data(), N_, d, eps,
                                       demb.data(), d, false);
       const int64_t* ids = &ids_[(k + 1) * N_];
       for (int64_t n = 0; n < N_; ++n) {
@@ -332,19 +402,84 @@ void Model<T>::backward(BackwardOrder order) {
       }
     });
   }
+}
 
-  // Main stack, last layer first.
-  for (int64_t l = L - 1; l >= 0; --l) {
+// Main layers [first, last), last first: dhidden_[last] -> dhidden_[first].
+template <class T>
+void Model<T>::run_layers_backward(int64_t first, int64_t last, WorkList* deferred) {
+  const double alpha = config_.aux_loss_alpha;
+  for (int64_t l = last - 1; l >= first; --l) {
     layers_[l]->backward_input(dhidden_[l + 1].data(), dhidden_[l].data(), alpha);
-    schedule_w([this, l] { layers_[l]->backward_weight(); });
+    if (deferred)
+      deferred->push_back([this, l] { layers_[l]->backward_weight(); });
+    else
+      layers_[l]->backward_weight();
   }
-  schedule_w([&, this, d] {
-    for (int64_t n = 0; n < N_; ++n) {
-      T* g = &embed_->grad[ids_[n] * d];
-      for (int64_t j = 0; j < d; ++j) g[j] += dhidden_[0][n * d + j];
-    }
-  });
+}
+
+// Embedding gradient of the main stack's lookup from dhidden_[0].
+template <class T>
+void Model<T>::run_embed_backward() {
+  const int64_t d = config_.hidden_size;
+  for (int64_t n = 0; n < N_; ++n) {
+    T* g = &embed_->grad[ids_[n] * d];
+    for (int64_t j = 0; j < d; ++j) g[j] += dhidden_[0][n * d + j];
+  }
+}
+
+template <class T>
+void Model<T>::backward(BackwardOrder order) {
+  const int64_t L = config_.num_hidden_layers;
+  WorkList pending;  // weight-gradient (W) work
+  WorkList* deferred = order == BackwardOrder::kInputFirst ? &pending : nullptr;
+  run_head_backward(deferred);
+  run_layers_backward(0, L, deferred);
+  if (deferred)
+    pending.push_back([this] { run_embed_backward(); });
+  else
+    run_embed_backward();
   for (auto& w : pending) w();
+}
+
+template <class T>
+void Model<T>::head_backward_input(T* dh_in) {
+  const int64_t L = config_.num_hidden_layers;
+  check_range(L, L);
+  head_w_.clear();
+  run_head_backward(&head_w_);
+  if (dh_in != dhidden_[L].data()) std::memcpy(dh_in, dhidden_[L].data(), N_ * config_.hidden_size * sizeof(T));
+}
+
+template <class T>
+void Model<T>::head_backward_weight() {
+  for (auto& w : head_w_) w();
+  head_w_.clear();
+}
+
+template <class T>
+void Model<T>::layers_backward_input(int64_t first, int64_t last, const T* dh_out, T* dh_in) {
+  check_range(first, last);
+  ensure_grad_buffers();
+  const int64_t d = config_.hidden_size;
+  if (dh_out != dhidden_[last].data()) std::memcpy(dhidden_[last].data(), dh_out, N_ * d * sizeof(T));
+  const double alpha = config_.aux_loss_alpha;
+  for (int64_t l = last - 1; l >= first; --l)
+    layers_[l]->backward_input(dhidden_[l + 1].data(), dhidden_[l].data(), alpha);
+  if (dh_in && dh_in != dhidden_[first].data()) std::memcpy(dh_in, dhidden_[first].data(), N_ * d * sizeof(T));
+}
+
+template <class T>
+void Model<T>::layers_backward_weight(int64_t first, int64_t last) {
+  check_range(first, last);
+  for (int64_t l = last - 1; l >= first; --l) layers_[l]->backward_weight();
+}
+
+template <class T>
+void Model<T>::embed_backward(const T* dh) {
+  check_range(0, 0);
+  ensure_grad_buffers();
+  if (dh && dh != dhidden_[0].data()) std::memcpy(dhidden_[0].data(), dh, N_ * config_.hidden_size * sizeof(T));
+  run_embed_backward();
 }
 
 template class Model<float>;

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -83,6 +84,40 @@ class Model {
   void backward(BackwardOrder order = BackwardOrder::kInterleaved);
   void zero_grad() { params_.zero_grad(); }
 
+  // ---- Staged execution (pipeline parallelism) ----
+  // The pieces Model::forward/backward are made of, for a pipeline stage that holds a
+  // contiguous range of decoder layers of one micro-batch. forward() is exactly
+  //   stage_begin; embed_forward; layers_forward(0, L); head_forward
+  // and backward(order) exactly
+  //   head_backward_input; layers_backward_input(0, L); [W pieces]; embed_backward
+  // with the W pieces (head_backward_weight, layers_backward_weight) run right after their
+  // input halves (kInterleaved) or after all of them (kInputFirst).
+  // Activations are copied into model-owned buffers, so the caller's pointers need not
+  // outlive the call. Layer ranges are main decoder layers, 0 <= first <= last <= L; the
+  // head piece owns the final norm, the head and the D MTP modules (decoder layers L..L+D-1),
+  // which read the embedding too (V3 places them on the embedding's rank).
+  // h_*, dh_*: [batch * seq_len, hidden_size] in T.
+  //
+  // Sets the micro-batch (tokens: [batch, seq_len + D + 1] int64) on every stage.
+  void stage_begin(const int64_t* tokens, int64_t batch, int64_t seq_len);
+  void embed_forward(T* h_out);
+  void layers_forward(int64_t first, int64_t last, const T* h_in, T* h_out);
+  // Main and MTP losses of the micro-batch (balance = the MTP layers' balance loss, total
+  // = main + lambda/D sum mtp + alpha * balance).
+  Losses head_forward(const T* h_in);
+  // dh_in: gradient of the head input (the last main layer's output). W part deferred.
+  void head_backward_input(T* dh_in);
+  void head_backward_weight();
+  // dh_out: gradient of layer last-1's output; dh_in: of layer first's input (may be null).
+  void layers_backward_input(int64_t first, int64_t last, const T* dh_out, T* dh_in);
+  void layers_backward_weight(int64_t first, int64_t last);
+  // Adds the embedding gradient of the main stack's lookup (dh: gradient of embed_forward's
+  // output; nullptr: the one layers_backward_input(0, ..) left inside, its dh_in may be null).
+  void embed_backward(const T* dh);
+  // Sum of the balance losses of the MoE layers in [first, last) (absolute indices, MTP
+  // layers are L..L+D-1), without alpha.
+  double balance_loss(int64_t first, int64_t last) const;
+
   const Losses& losses() const { return losses_; }
   const std::vector<T>& logits() const { return logits_; }             // [B*T, V]
   const std::vector<T>& mtp_logits(int64_t k) const;                   // [B*T, V], k = 1..D
@@ -102,6 +137,15 @@ class Model {
 
  private:
   MoeBlock<T>* moe_at(int64_t layer) const;
+  using WorkList = std::vector<std::function<void()>>;
+  // Backward pieces on hidden_/dhidden_; W work runs at once when deferred is null,
+  // otherwise it is appended to *deferred.
+  void run_head_forward();
+  void run_head_backward(WorkList* deferred);
+  void run_layers_backward(int64_t first, int64_t last, WorkList* deferred);
+  void run_embed_backward();
+  void check_range(int64_t first, int64_t last) const;
+  void ensure_grad_buffers();
 
   ModelConfig config_;
   ModelOptions options_;
@@ -125,6 +169,7 @@ class Model {
   std::vector<std::vector<T>> mtp_dh_, mtp_dx_, mtp_dcat_, mtp_dhn_, mtp_de_, mtp_dhh_;
   std::vector<T> dhn_, demb_;  // demb_: [N, d] scratch
   Losses losses_;
+  WorkList head_w_;  // deferred W work of head_backward_input
 };
 
 }  // namespace switchyard::trainer
