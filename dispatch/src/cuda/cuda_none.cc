@@ -1,5 +1,6 @@
 // dispatch's GPU entry points in a build without CUDA: each throws Unsupported naming itself.
 #include "switchyard/common/error.h"
+#include "switchyard/dispatch/cuda/gpu_perf.h"
 #include "switchyard/dispatch/cuda/intranode.h"
 #include "switchyard/dispatch/cuda/kernels.h"
 
@@ -38,4 +39,8 @@ int IntranodeBuffer::num_local_experts() const { return 0; }
 DeviceDispatchResult IntranodeBuffer::dispatch(const DeviceDispatchArgs&) { no_cuda("gpu::IntranodeBuffer::dispatch"); }
 DeviceCombineResult IntranodeBuffer::combine(const DeviceCombineArgs&) { no_cuda("gpu::IntranodeBuffer::combine"); }
 
+}  // namespace switchyard::dispatch::gpu
+
+namespace switchyard::dispatch::gpu {
+GpuPerfReport run_gpu_perf(const GpuPerfOptions&) { no_cuda("gpu::run_gpu_perf"); }
 }  // namespace switchyard::dispatch::gpu
