@@ -1,16 +1,25 @@
 // Python bindings of the dispatch library over torch tensors (switchyard._C.Buffer).
 //
-// Thin: every call converts torch tensors to the DispatchArgs/CombineArgs of
-// switchyard/dispatch/buffer.h, calls the C++ Buffer with the GIL released, and copies the
-// result vectors into new tensors. No exchange logic lives here.
-// Constraints: CPU tensors only (CUDA once the GPU backend exists); payloads float32 or
-// bfloat16, contiguous (inputs that are not are made contiguous, a copy); topk_idx int64;
-// weights float32. Async forms keep their input tensors alive until wait().
+// Thin: every call borrows the torch tensors' storage as the DispatchArgs/CombineArgs of
+// switchyard/dispatch/buffer.h (no copy when they are contiguous), calls the C++ Buffer with
+// the GIL released, and moves the result vectors into tensors (each tensor's deleter owns its
+// vector: no copy out). No exchange logic lives here.
+// Constraints: CPU tensors only (CUDA once the GPU backend exists); payloads float32,
+// bfloat16, or FP8 E4M3 given as a (uint8 codes [T, H], float32 scales [T, ceil(H/128)])
+// pair as in DeepEP; inputs that are not contiguous are made contiguous (a copy); topk_idx
+// int64; weights float32. Async forms keep their input tensors alive until wait().
+// Profiling (Buffer(..., profile=True)): the exchange is wrapped in a timer and each blocking
+// call records where its time went (argument conversion, the C++ call and, inside it, the
+// exchange, result conversion); Buffer.profile() returns the sums. Off: one branch per call.
 // This is the only translation unit that includes the (heavy) torch headers.
 #include <ATen/ATen.h>
 #include <torch/csrc/utils/pybind.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -20,6 +29,7 @@
 #include "switchyard/comm/communicator.h"
 #include "switchyard/common/error.h"
 #include "switchyard/dispatch/buffer.h"
+#include "switchyard/dispatch/fp8.h"
 #include "switchyard/dispatch/layout.h"
 
 namespace py = pybind11;
@@ -45,7 +55,8 @@ comm::DataType payload_type(const at::Tensor& t, const char* what) {
   if (t.scalar_type() == at::kFloat) return comm::DataType::kFloat32;
   if (t.scalar_type() == at::kBFloat16) return comm::DataType::kBfloat16;
   SY_THROW(InvalidArgument, what << " has dtype " << c10::toString(t.scalar_type())
-                                 << "; dispatch/combine take float32 or bfloat16");
+                                 << "; dispatch/combine take float32 or bfloat16 (FP8: dispatch takes a "
+                                    "(uint8 codes, float32 scales) pair)");
 }
 
 at::ScalarType torch_type(comm::DataType t) {
@@ -57,28 +68,140 @@ at::ScalarType torch_type(comm::DataType t) {
   }
 }
 
+// Moves a result vector into a tensor of `shape` without copying: the tensor's deleter owns
+// the vector. An empty vector gives an (empty) tensor of that shape.
 template <class T>
-at::Tensor to_tensor(const std::vector<T>& v, std::vector<int64_t> shape, at::ScalarType type) {
-  at::Tensor out = at::empty(shape, at::TensorOptions().dtype(type));
-  SY_CHECK(static_cast<size_t>(out.nbytes()) == v.size() * sizeof(T));
-  if (!v.empty()) std::memcpy(out.data_ptr(), v.data(), v.size() * sizeof(T));
-  return out;
+at::Tensor to_tensor(std::vector<T>&& v, std::vector<int64_t> shape, at::ScalarType type) {
+  int64_t numel = 1;
+  for (int64_t d : shape) numel *= d;
+  SY_CHECK(static_cast<size_t>(numel) * c10::elementSize(type) == v.size() * sizeof(T));
+  if (v.empty()) return at::empty(shape, at::TensorOptions().dtype(type));
+  auto* owner = new std::vector<T>(std::move(v));
+  return at::from_blob(owner->data(), shape, [owner](void*) { delete owner; }, at::TensorOptions().dtype(type));
 }
 
-// Moves a result byte vector into a tensor without copying: the tensor's deleter owns it.
 at::Tensor bytes_to_tensor(std::vector<uint8_t>&& v, int64_t rows, int64_t hidden, comm::DataType t) {
-  const at::ScalarType type = torch_type(t);
-  SY_CHECK(static_cast<size_t>(rows * hidden) * c10::elementSize(type) == v.size());
-  if (v.empty()) return at::empty({rows, hidden}, at::TensorOptions().dtype(type));
-  auto* owner = new std::vector<uint8_t>(std::move(v));
-  return at::from_blob(owner->data(), {rows, hidden}, [owner](void*) { delete owner; },
-                       at::TensorOptions().dtype(type));
+  return to_tensor(std::move(v), {rows, hidden}, torch_type(t));
 }
+
+// FP8 scale tensor [rows, ceil(H/128)] float32 (undefined, i.e. None, when there are none).
+at::Tensor scales_to_tensor(std::vector<float>&& v, int64_t rows, int64_t hidden) {
+  if (v.empty() && rows > 0) return at::Tensor();
+  return to_tensor(std::move(v), {rows, dispatch::fp8_num_tiles(hidden)}, at::kFloat);
+}
+
+// ---- Profiling (Buffer(..., profile=True)) ----
+using Clock = std::chrono::steady_clock;
+int64_t ns_since(Clock::time_point t0) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count();
+}
+
+// Sums over the blocking calls of one kind (dispatch, combine, ...), nanoseconds.
+struct CallTimes {
+  int64_t calls = 0;
+  int64_t convert_in = 0;   // tensors -> args (checks, contiguity)
+  int64_t cxx = 0;          // the C++ Buffer call, GIL released
+  int64_t exchange = 0;     // part of cxx: inside PeerExchange post() and wait() (comm transport)
+  int64_t convert_out = 0;  // results -> tensors (and the Python objects)
+};
+
+// A PeerExchange that forwards to the comm exchange and sums the time spent in it; it also
+// holds the per-call sums of the Buffer that owns it. Thread-safe (async forms run the
+// exchange on a helper thread; their time is not attributed to any call).
+class ProfiledExchange : public dispatch::PeerExchange {
+ public:
+  explicit ProfiledExchange(std::shared_ptr<dispatch::PeerExchange> inner) : inner_(std::move(inner)) {}
+  int rank() const override { return inner_->rank(); }
+  int size() const override { return inner_->size(); }
+  const topology::RankMap& rank_map() const override { return inner_->rank_map(); }
+  std::chrono::milliseconds timeout() const override { return inner_->timeout(); }
+  std::unique_ptr<dispatch::PeerWindow> open_window(size_t bytes) override { return inner_->open_window(bytes); }
+  std::unique_ptr<dispatch::PendingExchange> post(const std::vector<dispatch::PeerSend>& sends,
+                                                  const std::vector<dispatch::PeerRecv>& recvs, int tag) override {
+    const auto t0 = Clock::now();
+    auto p = std::make_unique<TimedPending>(inner_->post(sends, recvs, tag), &exchange_ns_);
+    exchange_ns_ += ns_since(t0);
+    return p;
+  }
+  int64_t exchange_ns() const { return exchange_ns_.load(); }
+  void add(const std::string& what, const CallTimes& t) {
+    std::lock_guard<std::mutex> lock(mu_);
+    CallTimes& s = sums_[what];
+    s.calls += t.calls;
+    s.convert_in += t.convert_in;
+    s.cxx += t.cxx;
+    s.exchange += t.exchange;
+    s.convert_out += t.convert_out;
+  }
+  std::map<std::string, CallTimes> sums(bool reset) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto out = sums_;
+    if (reset) sums_.clear();
+    return out;
+  }
+
+ private:
+  class TimedPending : public dispatch::PendingExchange {
+   public:
+    TimedPending(std::unique_ptr<dispatch::PendingExchange> inner, std::atomic<int64_t>* ns)
+        : inner_(std::move(inner)), ns_(ns) {}
+    void wait() override {
+      const auto t0 = Clock::now();
+      inner_->wait();
+      *ns_ += ns_since(t0);
+    }
+
+   private:
+    std::unique_ptr<dispatch::PendingExchange> inner_;
+    std::atomic<int64_t>* ns_;
+  };
+  std::shared_ptr<dispatch::PeerExchange> inner_;
+  std::atomic<int64_t> exchange_ns_{0};
+  std::mutex mu_;
+  std::map<std::string, CallTimes> sums_;
+};
+
+// Times one blocking binding call in phases when its Buffer profiles; does nothing otherwise.
+// Usage: CallTimer t(buf, "dispatch"); <convert>; t.converted(); <C++ call>; t.called();
+// <convert results>; the destructor adds the sums.
+class CallTimer {
+ public:
+  CallTimer(Buffer& b, const char* what)
+      : prof_(dynamic_cast<ProfiledExchange*>(&b.exchange())), what_(what), start_(Clock::now()) {}
+  CallTimer(const CallTimer&) = delete;
+  CallTimer& operator=(const CallTimer&) = delete;
+  void converted() {
+    if (!prof_) return;
+    t_.convert_in = ns_since(start_);
+    exchange0_ = prof_->exchange_ns();
+    start_ = Clock::now();
+  }
+  void called() {
+    if (!prof_) return;
+    t_.cxx = ns_since(start_);
+    t_.exchange = prof_->exchange_ns() - exchange0_;
+    start_ = Clock::now();
+  }
+  ~CallTimer() {
+    if (!prof_) return;
+    t_.convert_out = ns_since(start_);
+    t_.calls = 1;
+    prof_->add(what_, t_);
+  }
+
+ private:
+  ProfiledExchange* prof_;
+  const char* what_;
+  Clock::time_point start_;
+  CallTimes t_;
+  int64_t exchange0_ = 0;
+};
 
 // Result of Buffer.dispatch, as tensors. Legend of buffer.h: M received tokens, P
 // expert-major rows, L local experts, K top-k, H hidden.
 struct DispatchOutput {
-  at::Tensor recv_x;                      // [M x H] payload dtype
+  at::Tensor recv_x;                      // [M x H] payload dtype (uint8 E4M3 codes for FP8)
+  at::Tensor recv_x_scales;               // [M x S] float32, FP8 only (else None)
   at::Tensor recv_topk_idx;               // [M x K] int64, local expert or -1
   at::Tensor recv_topk_weights;           // [M x K] float32
   at::Tensor recv_src_rank;               // [M] int32
@@ -88,6 +211,7 @@ struct DispatchOutput {
   at::Tensor expert_row_token;            // [P] int32 (-1 padding)
   at::Tensor expert_row_slot;             // [P] int32 (-1 padding)
   at::Tensor expert_x;                    // [P x H] payload dtype
+  at::Tensor expert_x_scales;             // [P x S] float32, FP8 only (else None; padding rows 0)
   Handle handle;
   int64_t logical_bytes = 0, wire_bytes = 0;
 };
@@ -100,15 +224,19 @@ DispatchOutput to_output(dispatch::DispatchResult& r, int64_t hidden, int top_k)
   const int64_t recv_rows = r.recv_x.empty() ? 0 : m;
   const int64_t expert_rows = r.expert_x.empty() ? 0 : p;
   o.recv_x = bytes_to_tensor(std::move(r.recv_x), recv_rows, hidden, r.dtype);
-  o.recv_topk_idx = to_tensor(r.recv_topk_idx, {m, top_k}, at::kLong);
-  o.recv_topk_weights = to_tensor(r.recv_topk_weights, {m, top_k}, at::kFloat);
-  o.recv_src_rank = to_tensor(r.recv_src_rank, {m}, at::kInt);
-  o.recv_src_token = to_tensor(r.recv_src_token, {m}, at::kInt);
-  o.num_recv_tokens_per_expert = to_tensor(r.num_recv_tokens_per_expert, {l}, at::kLong);
-  o.expert_offsets = to_tensor(r.expert_offsets, {static_cast<int64_t>(r.expert_offsets.size())}, at::kLong);
-  o.expert_row_token = to_tensor(r.expert_row_token, {p}, at::kInt);
-  o.expert_row_slot = to_tensor(r.expert_row_slot, {p}, at::kInt);
+  const bool fp8 = r.dtype == comm::DataType::kFloat8E4M3;
+  if (fp8) o.recv_x_scales = scales_to_tensor(std::move(r.recv_x_scales), recv_rows, hidden);
+  o.recv_topk_idx = to_tensor(std::move(r.recv_topk_idx), {m, top_k}, at::kLong);
+  o.recv_topk_weights = to_tensor(std::move(r.recv_topk_weights), {m, top_k}, at::kFloat);
+  o.recv_src_rank = to_tensor(std::move(r.recv_src_rank), {m}, at::kInt);
+  o.recv_src_token = to_tensor(std::move(r.recv_src_token), {m}, at::kInt);
+  o.num_recv_tokens_per_expert = to_tensor(std::move(r.num_recv_tokens_per_expert), {l}, at::kLong);
+  const int64_t num_offsets = static_cast<int64_t>(r.expert_offsets.size());
+  o.expert_offsets = to_tensor(std::move(r.expert_offsets), {num_offsets}, at::kLong);
+  o.expert_row_token = to_tensor(std::move(r.expert_row_token), {p}, at::kInt);
+  o.expert_row_slot = to_tensor(std::move(r.expert_row_slot), {p}, at::kInt);
   o.expert_x = bytes_to_tensor(std::move(r.expert_x), expert_rows, hidden, r.dtype);
+  if (fp8) o.expert_x_scales = scales_to_tensor(std::move(r.expert_x_scales), expert_rows, hidden);
   o.handle = r.handle;
   o.logical_bytes = r.stats.logical_bytes;
   o.wire_bytes = r.stats.wire_bytes;
@@ -117,23 +245,49 @@ DispatchOutput to_output(dispatch::DispatchResult& r, int64_t hidden, int top_k)
 
 // Inputs of one dispatch call, kept alive while it runs (async).
 struct DispatchInputs {
-  at::Tensor x, topk_idx, topk_weights;
+  at::Tensor x, x_scales, topk_idx, topk_weights;
   Handle cached;
   dispatch::DispatchArgs args;
 };
 
-DispatchInputs make_dispatch_inputs(const Buffer& buf, const at::Tensor& x, const std::optional<at::Tensor>& topk_idx,
+// x is a tensor (float32 or bfloat16 [T, H]) or, for FP8, a pair (codes, scales): uint8
+// E4M3 codes [T, H] and float32 scales [T, ceil(H/128)] (x = decode(code) * scale per
+// 128-channel tile), as DeepEP takes it.
+DispatchInputs make_dispatch_inputs(const Buffer& buf, const py::object& x, const std::optional<at::Tensor>& topk_idx,
                                     const std::optional<at::Tensor>& topk_weights, int64_t expert_alignment,
                                     const std::optional<Handle>& handle, bool recv_x, bool expert_major) {
   DispatchInputs in;
-  in.x = cpu_contiguous(x, "dispatch: x", 2);
-  if (in.x.size(1) != buf.options().hidden) {
-    SY_THROW(InvalidArgument, "dispatch: x has hidden size " << in.x.size(1) << ", the Buffer was made for "
-                                                              << buf.options().hidden);
-  }
   auto& a = in.args;
+  const int64_t hidden = buf.options().hidden;
+  if (py::isinstance<py::tuple>(x) || py::isinstance<py::list>(x)) {
+    auto pair = x.cast<py::sequence>();
+    SY_REQUIRE(pair.size() == 2, "dispatch: x as a sequence must be (codes, scales) for FP8, got "
+                                     << pair.size() << " items");
+    in.x = cpu_contiguous(pair[0].cast<at::Tensor>(), "dispatch: x codes (FP8)", 2);
+    in.x_scales = cpu_contiguous(pair[1].cast<at::Tensor>(), "dispatch: x scales (FP8)", 2);
+    if (in.x.scalar_type() != at::kByte) {
+      SY_THROW(InvalidArgument, "dispatch: FP8 codes have dtype " << c10::toString(in.x.scalar_type())
+                                                                  << ", expected uint8 (E4M3 bits)");
+    }
+    if (in.x_scales.scalar_type() != at::kFloat) {
+      SY_THROW(InvalidArgument, "dispatch: FP8 scales have dtype " << c10::toString(in.x_scales.scalar_type())
+                                                                   << ", expected float32");
+    }
+    const int64_t tiles = dispatch::fp8_num_tiles(hidden);
+    SY_REQUIRE(in.x_scales.size(0) == in.x.size(0) && in.x_scales.size(1) == tiles,
+               "dispatch: FP8 scales have shape [" << in.x_scales.size(0) << ", " << in.x_scales.size(1)
+                                                   << "], expected [" << in.x.size(0) << ", " << tiles
+                                                   << "] (tokens, ceil(hidden / 128))");
+    a.dtype = comm::DataType::kFloat8E4M3;
+    a.x_scales = in.x_scales.data_ptr<float>();
+  } else {
+    in.x = cpu_contiguous(x.cast<at::Tensor>(), "dispatch: x", 2);
+    a.dtype = payload_type(in.x, "dispatch: x");
+  }
+  if (in.x.size(1) != hidden) {
+    SY_THROW(InvalidArgument, "dispatch: x has hidden size " << in.x.size(1) << ", the Buffer was made for " << hidden);
+  }
   a.x = in.x.data_ptr();
-  a.dtype = payload_type(in.x, "dispatch: x");
   a.num_tokens = in.x.size(0);
   a.expert_alignment = expert_alignment;
   a.recv_x = recv_x;
@@ -250,7 +404,8 @@ class AsyncCombine {
 };
 
 std::shared_ptr<Buffer> make_buffer(std::shared_ptr<comm::Communicator> comm, int num_experts, int64_t hidden,
-                                    int64_t max_tokens_per_rank, bool two_hop, int64_t low_latency_max_tokens) {
+                                    int64_t max_tokens_per_rank, bool two_hop, int64_t low_latency_max_tokens,
+                                    bool profile) {
   SY_REQUIRE(comm != nullptr, "Buffer: comm is None");
   dispatch::BufferOptions o;
   o.num_experts = num_experts;
@@ -259,7 +414,27 @@ std::shared_ptr<Buffer> make_buffer(std::shared_ptr<comm::Communicator> comm, in
   o.two_hop = two_hop;
   o.low_latency_max_tokens = low_latency_max_tokens;
   py::gil_scoped_release nogil;  // collective construction
+  if (profile) {
+    return std::make_shared<Buffer>(std::make_shared<ProfiledExchange>(dispatch::make_comm_exchange(std::move(comm))), o);
+  }
   return std::make_shared<Buffer>(std::move(comm), o);
+}
+
+// Buffer.profile(): {call: {calls, convert_in_us, cxx_us, exchange_us, convert_out_us}}.
+py::dict profile_dict(Buffer& b, bool reset) {
+  auto* prof = dynamic_cast<ProfiledExchange*>(&b.exchange());
+  SY_REQUIRE(prof != nullptr, "Buffer.profile: this Buffer was made without profile=True");
+  py::dict out;
+  for (const auto& [what, t] : prof->sums(reset)) {
+    py::dict d;
+    d["calls"] = t.calls;
+    d["convert_in_us"] = t.convert_in * 1e-3;
+    d["cxx_us"] = t.cxx * 1e-3;
+    d["exchange_us"] = t.exchange * 1e-3;
+    d["convert_out_us"] = t.convert_out * 1e-3;
+    out[py::str(what)] = d;
+  }
+  return out;
 }
 
 py::tuple layout_tuple(const Buffer& buf, const at::Tensor& topk_idx_in) {
@@ -268,10 +443,12 @@ py::tuple layout_tuple(const Buffer& buf, const at::Tensor& topk_idx_in) {
                                                  << c10::toString(idx.scalar_type()) << ", expected int64");
   dispatch::DispatchLayout l = buf.layout(idx.data_ptr<int64_t>(), idx.size(0), static_cast<int>(idx.size(1)));
   const int64_t r = static_cast<int64_t>(l.num_tokens_per_rank.size());
-  at::Tensor in_rank = to_tensor(l.is_token_in_rank, {l.num_tokens, r}, at::kByte).to(at::kBool);
-  return py::make_tuple(to_tensor(l.num_tokens_per_rank, {r}, at::kLong),
-                        to_tensor(l.num_tokens_per_node, {static_cast<int64_t>(l.num_tokens_per_node.size())}, at::kLong),
-                        to_tensor(l.num_tokens_per_expert, {static_cast<int64_t>(l.num_tokens_per_expert.size())}, at::kLong),
+  const int64_t num_nodes = static_cast<int64_t>(l.num_tokens_per_node.size());
+  const int64_t num_experts = static_cast<int64_t>(l.num_tokens_per_expert.size());
+  at::Tensor in_rank = to_tensor(std::move(l.is_token_in_rank), {l.num_tokens, r}, at::kByte).to(at::kBool);
+  return py::make_tuple(to_tensor(std::move(l.num_tokens_per_rank), {r}, at::kLong),
+                        to_tensor(std::move(l.num_tokens_per_node), {num_nodes}, at::kLong),
+                        to_tensor(std::move(l.num_tokens_per_expert), {num_experts}, at::kLong),
                         in_rank);
 }
 
@@ -301,9 +478,49 @@ py::dict low_latency_view_dict(const dispatch::LowLatencyView& v, int64_t num_lo
   return d;
 }
 
+// fp8_quantize: x [T, H] float32 or bfloat16 -> (codes uint8 [T, H], scales float32 [T, S]).
+py::tuple fp8_quantize(const at::Tensor& x_in, bool pow2_scales) {
+  at::Tensor x = cpu_contiguous(x_in, "fp8_quantize: x", 2);
+  const int64_t rows = x.size(0), cols = x.size(1);
+  at::Tensor q = at::empty({rows, cols}, at::kByte);
+  at::Tensor sc = at::empty({rows, dispatch::fp8_num_tiles(cols)}, at::kFloat);
+  if (x.scalar_type() == at::kFloat) {
+    dispatch::quantize_fp8_tiles(x.data_ptr<float>(), rows, cols, pow2_scales, q.data_ptr<uint8_t>(),
+                                 sc.data_ptr<float>());
+  } else if (x.scalar_type() == at::kBFloat16) {
+    dispatch::quantize_fp8_tiles(reinterpret_cast<const uint16_t*>(x.data_ptr()), rows, cols, pow2_scales,
+                                 q.data_ptr<uint8_t>(), sc.data_ptr<float>());
+  } else {
+    SY_THROW(InvalidArgument, "fp8_quantize: x has dtype " << c10::toString(x.scalar_type())
+                                                           << ", expected float32 or bfloat16");
+  }
+  return py::make_tuple(q, sc);
+}
+
+// fp8_dequantize: codes uint8 [T, H], scales float32 [T, S] -> float32 [T, H].
+at::Tensor fp8_dequantize(const at::Tensor& q_in, const at::Tensor& sc_in) {
+  at::Tensor q = cpu_contiguous(q_in, "fp8_dequantize: codes", 2);
+  at::Tensor sc = cpu_contiguous(sc_in, "fp8_dequantize: scales", 2);
+  SY_REQUIRE(q.scalar_type() == at::kByte, "fp8_dequantize: codes have dtype " << c10::toString(q.scalar_type())
+                                                                               << ", expected uint8");
+  SY_REQUIRE(sc.scalar_type() == at::kFloat, "fp8_dequantize: scales have dtype "
+                                                 << c10::toString(sc.scalar_type()) << ", expected float32");
+  const int64_t rows = q.size(0), cols = q.size(1);
+  SY_REQUIRE(sc.size(0) == rows && sc.size(1) == dispatch::fp8_num_tiles(cols),
+             "fp8_dequantize: scales have shape [" << sc.size(0) << ", " << sc.size(1) << "], expected [" << rows
+                                                   << ", " << dispatch::fp8_num_tiles(cols) << "]");
+  at::Tensor x = at::empty({rows, cols}, at::kFloat);
+  dispatch::dequantize_fp8_tiles(q.data_ptr<uint8_t>(), sc.data_ptr<float>(), rows, cols, x.data_ptr<float>());
+  return x;
+}
+
 }  // namespace
 
 void bind_dispatch(py::module_& m) {
+  m.def("fp8_quantize", &fp8_quantize, py::arg("x"), py::arg("pow2_scales") = false,
+        "x [T, H] float32/bfloat16 -> (E4M3 codes uint8 [T, H], scales float32 [T, ceil(H/128)]), 1x128 tiles.");
+  m.def("fp8_dequantize", &fp8_dequantize, py::arg("codes"), py::arg("scales"),
+        "(codes uint8 [T, H], scales float32 [T, ceil(H/128)]) -> float32 [T, H].");
   py::class_<Handle>(m, "Handle", "Routing of one dispatch; reuse it for combine, backward and cached dispatch.")
       .def_property_readonly("num_tokens", &Handle::num_tokens)
       .def_property_readonly("num_recv_tokens", &Handle::num_recv_tokens)
@@ -319,6 +536,7 @@ void bind_dispatch(py::module_& m) {
 
   py::class_<DispatchOutput>(m, "DispatchOutput")
       .def_readonly("recv_x", &DispatchOutput::recv_x)
+      .def_readonly("recv_x_scales", &DispatchOutput::recv_x_scales)
       .def_readonly("recv_topk_idx", &DispatchOutput::recv_topk_idx)
       .def_readonly("recv_topk_weights", &DispatchOutput::recv_topk_weights)
       .def_readonly("recv_src_rank", &DispatchOutput::recv_src_rank)
@@ -328,6 +546,7 @@ void bind_dispatch(py::module_& m) {
       .def_readonly("expert_row_token", &DispatchOutput::expert_row_token)
       .def_readonly("expert_row_slot", &DispatchOutput::expert_row_slot)
       .def_readonly("expert_x", &DispatchOutput::expert_x)
+      .def_readonly("expert_x_scales", &DispatchOutput::expert_x_scales)
       .def_readonly("handle", &DispatchOutput::handle)
       .def_readonly("logical_bytes", &DispatchOutput::logical_bytes)
       .def_readonly("wire_bytes", &DispatchOutput::wire_bytes);
@@ -341,7 +560,8 @@ void bind_dispatch(py::module_& m) {
 
   py::class_<Buffer, std::shared_ptr<Buffer>>(m, "Buffer")
       .def(py::init(&make_buffer), py::arg("comm"), py::arg("num_experts"), py::arg("hidden"),
-           py::arg("max_tokens_per_rank"), py::arg("two_hop") = true, py::arg("low_latency_max_tokens") = 0)
+           py::arg("max_tokens_per_rank"), py::arg("two_hop") = true, py::arg("low_latency_max_tokens") = 0,
+           py::arg("profile") = false)
       .def_property_readonly("rank", &Buffer::rank)
       .def_property_readonly("num_ranks", &Buffer::num_ranks)
       .def_property_readonly("num_experts", [](const Buffer& b) { return b.options().num_experts; })
@@ -349,11 +569,14 @@ void bind_dispatch(py::module_& m) {
       .def_property_readonly("hidden", [](const Buffer& b) { return b.options().hidden; })
       .def_property_readonly("uses_two_hop", &Buffer::uses_two_hop)
       .def("get_dispatch_layout", &layout_tuple, py::arg("topk_idx"))
+      .def("profile", &profile_dict, py::arg("reset") = false,
+           "Time sums of the blocking calls (Buffer(..., profile=True) only), microseconds.")
       .def(
           "dispatch",
-          [](Buffer& b, const at::Tensor& x, const std::optional<at::Tensor>& topk_idx,
+          [](Buffer& b, const py::object& x, const std::optional<at::Tensor>& topk_idx,
              const std::optional<at::Tensor>& topk_weights, int64_t expert_alignment,
              const std::optional<Handle>& handle, bool async_op, bool recv_x, bool expert_major) -> py::object {
+            CallTimer timer(b, "dispatch");
             auto in = std::make_shared<DispatchInputs>(
                 make_dispatch_inputs(b, x, topk_idx, topk_weights, expert_alignment, handle, recv_x, expert_major));
             if (handle) in->args.cached_handle = &in->cached;  // the copy moved
@@ -365,11 +588,13 @@ void bind_dispatch(py::module_& m) {
               }
               return py::cast(AsyncDispatch(in, std::move(p), b.options().hidden));
             }
+            timer.converted();
             dispatch::DispatchResult r;
             {
               py::gil_scoped_release nogil;
               r = b.dispatch(in->args);
             }
+            timer.called();
             return py::cast(to_output(r, b.options().hidden, in->args.top_k));
           },
           py::arg("x"), py::arg("topk_idx") = py::none(), py::arg("topk_weights") = py::none(),
@@ -379,6 +604,7 @@ void bind_dispatch(py::module_& m) {
           "combine",
           [](Buffer& b, const at::Tensor& expert_out, const Handle& handle, const std::optional<at::Tensor>& weights,
              bool async_op) -> py::object {
+            CallTimer timer(b, "combine");
             auto in = std::make_shared<CombineInputs>(make_combine_inputs(b, expert_out, handle, weights));
             in->args.handle = &in->handle;
             if (async_op) {
@@ -389,23 +615,28 @@ void bind_dispatch(py::module_& m) {
               }
               return py::cast(AsyncCombine(in, std::move(p), b.options().hidden));
             }
+            timer.converted();
             dispatch::CombineResult r;
             {
               py::gil_scoped_release nogil;
               r = b.combine(in->args);
             }
+            timer.called();
             return py::cast(combine_output(r, handle, b.options().hidden));
           },
           py::arg("expert_out"), py::arg("handle"), py::arg("weights") = py::none(), py::arg("async_op") = false)
       .def(
           "dispatch_backward",
           [](Buffer& b, const at::Tensor& grad_expert_x, const Handle& handle) {
+            CallTimer timer(b, "dispatch_backward");
             CombineInputs in = make_combine_inputs(b, grad_expert_x, handle, std::nullopt);
+            timer.converted();
             dispatch::CombineResult r;
             {
               py::gil_scoped_release nogil;
               r = b.dispatch_backward(in.args.expert_out, in.args.dtype, handle);
             }
+            timer.called();
             return combine_output(r, handle, b.options().hidden);
           },
           py::arg("grad_expert_x"), py::arg("handle"))
@@ -413,6 +644,7 @@ void bind_dispatch(py::module_& m) {
           "combine_backward",
           [](Buffer& b, const at::Tensor& grad_y, const Handle& handle, const at::Tensor& expert_out,
              const std::optional<at::Tensor>& weights) {
+            CallTimer timer(b, "combine_backward");
             CombineInputs in = make_combine_inputs(b, expert_out, handle, weights);
             at::Tensor dy = cpu_contiguous(grad_y, "combine_backward: grad_y", 2);
             SY_REQUIRE(dy.scalar_type() == in.expert_out.scalar_type(),
@@ -429,14 +661,16 @@ void bind_dispatch(py::module_& m) {
             a.handle = &in.handle;
             a.expert_out = in.args.expert_out;
             a.weights = in.args.weights;
+            timer.converted();
             dispatch::CombineBackwardResult r;
             {
               py::gil_scoped_release nogil;
               r = b.combine_backward(a);
             }
+            timer.called();
             return py::make_tuple(bytes_to_tensor(std::move(r.grad_expert_out), handle.num_expert_rows(), b.options().hidden, a.dtype),
-                                  to_tensor(r.grad_recv_weights, {handle.num_recv_tokens(), handle.top_k()}, at::kFloat),
-                                  to_tensor(r.grad_topk_weights, {handle.num_tokens(), handle.top_k()}, at::kFloat));
+                                  to_tensor(std::move(r.grad_recv_weights), {handle.num_recv_tokens(), handle.top_k()}, at::kFloat),
+                                  to_tensor(std::move(r.grad_topk_weights), {handle.num_tokens(), handle.top_k()}, at::kFloat));
           },
           py::arg("grad_y"), py::arg("handle"), py::arg("expert_out"), py::arg("weights") = py::none())
       .def(

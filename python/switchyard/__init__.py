@@ -15,7 +15,7 @@ CPU tensors only for now. See docs/python.md.
 """
 from . import errors
 from ._C import (AsyncCombine, AsyncDispatch, Buffer, Communicator, DispatchOutput, Handle, Schedule,
-                 closed_form_bubble, launch_env, make_parallel_groups, schedule_kinds)
+                 closed_form_bubble, fp8_dequantize, fp8_quantize, launch_env, make_parallel_groups, schedule_kinds)
 from ._C import init as _init
 from ._C import generate_schedule, simulate_schedule, verify_schedule
 from . import _C
@@ -23,7 +23,7 @@ from . import _C
 __all__ = ["errors", "init", "launch_env", "Communicator", "make_parallel_groups", "from_process_group",
            "all_reduce", "Buffer", "Handle", "DispatchOutput", "AsyncDispatch", "AsyncCombine",
            "Schedule", "schedule_kinds", "generate_schedule", "verify_schedule", "simulate_schedule",
-           "closed_form_bubble", "Executor"]
+           "closed_form_bubble", "Executor", "fp8_quantize", "fp8_dequantize"]
 
 _world = None
 

@@ -4,8 +4,9 @@ reference, on every rank of a sy-run job (4 ranks over 2 virtual nodes in ctest)
 Checks: get_dispatch_layout against naive counting; dispatch (float32 and bfloat16, masked
 slots, uneven token counts) equals the gloo exchange bit for bit, received order (source rank,
 source token); the expert-major rows; combine equals the gloo reduction; cached handles; async
-handles report completion; low-latency dispatch/combine; gradcheck (float64 inputs) through
-dispatch and combine.
+handles report completion (and not before a late peer sent); FP8 dispatch ((codes, scales)
+pairs) bit for bit and against the dequantised float32 path; low-latency dispatch/combine;
+gradcheck (float64 inputs) through dispatch and combine.
 """
 import os
 import sys
@@ -19,6 +20,7 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import switchyard as sy  # noqa: E402
 from switchyard import autograd as sya  # noqa: E402
+from switchyard import errors  # noqa: E402
 
 world = sy.init(timeout_s=30)
 R, me = world.size, world.rank
@@ -169,6 +171,78 @@ for it, dtype in enumerate([torch.float32, torch.bfloat16]):
         check(time.time() < deadline, "async combine never reported done")
         time.sleep(0.001)
     check(torch.equal(pending.wait(), y), "async combine")
+
+# Async handles report completion honestly: rank 0 posts, sees not-done while the others have
+# not joined (they wait on a gloo barrier that rank 0 enters only after its check), then waits.
+T = 4
+idx, w = routing(700 + me, T)
+x = torch.randn(T, H, generator=torch.Generator().manual_seed(13 + me))
+if me == 0:
+    pending = buf.dispatch(x, idx, w, async_op=True)
+    check(not pending.done(), "async dispatch reported done before the peers sent anything")
+    dist.barrier()
+else:
+    dist.barrier()
+    pending = buf.dispatch(x, idx, w, async_op=True)
+out_async = pending.wait()
+check(torch.equal(out_async.recv_x, reference_dispatch(x, idx, w)["recv_x"]), "async dispatch after a late peer")
+
+
+# FP8: x as (E4M3 codes uint8, float32 scales per 128 channels), as DeepEP takes it. The
+# codes and scales arrive bit for bit (gloo reference), and dequantising the received rows
+# equals a float32 dispatch of the dequantised input. E4M3 decoded here in closed form.
+def e4m3_decode(codes):
+    c = codes.long()
+    sign = 1.0 - 2.0 * ((c >> 7) & 1).double()
+    e, m = (c >> 3) & 15, (c & 7).double()
+    mag = torch.where(e > 0, (1.0 + m / 8.0) * torch.pow(2.0, e.double() - 7.0), m / 8.0 * 2.0 ** -6)
+    return sign * mag
+
+
+def dequant(codes, scales):
+    tiles = torch.repeat_interleave(scales.double(), 128, dim=1)[:, :codes.shape[1]]
+    return (e4m3_decode(codes) * tiles).float()
+
+
+HF = 160  # two scale tiles, the last one 32 channels wide
+fbuf = sy.Buffer(world, num_experts=E, hidden=HF, max_tokens_per_rank=TMAX)
+T = 7 + me
+idx, w = routing(800 + me, T)
+gen = torch.Generator().manual_seed(17 + me)
+codes = torch.randint(0, 256, (T, HF), generator=gen, dtype=torch.uint8)
+codes[(codes & 0x7F) == 0x7F] = 0x3C  # no NaN codes
+scales = torch.rand(T, 2, generator=gen) * 4 + 0.01
+out8 = fbuf.dispatch((codes, scales), idx, w)
+ref8 = reference_dispatch(codes, idx, w)
+ref_sc = reference_dispatch(scales, idx, w)["recv_x"]
+check(out8.recv_x.dtype == torch.uint8 and torch.equal(out8.recv_x, ref8["recv_x"]), "FP8 recv_x codes")
+check(torch.equal(out8.recv_x_scales, ref_sc), "FP8 recv_x_scales")
+outf = fbuf.dispatch(dequant(codes, scales), idx, w)
+check(outf.recv_x_scales is None and outf.expert_x_scales is None, "no scales without FP8")
+check(torch.equal(dequant(out8.recv_x, out8.recv_x_scales), outf.recv_x), "FP8 dequantised recv_x")
+check(torch.equal(dequant(out8.expert_x, out8.expert_x_scales), outf.expert_x), "FP8 dequantised expert_x")
+check(torch.equal(out8.expert_offsets, outf.expert_offsets), "FP8 expert layout")
+cached8 = fbuf.dispatch([codes, scales], handle=out8.handle)
+check(torch.equal(cached8.expert_x, out8.expert_x) and torch.equal(cached8.expert_x_scales, out8.expert_x_scales),
+      "FP8 cached dispatch")
+# The bindings' quantizer (C++ 1x128 tiles) against the closed-form decode: per-tile scale
+# amax / 448 and round-to-nearest within half an E4M3 step.
+xq = torch.randn(T, HF, generator=gen) * 3
+q, sc = sy.fp8_quantize(xq)
+amax = torch.stack([xq[:, :128].abs().amax(1), xq[:, 128:].abs().amax(1)], 1)
+check(torch.allclose(sc, amax / 448, rtol=1e-6), "fp8_quantize scales")
+check(torch.equal(sy.fp8_dequantize(q, sc), dequant(q, sc)), "fp8_dequantize equals the closed-form decode")
+err = (dequant(q, sc) - xq).abs()
+bound = torch.repeat_interleave(sc, 128, dim=1)[:, :HF] * torch.maximum(xq.abs() / torch.repeat_interleave(sc, 128, dim=1)[:, :HF] / 16, torch.full_like(xq, 2.0 ** -10))
+check(bool((err <= bound * 1.0001).all()), f"fp8_quantize error {float((err - bound).max())} above half a step")
+for bad, what in (((codes.float(), scales), "uint8"), ((codes, scales[:, :1]), "scales have shape"),
+                  ((codes, scales.double()), "float32")):
+    try:
+        fbuf.dispatch(bad, idx, w)
+        raise AssertionError(f"no error for bad FP8 input ({what})")
+    except errors.InvalidArgument as e:
+        check(what in str(e), f"FP8 error names the problem: {e}")
+world.barrier()
 
 # Low-latency mode (BF16 payload, no FP8 cast): received rows and counts against the gloo
 # reference, and combine of an identity expert = sum_k w_k * x (BF16 tolerance).
