@@ -68,6 +68,15 @@ TEST(CommunicatorTest, TwoNodeAlgorithmChoiceIsLogged) {
   EXPECT_NE(log.find("aggregated per node pair"), std::string::npos) << log.substr(0, 2000);
 }
 
+// Virtual nodes share the host's CPUs: the wait policy counts every rank on this host.
+TEST(CommunicatorTest, WaitPolicyCountsRanksOfEveryVirtualNodeOnTheHost) {
+  LaunchSpec s = spec("ops", 4, 2);
+  s.env = {{"SWITCHYARD_LOG_LEVEL", "debug"}, {"SWITCHYARD_LOG_SUBSYS", "comm"}};
+  auto rs = launch_ranks(s);
+  expect_all_ok(rs);
+  EXPECT_NE(rs[0].output.find("waiters: 4 ranks on this host"), std::string::npos) << rs[0].output.substr(0, 2000);
+}
+
 // Without cross-memory attach (containers without ptrace rights), large messages between
 // local ranks travel through the rings in pieces.
 TEST(CommunicatorTest, RingPiecesWithoutCrossMemoryAttach) {

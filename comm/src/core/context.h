@@ -45,6 +45,9 @@ class Context : public std::enable_shared_from_this<Context> {
     std::vector<Transport*> route;                // per world rank
     std::string job_uid;
     std::chrono::milliseconds timeout{60000};
+    // Ranks of the job on this host (all virtual nodes of it): with more than the CPUs,
+    // waiters yield at once instead of spinning. 0: the ranks of this rank's node.
+    int ranks_on_host = 0;
   };
   explicit Context(Setup setup);
   ~Context();

@@ -101,6 +101,7 @@ std::shared_ptr<Communicator> Communicator::init(const LaunchEnv& env, const Ini
   setup.route = std::move(set.route);
   setup.job_uid = uid;
   setup.timeout = timeout;
+  for (const std::string& h : hosts) setup.ranks_on_host += h == hosts[static_cast<size_t>(env.rank)] ? 1 : 0;
   auto context = std::make_shared<detail::Context>(std::move(setup));
   context->start();
   auto owner = std::make_shared<detail::ContextOwner>(context);
