@@ -68,6 +68,7 @@ inline uint8_t encode(float x) {
 // GCC 12's AVX-512 headers trip -Wuninitialized on their own _mm512_undefined_* idiom.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 // AVX-512 form of the tile loop for whole 128-channel tiles: the same operations as
 // encode() (same division, same bit arithmetic), 16 lanes at a time, so the codes and
 // scales are bit-identical to the scalar path (checked by Fp8Test against it and against
@@ -93,7 +94,13 @@ __attribute__((target("avx512f"))) void quantize_tile_avx512(const In* x, bool p
   }
   const float scale = fp8_tile_scale(float_from_bits(_mm512_reduce_max_epu32(amax)), pow2_scale);
   *scale_out = scale;
-  const __m512 vscale = _mm512_set1_ps(scale);
+  // x / scale, correctly rounded, without a vector division: q = x * r with r = RN(1 / scale),
+  // then one Markstein correction q + (x - q * scale) * r (both steps fused), which is the
+  // correctly rounded quotient when r is the rounded reciprocal (Markstein 1990; Handbook of
+  // Floating-Point Arithmetic, th. 4.11). Outside its conditions (a non-finite or huge scale,
+  // so that r is subnormal or 0) the tile uses the division.
+  const bool markstein = scale < 1e30f;
+  const __m512 vscale = _mm512_set1_ps(scale), vrecip = _mm512_set1_ps(1.0f / scale);
   const __m512i min_normal = _mm512_set1_epi32(static_cast<int>(kBitsMinNormal)),
                 bits448 = _mm512_set1_epi32(static_cast<int>(kBits448)), round = _mm512_set1_epi32(0x7ffff),
                 one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32((127 - 7) << 3),
@@ -101,7 +108,17 @@ __attribute__((target("avx512f"))) void quantize_tile_avx512(const In* x, bool p
                 nan_code = _mm512_set1_epi32(kE4M3NanCode);
   const __m512 two23 = _mm512_set1_ps(8388608.0f), f512 = _mm512_set1_ps(512.0f);
   for (int i = 0; i < kVecs; ++i) {
-    const __m512i u = _mm512_castps_si512(_mm512_div_ps(v[i], vscale));
+    __m512 quot;
+    if (markstein) {
+      const __m512 q0 = _mm512_mul_ps(v[i], vrecip);
+      quot = _mm512_fmadd_ps(_mm512_fnmadd_ps(q0, vscale, v[i]), vrecip, q0);
+      // The sign is x's (scale > 0; the correction would turn -0 into +0): bits = mask ? x : q.
+      quot = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_castps_si512(quot), _mm512_castps_si512(v[i]),
+                                                           _mm512_set1_epi32(static_cast<int>(0x80000000u)), 0xd8));
+    } else {
+      quot = _mm512_div_ps(v[i], vscale);
+    }
+    const __m512i u = _mm512_castps_si512(quot);
     const __m512i sign = _mm512_and_si512(_mm512_srli_epi32(u, 24), sign_mask);
     const __m512i a = _mm512_and_si512(u, abs_mask);
     const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(a, 20), one);
