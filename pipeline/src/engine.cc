@@ -171,7 +171,7 @@ class Engine {
     }
     if (!known(ready)) return false;
     const double start = std::max(free_at(r, it), ready);
-    const double end = start + opt_.durations.duration(a.kind);
+    const double end = start + opt_.durations.chunk_duration(a);
     switch (a.kind) {
       case OpKind::kForward: f_end_[r][cell(a.stage, a.microbatch)] = end; break;
       case OpKind::kBackwardInput:
@@ -190,6 +190,7 @@ class Engine {
     }
     busy_[r] += end - start;
     record(r, false, start, end, a, -1);
+    if (opt_.record_events && opt_.durations.moe) record_sub_steps(r, start, a);
     retire(r, it, end);
     return true;
   }
@@ -332,6 +333,20 @@ class Engine {
     e.action.sub_steps.clear();
     e.flow_id = flow;
     events_.push_back(std::move(e));
+  }
+
+  // One event per MoE sub-step of a chunk that started at `start` (SimOptions::moe).
+  void record_sub_steps(int r, double start, const Action& a) {
+    for (const TimedSubStep& x : sub_step_timeline(a, *opt_.durations.moe)) {
+      SimEvent e;
+      e.rank = r;
+      e.comm = x.collective;
+      e.start = start + x.start;
+      e.end = start + x.end;
+      e.action = make_compute(x.step.backward ? OpKind::kBackward : OpKind::kForward, x.step.stage, x.step.microbatch);
+      e.action.sub_steps = {x.step};
+      events_.push_back(std::move(e));
+    }
   }
 
   [[noreturn]] void throw_deadlock() const {

@@ -238,38 +238,41 @@ void backward_layer(std::vector<SubStep>& v, int layer, int stage, int mb) {
 
 }  // namespace
 
+std::vector<SubStep> moe_sub_steps(const Action& a, int num_moe_layers) {
+  SY_REQUIRE(num_moe_layers >= 1, "moe_sub_steps: num_moe_layers = " << num_moe_layers << " must be >= 1");
+  const int n = num_moe_layers;
+  std::vector<SubStep> v;
+  switch (a.kind) {
+    case OpKind::kForward:
+      for (int l = 0; l < n; ++l) forward_layer(v, l, a.stage, a.microbatch);
+      break;
+    case OpKind::kBackwardInput:
+    case OpKind::kBackward:
+      for (int l = n - 1; l >= 0; --l) backward_layer(v, l, a.stage, a.microbatch);
+      break;
+    case OpKind::kForwardBackward:
+      for (int i = 0; i < n; ++i) {
+        const int j = n - 1 - i;
+        const int fs = a.stage, fm = a.microbatch, bs = a.bwd_stage, bm = a.bwd_microbatch;
+        v.push_back(sub(SubStepKind::kCombine, true, j, bs, bm));
+        v.push_back(sub(SubStepKind::kAttention, false, i, fs, fm));
+        v.push_back(sub(SubStepKind::kDispatch, false, i, fs, fm));
+        v.push_back(sub(SubStepKind::kExperts, true, j, bs, bm));
+        v.push_back(sub(SubStepKind::kDispatch, true, j, bs, bm));
+        v.push_back(sub(SubStepKind::kExperts, false, i, fs, fm));
+        v.push_back(sub(SubStepKind::kCombine, false, i, fs, fm));
+        v.push_back(sub(SubStepKind::kAttention, true, j, bs, bm));
+      }
+      break;
+    default: break;
+  }
+  return v;
+}
+
 void add_moe_sub_steps(Schedule& s, int num_moe_layers) {
   SY_REQUIRE(num_moe_layers >= 1, "add_moe_sub_steps: num_moe_layers = " << num_moe_layers << " must be >= 1");
-  const int n = num_moe_layers;
-  for (auto& list : s.ranks) {
-    for (Action& a : list) {
-      a.sub_steps.clear();
-      switch (a.kind) {
-        case OpKind::kForward:
-          for (int l = 0; l < n; ++l) forward_layer(a.sub_steps, l, a.stage, a.microbatch);
-          break;
-        case OpKind::kBackwardInput:
-        case OpKind::kBackward:
-          for (int l = n - 1; l >= 0; --l) backward_layer(a.sub_steps, l, a.stage, a.microbatch);
-          break;
-        case OpKind::kForwardBackward:
-          for (int i = 0; i < n; ++i) {
-            const int j = n - 1 - i;
-            const int fs = a.stage, fm = a.microbatch, bs = a.bwd_stage, bm = a.bwd_microbatch;
-            a.sub_steps.push_back(sub(SubStepKind::kCombine, true, j, bs, bm));
-            a.sub_steps.push_back(sub(SubStepKind::kAttention, false, i, fs, fm));
-            a.sub_steps.push_back(sub(SubStepKind::kDispatch, false, i, fs, fm));
-            a.sub_steps.push_back(sub(SubStepKind::kExperts, true, j, bs, bm));
-            a.sub_steps.push_back(sub(SubStepKind::kDispatch, true, j, bs, bm));
-            a.sub_steps.push_back(sub(SubStepKind::kExperts, false, i, fs, fm));
-            a.sub_steps.push_back(sub(SubStepKind::kCombine, false, i, fs, fm));
-            a.sub_steps.push_back(sub(SubStepKind::kAttention, true, j, bs, bm));
-          }
-          break;
-        default: break;
-      }
-    }
-  }
+  for (auto& list : s.ranks)
+    for (Action& a : list) a.sub_steps = moe_sub_steps(a, num_moe_layers);
 }
 
 }  // namespace switchyard::pipeline

@@ -49,6 +49,7 @@ std::string timeline_svg(const std::vector<SimEvent>& events, int num_ranks, int
   for (const auto& e : events) {
     const double y = top + row * e.rank;
     const Action& a = e.action;
+    if (!a.sub_steps.empty()) continue;  // MoE sub-steps: traces only
     if (e.comm) {
       box(e.start, e.end, y + 30, 5, is_send(a.kind) ? "#999" : (is_recv(a.kind) ? "#555" : "#c33"), "");
       continue;

@@ -245,5 +245,156 @@ TEST(SimulatorTest, TraceHasOneFlowPerTransfer) {
   EXPECT_NE(svg.find("rank 1"), std::string::npos);
 }
 
+
+// ---- MoE sub-steps: chunk times from a compute stream and an EP communication stream ----
+
+// Distinct per-layer times, so every hand-computed instant below identifies its sub-step.
+MoeTimes distinct_moe_times(int layers) {
+  MoeTimes t;
+  t.layers = layers;
+  t.attn_f = 1, t.dispatch_f = 2, t.experts_f = 3, t.combine_f = 4;
+  t.combine_b = 5, t.experts_b = 6, t.dispatch_b = 7, t.attn_b = 8;
+  t.experts_w = 0.5, t.attn_w = 0.25;
+  return t;
+}
+
+struct Expected {
+  SubStepKind kind;
+  bool backward;
+  int layer;
+  bool collective;
+  double start, end;
+};
+
+void expect_timeline(const std::vector<TimedSubStep>& got, const std::vector<Expected>& want) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    SCOPED_TRACE("sub-step " + std::to_string(i));
+    EXPECT_EQ(got[i].step.kind, want[i].kind);
+    EXPECT_EQ(got[i].step.backward, want[i].backward);
+    EXPECT_EQ(got[i].step.layer, want[i].layer);
+    EXPECT_EQ(got[i].collective, want[i].collective);
+    EXPECT_DOUBLE_EQ(got[i].start, want[i].start);
+    EXPECT_DOUBLE_EQ(got[i].end, want[i].end);
+  }
+}
+
+TEST(SubStepTimelineTest, LoneForwardWaitsForItsOwnCollectives) {
+  using K = SubStepKind;
+  // ATTN 1, DISPATCH 2, EXPERTS 3, COMBINE 4 back to back, twice (2 layers).
+  expect_timeline(sub_step_timeline(make_compute(OpKind::kForward, 0, 0), distinct_moe_times(2)),
+                  {{K::kAttention, false, 0, false, 0, 1},
+                   {K::kDispatch, false, 0, true, 1, 3},
+                   {K::kExperts, false, 0, false, 3, 6},
+                   {K::kCombine, false, 0, true, 6, 10},
+                   {K::kAttention, false, 1, false, 10, 11},
+                   {K::kDispatch, false, 1, true, 11, 13},
+                   {K::kExperts, false, 1, false, 13, 16},
+                   {K::kCombine, false, 1, true, 16, 20}});
+}
+
+TEST(SubStepTimelineTest, FullBackwardRunsEachWeightPartAfterItsInputPart) {
+  using K = SubStepKind;
+  // COMBINE.B 5, EXPERTS.B 6 + 0.5, DISPATCH.B 7, ATTN.B 8 + 0.25 (layer 0 only).
+  expect_timeline(sub_step_timeline(make_compute(OpKind::kBackward, 0, 0), distinct_moe_times(1)),
+                  {{K::kCombine, true, 0, true, 0, 5},
+                   {K::kExperts, true, 0, false, 5, 11.5},
+                   {K::kDispatch, true, 0, true, 11.5, 18.5},
+                   {K::kAttention, true, 0, false, 18.5, 26.75}});
+  SimOptions o;
+  o.moe = distinct_moe_times(3);
+  EXPECT_DOUBLE_EQ(o.chunk_duration(make_compute(OpKind::kBackward, 0, 0)), 3 * 26.75);
+  EXPECT_DOUBLE_EQ(o.chunk_duration(make_compute(OpKind::kBackwardInput, 0, 0)), 3 * 26.0);  // no W parts
+  EXPECT_DOUBLE_EQ(o.chunk_duration(make_compute(OpKind::kBackwardWeight, 0, 0)), 3 * 0.75);
+  EXPECT_DOUBLE_EQ(o.chunk_duration(make_compute(OpKind::kForward, 0, 0)), 3 * 10.0);
+}
+
+TEST(SubStepTimelineTest, PairHidesEachCollectiveBehindTheOtherMicrobatchsCompute) {
+  using K = SubStepKind;
+  // Figure-4 order, forward micro-batch 3 (stage 1) with backward micro-batch 0 (stage 0):
+  //   COMBINE.B [0,5] comm        ATTN.F [0,1] compute
+  //   DISPATCH.F [5,7] (comm busy until 5)   EXPERTS.B+W [5,11.5] (needs COMBINE.B)
+  //   DISPATCH.B [11.5,18.5] (needs EXPERTS.B)  EXPERTS.F [11.5,14.5] (compute busy)
+  //   COMBINE.F [18.5,22.5] (comm busy)     ATTN.B+W [18.5,26.75] (needs DISPATCH.B)
+  // = max(5,1) + max(2,6.5) + max(7,3) + max(4,8.25) = 26.75, against F + BW = 10 + 26.75.
+  const Action fb = make_fb(1, 3, 0, 0);
+  const auto got = sub_step_timeline(fb, distinct_moe_times(1));
+  expect_timeline(got, {{K::kCombine, true, 0, true, 0, 5},
+                        {K::kAttention, false, 0, false, 0, 1},
+                        {K::kDispatch, false, 0, true, 5, 7},
+                        {K::kExperts, true, 0, false, 5, 11.5},
+                        {K::kDispatch, true, 0, true, 11.5, 18.5},
+                        {K::kExperts, false, 0, false, 11.5, 14.5},
+                        {K::kCombine, false, 0, true, 18.5, 22.5},
+                        {K::kAttention, true, 0, false, 18.5, 26.75}});
+  EXPECT_EQ(got[1].step.microbatch, 3);
+  EXPECT_EQ(got[0].step.microbatch, 0);
+  // Two layers: the second layer pair starts when the first has ended (each chain's next
+  // sub-step needs the previous layer's last one), so the pair takes twice as long.
+  SimOptions o;
+  o.moe = distinct_moe_times(2);
+  EXPECT_DOUBLE_EQ(o.chunk_duration(fb), 2 * 26.75);
+  // Sub-steps carried by the action (add_moe_sub_steps) give the same timeline.
+  Action with = fb;
+  with.sub_steps = moe_sub_steps(fb, 2);
+  EXPECT_DOUBLE_EQ(o.chunk_duration(with), 2 * 26.75);
+}
+
+TEST(SimulatorTest, MoeSubStepsTimeEveryChunkOfASchedule) {
+  // Every chunk takes its timeline's length: the same makespan as the chunk-DAG longest path
+  // with the hand-computed F = 2*10, B = 2*26.75, W = 2*0.75, F&B = 2*26.75; sub-step events
+  // sit inside their chunk at the hand-computed offsets; overlap shortens the step against
+  // F&B = F + B.
+  const MoeTimes t = distinct_moe_times(2);
+  for (ScheduleKind k : {ScheduleKind::kDualPipe, ScheduleKind::kDualPipeV, ScheduleKind::kZBH1}) {
+    Schedule s = generate(k, {4, 8});
+    SimOptions o;
+    o.moe = t;
+    SimResult res = simulate(s, o);
+    const SimOptions scalar = times(20, 53.5, 1.5, 53.5);
+    EXPECT_DOUBLE_EQ(res.makespan, naive_makespan(s, scalar)) << schedule_kind_name(k);
+    Schedule with = s;
+    add_moe_sub_steps(with, 2);
+    EXPECT_DOUBLE_EQ(simulate(with, o).makespan, res.makespan) << schedule_kind_name(k);
+    int pairs = 0;
+    for (size_t i = 0; i < res.events.size(); ++i) {
+      const SimEvent& e = res.events[i];
+      if (e.comm || !e.action.sub_steps.empty() || e.action.kind != OpKind::kForwardBackward) continue;
+      ++pairs;
+      ASSERT_LE(i + 16, res.events.size());
+      EXPECT_DOUBLE_EQ(e.end - e.start, 53.5);
+      // Layer 0 pair: DISPATCH.F of the forward micro-batch at [5, 7] after the chunk start.
+      const SimEvent& d = res.events[i + 3];
+      ASSERT_EQ(d.action.sub_steps.size(), 1u);
+      EXPECT_EQ(d.action.sub_steps[0].kind, SubStepKind::kDispatch);
+      EXPECT_TRUE(d.comm);
+      EXPECT_EQ(d.action.microbatch, e.action.microbatch);
+      EXPECT_DOUBLE_EQ(d.start - e.start, 5);
+      EXPECT_DOUBLE_EQ(d.end - e.start, 7);
+    }
+    EXPECT_EQ(pairs > 0, k != ScheduleKind::kZBH1) << schedule_kind_name(k);
+    if (pairs > 0) {
+      const SimOptions no_overlap = times(20, 53.5, 1.5, 20 + 53.5);
+      EXPECT_LT(res.makespan, naive_makespan(s, no_overlap)) << schedule_kind_name(k);
+    }
+  }
+}
+
+TEST(SimulatorTest, ClosedFormUsesTheSubStepChunkTimes) {
+  SimOptions o;
+  o.moe = distinct_moe_times(1);
+  // DualPipe, 4 ranks: (PP/2-1)(F&B + B - 3W) with F&B = 26.75, B = 26.75, W = 0.75.
+  EXPECT_DOUBLE_EQ(closed_form_bubble("dualpipe", 4, o), 1 * (26.75 + 26.75 - 3 * 0.75));
+}
+
+TEST(SimulatorTest, RejectsNegativeSubStepTimes) {
+  SimOptions o;
+  o.moe = distinct_moe_times(1);
+  o.moe->dispatch_b = -1;
+  EXPECT_THROW(simulate(generate(ScheduleKind::k1F1B, {2, 2}), o), InvalidArgument);
+  o.moe = distinct_moe_times(0);
+  EXPECT_THROW(simulate(generate(ScheduleKind::k1F1B, {2, 2}), o), InvalidArgument);
+}
+
 }  // namespace
 }  // namespace switchyard::pipeline

@@ -31,6 +31,19 @@ DEFINE_double(f_comm, 0.0, "EP communication inside --f (derives --fb when it is
 DEFINE_double(b_comm, 0.0, "EP communication inside --b (derives --fb when it is negative)");
 DEFINE_double(p2p_latency, 0.0, "time per P2P transfer");
 DEFINE_double(reduce_time, 0.0, "time of one mirrored-gradient reduction (dualpipe)");
+DEFINE_int32(moe_layers, 0,
+             "> 0: time MoE sub-steps, this many MoE layers per stage; chunk times then come from the sub-step "
+             "flags below on a compute and an EP-communication stream, and --f --b --w --fb --f_comm --b_comm are ignored");
+DEFINE_double(attn_f, 0.0, "per layer: attention forward (compute)");
+DEFINE_double(dispatch_f, 0.0, "per layer: dispatch forward (EP communication)");
+DEFINE_double(experts_f, 0.0, "per layer: experts forward (compute)");
+DEFINE_double(combine_f, 0.0, "per layer: combine forward (EP communication)");
+DEFINE_double(combine_b, 0.0, "per layer: backward of combine (a dispatch of the gradient; EP communication)");
+DEFINE_double(experts_b, 0.0, "per layer: experts input gradient (compute)");
+DEFINE_double(dispatch_b, 0.0, "per layer: backward of dispatch (a combine; EP communication)");
+DEFINE_double(attn_b, 0.0, "per layer: attention input gradient (compute)");
+DEFINE_double(experts_w, 0.0, "per layer: experts weight gradient (compute)");
+DEFINE_double(attn_w, 0.0, "per layer: attention weight gradient (compute)");
 DEFINE_bool(json, false, "print JSON instead of the table");
 DEFINE_string(svg, "", "write the timeline picture of the (single) schedule to this file");
 DEFINE_string(trace, "", "write a Chrome/Perfetto trace of the (single) schedule to this file");
@@ -61,6 +74,25 @@ int main(int argc, char** argv) {
     opt.b_comm = FLAGS_b_comm;
     opt.p2p_latency = FLAGS_p2p_latency;
     opt.reduce_time = FLAGS_reduce_time;
+    if (FLAGS_moe_layers > 0) {
+      MoeTimes t;
+      t.layers = FLAGS_moe_layers;
+      t.attn_f = FLAGS_attn_f;
+      t.dispatch_f = FLAGS_dispatch_f;
+      t.experts_f = FLAGS_experts_f;
+      t.combine_f = FLAGS_combine_f;
+      t.combine_b = FLAGS_combine_b;
+      t.experts_b = FLAGS_experts_b;
+      t.dispatch_b = FLAGS_dispatch_b;
+      t.attn_b = FLAGS_attn_b;
+      t.experts_w = FLAGS_experts_w;
+      t.attn_w = FLAGS_attn_w;
+      opt.moe = t;
+      const double fb = opt.chunk_duration(make_fb(1, 0, 0, 0));
+      if (!FLAGS_json)
+        std::printf("MoE sub-steps, %d layers per stage: F %.3f  B(full) %.3f  W %.3f  F&B %.3f (F+B %.3f)\n",
+                    t.layers, t.f(), t.b(), t.w(), fb, t.f() + t.b());
+    }
     std::vector<ScheduleKind> kinds;
     if (FLAGS_schedule == "all")
       kinds = all_schedule_kinds();
@@ -97,7 +129,12 @@ int main(int argc, char** argv) {
       for (int p : res.peak_activations) peak = std::max(peak, p);
       if (FLAGS_print_schedule) std::cout << to_text(s);
       if (FLAGS_json) {
+        nlohmann::json moe;
+        if (opt.moe)
+          moe = {{"layers", opt.moe->layers}, {"f", opt.moe->f()}, {"b", opt.moe->b()}, {"w", opt.moe->w()},
+                 {"fb", opt.chunk_duration(make_fb(1, 0, 0, 0))}};
         out.push_back({{"schedule", name},
+                       {"moe", moe},
                        {"ranks", FLAGS_ranks},
                        {"microbatches", FLAGS_microbatches},
                        {"makespan", res.makespan},

@@ -69,5 +69,7 @@ Schedule replicate(const Schedule& s, int num_replicas);
 //   COMBINE.B(j)  ATTN.F(i)  DISPATCH.F(i)  EXPERTS.B(j)  DISPATCH.B(j)  EXPERTS.F(i)
 //   COMBINE.F(i)  ATTN.B(j)
 void add_moe_sub_steps(Schedule& s, int num_moe_layers);
+// The sub-steps add_moe_sub_steps gives one action (empty for W, P2P and REDUCE).
+std::vector<SubStep> moe_sub_steps(const Action& a, int num_moe_layers);
 
 }  // namespace switchyard::pipeline
