@@ -147,6 +147,20 @@ TEST(CommunicatorTest, HungPeerIsReportedByHeartbeat) {
   EXPECT_NE(rs[0].output.find("no heartbeat"), std::string::npos) << describe(rs);
 }
 
+// The same across nodes: a stopped rank on the other virtual node is found by the UCX
+// heartbeat (its connection stays up), not by the 60 s wait timeout.
+TEST(CommunicatorTest, HungPeerOnOtherNodeIsReportedByHeartbeat) {
+  LaunchSpec s = spec("hung", 4, 2);
+  s.env = {{"SWITCHYARD_COMM_HEARTBEAT_TIMEOUT_MS", "1000"}};
+  s.stopped_rank = 3;
+  auto rs = launch_ranks(s);
+  ASSERT_EQ(rs.size(), 4u);
+  EXPECT_EQ(rs[3].signal, SIGKILL) << describe(rs);
+  for (int r = 0; r < 3; ++r) EXPECT_EQ(rs[r].exit_code, 0) << describe(rs);
+  EXPECT_NE(rs[0].output.find("ucx: rank 3 stopped making progress: no heartbeat"), std::string::npos)
+      << describe(rs);
+}
+
 TEST(CommunicatorTest, AbortFailsPeersWithoutHanging) { expect_all_ok(launch_ranks(spec("abort", 3))); }
 
 TEST(CommunicatorTest, MissingRankIsNamedAfterTimeout) {

@@ -506,6 +506,8 @@ void Context::progress_loop() {
   int idle = 0;
   while (!stop_) {
     if (shm_) shm_->beat();  // peers' hung-peer check (shm heartbeat)
+    // UCX heartbeats go out from progress(): drive it while idle too (nobody else does).
+    if (remote_ && ops_.empty() && waiters_.load() == 0 && !failed_) remote_->progress();
     if (ops_.empty() || waiters_.load() > 0) {
       cv_.wait_for(lock, std::chrono::milliseconds(2));
       idle = 0;

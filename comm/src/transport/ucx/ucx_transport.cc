@@ -26,9 +26,18 @@ constexpr int kRankShift = 44;
 constexpr int kMaxRanks = 1 << 20;
 constexpr uint64_t kHelloTag = kMaxUcxTag;  // zero-byte message that brings a connection up
 constexpr uint64_t kByeTag = kMaxUcxTag + 1;  // zero-byte message sent before a clean shutdown
+constexpr uint64_t kBeatTag = kMaxUcxTag + 2;  // zero-byte heartbeat (hung-peer detection)
 constexpr ucp_tag_t kFullMask = ~ucp_tag_t{0};
 
 using Clock = std::chrono::steady_clock;
+
+// SWITCHYARD_COMM_HEARTBEAT_TIMEOUT_MS (declared once, by the shm transport, which shares it;
+// read through the knob registry; 10 s when this file is built without it).
+int64_t heartbeat_timeout_ms() {
+  for (const ParamInfo& p : param_registry())
+    if (p.name == "COMM_HEARTBEAT_TIMEOUT_MS") return std::stoll(p.current());
+  return 10000;
+}
 
 // The UCX tag of a message `tag` sent by `sender`.
 ucp_tag_t ucx_tag(int sender, uint64_t tag) {
@@ -307,7 +316,11 @@ class UcxTransport : public Transport {
     return req;
   }
 
-  bool progress() override { return worker_->progress(); }
+  bool progress() override {
+    bool moved = worker_->progress();
+    if (beat_timeout_ms_ > 0 && (++progress_calls_ & 15) == 0) heartbeat();
+    return moved;
+  }
 
   void wait_for_event(std::chrono::microseconds max_wait) override { worker_->wait_for_event(max_wait); }
   void interrupt_wait() override { worker_->signal(); }
@@ -316,6 +329,22 @@ class UcxTransport : public Transport {
     for (int peer : peers_) {
       if (worker_->failed(peer) && !worker_->said_bye(peer)) {
         SY_UCX_PEER_FAILURE(peer, "ucx: rank " << worker_->rank() << ": " << worker_->failure_text(peer));
+      }
+    }
+    if (beat_timeout_ms_ <= 0) return;
+    heartbeat();
+    auto now = Clock::now();
+    for (size_t i = 0; i < peers_.size(); ++i) {
+      int peer = peers_[i];
+      if (worker_->failed(peer) || worker_->said_bye(peer)) continue;
+      auto silent = std::chrono::duration_cast<std::chrono::milliseconds>(now - beats_[i].heard).count();
+      if (silent > beat_timeout_ms_) {
+        // Treated as a broken connection from here on (shutdown sends it no goodbye and
+        // does not wait for a flush it would never answer).
+        worker_->peer(peer).error = UCS_ERR_ENDPOINT_TIMEOUT;
+        SY_UCX_PEER_FAILURE(peer, "ucx: rank " << peer << " stopped making progress: no heartbeat for " << silent
+                                               << " ms (hung or stopped; SWITCHYARD_COMM_HEARTBEAT_TIMEOUT_MS="
+                                               << beat_timeout_ms_ << ")");
       }
     }
   }
@@ -358,6 +387,12 @@ class UcxTransport : public Transport {
       sched_yield();
     }
     SY_DEBUG("comm", "ucx: rank " << worker_->rank() << " connected to " << peers_.size() << " peers");
+    beat_timeout_ms_ = heartbeat_timeout_ms();
+    beats_.resize(peers_.size());
+    for (size_t i = 0; i < peers_.size(); ++i) {
+      beats_[i].heard = Clock::now();
+      if (beat_timeout_ms_ > 0) beats_[i].recv = post_recv(peers_[i], kBeatTag);
+    }
   }
 
  private:
@@ -439,8 +474,43 @@ class UcxTransport : public Transport {
     }
   }
 
+  // Heartbeats (hung-peer detection, like the shm transport's counters): every
+  // timeout / 5 a zero-byte message to each live peer, and one receive per peer kept
+  // posted; a live peer unheard for the timeout is hung. Driven from progress() (the comm
+  // core's progress thread calls it at least every 2 ms, also when idle) and check_peers().
+  void heartbeat() {
+    auto now = Clock::now();
+    bool send = now - last_beat_sent_ >= std::chrono::milliseconds(std::max<int64_t>(1, beat_timeout_ms_ / 5));
+    if (send) last_beat_sent_ = now;
+    for (size_t i = 0; i < peers_.size(); ++i) {
+      int peer = peers_[i];
+      if (worker_->failed(peer)) continue;
+      Beat& b = beats_[i];
+      try {
+        while (b.recv && b.recv->done()) {
+          b.heard = now;
+          b.recv = post_recv(peer, kBeatTag);
+        }
+        if (send && (!b.send || b.send->done())) b.send = post_send(peer, kBeatTag);
+      } catch (const Error&) {
+        // A broken connection: check_peers() reports it (or it said goodbye).
+        b.recv.reset();
+        b.send.reset();
+      }
+    }
+  }
+
+  struct Beat {
+    Clock::time_point heard;  // last heartbeat received (or connection time)
+    std::unique_ptr<TransportRequest> recv, send;
+  };
+
   std::shared_ptr<UcxWorker> worker_;
   std::vector<int> peers_;
+  int64_t beat_timeout_ms_ = 0;
+  std::vector<Beat> beats_;  // per peers_ entry
+  Clock::time_point last_beat_sent_{};
+  uint64_t progress_calls_ = 0;
 };
 
 }  // namespace
