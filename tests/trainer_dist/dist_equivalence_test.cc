@@ -15,6 +15,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <memory>
+#include <numeric>
+#include <algorithm>
 #include <random>
 #include <set>
 #include <vector>
@@ -25,8 +27,10 @@
 #include "switchyard/trainer/config.h"
 #include "switchyard/trainer/dist/dist_run.h"
 #include "switchyard/trainer/dist/dist_trainer.h"
+#include "switchyard/trainer/experts.h"
 #include "switchyard/trainer/model.h"
 #include "switchyard/trainer/router.h"
+#include "switchyard/trainer/train/linear_backend.h"
 #include "switchyard/trainer/train/optimizer.h"
 
 namespace switchyard::trainer::dist {
@@ -74,30 +78,88 @@ struct RunResult {
   TensorMap weights;
 };
 
-// The one-process step on the whole global batch.
-RunResult reference_run(const ModelConfig& c, const std::vector<std::vector<int64_t>>& batches) {
+// Global batches of `micro` micro-batches for all steps: [kSteps][micro * kGlobalBatch, kSeq + D + 1].
+std::vector<std::vector<int64_t>> make_micro_batches(const ModelConfig& c, int64_t micro,
+                                                     int64_t global_batch = kGlobalBatch) {
+  std::mt19937_64 rng(4321);
+  const int64_t window = kSeq + c.num_nextn_predict_layers + 1;
+  std::vector<std::vector<int64_t>> out(kSteps, std::vector<int64_t>(micro * global_batch * window));
+  for (auto& b : out)
+    for (auto& t : b) t = static_cast<int64_t>(rng() % uint64_t(c.vocab_size));
+  return out;
+}
+
+// The FP8 recipe on every covered weight except the routed experts: shows that the
+// distributed run's experts (computed on dispatched rows) are FP8 too. Fp8Linear installs
+// itself; this wrapper replaces it in the slot and hands the slot back on destruction.
+class Fp8LinearExceptExperts : public LinearBackend {
+ public:
+  explicit Fp8LinearExceptExperts(const ParameterSet<float>& params) : fp8_(params, Fp8Options{}) {
+    for (const auto& p : params.all())
+      if (routed_expert_of(p->name) >= 0) skip_.insert(p->value.data()), skip_.insert(p->grad.data());
+    set_linear_backend(this);
+  }
+  ~Fp8LinearExceptExperts() override { set_linear_backend(&fp8_); }  // fp8_ then uninstalls itself
+  bool forward(const float* x, const float* W, int64_t n, int64_t in, int64_t out, float* y) override {
+    return !skip_.count(W) && fp8_.forward(x, W, n, in, out, y);
+  }
+  bool backward_input(const float* dy, const float* W, int64_t n, int64_t in, int64_t out, float* dx,
+                      bool accumulate) override {
+    return !skip_.count(W) && fp8_.backward_input(dy, W, n, in, out, dx, accumulate);
+  }
+  bool backward_weight(const float* dy, const float* x, int64_t n, int64_t in, int64_t out, float* dW) override {
+    return !skip_.count(dW) && fp8_.backward_weight(dy, x, n, in, out, dW);
+  }
+
+ private:
+  Fp8Linear fp8_;
+  std::set<const float*> skip_;
+};
+
+enum class Fp8Mode { kOff, kOn, kExceptExperts };
+
+// The one-process step on the whole global batch, with `micro` micro-batches per step
+// (gradients summed, divided by micro, as Trainer::train_step) and optionally the FP8 recipe.
+RunResult reference_run(const ModelConfig& c, const std::vector<std::vector<int64_t>>& batches, int64_t micro = 1,
+                        Fp8Mode fp8 = Fp8Mode::kOff, int64_t global_batch = kGlobalBatch) {
   Model<float> model(c);
   model.init_random(7, 0.02);
   AdamW opt(model.parameters(), AdamWConfig{});
+  std::unique_ptr<LinearBackend> fp8_linear;
+  if (fp8 == Fp8Mode::kOn) fp8_linear = std::make_unique<Fp8Linear>(model.parameters(), Fp8Options{});
+  if (fp8 == Fp8Mode::kExceptExperts) fp8_linear = std::make_unique<Fp8LinearExceptExperts>(model.parameters());
+  const int64_t window = kSeq + c.num_nextn_predict_layers + 1, E = c.n_routed_experts;
+  const std::vector<int64_t> moe_layers = model.moe_layer_indices();
   RunResult r;
   for (const auto& batch : batches) {
     model.zero_grad();
-    r.losses.push_back(model.forward(batch.data(), kGlobalBatch, kSeq).total);
-    model.backward();
+    double loss = 0;
+    std::vector<double> counts(moe_layers.size() * E, 0.0);
+    for (int64_t a = 0; a < micro; ++a) {
+      loss += model.forward(batch.data() + a * global_batch * window, global_batch, kSeq).total / double(micro);
+      model.backward();
+      for (size_t i = 0; i < moe_layers.size(); ++i)
+        for (int64_t e = 0; e < E; ++e) counts[i * E + e] += model.expert_counts(moe_layers[i])[e];
+    }
+    if (micro > 1)
+      for (const auto& p : model.parameters().all())
+        for (float& g : p->grad) g *= 1.0f / float(micro);
+    r.losses.push_back(loss);
     r.grad_norms.push_back(clip_grad_norm(model.parameters(), kClip));
     opt.step(kLr);
-    for (int64_t layer : model.moe_layer_indices())
-      update_expert_bias(model.expert_bias(layer).data(), model.expert_counts(layer).data(), c.n_routed_experts,
-                         kBiasRate);
+    for (size_t i = 0; i < moe_layers.size(); ++i)
+      update_expert_bias(model.expert_bias(moe_layers[i]).data(), counts.data() + i * E, E, kBiasRate);
   }
   r.weights = model.weights();
   return r;
 }
 
 RunResult distributed_run(const ModelConfig& c, const std::vector<std::vector<int64_t>>& batches, ParallelLayout layout,
-                    ExpertWire wire, bool zero1 = false) {
+                          ExpertWire wire, bool zero1 = false, int64_t micro = 1, bool fp8 = false,
+                          int64_t* fp8_gemms = nullptr, int64_t global_batch = kGlobalBatch) {
   DistOptions o;
   o.zero1 = zero1;
+  o.fp8 = fp8;
   o.layout = layout;
   o.wire = wire;
   o.clip = kClip;
@@ -112,10 +174,12 @@ RunResult distributed_run(const ModelConfig& c, const std::vector<std::vector<in
       EXPECT_TRUE(t.buffer()->uses_two_hop());
     }
     first = false;
-    DistStepMetrics m = t.step(batch.data(), kGlobalBatch, kSeq, kLr, kBiasRate);
+    DistStepMetrics m = micro == 1 ? t.step(batch.data(), global_batch, kSeq, kLr, kBiasRate)
+                                   : t.step_micro_batches(batch.data(), micro, global_batch, kSeq, kLr, kBiasRate);
     r.losses.push_back(m.losses.total);
     r.grad_norms.push_back(m.grad_norm);
   }
+  if (fp8_gemms != nullptr) *fp8_gemms = t.fp8_gemms();
   r.weights = t.gather_weights();
   return r;
 }
@@ -144,11 +208,11 @@ double worst_normwise(const TensorMap& a, const TensorMap& b, std::string* worst
   return out;
 }
 
-void expect_equivalent(ParallelLayout layout, bool zero1 = false) {
+void expect_equivalent(ParallelLayout layout, bool zero1 = false, int64_t micro = 1) {
   const ModelConfig c = test_config();
-  const auto batches = make_batches(c);
-  const RunResult ref = reference_run(c, batches);
-  const RunResult dist = distributed_run(c, batches, layout, ExpertWire::kFloat32, zero1);
+  const auto batches = micro == 1 ? make_batches(c) : make_micro_batches(c, micro);
+  const RunResult ref = reference_run(c, batches, micro);
+  const RunResult dist = distributed_run(c, batches, layout, ExpertWire::kFloat32, zero1, micro);
   const int rank = world()->rank();
   for (int64_t s = 0; s < kSteps; ++s) {
     EXPECT_LE(std::abs(dist.losses[s] - ref.losses[s]), 1e-5 * std::abs(ref.losses[s]))
@@ -290,6 +354,235 @@ TEST(DistTrainerTest, RunDistributedTrainingLearnsAndWritesTrace) {
     EXPECT_GT(dispatches, 0);
     std::ifstream svg(r.timeline_path);
     EXPECT_TRUE(svg.good());
+  }
+}
+
+// ZeRO-1 checkpoints: saved with zero1 on EP 2 x DP (W/2) after 3 of 5 steps, every rank
+// writes only its optimizer shard (the files together hold each moment element once); resume
+// in a fresh trainer is bitwise on the same layout and within 1e-5 without zero1 and on EP W
+// with zero1; a checkpoint written without zero1 resumes into zero1 within 1e-5.
+TEST(DistTrainerTest, ZeroOneCheckpointResumesOnSameAndOtherLayout) {
+  if (world()->size() % 2 != 0) GTEST_SKIP() << "needs an even number of ranks";
+  const ModelConfig c = test_config();
+  const auto batches = make_batches(c);
+  const int W = world()->size();
+  DistOptions o;
+  o.layout = ParallelLayout{2, 1, W / 2};
+  o.wire = ExpertWire::kFloat32;
+  o.seed = 7;
+  o.zero1 = true;
+  const std::string dir = scratch("ckpt_zero1"), plain_dir = scratch("ckpt_plain");
+  TensorMap straight;
+  int64_t param_elements = 0;
+  {
+    DistTrainer t(world(), c, o);
+    for (const auto& p : t.model().parameters().all()) param_elements += p->numel();
+    for (int64_t s = 0; s < kSteps; ++s) {
+      t.step(batches[s].data(), kGlobalBatch, kSeq, kLr, kBiasRate);
+      if (s == 2) t.save_sharded(dir, "{\"data\": 3}");
+    }
+    straight = t.gather_weights();
+  }
+  {  // the same 3 steps without zero1, for the plain -> zero1 case
+    DistOptions plain = o;
+    plain.zero1 = false;
+    DistTrainer t(world(), c, plain);
+    for (int64_t s = 0; s < 3; ++s) t.step(batches[s].data(), kGlobalBatch, kSeq, kLr, kBiasRate);
+    t.save_sharded(plain_dir, "{}");
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir + ".tmp"));
+  // Sharded: each rank file holds a part of the moments, and all of them each element once.
+  int64_t moment_elements = 0, files_with_moments = 0;
+  for (int r = 0; r < W; ++r) {
+    int64_t here = 0;
+    for (const auto& [name, t] : read_safetensors(dir + "/rank-" + std::to_string(r) + ".safetensors"))
+      if (name.rfind("exp_avg.", 0) == 0) here += t.numel();
+    moment_elements += here;
+    files_with_moments += here > 0;
+    EXPECT_LT(here, param_elements) << "rank " << r << " holds the whole first moment";
+  }
+  EXPECT_EQ(moment_elements, param_elements);
+  EXPECT_EQ(files_with_moments, W);
+
+  struct Case {
+    ParallelLayout layout;
+    bool zero1;
+    const std::string* from;
+    bool bitwise;
+  };
+  for (const Case& k : {Case{o.layout, true, &dir, true}, Case{o.layout, false, &dir, false},
+                        Case{ParallelLayout{W, 1, 1}, true, &dir, false}, Case{o.layout, true, &plain_dir, false}}) {
+    DistOptions o2 = o;
+    o2.layout = k.layout;
+    o2.zero1 = k.zero1;
+    o2.seed = 99;  // the checkpoint must overwrite everything
+    DistTrainer t(world(), c, o2);
+    t.load_sharded(*k.from);
+    EXPECT_EQ(t.steps_done(), 3);
+    for (int64_t s = 3; s < kSteps; ++s) t.step(batches[s].data(), kGlobalBatch, kSeq, kLr, kBiasRate);
+    const TensorMap resumed = t.gather_weights();
+    std::string worst;
+    const double rel = worst_normwise(resumed, straight, &worst);
+    const std::string what = k.layout.to_string() + (k.zero1 ? " zero1" : "") + " from " + *k.from;
+    if (k.bitwise)
+      EXPECT_EQ(rel, 0.0) << what << ": " << worst << " differs by " << rel;
+    else
+      EXPECT_LE(rel, 1e-5) << what << ": " << worst << " differs by " << rel;
+  }
+  world()->barrier();
+  if (world()->rank() == 0) std::filesystem::remove_all(dir), std::filesystem::remove_all(plain_dir);
+}
+
+// --grad_accum on the distributed path: two micro-batches of the global batch per step,
+// against the one-process accumulation (plain AdamW and ZeRO-1).
+TEST(DistTrainerTest, GradAccumulationMatchesOneProcess) {
+  if (world()->size() % 2 != 0) GTEST_SKIP() << "needs an even number of ranks";
+  expect_equivalent(ParallelLayout{2, 1, world()->size() / 2}, /*zero1=*/false, /*micro=*/2);
+}
+
+TEST(DistTrainerTest, GradAccumulationWithZeroOneMatchesOneProcess) {
+  if (world()->size() % 2 != 0) GTEST_SKIP() << "needs an even number of ranks";
+  expect_equivalent(ParallelLayout{world()->size(), 1, 1}, /*zero1=*/true, /*micro=*/3);
+}
+
+// Every weight but the router biases (their sign-based update turns any change of an
+// expert's count into +-rate, so they are compared through the losses instead).
+TensorMap without_biases(TensorMap m) {
+  for (auto it = m.begin(); it != m.end();) it = it->first.find("e_score_correction_bias") != std::string::npos ? m.erase(it) : std::next(it);
+  return m;
+}
+
+// The FP8 Linear recipe (--fp8) on the distributed path against the one-process FP8 run on
+// the same global batch (8 sequences of 16 tokens per rank, so every rank's tokens fill
+// whole 128-token tiles), on EP W (experts on dispatched rows, both nodes) and EP 1 x DP W.
+// What is exact and what is bounded, and why:
+// - The forward is deterministic per row (x in 1x128 tiles of its own row, W in fixed
+//   128x128 blocks): the step-0 losses, before any update, agree to 1e-6 while the FP32
+//   and the FP8-except-experts runs differ by more than 1e-5, so every Linear, the experts
+//   included, ran in FP8.
+// - The weight gradient quantizes dy and x in 128x1 tiles of 128 TOKENS: an expert's rows
+//   from several ranks (EP) form other tiles than in one process, and each rank's dy is R
+//   times the one-process dy, which differs in the tiles whose amax is under the 1e-4 scale
+//   floor. FP8 rounding is also discontinuous: any FP32 summation-order change (1e-7) moves
+//   some values across an E4M3 rounding boundary (one 2^-3 step of that element). So after
+//   the first update the runs separate at the level of FP8 noise: bounded by 3e-4 on the
+//   losses (measured <= 1.2e-4 on 4 ranks, the FP8-vs-FP32 gap is ~5e-5), 2e-3 on the step-0
+//   gradient norm and 1e-2 normwise on the parameters (lr 1e-4).
+// - Where the tiles coincide (EP 1 x DP W against one process accumulating the same W
+//   micro-batches) the first update is exact: step-0 gradient norm and the step-0/1 losses
+//   within 1e-6.
+TEST(DistTrainerTest, Fp8LinearRecipeMatchesOneProcessFp8) {
+  const ModelConfig c = test_config();
+  const int W = world()->size();
+  const int64_t B = 8 * W;
+  const auto batches = make_micro_batches(c, 1, B);
+  const RunResult one32 = reference_run(c, batches, 1, Fp8Mode::kOff, B);
+  const RunResult one8 = reference_run(c, batches, 1, Fp8Mode::kOn, B);
+  const RunResult no_expert8 = reference_run(c, batches, 1, Fp8Mode::kExceptExperts, B);
+  const RunResult accum8 = reference_run(c, batches, W, Fp8Mode::kOn, B / W);  // the same tokens in W micro-batches
+  const double l0 = one8.losses[0];
+  EXPECT_GT(std::abs(one32.losses[0] - l0), 1e-5 * l0) << "FP8 should change the step-0 loss";
+  EXPECT_GT(std::abs(no_expert8.losses[0] - l0), 1e-5 * l0) << "FP8 experts should change the step-0 loss";
+  for (ParallelLayout layout : {ParallelLayout{W, 1, 1}, ParallelLayout{1, 1, W}}) {
+    int64_t gemms = 0;
+    const RunResult d8 = distributed_run(c, batches, layout, ExpertWire::kFloat32, false, 1, true, &gemms, B);
+    const std::string what = layout.to_string() + " rank " + std::to_string(world()->rank());
+    EXPECT_GT(gemms, 0) << what;
+    EXPECT_LE(std::abs(d8.losses[0] - l0), 1e-6 * l0) << what << ": step-0 loss " << d8.losses[0] << " vs " << l0;
+    for (int64_t s = 1; s < kSteps; ++s)
+      EXPECT_LE(std::abs(d8.losses[s] - one8.losses[s]), 3e-4 * one8.losses[s])
+          << what << " step " << s << ": " << d8.losses[s] << " vs " << one8.losses[s];
+    EXPECT_LE(std::abs(d8.grad_norms[0] - one8.grad_norms[0]), 2e-3 * one8.grad_norms[0]) << what;
+    std::string worst;
+    const double rel = worst_normwise(without_biases(d8.weights), without_biases(one8.weights), &worst);
+    EXPECT_LE(rel, 1e-2) << what << ": " << worst << " differs by " << rel;
+    if (layout.ep == 1) {
+      EXPECT_LE(std::abs(d8.grad_norms[0] - accum8.grad_norms[0]), 1e-6 * accum8.grad_norms[0]) << what;
+      for (int64_t s = 0; s < 2; ++s)
+        EXPECT_LE(std::abs(d8.losses[s] - accum8.losses[s]), 1e-6 * accum8.losses[s]) << what << " step " << s;
+    }
+  }
+}
+
+// The fused form (one weighted combine per layer, its backward giving the gate-weight
+// gradient) against the per-slot path the MoE block uses (itself equal to the one-process
+// experts, tests above): the layer output sum_k w_k out_k, dx, dL/dw and the experts' weight
+// gradients. FP32 wire: equal up to summation order; FP8/BF16 wire: the fused combine's
+// partial sums travel in BF16 (one more rounding), so within 1%.
+TEST(DispatchedExpertsTest, WeightedCombineMatchesPerSlotCombine) {
+  const ModelConfig c = test_config();
+  Model<float> model(c);
+  model.init_random(7, 0.02);
+  const int64_t layer = model.moe_layer_indices().front();
+  const int rank = world()->rank();
+  const int64_t N = 20 + 4 * rank, d = c.hidden_size, K = c.num_experts_per_tok, E = c.n_routed_experts;
+  dispatch::BufferOptions bo;
+  bo.num_experts = static_cast<int>(E);
+  bo.hidden = d;
+  bo.max_tokens_per_rank = 64;
+  bo.two_hop = true;
+  auto buffer = std::make_shared<dispatch::Buffer>(world(), bo);
+  std::mt19937_64 rng(100 + rank);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_real_distribution<float> uniform(0.1f, 1.0f);
+  std::vector<float> x(N * d), dy(N * d), w(N * K);
+  for (float& v : x) v = normal(rng);
+  for (float& v : dy) v = normal(rng);
+  for (float& v : w) v = uniform(rng);
+  std::vector<int64_t> idx(N * K), experts(E);
+  for (int64_t t = 0; t < N; ++t) {
+    std::iota(experts.begin(), experts.end(), 0);
+    std::shuffle(experts.begin(), experts.end(), rng);
+    std::copy(experts.begin(), experts.begin() + K, idx.begin() + t * K);
+  }
+  const RoutingPlan plan = make_routing_plan(idx.data(), N, K, E);
+  auto expert_grads = [&] {
+    std::vector<double> g;
+    for (const auto& p : model.parameters().all())
+      if (routed_expert_of(p->name) >= 0 && p->name.find("layers." + std::to_string(layer) + ".") != std::string::npos)
+        g.insert(g.end(), p->grad.begin(), p->grad.end());
+    return g;
+  };
+  auto rel = [](const std::vector<double>& a, const std::vector<double>& b) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < a.size(); ++i) num += (a[i] - b[i]) * (a[i] - b[i]), den += b[i] * b[i];
+    return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
+  };
+  for (ExpertWire wire : {ExpertWire::kFloat32, ExpertWire::kFp8Bf16}) {
+    auto provider = make_dispatched_experts(model, layer, buffer, wire);
+    // Per-slot path, with the MoE block's arithmetic: y = sum_k w_k out_k, d_out_k = w_k dy, dw_k = <dy, out_k>.
+    model.zero_grad();
+    std::vector<float> out(N * K * d), d_out(N * K * d), dx_slot(N * d, 0.0f);
+    provider->forward(plan, x.data(), out.data());
+    std::vector<double> y_slot(N * d, 0.0), dw_slot(N * K, 0.0);
+    for (int64_t t = 0; t < N; ++t)
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t j = 0; j < d; ++j) {
+          const int64_t a = (t * K + k) * d + j;
+          y_slot[t * d + j] += double(w[t * K + k]) * out[a];
+          d_out[a] = w[t * K + k] * dy[t * d + j];
+          dw_slot[t * K + k] += double(dy[t * d + j]) * out[a];
+        }
+    provider->backward_input(plan, d_out.data(), dx_slot.data());
+    provider->backward_weight();
+    const std::vector<double> g_slot = expert_grads();
+    provider->release();
+    // Fused path.
+    model.zero_grad();
+    std::vector<float> y(N * d), dx(N * d, 0.0f), dw(N * K);
+    provider->forward_weighted(plan, x.data(), w.data(), y.data());
+    provider->backward_weighted(plan, dy.data(), dx.data(), dw.data());
+    provider->backward_weight();
+    const std::vector<double> g_fused = expert_grads();
+    provider->release();
+    const double tol = wire == ExpertWire::kFloat32 ? 1e-5 : 1e-2;
+    const char* name = expert_wire_name(wire);
+    EXPECT_LE(rel(std::vector<double>(y.begin(), y.end()), y_slot), tol) << name << " rank " << rank << ": output";
+    EXPECT_LE(rel(std::vector<double>(dx.begin(), dx.end()), std::vector<double>(dx_slot.begin(), dx_slot.end())), tol)
+        << name << " rank " << rank << ": dx";
+    EXPECT_LE(rel(std::vector<double>(dw.begin(), dw.end()), dw_slot), tol) << name << " rank " << rank << ": dL/dw";
+    EXPECT_LE(rel(g_fused, g_slot), tol) << name << " rank " << rank << ": expert weight gradients";
+    EXPECT_GT(std::sqrt(std::inner_product(g_slot.begin(), g_slot.end(), g_slot.begin(), 0.0)), 0.0);
   }
 }
 

@@ -61,13 +61,15 @@ auto DispatchedExperts::traced(pipeline::SubStepKind kind, bool backward, F&& ca
   return result;
 }
 
-void DispatchedExperts::forward(const RoutingPlan& plan, const float* x, float* out) {
+dispatch::DispatchResult DispatchedExperts::dispatch_and_compute(const RoutingPlan& plan, const float* x,
+                                                                const float* topk_weights) {
   const int64_t N = plan.num_tokens, d = dim_;
   const int K = static_cast<int>(plan.top_k);
   top_k_ = K;
   num_tokens_ = N;
   dispatch::DispatchArgs a;
   a.topk_idx = plan.topk_idx.data();
+  a.topk_weights = topk_weights;
   a.num_tokens = N;
   a.top_k = K;
   a.recv_x = false;
@@ -101,6 +103,14 @@ void DispatchedExperts::forward(const RoutingPlan& plan, const float* x, float* 
     const int64_t begin = offsets_[j], n = offsets_[j + 1] - begin;
     experts_[j].forward(x_rows_.data() + begin * d, n, y_rows_.data() + begin * d);
   }
+  return r;
+}
+
+void DispatchedExperts::forward(const RoutingPlan& plan, const float* x, float* out) {
+  const int64_t N = plan.num_tokens, d = dim_;
+  const int K = static_cast<int>(plan.top_k);
+  dispatch_and_compute(plan, x, nullptr);
+  const int64_t P = static_cast<int64_t>(row_slot_.size());
 
   // One combine per slot k with one-hot weights: token t gets exactly its slot-k output.
   encode(y_rows_.data(), P, wire_buf_);
@@ -151,6 +161,11 @@ void DispatchedExperts::backward_input(const RoutingPlan& plan, const float* d_o
     for (int64_t p = 0; p < P; ++p)
       if (row_slot_[p] == k) std::memcpy(dy_rows_.data() + p * d, recv.data() + p * d, d * sizeof(float));
   }
+  expert_backward_and_return(dx);
+}
+
+void DispatchedExperts::expert_backward_and_return(float* dx) {
+  const int64_t N = num_tokens_, d = dim_, P = static_cast<int64_t>(row_slot_.size());
   dx_rows_.assign(P * d, 0.0f);
   for (size_t j = 0; j < experts_.size(); ++j) {
     const int64_t begin = offsets_[j];
@@ -162,8 +177,51 @@ void DispatchedExperts::backward_input(const RoutingPlan& plan, const float* d_o
   dispatch::CombineResult g = traced(pipeline::SubStepKind::kDispatch, true, [&] {
     return buffer_->dispatch_backward(wire_buf_.data(), grad_type(), handle_);
   });
+  tmp_.resize(N * d);
   decode(g.y.data(), g.dtype, N, tmp_.data());
   for (int64_t i = 0; i < N * d; ++i) dx[i] += tmp_[i];
+}
+
+void DispatchedExperts::forward_weighted(const RoutingPlan& plan, const float* x, const float* topk_weights,
+                                         float* out) {
+  SY_REQUIRE(topk_weights != nullptr, "DispatchedExperts::forward_weighted: no topk_weights");
+  dispatch::DispatchResult r = dispatch_and_compute(plan, x, topk_weights);
+  recv_weights_ = std::move(r.recv_topk_weights);
+  const int64_t P = static_cast<int64_t>(row_slot_.size());
+  encode(y_rows_.data(), P, y_wire_);  // kept: combine_backward needs the combined rows
+  dispatch::CombineArgs c;
+  c.expert_out = y_wire_.data();
+  c.dtype = grad_type();
+  c.handle = &handle_;
+  c.weights = recv_weights_.data();
+  dispatch::CombineResult y = traced(pipeline::SubStepKind::kCombine, false, [&] { return buffer_->combine(c); });
+  decode(y.y.data(), y.dtype, plan.num_tokens, out);
+}
+
+void DispatchedExperts::backward_weighted(const RoutingPlan& plan, const float* dy, float* dx,
+                                          float* d_topk_weights) {
+  const int64_t N = num_tokens_, d = dim_;
+  SY_REQUIRE(handle_.valid() && plan.num_tokens == N && plan.top_k == top_k_ && !y_wire_.empty(),
+             "DispatchedExperts: backward_weighted without a matching forward_weighted (" << plan.num_tokens
+                                                                                      << " tokens, " << N
+                                                                                      << " in the forward)");
+  encode(dy, N, wire_buf_);
+  dispatch::CombineBackwardArgs a;
+  a.grad_y = wire_buf_.data();
+  a.dtype = grad_type();
+  a.handle = &handle_;
+  a.expert_out = y_wire_.data();
+  a.weights = recv_weights_.data();
+  // Backward of the weighted combine: a cached dispatch of dy, rows scaled by their weight,
+  // and <dy, out_k> reduced back to the source.
+  dispatch::CombineBackwardResult g =
+      traced(pipeline::SubStepKind::kCombine, true, [&] { return buffer_->combine_backward(a); });
+  const int64_t P = static_cast<int64_t>(row_slot_.size());
+  dy_rows_.resize(P * d);
+  decode(g.grad_expert_out.data(), grad_type(), P, dy_rows_.data());
+  SY_CHECK(static_cast<int64_t>(g.grad_topk_weights.size()) == N * top_k_);
+  if (N > 0) std::memcpy(d_topk_weights, g.grad_topk_weights.data(), N * top_k_ * sizeof(float));
+  expert_backward_and_return(dx);
 }
 
 void DispatchedExperts::backward_weight() {
@@ -178,6 +236,8 @@ void DispatchedExperts::release() {
   dy_rows_.clear();
   dx_rows_.clear();
   recv_rows_.clear();
+  y_wire_.clear();
+  recv_weights_.clear();
 }
 
 std::unique_ptr<DispatchedExperts> make_dispatched_experts(Model<float>& model, int64_t layer,

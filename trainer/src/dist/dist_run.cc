@@ -50,11 +50,6 @@ DistRunResult run_distributed_training(std::shared_ptr<comm::Communicator> world
   if (run.layout.pp > 1)
     SY_THROW(Unsupported, "distributed training: --pp " << run.layout.pp << " (schedule " << run.schedule
                                             << ") is not implemented yet in the distributed trainer; use --ep/--dp");
-  if (train.grad_accum != 1)
-    SY_THROW(Unsupported, "distributed training: --grad_accum " << train.grad_accum << " with --ep/--dp is not implemented yet");
-  if (train.fp8) SY_THROW(Unsupported, "distributed training: --fp8 (Linear GEMMs) with --ep/--dp is not implemented yet");
-  if (!train.ckpt_dir.empty() && run.zero1)
-    SY_THROW(Unsupported, "distributed training: checkpoints (--ckpt_dir) with --zero1 are not implemented yet");
   const bool lead = world->rank() == 0;
 
   auto tokenizer = make_tokenizer(train.tokenizer);
@@ -70,6 +65,8 @@ DistRunResult run_distributed_training(std::shared_ptr<comm::Communicator> world
   o.clip = train.clip;
   o.seed = train.seed;
   o.init_std = train.init_std;
+  o.fp8 = train.fp8;
+  o.fp8_pow2 = train.fp8_pow2;
   DistTrainer trainer(world, config, o);
 
   LrSchedule lr;
@@ -114,7 +111,8 @@ DistRunResult run_distributed_training(std::shared_ptr<comm::Communicator> world
                                      .dump());
     if (lead) out << "checkpoint " << folder << "\n" << std::flush;
   };
-  std::vector<int64_t> tokens(train.batch * dataset.window());
+  // One step: grad_accum micro-batches of the global batch, read in order (as one process).
+  std::vector<int64_t> tokens(train.grad_accum * train.batch * dataset.window());
   std::vector<double> losses, tok_s;
   DistRunResult result;
   const auto t0 = std::chrono::steady_clock::now();
@@ -135,11 +133,13 @@ DistRunResult run_distributed_training(std::shared_ptr<comm::Communicator> world
     const_cast<ModelConfig&>(trainer.model().config()).mtp_loss_lambda = mtp_weight.at(step);
     trainer.trace().set_enabled(step >= train.steps - run.trace_steps || (run.time_budget_s > 0 && step >= 1 &&
                                                                            step <= run.trace_steps));
-    dataset.next_batch(train.batch, tokens.data());
-    DistStepMetrics m = trainer.step(tokens.data(), train.batch, train.seq, lr.at(step), bias_rate.at(step));
+    for (int64_t a = 0; a < train.grad_accum; ++a)
+      dataset.next_batch(train.batch, tokens.data() + a * train.batch * dataset.window());
+    DistStepMetrics m = trainer.step_micro_batches(tokens.data(), train.grad_accum, train.batch, train.seq,
+                                                   lr.at(step), bias_rate.at(step));
     step_time = step_time == 0 ? m.seconds : 0.9 * step_time + 0.1 * m.seconds;
     losses.push_back(m.losses.main);
-    const double tps = double(train.batch * train.seq) / std::max(m.seconds, 1e-9);
+    const double tps = double(train.grad_accum * train.batch * train.seq) / std::max(m.seconds, 1e-9);
     if (step > first_step) tok_s.push_back(tps);
     double mtp = 0;
     for (double x : m.losses.mtp) mtp += x;

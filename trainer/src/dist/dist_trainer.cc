@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "switchyard/common/error.h"
@@ -35,6 +36,7 @@ DistTrainer::DistTrainer(std::shared_ptr<comm::Communicator> world, const ModelC
   else
     optimizer_ = std::make_unique<AdamW>(model_->parameters(), options_.adam);
   sync_ = std::make_unique<GradientSync>(model_->parameters(), config.n_routed_experts, groups_);
+  if (options_.fp8) fp8_ = std::make_unique<Fp8Linear>(model_->parameters(), Fp8Options{options_.fp8_pow2});
   moe_layers_ = model_->moe_layer_indices();
   trace_ = std::make_unique<StepTrace>(world);
   if (options_.max_tokens_per_rank > 0) ensure_buffer(options_.max_tokens_per_rank);
@@ -59,11 +61,17 @@ void DistTrainer::ensure_buffer(int64_t tokens_per_rank) {
 
 DistStepMetrics DistTrainer::step(const int64_t* global_tokens, int64_t global_batch, int64_t seq, double lr,
                                   double bias_rate) {
+  return step_micro_batches(global_tokens, 1, global_batch, seq, lr, bias_rate);
+}
+
+DistStepMetrics DistTrainer::step_micro_batches(const int64_t* global_tokens, int64_t micro_batches,
+                                                int64_t global_batch, int64_t seq, double lr, double bias_rate) {
   const auto t0 = Clock::now();
   const int R = groups_.data_ranks();
   SY_REQUIRE(global_batch > 0 && global_batch % R == 0,
              "DistTrainer: global batch " << global_batch << " does not divide over " << R << " data ranks ("
                                           << groups_.layout.to_string() << ")");
+  SY_REQUIRE(micro_batches >= 1, "DistTrainer: " << micro_batches << " micro-batches per step; need >= 1");
   const int64_t b = global_batch / R;
   const int64_t window = seq + model_->config().num_nextn_predict_layers + 1;
   const int64_t E = model_->config().n_routed_experts;
@@ -76,27 +84,41 @@ DistStepMetrics DistTrainer::step(const int64_t* global_tokens, int64_t global_b
   const double t_begin = tr.now();
   tr.begin_step(step_index, t_begin);
   model_->zero_grad();
-  const Losses& local = model_->forward(global_tokens + groups_.data_rank() * b * window, b, seq);
-  const double t_fwd = tr.now();
-  tr.record_compute(pipeline::OpKind::kForward, step_index, t_begin, t_fwd);
-  model_->backward();
-  const double t_bwd = tr.now();
-  tr.record_compute(pipeline::OpKind::kBackward, step_index, t_fwd, t_bwd);
+  // Local losses (mean over micro-batches) and load counts (summed), reduced once below.
+  std::vector<double> l;
+  std::vector<double> counts(moe_layers_.size() * E, 0.0);
+  double t_last = t_begin;
+  for (int64_t a = 0; a < micro_batches; ++a) {
+    const int64_t* micro = global_tokens + a * global_batch * window;
+    const Losses& local = model_->forward(micro + groups_.data_rank() * b * window, b, seq);
+    const double t_fwd = tr.now();
+    tr.record_compute(pipeline::OpKind::kForward, step_index, t_last, t_fwd);
+    std::vector<double> la = {local.main, local.balance, local.total};
+    la.insert(la.end(), local.mtp.begin(), local.mtp.end());
+    if (l.empty()) l.assign(la.size(), 0.0);
+    for (size_t i = 0; i < la.size(); ++i) l[i] += la[i] / double(micro_batches);
+    model_->backward();  // accumulates into the gradients
+    t_last = tr.now();
+    tr.record_compute(pipeline::OpKind::kBackward, step_index, t_fwd, t_last);
+    for (size_t i = 0; i < moe_layers_.size(); ++i) {
+      const std::vector<double>& c = model_->expert_counts(moe_layers_[i]);
+      for (int64_t e = 0; e < E; ++e) counts[i * E + e] += c[e];
+    }
+  }
+  if (micro_batches > 1) {  // the mean over micro-batches, as the one-process Trainer
+    const float s = 1.0f / float(micro_batches);
+    for (const auto& p : model_->parameters().all())
+      for (float& g : p->grad) g *= s;
+  }
+  const double t_bwd = t_last;
 
   // Losses: mean over the data ranks (each is a mean over an equal share of sequences).
-  std::vector<double> l = {local.main, local.balance, local.total};
-  l.insert(l.end(), local.mtp.begin(), local.mtp.end());
   sync_->mean_over_replica(l);
   m.losses.main = l[0];
   m.losses.balance = l[1];
   m.losses.total = l[2];
   m.losses.mtp.assign(l.begin() + 3, l.end());
 
-  std::vector<double> counts;
-  for (int64_t layer : moe_layers_) {
-    const std::vector<double>& c = model_->expert_counts(layer);
-    counts.insert(counts.end(), c.begin(), c.end());
-  }
   sync_->sum_over_replica(counts);
 
   if (zero_) {
@@ -134,7 +156,6 @@ TensorMap DistTrainer::gather_weights() {
 
 void DistTrainer::save_sharded(const std::string& dir, const std::string& extra_json) {
   namespace fs = std::filesystem;
-  if (zero_) SY_THROW(Unsupported, "DistTrainer: sharded checkpoints with zero1 are not implemented yet");
   comm::Communicator& world = *groups_.world;
   const std::string tmp = dir + ".tmp";
   if (world.rank() == 0) {
@@ -143,7 +164,8 @@ void DistTrainer::save_sharded(const std::string& dir, const std::string& extra_
   }
   world.barrier();
   const TensorMap weights = model_->weights();
-  const TensorMap moments = optimizer_->state();
+  // Without zero1 the first holder writes whole moments; with it every rank writes its shard.
+  const TensorMap moments = zero_ ? zero_->state_shards() : optimizer_->state();
   const bool first_replica = groups_.data_rank() == 0;
   TensorMap mine;
   for (const auto& p : model_->parameters().all()) {
@@ -151,9 +173,12 @@ void DistTrainer::save_sharded(const std::string& dir, const std::string& extra_
     const bool writes = e < 0 ? first_replica : (sync_->owns(*p) && groups_.dp_index == 0);
     if (!writes) continue;
     mine[p->name] = weights.at(p->name);
+    if (zero_) continue;
     mine["exp_avg." + p->name] = moments.at("exp_avg." + p->name);
     mine["exp_avg_sq." + p->name] = moments.at("exp_avg_sq." + p->name);
   }
+  if (zero_)
+    for (const auto& [name, t] : moments) mine[name] = t;
   if (first_replica)
     for (int64_t layer : moe_layers_) {
       const std::string name = "model.layers." + std::to_string(layer) + ".mlp.gate.e_score_correction_bias";
@@ -161,7 +186,8 @@ void DistTrainer::save_sharded(const std::string& dir, const std::string& extra_
     }
   write_safetensors(tmp + "/rank-" + std::to_string(world.rank()) + ".safetensors", mine);
   if (world.rank() == 0) {
-    nlohmann::json meta = {{"step", optimizer_->steps()},
+    nlohmann::json meta = {{"step", zero_ ? zero_->steps() : optimizer_->steps()},
+                           {"zero1", zero_ != nullptr},
                            {"world", world.size()},
                            {"ep", groups_.layout.ep},
                            {"pp", groups_.layout.pp},
@@ -196,16 +222,48 @@ std::string DistTrainer::load_sharded(const std::string& dir) {
     for (auto& [name, t] : part) all[name] = std::move(t);
   }
   model_->load_weights(all);  // names every missing tensor
-  TensorMap state;
+  // Moments: whole tensors "exp_avg.<name>" (written without zero1) or slices
+  // "exp_avg.<name>@<first element>" (zero1 shards); reassembled per parameter.
+  std::map<std::string, const Parameter<float>*> by_state_name;
   for (const auto& p : model_->parameters().all())
-    for (const char* key : {"exp_avg.", "exp_avg_sq."}) {
-      auto it = all.find(key + p->name);
-      SY_REQUIRE(it != all.end(), "sharded checkpoint \"" << dir << "\" lacks " << key << p->name);
-      state[key + p->name] = it->second;
-    }
-  state["step"] = HostTensor::from_vector<int64_t>({meta.value("step", int64_t(0))}, {1});
-  if (zero_) SY_THROW(Unsupported, "DistTrainer: loading into a zero1 optimizer is not implemented yet");
-  optimizer_->load_state(state);
+    for (const char* key : {"exp_avg.", "exp_avg_sq."}) by_state_name[key + p->name] = p.get();
+  std::map<std::string, std::vector<uint16_t>> moments;
+  std::map<std::string, int64_t> covered;
+  for (const auto& [name, t] : all) {
+    if (name.rfind("exp_avg", 0) != 0) continue;
+    const size_t at = name.rfind('@');
+    const std::string base = at == std::string::npos ? name : name.substr(0, at);
+    auto it = by_state_name.find(base);
+    if (it == by_state_name.end()) continue;  // another model's tensor: load_weights named real mismatches
+    const int64_t n = it->second->numel();
+    const int64_t first = at == std::string::npos ? 0 : std::stoll(name.substr(at + 1));
+    SY_REQUIRE(t.dtype == DType::kBF16 && first >= 0 && first + t.numel() <= n,
+               "sharded checkpoint \"" << dir << "\": moment \"" << name << "\" (" << dtype_name(t.dtype) << ", "
+                                       << t.numel() << " elements) does not fit its parameter of " << n
+                                       << " elements");
+    std::vector<uint16_t>& bits = moments[base];
+    bits.resize(n);
+    std::memcpy(bits.data() + first, t.bytes.data(), t.numel() * sizeof(uint16_t));
+    covered[base] += t.numel();
+  }
+  TensorMap state;
+  for (const auto& [name, p] : by_state_name) {
+    SY_REQUIRE(covered[name] == p->numel(), "sharded checkpoint \"" << dir << "\" holds " << covered[name] << " of "
+                                                                    << p->numel() << " elements of " << name);
+    HostTensor t;
+    t.dtype = DType::kBF16;
+    t.shape = p->shape;
+    t.bytes.resize(p->numel() * sizeof(uint16_t));
+    std::memcpy(t.bytes.data(), moments[name].data(), t.bytes.size());
+    state[name] = std::move(t);
+  }
+  const int64_t step = meta.value("step", int64_t(0));
+  if (zero_) {
+    zero_->load_state(state, step);
+  } else {
+    state["step"] = HostTensor::from_vector<int64_t>({step}, {1});
+    optimizer_->load_state(state);
+  }
   steps_ = meta.value("step", int64_t(0));
   return meta.value("extra", std::string());
 }

@@ -1,8 +1,11 @@
 // ShardedAdamW (header): ZeRO-1 with reduce-scatter / all-gather over flat segments.
 #include "switchyard/trainer/dist/sharded_adamw.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <string>
+#include <utility>
 
 #include "switchyard/common/error.h"
 #include "switchyard/dispatch/fp8.h"
@@ -50,6 +53,52 @@ int64_t ShardedAdamW::state_elements() const {
   int64_t n = 0;
   for (const auto& s : segments_) n += s.shard;
   return n;
+}
+
+TensorMap ShardedAdamW::state_shards() const {
+  TensorMap out;
+  for (const Segment& s : segments_) {
+    int64_t at = 0;  // first element of p in the segment
+    for (const auto* p : s.params) {
+      const int64_t lo = std::max(at, s.begin), hi = std::min({at + p->numel(), s.begin + s.shard, s.size});
+      if (lo < hi) {
+        const std::string tail = p->name + "@" + std::to_string(lo - at);
+        for (const auto& [key, bits] : {std::pair{"exp_avg.", &s.m}, std::pair{"exp_avg_sq.", &s.v}}) {
+          HostTensor t;
+          t.dtype = DType::kBF16;
+          t.shape = {hi - lo};
+          t.bytes.resize((hi - lo) * sizeof(uint16_t));
+          std::memcpy(t.bytes.data(), bits->data() + (lo - s.begin), t.bytes.size());
+          out[key + tail] = std::move(t);
+        }
+      }
+      at += p->numel();
+    }
+  }
+  return out;
+}
+
+void ShardedAdamW::load_state(const TensorMap& moments, int64_t steps) {
+  SY_REQUIRE(steps >= 0, "ShardedAdamW: step count " << steps << " must be >= 0");
+  for (Segment& s : segments_) {
+    int64_t at = 0;
+    for (const auto* p : s.params) {
+      const int64_t lo = std::max(at, s.begin), hi = std::min({at + p->numel(), s.begin + s.shard, s.size});
+      if (lo < hi)
+        for (const auto& [key, bits] : {std::pair{"exp_avg.", &s.m}, std::pair{"exp_avg_sq.", &s.v}}) {
+          const std::string name = key + p->name;
+          const HostTensor& t = tensor_at(moments, name);
+          SY_REQUIRE(t.dtype == DType::kBF16 && t.numel() == p->numel(),
+                     "ShardedAdamW: optimizer state \"" << name << "\" is " << dtype_name(t.dtype) << " with "
+                                                        << t.numel() << " elements, expected BF16 with "
+                                                        << p->numel());
+          std::memcpy(bits->data() + (lo - s.begin), t.bytes.data() + (lo - at) * sizeof(uint16_t),
+                      (hi - lo) * sizeof(uint16_t));
+        }
+      at += p->numel();
+    }
+  }
+  step_ = steps;
 }
 
 void ShardedAdamW::pack_grads(Segment& s) {

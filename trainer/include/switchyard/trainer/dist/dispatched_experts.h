@@ -15,9 +15,12 @@
 //   LocalExperts up to GEMM summation order.
 //
 // The ExpertProvider contract returns one output per (token, slot) assignment and lets the
-// MoE block apply the gate weights, so the combine runs once per top-k slot with one-hot
-// weights (K combines of T x H rows; the same bytes as one combine of T x K*H). A fused
-// weighted combine needs a provider method that returns the weighted sum (docs/distributed.md).
+// MoE block apply the gate weights, so forward() runs the combine once per top-k slot with
+// one-hot weights (K combines of T x H rows; the same bytes as one combine of T x K*H).
+// forward_weighted()/backward_weighted() are V3's fused form: the gate weights travel with
+// the dispatch, ONE combine per layer applies them, and its backward (combine_backward)
+// returns their gradient. The MoE block does not call them yet (it needs a provider hook in
+// the model: docs/distributed.md); they are tested against the per-slot path.
 //
 // Collective: every rank of the EP group must run the same MoE layers in the same order.
 // Not thread-safe. The Buffer is shared by the layers of a model (calls are sequenced) and
@@ -54,6 +57,14 @@ class DispatchedExperts : public ExpertProvider<float> {
   void backward_weight() override;
   void release() override;
 
+  // Fused form. x: [N, d]; topk_weights: [N, K] gate weights of plan's slots;
+  // out: [N, d] = sum_k topk_weights[t, k] * expert_{topk_idx[t, k]}(x_t) (set, not added).
+  // One dispatch and one weighted combine.
+  void forward_weighted(const RoutingPlan& plan, const float* x, const float* topk_weights, float* out);
+  // dy: [N, d] gradient of out; dx: [N, d] accumulated (+=); d_topk_weights: [N, K] set to
+  // <dy_t, expert_k(x_t)> (the combine's backward). Then backward_weight() as usual.
+  void backward_weighted(const RoutingPlan& plan, const float* dy, float* dx, float* d_topk_weights);
+
   // Records every dispatch/combine call of this layer into trace (nullptr: off).
   void set_trace(StepTrace* trace, int layer) { trace_ = trace, layer_ = layer; }
 
@@ -66,6 +77,11 @@ class DispatchedExperts : public ExpertProvider<float> {
   void encode(const float* x, int64_t rows, std::vector<uint8_t>& out) const;
   // wire bytes of type -> float rows.
   void decode(const uint8_t* bytes, comm::DataType type, int64_t rows, float* out) const;
+  // Dispatch of x (FP8 tiles or FP32 by wire_) with optional gate weights; fills the
+  // expert-major rows and runs the local experts (y_rows_).
+  dispatch::DispatchResult dispatch_and_compute(const RoutingPlan& plan, const float* x, const float* topk_weights);
+  // Local expert backward on dy_rows_, then the dispatch backward into dx (+=).
+  void expert_backward_and_return(float* dx);
 
   // Runs one Buffer call and records it as a DISPATCH or COMBINE event.
   template <class F>
@@ -86,6 +102,8 @@ class DispatchedExperts : public ExpertProvider<float> {
   std::vector<float> x_rows_, y_rows_, dy_rows_, dx_rows_, recv_rows_;  // [P, d]
   std::vector<uint8_t> q_, wire_buf_;        // staging
   std::vector<float> scales_, slot_weights_, tmp_;
+  std::vector<float> recv_weights_;          // [M, K] gate weights of received tokens (fused form)
+  std::vector<uint8_t> y_wire_;              // [P, d] expert outputs as combined (fused form)
 };
 
 // The provider for MoE layer `layer` (absolute decoder index, MTP layers included) of

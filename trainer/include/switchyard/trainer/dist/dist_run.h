@@ -11,9 +11,12 @@
 // ckpt_dir/step-<N> every ckpt_every steps and at the end; with resume, the run continues
 // from the newest one (any layout), data position included.
 //
+// TrainOptions::grad_accum micro-batches of the global batch make one step
+// (DistTrainer::step_micro_batches); TrainOptions::fp8 runs the Linear GEMMs through the FP8
+// recipe emulation (DistOptions::fp8); checkpoints work with and without zero1.
+//
 // Collective over world: call on every rank. Throws Unsupported for options this path does
-// not implement yet (pp > 1, grad_accum > 1, fp8 Linear recipe, zero1 with checkpoints) and
-// InvalidArgument for bad layouts. A failed peer makes the collectives throw (comm timeout
+// not implement yet and InvalidArgument for bad layouts. A failed peer makes the collectives throw (comm timeout
 // or PeerFailure naming the rank); the caller exits non-zero.
 #pragma once
 

@@ -12,6 +12,11 @@
 //      clip, AdamW on the parameters it owns; or, with zero1, ShardedAdamW (reduce-scatter,
 //      sharded moments, all-gather of the parameters);
 //   4. the aux-loss-free bias update from the load counts summed over all data ranks.
+// With several micro-batches per step (gradient accumulation), 2. runs once per micro-batch
+// (gradients summed, then divided by their number, as the one-process Trainer) before 3.
+// With DistOptions::fp8 the Linear GEMMs run through the FP8 recipe emulation (Fp8Linear,
+// installed process-wide for the trainer's lifetime), the experts' GEMMs on the dispatched
+// rows included.
 // With ExpertWire::kFloat32 the losses and parameters equal a one-process step on the
 // whole global batch up to FP32 summation order.
 //
@@ -32,6 +37,7 @@
 #include "switchyard/trainer/dist/step_trace.h"
 #include "switchyard/trainer/model.h"
 #include "switchyard/trainer/safetensors.h"
+#include "switchyard/trainer/train/linear_backend.h"
 #include "switchyard/trainer/train/optimizer.h"
 
 namespace switchyard::trainer::dist {
@@ -45,6 +51,8 @@ struct DistOptions {
   double init_std = 0.02;
   int64_t max_tokens_per_rank = 0;  // dispatch staging rows; 0 = sized at the first step
   bool zero1 = false;         // ZeRO-1: sharded optimizer state (ShardedAdamW)
+  bool fp8 = false;           // FP8 recipe for the Linear GEMMs (train/linear_backend.h)
+  bool fp8_pow2 = false;      // with fp8: power-of-two scales
 };
 
 struct DistStepMetrics {
@@ -74,6 +82,14 @@ class DistTrainer {
   // global_tokens: [global_batch, seq + D + 1] int64, identical on every rank;
   // global_batch divisible by ep * dp. Throws InvalidArgument otherwise.
   DistStepMetrics step(const int64_t* global_tokens, int64_t global_batch, int64_t seq, double lr, double bias_rate);
+  // One optimizer step over micro_batches global micro-batches (gradient accumulation):
+  // global_tokens: [micro_batches, global_batch, seq + D + 1] int64, identical on every
+  // rank. Losses are means over the micro-batches; the bias update uses the counts summed
+  // over them. Equals the one-process Trainer with grad_accum = micro_batches.
+  DistStepMetrics step_micro_batches(const int64_t* global_tokens, int64_t micro_batches, int64_t global_batch,
+                                     int64_t seq, double lr, double bias_rate);
+  // GEMMs run through the FP8 recipe so far on this rank (0 without DistOptions::fp8).
+  int64_t fp8_gemms() const { return fp8_ ? fp8_->fp8_gemms() : 0; }
 
   // Every parameter and bias as in Model::weights(), routed experts taken from their owner
   // (broadcast over EP). Collective.
@@ -83,10 +99,12 @@ class DistTrainer {
   // with the parameters it is the first holder of (non-expert: data rank 0; experts: DP
   // index 0 of their EP rank), their AdamW moments and the router biases; rank 0 writes
   // meta.json {step, layout, extra}. Written to dir + ".tmp" and renamed when every rank
-  // is done. Unsupported with zero1.
+  // is done. With zero1 every rank also writes its optimizer shard, as slices
+  // "exp_avg.<name>@<first element>" (each moment element is held by exactly one rank).
   void save_sharded(const std::string& dir, const std::string& extra_json);
   // Restores parameters, biases, moments and the step count from a sharded checkpoint
-  // written by any layout of the same model (every rank reads every shard). Returns the
+  // written by any layout of the same model, with or without zero1 (every rank reads every
+  // shard and reassembles each parameter's moments from the slices). Returns the
   // checkpoint's meta.json "extra" text. Throws IoError / InvalidArgument naming the file.
   std::string load_sharded(const std::string& dir);
 
@@ -99,6 +117,7 @@ class DistTrainer {
   std::unique_ptr<AdamW> optimizer_;      // without zero1
   std::unique_ptr<ShardedAdamW> zero_;    // with zero1
   std::unique_ptr<GradientSync> sync_;
+  std::unique_ptr<Fp8Linear> fp8_;        // with fp8
   std::shared_ptr<dispatch::Buffer> buffer_;
   std::vector<int64_t> moe_layers_;
   std::unique_ptr<StepTrace> trace_;

@@ -9,7 +9,12 @@
 // The norm counts every element once: sum of squares of every shard, summed over the
 // replica group (expert shards partition the EP rank's experts over DP), then over PP.
 //
-// Collective over the groups. Not thread-safe. Keeps pointers to the parameters.
+// Checkpoints: state_shards() gives this rank's slice of every parameter's moments (ranks
+// together hold each element once), load_state() takes this rank's shard from whole
+// per-parameter moments, so a checkpoint can be resumed on any layout, with or without
+// ZeRO-1 (DistTrainer::save_sharded / load_sharded).
+//
+// Collective over the groups (step only). Not thread-safe. Keeps pointers to the parameters.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +23,7 @@
 
 #include "switchyard/trainer/dist/parallel_layout.h"
 #include "switchyard/trainer/parameters.h"
+#include "switchyard/trainer/safetensors.h"
 #include "switchyard/trainer/train/optimizer.h"
 
 namespace switchyard::trainer::dist {
@@ -30,6 +36,15 @@ class ShardedAdamW {
   int64_t steps() const { return step_; }
   // Elements of optimizer state (each of m and v) held by this rank.
   int64_t state_elements() const;
+
+  // This rank's moments as BF16 1-D slices of the parameters its shards overlap, named
+  // "exp_avg.<name>@<first element>" and "exp_avg_sq.<name>@<first element>". Local.
+  TensorMap state_shards() const;
+  // Takes this rank's shard from whole moments {"exp_avg.<name>", "exp_avg_sq.<name>"}
+  // (BF16, the parameter's shape; AdamW::state() naming) of every parameter of its
+  // segments, and sets the step count. Throws InvalidArgument naming a missing or
+  // mis-shaped tensor. Local.
+  void load_state(const TensorMap& moments, int64_t steps);
 
  private:
   struct Segment {
