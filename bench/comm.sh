@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # comm benchmarks behind docs/perf.md "## comm" (run by `make bench`, never by ctest).
 #
-#   bench/comm.sh [BUILD_DIR]          RUNS=5 SECTIONS="onenode ucx" by default
+#   bench/comm.sh [BUILD_DIR]          RUNS=5 SECTIONS="latency onenode ucx ucxlat" by default
 #
+# latency: 8-byte all_to_all with 1, 2 and 4 ranks on one node vs MPI_Alltoall in the same
+#          mpirun job (-n 2000, 5 samples per job, ours and MPI alternating), blocking form,
+#          the async form (iall_to_all().wait()) and the op path (SWITCHYARD_COMM_INLINE=0)
+#          as separate jobs interleaved within each run: the per-call cost breakdown.
 # onenode: all_to_all with 2 and 4 ranks on one node, Switchyard vs Open MPI's MPI_Alltoall
 #          in the same mpirun job (sy-a2a-perf --baseline mpi: per size the two alternate),
 #          all_reduce float32 sum at 1 and 64 MiB vs MPI_Allreduce the same way,
@@ -11,6 +15,10 @@
 # ucx:     two virtual nodes on one machine over UCX tcp (UCX_NET_DEVICES=lo): sy-a2a-perf
 #          p2p (rank 0 -> rank 1) and a 2-rank all_to_all, each run interleaved with
 #          `ucx_perftest -t tag_bw` one way at the same message sizes.
+# ucxlat:  small messages between virtual nodes: 1 KiB per peer all_to_all with 4 ranks on 2
+#          virtual nodes (shm inside, UCX tcp between) and 1 KiB p2p with 2 ranks, each run
+#          interleaved with `ucx_perftest -t tag_lat` (1 KiB, half round trip), and the 4-rank
+#          all_to_all once more under the wait policy of before the fix (knobs) in the same run.
 # Every section repeats RUNS times; the summary prints medians over the runs (and the
 # min/max), with ratios computed per run. Raw JSON stays in $OUT (default: a temp dir
 # that is removed unless KEEP=1).
@@ -19,7 +27,7 @@ build=${1:-build}
 bin=$(cd "$build/bin" && pwd)
 here=$(cd "$(dirname "$0")" && pwd)
 RUNS=${RUNS:-5}
-SECTIONS=${SECTIONS:-"onenode ucx"}
+SECTIONS=${SECTIONS:-"latency onenode ucx ucxlat"}
 OUT=${OUT:-$(mktemp -d /tmp/sy-comm-bench.XXXXXX)}
 mkdir -p "$OUT"
 bg_pids=()
@@ -83,6 +91,38 @@ tag_bw() {
   kill "$srv" 2>/dev/null; wait "$srv" 2>/dev/null; bg_pids=()
 }
 
+# ucx_perftest tag_lat over tcp on lo, 1 KiB; prints the typical (median-like) latency in us.
+tag_lat() {
+  local port=$(( 30000 + RANDOM % 20000 ))
+  while port_listening "$port"; do port=$(( port + 1 )); done
+  UCX_TLS=tcp UCX_NET_DEVICES=lo timeout 60 ucx_perftest -p "$port" >"$OUT/srv.log" 2>&1 &
+  local srv=$!; bg_pids+=("$srv")
+  for _ in $(seq 100); do port_listening "$port" && break; sleep 0.05; done
+  UCX_TLS=tcp UCX_NET_DEVICES=lo timeout 60 ucx_perftest 127.0.0.1 -p "$port" -t tag_lat -s 1024 -n 2000 -w 100 \
+    2>&1 | awk '$1 == "Final:" {print $3}'
+  kill "$srv" 2>/dev/null; wait "$srv" 2>/dev/null; bg_pids=()
+}
+
+if has latency; then
+  lat=(-n 2000 -w 100 --min_ms 0 --repeat 5 -c 1 --json --baseline mpi)
+  for ((r = 1; r <= RUNS; r++)); do
+    log "latency run $r/$RUNS"
+    for np in 1 2 4; do
+      over=(); (( np > 2 )) && over=(--oversubscribe)
+      b=$(( 8 * np ))
+      for mode in blocking async op; do
+        env_mode=(); args=()
+        [[ $mode == async ]] && args=(--async)
+        [[ $mode == op ]] && env_mode=(-x SWITCHYARD_COMM_INLINE=0)
+        wait_quiet "lat.np$np.$mode.$r"
+        mpirun --allow-run-as-root "${over[@]}" "${env_mode[@]}" -np "$np" "$bin/sy-a2a-perf" --op all_to_all \
+          -b "$b" -e "$b" "${lat[@]}" "${args[@]}" >"$OUT/lat.np$np.$mode.$r.json" 2>"$OUT/lat.np$np.$mode.$r.err" ||
+          log "latency np=$np $mode failed: $(tail -3 "$OUT/lat.np$np.$mode.$r.err")"
+      done
+    done
+  done
+fi
+
 if has onenode; then
   for ((r = 1; r <= RUNS; r++)); do
     log "onenode run $r/$RUNS"
@@ -113,6 +153,27 @@ if has ucx; then
     wait_quiet "a2a.vn2.$r"
     UCX_NET_DEVICES=lo "$bin/sy-run" -n 2 --nodes 2 --timeout 300 --notag_output -- "$bin/sy-a2a-perf" --op all_to_all \
       -b 2M -e 32M -f 4 "${perf[@]}" >"$OUT/a2a.vn2.$r.json" 2>"$OUT/a2a.vn2.$r.err" || log "2-node a2a run failed"
+  done
+fi
+
+if has ucxlat; then
+  small=(-n 200 -w 20 --min_ms 0 --repeat 5 -c 1 --json)
+  for ((r = 1; r <= RUNS; r++)); do
+    log "ucxlat run $r/$RUNS"
+    wait_quiet "tag_lat.$r"; tag_lat >"$OUT/tag_lat.$r"
+    wait_quiet "ucxlat.a2a.$r"
+    UCX_NET_DEVICES=lo "$bin/sy-run" -n 4 --nodes 2 --timeout 120 --notag_output -- "$bin/sy-a2a-perf" \
+      --op all_to_all -b 4K -e 4K "${small[@]}" >"$OUT/ucxlat.a2a.$r.json" 2>"$OUT/ucxlat.a2a.$r.err" ||
+      log "ucxlat a2a failed"
+    # The wait policy before the host count (spin 2000, 50 yields), for before/after in one run.
+    wait_quiet "ucxlat.a2a_old.$r"
+    UCX_NET_DEVICES=lo SWITCHYARD_COMM_SPIN_ITERS_OVERSUBSCRIBED=2000 SWITCHYARD_COMM_YIELD_ITERS_OVERSUBSCRIBED=50 \
+      "$bin/sy-run" -n 4 --nodes 2 --timeout 120 --notag_output -- "$bin/sy-a2a-perf" --op all_to_all -b 4K -e 4K \
+      "${small[@]}" >"$OUT/ucxlat.a2a_old.$r.json" 2>"$OUT/ucxlat.a2a_old.$r.err" || log "ucxlat a2a (old policy) failed"
+    wait_quiet "ucxlat.p2p.$r"
+    UCX_NET_DEVICES=lo "$bin/sy-run" -n 2 --nodes 2 --timeout 120 --notag_output -- "$bin/sy-a2a-perf" \
+      --op p2p -b 1K -e 1K "${small[@]}" >"$OUT/ucxlat.p2p.$r.json" 2>"$OUT/ucxlat.p2p.$r.err" ||
+      log "ucxlat p2p failed"
   done
 fi
 

@@ -134,7 +134,49 @@ def all_reduce():
                   f"{med([r.get('ratio_busbw') for r in rows])} |")
 
 
+def latency():
+    print("\n### 8-byte all_to_all latency, one node (time per call, us; ours and MPI alternate in one job)\n")
+    print("| ranks | form | ours | MPI_Alltoall | ours / MPI time |")
+    print("|---|---|---|---|---|")
+    for np_ in (1, 2, 4):
+        for mode in ("blocking", "async", "op"):
+            docs = [load_json(os.path.join(out, f"lat.np{np_}.{mode}.{r}.json")) for r in range(1, runs + 1)]
+            rows = [d["results"][0] for d in docs if d and d.get("results")]
+            if not rows:
+                continue
+            ours = [r["switchyard"]["time_us"] for r in rows]
+            mpi = [r["mpi"]["time_us"] for r in rows if "mpi" in r]
+            ratio = [r["switchyard"]["time_us"] / r["mpi"]["time_us"] for r in rows
+                     if "mpi" in r and r["mpi"]["time_us"] > 0]
+            wrong = sum(r["switchyard"]["wrong"] + r.get("mpi", {}).get("wrong", 0) for r in rows)
+            flag = "" if wrong == 0 else f" ({wrong} WRONG)"
+            name = {"blocking": "all_to_all (inline path)", "async": "iall_to_all().wait()",
+                    "op": "op path (SWITCHYARD_COMM_INLINE=0)"}[mode]
+            print(f"| {np_} | {name}{flag} | {med(ours)} | {med(mpi)} | {med(ratio)} |")
+
+
+def ucx_latency():
+    a2a = [load_json(os.path.join(out, f"ucxlat.a2a.{r}.json")) for r in range(1, runs + 1)]
+    a2a_old = [load_json(os.path.join(out, f"ucxlat.a2a_old.{r}.json")) for r in range(1, runs + 1)]
+    p2p = [load_json(os.path.join(out, f"ucxlat.p2p.{r}.json")) for r in range(1, runs + 1)]
+    lat = [load_float(os.path.join(out, f"tag_lat.{r}")) for r in range(1, runs + 1)]
+    if not any(a2a) and not any(p2p):
+        print("\nucxlat: no results")
+        return
+    print("\n### Small messages between virtual nodes (UCX tcp on lo)\n")
+    print("| what | time us | ucx_perftest tag_lat 1 KiB us | ratio to tag_lat |")
+    print("|---|---|---|---|")
+    for name, docs in (("all_to_all 1 KiB per peer, 4 ranks on 2 nodes", a2a),
+                       ("the same, wait policy before the fix (spin 2000, 50 yields)", a2a_old),
+                       ("p2p 1 KiB, 2 ranks on 2 nodes (messages back to back, one in flight)", p2p)):
+        t = [d["results"][0]["switchyard"]["time_us"] if d and d.get("results") else None for d in docs]
+        ratio = [a / b for a, b in zip(t, lat) if a and b]
+        print(f"| {name} | {med(t)} | {med(lat)} | {med(ratio)} |")
+
+
+latency()
 one_node(2)
 one_node(4)
 all_reduce()
 ucx()
+ucx_latency()
