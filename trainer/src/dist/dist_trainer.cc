@@ -222,6 +222,11 @@ std::string DistTrainer::load_sharded(const std::string& dir) {
     for (auto& [name, t] : part) all[name] = std::move(t);
   }
   model_->load_weights(all);  // names every missing tensor
+  // load_weights gives the parameters new buffers; Fp8Linear claims GEMMs by buffer address.
+  if (fp8_) {
+    fp8_.reset();
+    fp8_ = std::make_unique<Fp8Linear>(model_->parameters(), Fp8Options{options_.fp8_pow2});
+  }
   // Moments: whole tensors "exp_avg.<name>" (written without zero1) or slices
   // "exp_avg.<name>@<first element>" (zero1 shards); reassembled per parameter.
   std::map<std::string, const Parameter<float>*> by_state_name;

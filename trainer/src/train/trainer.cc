@@ -245,6 +245,11 @@ void Trainer::restore(const std::string& folder) {
              "checkpoint \"" << folder << "\" used windows of " << s["data"].value("window", int64_t(0))
                              << " tokens, this run " << data_->window() << " (--seq and --mtp-depth must match)");
   model_->load_weights(c.model);
+  // load_weights gives the parameters new buffers; Fp8Linear claims GEMMs by buffer address.
+  if (fp8_) {
+    fp8_.reset();
+    fp8_ = std::make_unique<Fp8Linear>(model_->parameters(), Fp8Options{options_.fp8_pow2});
+  }
   optimizer_->load_state(c.optimizer);
   data_->set_position({s["data"]["epoch"].get<int64_t>(), s["data"]["index"].get<int64_t>()});
   std::istringstream r(s["rng"].get<std::string>());
