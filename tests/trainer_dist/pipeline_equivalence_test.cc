@@ -1,0 +1,209 @@
+// PipelineTrainer on 8 ranks over 2 virtual nodes (sy-run) against the one-process training
+// step with the same global batch and micro-batch split (independent reference: Model with
+// LocalExperts running each micro-batch whole, gradients summed / M, clip_grad_norm, AdamW,
+// update_expert_bias). FP32 expert payloads: losses over 5 steps within 1e-5 (relative),
+// every parameter afterwards within 1e-5 (normwise per tensor), for EP 4 x PP 2 and
+// EP 2 x PP 2 x DP 2 under DualPipeV, 1F1B, ZBV and ZB-H1.
+//
+// Every rank runs every test; EXPECT (not ASSERT) keeps the collectives in step.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "switchyard/comm/communicator.h"
+#include "switchyard/common/error.h"
+#include "switchyard/trainer/config.h"
+#include "switchyard/trainer/dist/pipeline_trainer.h"
+#include "switchyard/trainer/model.h"
+#include "switchyard/trainer/router.h"
+#include "switchyard/trainer/train/optimizer.h"
+
+namespace switchyard::trainer::dist {
+namespace {
+
+std::shared_ptr<comm::Communicator> world() {
+  static std::shared_ptr<comm::Communicator> w = comm::Communicator::init();
+  return w;
+}
+
+constexpr int64_t kSteps = 5, kSeq = 8, kGlobalBatch = 16, kMicro = 4;
+// Small lr: AdamW's BF16 moments turn FP32 summation-order differences into update
+// differences of ~1e-3 * lr (docs/distributed.md), the parameter check stays meaningful.
+constexpr double kLr = 1e-4, kBiasRate = 1e-3, kClip = 1.0;
+constexpr uint64_t kSeed = 7;
+
+ModelConfig test_config() {
+  ModelConfig c = model_config_preset("nano");
+  c.max_position_embeddings = kSeq;
+  return c;
+}
+
+std::vector<std::vector<int64_t>> make_batches(const ModelConfig& c) {
+  std::mt19937_64 rng(2468);
+  const int64_t window = kSeq + c.num_nextn_predict_layers + 1;
+  std::vector<std::vector<int64_t>> out(kSteps, std::vector<int64_t>(kGlobalBatch * window));
+  for (auto& b : out)
+    for (auto& t : b) t = static_cast<int64_t>(rng() % uint64_t(c.vocab_size));
+  return out;
+}
+
+struct RunResult {
+  std::vector<double> losses, grad_norms;
+  TensorMap weights;
+};
+
+// One process: micro-batch m is rows [m * G/M, (m+1) * G/M) run whole; gradients summed / M.
+RunResult reference_run(const ModelConfig& c, const std::vector<std::vector<int64_t>>& batches) {
+  Model<float> model(c);
+  model.init_random(kSeed, 0.02);
+  AdamW opt(model.parameters(), AdamWConfig{});
+  const int64_t window = kSeq + c.num_nextn_predict_layers + 1, E = c.n_routed_experts, rows = kGlobalBatch / kMicro;
+  const std::vector<int64_t> moe = model.moe_layer_indices();
+  RunResult r;
+  for (const auto& batch : batches) {
+    model.zero_grad();
+    double loss = 0;
+    std::vector<double> counts(moe.size() * E, 0.0);
+    for (int64_t m = 0; m < kMicro; ++m) {
+      loss += model.forward(batch.data() + m * rows * window, rows, kSeq).total / kMicro;
+      model.backward();
+      for (size_t i = 0; i < moe.size(); ++i)
+        for (int64_t e = 0; e < E; ++e) counts[i * E + e] += model.expert_counts(moe[i])[e];
+    }
+    for (const auto& p : model.parameters().all())
+      for (float& g : p->grad) g *= 1.0f / float(kMicro);
+    r.losses.push_back(loss);
+    r.grad_norms.push_back(clip_grad_norm(model.parameters(), kClip));
+    opt.step(kLr);
+    for (size_t i = 0; i < moe.size(); ++i)
+      update_expert_bias(model.expert_bias(moe[i]).data(), counts.data() + i * E, E, kBiasRate);
+  }
+  r.weights = model.weights();
+  return r;
+}
+
+RunResult pipeline_run(const ModelConfig& c, const std::vector<std::vector<int64_t>>& batches, ParallelLayout layout,
+                       pipeline::ScheduleKind schedule) {
+  PipelineOptions o;
+  o.dist.layout = layout;
+  o.dist.wire = ExpertWire::kFloat32;
+  o.dist.clip = kClip;
+  o.dist.seed = kSeed;
+  o.dist.init_std = 0.02;
+  o.schedule = schedule;
+  o.microbatches = kMicro;
+  PipelineTrainer t(world(), c, o);
+  RunResult r;
+  for (const auto& batch : batches) {
+    DistStepMetrics m = t.step(batch.data(), kGlobalBatch, kSeq, kLr, kBiasRate);
+    r.losses.push_back(m.losses.total);
+    r.grad_norms.push_back(m.grad_norm);
+  }
+  r.weights = t.gather_weights();
+  return r;
+}
+
+// max over tensors of ||a - b|| / ||b||, and that tensor's name.
+double worst_normwise(const TensorMap& a, const TensorMap& b, std::string* worst) {
+  double out = 0;
+  for (const auto& [name, tb] : b) {
+    auto it = a.find(name);
+    EXPECT_NE(it, a.end()) << name;
+    if (it == a.end()) continue;
+    const std::vector<double> x = it->second.to_vector<double>(), y = tb.to_vector<double>();
+    double num = 0, den = 0;
+    for (size_t i = 0; i < x.size() && i < y.size(); ++i) {
+      num += (x[i] - y[i]) * (x[i] - y[i]);
+      den += y[i] * y[i];
+    }
+    const double rel = std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
+    if (rel > out) out = rel, *worst = name;
+  }
+  return out;
+}
+
+void expect_equivalent(ParallelLayout layout, pipeline::ScheduleKind schedule) {
+  const ModelConfig c = test_config();
+  const auto batches = make_batches(c);
+  const RunResult ref = reference_run(c, batches);
+  const RunResult got = pipeline_run(c, batches, layout, schedule);
+  const std::string what = layout.to_string() + " " + pipeline::schedule_kind_name(schedule) + " rank " +
+                           std::to_string(world()->rank());
+  ASSERT_EQ(got.losses.size(), ref.losses.size());
+  for (int64_t s = 0; s < kSteps; ++s) {
+    EXPECT_LE(std::abs(got.losses[s] - ref.losses[s]), 1e-5 * std::abs(ref.losses[s]))
+        << what << " step " << s << ": loss " << got.losses[s] << " vs " << ref.losses[s];
+    EXPECT_LE(std::abs(got.grad_norms[s] - ref.grad_norms[s]), 1e-4 * ref.grad_norms[s])
+        << what << " step " << s << ": grad norm " << got.grad_norms[s] << " vs " << ref.grad_norms[s];
+  }
+  std::string worst;
+  const double rel = worst_normwise(got.weights, ref.weights, &worst);
+  EXPECT_LE(rel, 1e-5) << what << ": parameter " << worst << " differs by " << rel;
+  // The run moved the parameters (otherwise equality would prove little).
+  Model<float> init(c);
+  init.init_random(kSeed, 0.02);
+  const double moved = worst_normwise(ref.weights, init.weights(), &worst);
+  EXPECT_GT(moved, 1e-3) << "the reference barely moved";
+}
+
+using pipeline::ScheduleKind;
+
+TEST(PipelineTrainerTest, PlanStagesCutsLayersAndPlacesHeadLast) {
+  const ModelConfig c = test_config();  // 3 main layers + 1 MTP layer
+  const auto four = plan_stages(c, 4);
+  ASSERT_EQ(four.size(), 4u);
+  for (int s = 0; s < 3; ++s) {
+    EXPECT_EQ(four[s].first, s);
+    EXPECT_EQ(four[s].last, s + 1);
+  }
+  EXPECT_EQ(four[3].first, 3);
+  EXPECT_EQ(four[3].last, 3);
+  EXPECT_TRUE(four[0].embed && !four[0].head && four[3].head && !four[3].embed);
+  const auto two = plan_stages(c, 2);
+  EXPECT_EQ(two[0].last, 2);
+  EXPECT_EQ(two[1].first, 2);
+  EXPECT_EQ(two[1].last, 3);
+}
+
+TEST(PipelineTrainerTest, DualPipeVExpertFourTimesPipelineTwoMatchesOneProcess) {
+  expect_equivalent({4, 2, 1}, ScheduleKind::kDualPipeV);
+}
+
+TEST(PipelineTrainerTest, DualPipeVExpertTwoPipelineTwoDataTwoMatchesOneProcess) {
+  expect_equivalent({2, 2, 2}, ScheduleKind::kDualPipeV);
+}
+
+TEST(PipelineTrainerTest, OneFOneBExpertFourTimesPipelineTwoMatchesOneProcess) {
+  expect_equivalent({4, 2, 1}, ScheduleKind::k1F1B);
+}
+
+TEST(PipelineTrainerTest, OneFOneBExpertTwoPipelineTwoDataTwoMatchesOneProcess) {
+  expect_equivalent({2, 2, 2}, ScheduleKind::k1F1B);
+}
+
+TEST(PipelineTrainerTest, ZeroBubbleVExpertTwoPipelineTwoDataTwoMatchesOneProcess) {
+  expect_equivalent({2, 2, 2}, ScheduleKind::kZBV);
+}
+
+TEST(PipelineTrainerTest, RefusesMirroredDualPipeAndTooFewMicroBatches) {
+  PipelineOptions o;
+  o.dist.layout = {world()->size() / 2, 2, 1};
+  o.schedule = ScheduleKind::kDualPipe;
+  o.microbatches = 4;
+  EXPECT_THROW(PipelineTrainer(world(), test_config(), o), Unsupported);
+  o.schedule = ScheduleKind::kDualPipeV;
+  o.microbatches = 2;  // DualPipeV needs >= 2 * ranks
+  try {
+    PipelineTrainer t(world(), test_config(), o);
+    ADD_FAILURE() << "2 micro-batches on 2 DualPipeV ranks were accepted";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("micro-batches >= 2 * ranks"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace switchyard::trainer::dist

@@ -1,0 +1,334 @@
+// PipelineTrainer (header): stages of the model under the pipeline executor, one model copy
+// per micro-batch, gradient accumulation and the EP x DP x PP reductions.
+#include "switchyard/trainer/dist/pipeline_trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <set>
+
+#include "switchyard/common/error.h"
+#include "switchyard/trainer/router.h"
+
+namespace switchyard::trainer::dist {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+constexpr const char* kEmbedding = "model.embed_tokens.weight";
+
+// Decoder layer index of "model.layers.<l>.*", or -1.
+int64_t layer_of(const std::string& name) {
+  static const std::string kKey = "model.layers.";
+  if (name.rfind(kKey, 0) != 0) return -1;
+  const size_t end = name.find('.', kKey.size());
+  return std::stoll(name.substr(kKey.size(), end - kKey.size()));
+}
+
+}  // namespace
+
+std::vector<StagePlan> plan_stages(const ModelConfig& config, int num_stages) {
+  SY_REQUIRE(num_stages >= 1, "plan_stages: " << num_stages << " stages");
+  const int64_t L = config.num_hidden_layers, units = L + config.num_nextn_predict_layers;
+  std::vector<StagePlan> out(num_stages);
+  for (int s = 0; s < num_stages; ++s) {
+    out[s].stage = s;
+    out[s].embed = s == 0;
+    out[s].head = s == num_stages - 1;
+  }
+  // Main layer l is unit l; the MTP units all sit in the last stage.
+  auto stage_of = [&](int64_t u) { return static_cast<int>(std::min<int64_t>(u * num_stages / units, num_stages - 1)); };
+  int64_t at = 0;
+  for (int s = 0; s < num_stages; ++s) {
+    out[s].first = at;
+    while (at < L && stage_of(at) == s) ++at;
+    out[s].last = at;
+  }
+  out[num_stages - 1].last = L;
+  return out;
+}
+
+PipelineTrainer::PipelineTrainer(std::shared_ptr<comm::Communicator> world, const ModelConfig& config,
+                                 PipelineOptions options)
+    : options_(std::move(options)), config_(config) {
+  SY_REQUIRE(world != nullptr, "PipelineTrainer: no world communicator");
+  const ParallelLayout& layout = options_.dist.layout;
+  layout.validate(world->size());
+  if (options_.dist.zero1) SY_THROW(Unsupported, "PipelineTrainer: --zero1 with --pp > 1 is not implemented yet");
+  SY_REQUIRE(config.n_routed_experts % layout.ep == 0,
+             "PipelineTrainer: " << config.n_routed_experts << " routed experts do not divide over --ep " << layout.ep);
+  pipeline::GeneratorOptions g;
+  g.num_ranks = layout.pp;
+  g.num_microbatches = options_.microbatches;
+  schedule_ = pipeline::generate(options_.schedule, g);  // names the valid sizes otherwise
+  if (schedule_.parameter_copies() > 1 || schedule_.paths.size() != 1)
+    SY_THROW(Unsupported, "PipelineTrainer: schedule " << schedule_.name
+                                                       << " keeps mirrored stage copies, which the trainer does not "
+                                                          "implement yet; use dualpipev, zbv, zb-h1 or 1f1b");
+  groups_ = make_groups(world, layout);
+  SY_CHECK(groups_.pp->rank() == groups_.pp_index);
+  plan_ = plan_stages(config, schedule_.num_stages);
+  for (int s : schedule_.stages_on(groups_.pp_index)) mine_.push_back(plan_[s]);
+  const int first_rank = schedule_.rank_of(0, 0), last_rank = schedule_.rank_of(schedule_.num_stages - 1, 0);
+  shares_embedding_ = first_rank != last_rank;
+
+  for (int m = 0; m < options_.microbatches; ++m) {
+    models_.push_back(std::make_unique<Model<float>>(config));
+    if (m == 0) models_[0]->init_random(options_.dist.seed, options_.dist.init_std);
+  }
+  Model<float>& master = *models_[0];
+  const int64_t L = config.num_hidden_layers;
+  std::set<int64_t> layers;
+  bool embed = false, head = false;
+  for (const StagePlan& s : mine_) {
+    for (int64_t l = s.first; l < s.last; ++l) layers.insert(l);
+    embed |= s.embed;
+    head |= s.head;
+  }
+  if (head)
+    for (int64_t k = 0; k < config.num_nextn_predict_layers; ++k) layers.insert(L + k);
+  const int64_t per_rank = config.n_routed_experts / layout.ep;
+  std::vector<const Parameter<float>*> sync_params;
+  const auto& all = master.parameters().all();
+  for (size_t i = 0; i < all.size(); ++i) {
+    const std::string& name = all[i]->name;
+    const int64_t l = layer_of(name);
+    bool in = l >= 0 ? layers.count(l) > 0 : name == kEmbedding ? (embed || head) : head;
+    if (!in) continue;
+    const int64_t e = routed_expert_of(name);
+    if (e >= 0 && e / per_rank != groups_.ep_index) {
+      sync_params.push_back(all[i].get());  // GradientSync zeroes other EP ranks' experts
+      continue;
+    }
+    held_.push_back(static_cast<int>(i));
+    // The last stage's embedding copy: summed into the first stage's, not counted twice.
+    if (!(name == kEmbedding && !embed)) sync_params.push_back(all[i].get());
+  }
+  for (int64_t l : master.moe_layer_indices())
+    if (layers.count(l)) held_moe_.push_back(l);
+  optimizer_ = std::make_unique<AdamW>(master.parameters(), options_.dist.adam);
+  sync_ = std::make_unique<GradientSync>(master.parameters(), config.n_routed_experts, groups_, sync_params);
+  trace_ = std::make_unique<StepTrace>(world);
+  mb_losses_.resize(options_.microbatches);
+  if (options_.dist.max_tokens_per_rank > 0) ensure_buffer(options_.dist.max_tokens_per_rank);
+}
+
+PipelineTrainer::~PipelineTrainer() = default;
+
+void PipelineTrainer::ensure_buffer(int64_t tokens_per_rank) {
+  if (buffer_ && buffer_->options().max_tokens_per_rank >= tokens_per_rank) return;
+  dispatch::BufferOptions b;
+  b.num_experts = static_cast<int>(config_.n_routed_experts);
+  b.hidden = config_.hidden_size;
+  b.max_tokens_per_rank = tokens_per_rank;
+  b.two_hop = true;
+  buffer_ = std::make_shared<dispatch::Buffer>(groups_.ep, b);
+  for (auto& model : models_)
+    for (int64_t layer : held_moe_) {
+      auto provider = make_dispatched_experts(*model, layer, buffer_, options_.dist.wire);
+      provider->set_trace(trace_.get(), static_cast<int>(layer));
+      model->set_expert_provider(layer, std::move(provider));
+    }
+}
+
+void PipelineTrainer::ensure_executor(size_t activation_elems) {
+  if (executor_ && activation_elems_ == activation_elems) return;
+  activation_elems_ = activation_elems;
+  act_in_.resize(activation_elems);
+  act_out_.resize(activation_elems);
+  auto plan_of = [this](int stage) -> const StagePlan& { return plan_.at(stage); };
+  auto to_float = [](const double* in, std::vector<float>& out) {
+    for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<float>(in[i]);
+  };
+  auto to_double = [](const std::vector<float>& in, double* out) {
+    for (size_t i = 0; i < in.size(); ++i) out[i] = in[i];
+  };
+  pipeline::StageCallbacks cb;
+  cb.forward = [=, this](int stage, int mb, const double* in, double* out) {
+    const double t0 = trace_->now();
+    const StagePlan& s = plan_of(stage);
+    Model<float>& m = *models_.at(mb);
+    if (s.embed)
+      m.embed_forward(act_in_.data());
+    else
+      to_float(in, act_in_);
+    m.layers_forward(s.first, s.last, act_in_.data(), act_out_.data());
+    if (s.head)
+      mb_losses_[mb] = m.head_forward(act_out_.data());
+    else
+      to_double(act_out_, out);
+    trace_->record_compute(pipeline::OpKind::kForward, trace_->step(), t0, trace_->now());
+  };
+  cb.backward_input = [=, this](int stage, int mb, const double* grad_out, double* grad_in) {
+    const double t0 = trace_->now();
+    const StagePlan& s = plan_of(stage);
+    Model<float>& m = *models_.at(mb);
+    if (s.head)
+      m.head_backward_input(act_out_.data());
+    else
+      to_float(grad_out, act_out_);
+    m.layers_backward_input(s.first, s.last, act_out_.data(), s.embed ? nullptr : act_in_.data());
+    if (!s.embed) to_double(act_in_, grad_in);
+    trace_->record_compute(pipeline::OpKind::kBackwardInput, trace_->step(), t0, trace_->now());
+  };
+  cb.backward_weight = [=, this](int stage, int mb) {
+    const double t0 = trace_->now();
+    const StagePlan& s = plan_of(stage);
+    Model<float>& m = *models_.at(mb);
+    if (s.head) m.head_backward_weight();
+    m.layers_backward_weight(s.first, s.last);
+    if (s.embed) m.embed_backward(nullptr);
+    trace_->record_compute(pipeline::OpKind::kBackwardWeight, trace_->step(), t0, trace_->now());
+  };
+  executor_ = std::make_unique<pipeline::Executor>(groups_.pp, schedule_, activation_elems, std::move(cb));
+}
+
+void PipelineTrainer::refresh_copies() {
+  Model<float>& master = *models_[0];
+  const auto& src = master.parameters().all();
+  for (size_t m = 1; m < models_.size(); ++m) {
+    Model<float>& copy = *models_[m];
+    const auto& dst = copy.parameters().all();
+    for (int i : held_) dst[i]->value = src[i]->value;
+    for (int64_t l : held_moe_) copy.expert_bias(l) = master.expert_bias(l);
+    const_cast<ModelConfig&>(copy.config()).mtp_loss_lambda = master.config().mtp_loss_lambda;
+  }
+  for (auto& model : models_) model->zero_grad();
+}
+
+void PipelineTrainer::accumulate_copies() {
+  const auto& dst = models_[0]->parameters().all();
+  const float scale = 1.0f / static_cast<float>(models_.size());
+  for (int i : held_) {
+    std::vector<float>& g = dst[i]->grad;
+    for (size_t m = 1; m < models_.size(); ++m) {
+      const std::vector<float>& c = models_[m]->parameters().all()[i]->grad;
+      for (size_t j = 0; j < g.size(); ++j) g[j] += c[j];
+    }
+    if (models_.size() > 1)
+      for (float& x : g) x *= scale;
+  }
+}
+
+DistStepMetrics PipelineTrainer::step(const int64_t* global_tokens, int64_t global_batch, int64_t seq, double lr,
+                                      double bias_rate) {
+  const auto t0 = Clock::now();
+  const int M = options_.microbatches, R = groups_.data_ranks();
+  SY_REQUIRE(global_batch > 0 && global_batch % (int64_t(M) * R) == 0,
+             "PipelineTrainer: global batch " << global_batch << " does not divide into " << M
+                                              << " micro-batches over " << R << " data ranks ("
+                                              << groups_.layout.to_string() << ")");
+  const int64_t rows = global_batch / (int64_t(M) * R);  // per micro-batch and data rank
+  const int64_t window = seq + config_.num_nextn_predict_layers + 1, E = config_.n_routed_experts;
+  const int64_t D = config_.num_nextn_predict_layers;
+  ensure_buffer(rows * seq);
+
+  DistStepMetrics out;
+  StepTrace& tr = *trace_;
+  const int step_index = static_cast<int>(steps_);
+  const double t_begin = tr.now();
+  tr.begin_step(step_index, t_begin);
+  refresh_copies();
+  for (int m = 0; m < M; ++m) {
+    const int64_t row0 = m * (global_batch / M) + groups_.data_rank() * rows;
+    models_[m]->stage_begin(global_tokens + row0 * window, rows, seq);
+    mb_losses_[m] = Losses{};
+  }
+  ensure_executor(static_cast<size_t>(rows * seq * config_.hidden_size));
+  executor_->run();
+  const double t_run = tr.now();
+
+  // Losses: this rank's pieces (means over its micro-batches), summed over the pipeline,
+  // averaged over the data ranks.
+  std::vector<double> l(2 + D, 0.0);  // main, balance, mtp[D]
+  for (int m = 0; m < M; ++m) {
+    for (const StagePlan& s : mine_) {
+      l[1] += models_[m]->balance_loss(s.first, s.last) / M;
+      if (s.head) {
+        l[0] += mb_losses_[m].main / M;
+        l[1] += mb_losses_[m].balance / M;
+        for (int64_t k = 0; k < D; ++k) l[2 + k] += mb_losses_[m].mtp[k] / M;
+      }
+    }
+  }
+  std::vector<double> sum(l.size());
+  groups_.world->all_reduce(l.data(), sum.data(), l.size(), comm::DataType::kFloat64, comm::ReduceOp::kSum);
+  out.losses.main = sum[0] / R;
+  out.losses.balance = sum[1] / R;
+  out.losses.total = out.losses.main + config_.aux_loss_alpha * out.losses.balance;
+  for (int64_t k = 0; k < D; ++k) {
+    out.losses.mtp.push_back(sum[2 + k] / R);
+    out.losses.total += models_[0]->config().mtp_loss_lambda / D * out.losses.mtp.back();
+  }
+
+  // Load counts of the held MoE layers over every micro-batch and data rank.
+  std::vector<double> counts(held_moe_.size() * E, 0.0);
+  for (const auto& model : models_)
+    for (size_t i = 0; i < held_moe_.size(); ++i) {
+      const std::vector<double>& c = model->expert_counts(held_moe_[i]);
+      for (int64_t e = 0; e < E; ++e) counts[i * E + e] += c[e];
+    }
+  sync_->sum_over_replica(counts);
+
+  const double sync_before = sync_->comm_seconds();
+  accumulate_copies();
+  Model<float>& master = *models_[0];
+  Parameter<float>& embed = master.parameters().at(kEmbedding);
+  if (shares_embedding_ && groups_.layout.pp > 1) {
+    // The first and last stages both add into the embedding gradient: sum over the pipeline
+    // (ranks without it contribute zeros).
+    const bool holder = std::any_of(mine_.begin(), mine_.end(), [](const StagePlan& s) { return s.embed || s.head; });
+    if (!holder) std::fill(embed.grad.begin(), embed.grad.end(), 0.0f);
+    std::vector<float> total(embed.grad.size());
+    groups_.pp->all_reduce(embed.grad.data(), total.data(), total.size(), comm::DataType::kFloat32,
+                           comm::ReduceOp::kSum);
+    embed.grad.swap(total);
+  }
+  sync_->reduce();
+  out.grad_norm = sync_->clip(options_.dist.clip);
+  tr.record_reduce(step_index, t_run, tr.now());
+  out.grad_sync_seconds = sync_->comm_seconds() - sync_before;
+  optimizer_->step(lr);
+  if (shares_embedding_ && groups_.layout.pp > 1)
+    groups_.pp->broadcast(embed.value.data(), embed.value.size(), comm::DataType::kFloat32,
+                          schedule_.rank_of(0, 0));
+
+  double worst = 0;
+  for (size_t i = 0; i < held_moe_.size(); ++i) {
+    update_expert_bias(master.expert_bias(held_moe_[i]).data(), counts.data() + i * E, E, bias_rate);
+    worst = std::max(worst, load_stats(counts.data() + i * E, E).max_over_mean());
+  }
+  groups_.world->all_reduce(&worst, &out.max_over_mean_load, 1, comm::DataType::kFloat64, comm::ReduceOp::kMax);
+  out.seconds = since(t0);
+  tr.end_step(tr.now());
+  ++steps_;
+  return out;
+}
+
+int PipelineTrainer::holder_rank(const std::string& name) const {
+  const int64_t L = config_.num_hidden_layers, l = layer_of(name);
+  int stage = schedule_.num_stages - 1;  // norm, head, MTP layers
+  if (name == kEmbedding) {
+    stage = 0;
+  } else if (l >= 0 && l < L) {
+    for (const StagePlan& s : plan_)
+      if (l >= s.first && l < s.last) stage = s.stage;
+  }
+  const int pp_index = schedule_.rank_of(stage, 0);
+  const int64_t e = routed_expert_of(name);
+  const int ep_index = e < 0 ? 0 : static_cast<int>(e / (config_.n_routed_experts / groups_.layout.ep));
+  return pp_index * groups_.layout.dp * groups_.layout.ep + ep_index;  // DP index 0
+}
+
+TensorMap PipelineTrainer::gather_weights() {
+  TensorMap w = models_[0]->weights();
+  if (groups_.world->size() == 1) return w;
+  for (auto& [name, t] : w) {
+    SY_CHECK(t.dtype == DType::kF32);
+    groups_.world->broadcast(t.bytes.data(), t.bytes.size() / 4, comm::DataType::kFloat32, holder_rank(name));
+  }
+  return w;
+}
+
+}  // namespace switchyard::trainer::dist
