@@ -8,5 +8,6 @@ target_sources(sy_trainer PRIVATE
   src/dist/sharded_adamw.cc
   src/dist/dist_trainer.cc
   src/dist/pipeline_trainer.cc
+  src/dist/pipeline_run.cc
   src/dist/dist_run.cc)
 target_link_libraries(sy_trainer PUBLIC Switchyard::comm Switchyard::dispatch Switchyard::pipeline)

@@ -71,10 +71,10 @@ DEFINE_string(corpus_cache, "runs/corpus/bible-kjv.txt", "where the default corp
 DEFINE_bool(json, false, "print a JSON summary at the end");
 // Distributed training (docs/distributed.md): on several ranks (sy-run, torchrun, mpirun).
 DEFINE_int32(ep, 0, "expert-parallel ranks (0: world / (pp * dp))");
-DEFINE_int32(pp, 1, "pipeline stages (only 1 is implemented yet)");
+DEFINE_int32(pp, 1, "pipeline ranks (the layers cut into stages as --schedule places them)");
 DEFINE_int32(dp, 1, "data-parallel replicas of each expert-parallel group");
 DEFINE_string(schedule, "dualpipev", "pipeline schedule with --pp > 1: dualpipev, dualpipe, zbv, 1f1b");
-DEFINE_int64(microbatches, 1, "pipeline micro-batches per step (with --pp > 1)");
+DEFINE_int64(microbatches, 1, "pipeline micro-batches per step (with --pp > 1; the gradient accumulation; dualpipev needs >= 2 * pp)");
 DEFINE_string(expert_payload, "fp8", "MoE payload on several ranks: fp8 (FP8 dispatch, BF16 combine) or fp32");
 DEFINE_bool(zero1, false, "ZeRO-1: optimizer state sharded over the ranks that replicate each parameter");
 DEFINE_string(trace, "", "several ranks: Perfetto trace of the traced steps (rank 0 writes it)");

@@ -11,6 +11,7 @@
 
 #include "switchyard/common/error.h"
 #include "switchyard/trainer/config.h"
+#include "switchyard/trainer/dist/pipeline_run.h"
 #include "switchyard/trainer/train/data.h"
 #include "switchyard/trainer/train/generate.h"
 #include "switchyard/trainer/train/schedule.h"
@@ -47,9 +48,7 @@ DistRunResult run_distributed_training(std::shared_ptr<comm::Communicator> world
                                        const DistRunOptions& run, std::ostream& out) {
   train.validate();
   run.layout.validate(world->size());
-  if (run.layout.pp > 1)
-    SY_THROW(Unsupported, "distributed training: --pp " << run.layout.pp << " (schedule " << run.schedule
-                                            << ") is not implemented yet in the distributed trainer; use --ep/--dp");
+  if (run.layout.pp > 1) return run_pipeline_training(world, train, run, out);  // pipeline_run.h
   const bool lead = world->rank() == 0;
 
   auto tokenizer = make_tokenizer(train.tokenizer);

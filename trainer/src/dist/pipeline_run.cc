@@ -1,0 +1,165 @@
+// run_pipeline_training (header).
+#include "switchyard/trainer/dist/pipeline_run.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "switchyard/common/error.h"
+#include "switchyard/trainer/dist/pipeline_trainer.h"
+#include "switchyard/trainer/train/data.h"
+#include "switchyard/trainer/train/generate.h"
+#include "switchyard/trainer/train/schedule.h"
+#include "switchyard/trainer/train/tokenizer.h"
+
+namespace switchyard::trainer::dist {
+namespace {
+
+double mean(const std::vector<double>& v, size_t begin, size_t end) {
+  double s = 0;
+  for (size_t i = begin; i < end; ++i) s += v[i];
+  return end > begin ? s / double(end - begin) : 0;
+}
+
+}  // namespace
+
+DistRunResult run_pipeline_training(std::shared_ptr<comm::Communicator> world, const TrainOptions& train,
+                                    const DistRunOptions& run, std::ostream& out) {
+  train.validate();
+  run.layout.validate(world->size());
+  const char* kWhat = "pipeline training (--pp > 1): ";
+  if (!train.ckpt_dir.empty() || run.resume)
+    SY_THROW(Unsupported, kWhat << "checkpoints (--ckpt_dir, --resume) are not implemented yet with stages");
+  if (train.grad_accum != 1)
+    SY_THROW(Unsupported, kWhat << "--grad_accum " << train.grad_accum << ": use --microbatches (the accumulation)");
+  if (train.fp8) SY_THROW(Unsupported, kWhat << "--fp8 (Linear GEMMs) is not implemented yet with stages");
+  const bool lead = world->rank() == 0;
+
+  auto tokenizer = make_tokenizer(train.tokenizer);
+  ModelConfig config = model_config_for(train, *tokenizer);
+  const int64_t D = config.num_nextn_predict_layers;
+  TextDataset dataset(data_options_for(train, D), *tokenizer);
+
+  PipelineOptions o;
+  o.dist.layout = run.layout;
+  o.dist.wire = run.wire;
+  o.dist.zero1 = run.zero1;
+  o.dist.adam.weight_decay = train.weight_decay;
+  o.dist.clip = train.clip;
+  o.dist.seed = train.seed;
+  o.dist.init_std = train.init_std;
+  o.schedule = pipeline::parse_schedule_kind(run.schedule);
+  o.microbatches = static_cast<int>(run.microbatches);
+  PipelineTrainer trainer(world, config, o);
+
+  LrSchedule lr;
+  lr.peak = train.lr;
+  lr.warmup_steps = train.warmup;
+  lr.decay = parse_lr_decay(train.lr_decay);
+  lr.total_steps = train.steps;
+  lr.min_lr = train.min_lr;
+  const StepSchedule mtp_weight =
+      train.mtp_weight.empty() ? StepSchedule(config.mtp_loss_lambda) : StepSchedule::parse(train.mtp_weight);
+  const StepSchedule bias_rate = StepSchedule::parse(train.bias_rate);
+
+  std::ofstream jsonl;
+  if (lead && !run.jsonl_path.empty()) {
+    jsonl.open(run.jsonl_path, std::ios::app);
+    if (!jsonl) SY_THROW(IoError, kWhat << "cannot write --log_jsonl \"" << run.jsonl_path << "\"");
+  }
+  if (lead) {
+    out << "distributed: " << world->size() << " ranks on " << world->rank_map().num_nodes() << " node(s), "
+        << run.layout.to_string() << ", schedule " << trainer.schedule().name << " with " << run.microbatches
+        << " micro-batches, " << trainer.schedule().num_stages << " stages, expert payload "
+        << expert_wire_name(run.wire) << ", global batch " << train.batch << " x " << train.seq << " tokens\n";
+    for (const StagePlan& s : plan_stages(config, trainer.schedule().num_stages))
+      out << "  stage " << s.stage << " on pipeline rank " << trainer.schedule().rank_of(s.stage, 0) << ": "
+          << (s.embed ? "embedding, " : "") << "layers [" << s.first << ", " << s.last << ")"
+          << (s.head ? ", final norm, head, MTP" : "") << "\n";
+    out << std::flush;
+  }
+
+  std::vector<int64_t> tokens(train.batch * dataset.window());
+  std::vector<double> losses, tok_s;
+  DistRunResult result;
+  const auto t0 = std::chrono::steady_clock::now();
+  double step_time = 0;
+  for (int64_t step = 0; step < train.steps; ++step) {
+    // Rank 0 decides whether the next step fits the budget; everyone follows.
+    int64_t go = 1;
+    if (run.time_budget_s > 0 && step > 0) {
+      const double spent = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      go = spent + step_time <= run.time_budget_s ? 1 : 0;
+      world->broadcast(&go, 1, comm::DataType::kInt64, 0);
+    }
+    if (!go) {
+      if (lead) out << "stopping at step " << step << ": the time budget of " << run.time_budget_s << " s is spent\n";
+      break;
+    }
+    const_cast<ModelConfig&>(trainer.model().config()).mtp_loss_lambda = mtp_weight.at(step);
+    trainer.trace().set_enabled(step >= train.steps - run.trace_steps ||
+                                (run.time_budget_s > 0 && step >= 1 && step <= run.trace_steps));
+    dataset.next_batch(train.batch, tokens.data());
+    DistStepMetrics m = trainer.step(tokens.data(), train.batch, train.seq, lr.at(step), bias_rate.at(step));
+    step_time = step_time == 0 ? m.seconds : 0.9 * step_time + 0.1 * m.seconds;
+    losses.push_back(m.losses.main);
+    const double tps = double(train.batch * train.seq) / std::max(m.seconds, 1e-9);
+    if (step > 0) tok_s.push_back(tps);
+    double mtp = 0;
+    for (double x : m.losses.mtp) mtp += x;
+    if (D > 0) mtp /= double(D);
+    if (lead && jsonl.is_open())
+      jsonl << nlohmann::json({{"type", "train"},
+                               {"step", step + 1},
+                               {"loss", m.losses.total},
+                               {"main_loss", m.losses.main},
+                               {"mtp_loss", mtp},
+                               {"lr", lr.at(step)},
+                               {"grad_norm", m.grad_norm},
+                               {"max_over_mean_load", m.max_over_mean_load},
+                               {"tokens_per_s", tps},
+                               {"seconds", m.seconds},
+                               {"grad_sync_seconds", m.grad_sync_seconds}})
+                   .dump()
+            << "\n";
+    if (lead && run.log_every > 0 && ((step + 1) % run.log_every == 0 || step + 1 == train.steps || step == 0)) {
+      char line[256];
+      std::snprintf(line, sizeof line,
+                    "step %6lld/%lld | loss %.4f | mtp %.4f | total %.4f | lr %.2e | gnorm %.3f | "
+                    "load max/mean %.2f | %.0f tok/s",
+                    (long long)(step + 1), (long long)train.steps, m.losses.main, mtp, m.losses.total, lr.at(step),
+                    m.grad_norm, m.max_over_mean_load, tps);
+      out << line << "\n" << std::flush;
+    }
+  }
+  result.steps = static_cast<int64_t>(losses.size());
+  const size_t n = losses.size(), w = std::min<size_t>(20, n);
+  result.first_mean = mean(losses, 0, w);
+  result.last_mean = mean(losses, n - w, n);
+  if (!tok_s.empty()) {
+    std::sort(tok_s.begin(), tok_s.end());
+    result.tokens_per_s = tok_s[tok_s.size() / 2];
+  }
+  result.breakdown = trainer.trace().breakdown();
+  trainer.trace().write(run.trace_path, run.timeline_path,
+                        "sy-train " + run.layout.to_string() + " " + trainer.schedule().name + " (measured, rank rows)");
+
+  TensorMap weights = trainer.gather_weights();
+  if (lead && !run.sample_prompt.empty()) {
+    Model<float> full(config);
+    full.load_weights(weights);
+    GenerateOptions g;
+    g.max_new_tokens = run.sample_tokens;
+    g.temperature = run.sample_temperature;
+    g.top_k = run.sample_top_k;
+    std::mt19937_64 rng(train.seed);
+    GenerateResult r = generate(full, tokenizer->encode(run.sample_prompt), g, rng);
+    result.sample = run.sample_prompt + tokenizer->decode(r.tokens);
+  }
+  return result;
+}
+
+}  // namespace switchyard::trainer::dist
