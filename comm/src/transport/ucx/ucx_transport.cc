@@ -113,7 +113,9 @@ class UcxWorker {
     throw_on_ucs_error(status, "ucp_init");
     ucp_worker_params_t wparams{};
     wparams.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
-    wparams.thread_mode = UCS_THREAD_MODE_SERIALIZED;
+    // MULTI: the comm core calls wait_for_event() (ucp_worker_arm) outside its lock, so a
+    // waiter may arm while another thread progresses or posts.
+    wparams.thread_mode = UCS_THREAD_MODE_MULTI;
     throw_on_ucs_error(ucp_worker_create(context_, &wparams, &worker_), "ucp_worker_create");
     throw_on_ucs_error(ucp_worker_get_efd(worker_, &event_fd_), "ucp_worker_get_efd");
   }

@@ -16,9 +16,10 @@
 // kMaxUcxTag (2^44 - 16; the top 16 values are reserved for connection set-up and
 // shutdown) and ranks below 2^20. Messages with the same (peer, tag) match in post order.
 //
-// Threading: the worker is opened in UCS_THREAD_MODE_SERIALIZED: any thread may call, one
-// at a time (the comm core drives a Transport from its progress thread or from a caller
-// holding the communicator's lock); interrupt_wait() may come from any thread. Requests
+// Threading: the comm core drives a Transport from its progress thread or from a caller
+// holding the communicator's lock, but calls wait_for_event() (ucp_worker_arm) without
+// it, so the worker is opened in UCS_THREAD_MODE_MULTI; interrupt_wait() may come from any
+// thread. Requests
 // hold a reference to the worker, so a request that outlives its Transport stays safe to
 // test and destroy. wait_for_event() sleeps on the worker's event fd (UCP_FEATURE_WAKEUP)
 // until a message arrives or interrupt_wait() signals it.
