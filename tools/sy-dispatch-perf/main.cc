@@ -3,6 +3,7 @@
 // mode) with logical and wire GB/s. Run on ranks: sy-run -n 4 --nodes 2 -- sy-dispatch-perf
 // Output (rank 0): a text table, or JSON with --json. Exit code 1 when a check fails.
 #include <gflags/gflags.h>
+#include <malloc.h>
 
 #include <iostream>
 
@@ -24,11 +25,18 @@ DEFINE_bool(check, true, "check against both references first");
 DEFINE_bool(low_latency, false, "also time the low-latency mode");
 DEFINE_int64(ll_tokens, 128, "tokens per rank in low-latency mode");
 DEFINE_bool(json, false, "print JSON instead of text");
+DEFINE_bool(keep_freed_memory, true,
+            "keep freed memory in the process (mallopt) so that every call's outputs do not page-fault fresh "
+            "pages, as PyTorch's caching allocator does for DeepEP's tests; applies to all implementations");
 
 int main(int argc, char** argv) {
   gflags::SetUsageMessage("sy-run -n 4 --nodes 2 -- sy-dispatch-perf [--tokens 4096] [--json]");
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   using namespace switchyard;
+  if (FLAGS_keep_freed_memory) {
+    mallopt(M_MMAP_THRESHOLD, 1 << 30);  // large blocks come from the heap, not fresh mmaps
+    mallopt(M_TRIM_THRESHOLD, -1);       // and freed ones are not given back
+  }
   try {
     auto comm = comm::Communicator::init();
     dispatch::PerfOptions o;
