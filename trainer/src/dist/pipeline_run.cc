@@ -125,6 +125,9 @@ DistRunResult run_pipeline_training(std::shared_ptr<comm::Communicator> world, c
                                {"grad_sync_seconds", m.grad_sync_seconds}})
                    .dump()
             << "\n";
+    if (lead && step == 0 && trainer.buffer() != nullptr)
+      out << "dispatch: EP group of " << run.layout.ep << " ranks over " << trainer.groups().ep->rank_map().num_nodes()
+          << " node(s), " << (trainer.buffer()->uses_two_hop() ? "node-limited two-hop path" : "one hop") << "\n";
     if (lead && run.log_every > 0 && ((step + 1) % run.log_every == 0 || step + 1 == train.steps || step == 0)) {
       char line[256];
       std::snprintf(line, sizeof line,
