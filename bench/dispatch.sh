@@ -2,13 +2,14 @@
 # dispatch benchmarks behind docs/perf.md "## dispatch": the whole target set of issue #5 in
 # one command (never run by ctest), so it can be rerun as is on a quiet machine.
 #
-#   bench/dispatch.sh [BUILD_DIR]        RUNS=5 TOKENS=4096 LL_TOKENS=128 by default
+#   bench/dispatch.sh [BUILD_DIR]        RUNS=5 TOKENS=4096 LL_TOKENS=128 NAIVE=0 by default
 #
 # Each run (RUNS of them, every one a fresh set of processes):
 #   2x2: sy-dispatch-perf on 2 virtual nodes x 2 ranks, UCX tcp between the nodes
 #        (UCX_NET_DEVICES=lo), T = TOKENS, H 7168, top-8 of 256: checks against both flat
 #        references, then FP8/BF16 dispatch and BF16 combine of the Buffer (two-hop) and of
-#        the rank-deduplicated and naive references, medians of 5 timed calls each.
+#        the rank-deduplicated reference (and the naive one with NAIVE=1: it is always
+#        checked, but timing it doubles the run), medians of 5 timed calls each.
 #        Targets: (FP8 dispatch + BF16 combine) >= 1.3x faster than rank-dedup; FP8
 #        dispatch <= 0.6x BF16 dispatch; wire bytes == prediction.
 #   ll:  sy-dispatch-perf --low_latency on 1 node x 2 ranks, LL_TOKENS tokens x H 7168, FP8
@@ -24,6 +25,7 @@ bin=$(cd "$build/bin" && pwd) || exit 1
 RUNS=${RUNS:-5}
 TOKENS=${TOKENS:-4096}
 LL_TOKENS=${LL_TOKENS:-128}
+NAIVE=${NAIVE:-0}
 QUIET_IDLE=${QUIET_IDLE:-85}
 QUIET_MAX=${QUIET_MAX:-60}
 OUT=${OUT:-$(mktemp -d /tmp/sy-dispatch-bench.XXXXXX)}
@@ -53,7 +55,7 @@ for ((r = 1; r <= RUNS; r++)); do
   log "run $r/$RUNS: 2 virtual nodes x 2 ranks, T $TOKENS"
   wait_quiet "2x2.$r"
   UCX_NET_DEVICES=lo "$bin/sy-run" -n 4 --nodes 2 --timeout 900 --notag_output -- "$bin/sy-dispatch-perf" \
-    --tokens "$TOKENS" --json >"$OUT/2x2.$r.json" 2>"$OUT/2x2.$r.err" ||
+    --tokens "$TOKENS" --time_naive=$([[ $NAIVE == 1 ]] && echo true || echo false) --json >"$OUT/2x2.$r.json" 2>"$OUT/2x2.$r.err" ||
     log "2x2 run $r failed: $(tail -3 "$OUT/2x2.$r.err")"
   echo "2x2.$r after load=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/idle.log"
   log "run $r/$RUNS: low-latency, 1 node x 2 ranks, $LL_TOKENS tokens"

@@ -263,6 +263,7 @@ static PerfReport run(PeerExchange& ex, const PerfOptions& o, bool timing) {
   add(time_op(ex, o, "buffer", "dispatch", "bf16", [&] { return buf.dispatch(bf16_args).stats; }));
   add(time_op(ex, o, "buffer", "combine", "bf16", [&] { return buf.combine(cargs).stats; }));
   for (ReferenceKind kind : {ReferenceKind::kRankDedup, ReferenceKind::kNaive}) {
+    if (kind == ReferenceKind::kNaive && !o.time_naive) continue;
     const std::string name = reference_kind_name(kind);
     ReferenceDispatch keep = reference_dispatch(kind, ex, E, H, bf16_args);
     add(time_op(ex, o, name, "dispatch", "fp8", [&] { return reference_dispatch(kind, ex, E, H, fp8_args).stats; }));
@@ -278,7 +279,7 @@ static PerfReport run(PeerExchange& ex, const PerfOptions& o, bool timing) {
   };
   const double ours = find("buffer", "dispatch", "fp8") + find("buffer", "combine", "bf16");
   rep.speedup_vs_dedup = (find("rank-dedup", "dispatch", "fp8") + find("rank-dedup", "combine", "bf16")) / ours;
-  rep.speedup_vs_naive = (find("naive", "dispatch", "fp8") + find("naive", "combine", "bf16")) / ours;
+  rep.speedup_vs_naive = o.time_naive ? (find("naive", "dispatch", "fp8") + find("naive", "combine", "bf16")) / ours : 0;
   rep.fp8_over_bf16_dispatch = find("buffer", "dispatch", "fp8") / find("buffer", "dispatch", "bf16");
 
   // ---- low-latency mode ----

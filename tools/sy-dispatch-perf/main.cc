@@ -23,6 +23,7 @@ DEFINE_uint64(seed, 1, "random seed");
 DEFINE_bool(two_hop, true, "node-limited two-hop path when there are several nodes");
 DEFINE_bool(check, true, "check against both references first");
 DEFINE_bool(low_latency, false, "also time the low-latency mode");
+DEFINE_bool(time_naive, true, "time the naive reference too (it is always checked)");
 DEFINE_int64(ll_tokens, 128, "tokens per rank in low-latency mode");
 DEFINE_bool(json, false, "print JSON instead of text");
 DEFINE_bool(keep_freed_memory, true,
@@ -53,6 +54,7 @@ int main(int argc, char** argv) {
     o.two_hop = FLAGS_two_hop;
     o.check = FLAGS_check;
     o.low_latency = FLAGS_low_latency;
+    o.time_naive = FLAGS_time_naive;
     o.ll_tokens = FLAGS_ll_tokens;
     auto ex = dispatch::make_comm_exchange(comm);
     dispatch::PerfReport rep = dispatch::run_dispatch_perf(*ex, o);

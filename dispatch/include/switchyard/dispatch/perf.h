@@ -32,6 +32,7 @@ struct PerfOptions {
   uint64_t seed = 1;
   bool two_hop = true;
   bool check = true;
+  bool time_naive = true;        // time the naive reference too (it is always checked)
   bool low_latency = false;      // also time the low-latency mode
   int64_t ll_tokens = 128;       // tokens per rank in low-latency mode
 };
