@@ -1,7 +1,8 @@
 // sy-plan's model against independent references: parameter counts (config.h closed form),
 // FLOPs from activated parameters, attention FLOPs by a naive loop over positions, expert
 // traffic vs combinatorics, 1F1B bubble vs (PP-1)(F+B), and the DeepSeek-V3 report layout
-// vs the report's 180K H800 GPU-hours per trillion tokens.
+// vs the report's 180K H800 GPU-hours per trillion tokens; measured (calibrated) rates enter
+// as closed-form bytes / rate, and the calibration measures every op of the model.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -9,6 +10,7 @@
 #include <string>
 
 #include "switchyard/common/error.h"
+#include "switchyard/trainer/plan/calibrate.h"
 #include "switchyard/trainer/plan/planner.h"
 
 namespace switchyard::trainer::plan {
@@ -290,6 +292,137 @@ TEST(ClusterTest, MissingOrBadFieldsAreNamed) {
   EXPECT_NE(error_of([] { cluster_from_file("/nonexistent/c.json"); }).find("cannot open"), std::string::npos);
   for (const char* name : {"h800", "h100", "h200", "cpu-2core"})
     EXPECT_NO_THROW(cluster_from_file(std::string(SY_CLUSTERS_DIR) + "/" + name + ".json")) << name;
+}
+
+// One rank (or two data-parallel ranks), fp32, tiny, no MTP: the setting of the CPU runs.
+TrainingSpec cpu_spec() {
+  TrainingSpec s;
+  s.model = model_config_preset("tiny");
+  s.seq_len = 64;
+  s.global_batch = 4;
+  s.micro_batch = 2;
+  s.mtp_depth = 0;
+  s.recipe = precision_recipe("fp32");
+  s.recompute = RecomputeOptions{false, false, false, false, true};
+  return s;
+}
+
+Layout cpu_layout(int ep, int dp) {
+  Layout l;
+  l.pp = 1;
+  l.ep = ep;
+  l.dp = dp;
+  l.zero1 = false;
+  l.schedule = "1f1b";
+  l.comm_sms = 0;
+  return l;
+}
+
+TEST(PlannerTest, MeasuredElementwiseRateReplacesMemoryBandwidthForThatOpOnly) {
+  // Only element-wise ops cost time (GEMMs and attention at 1e9 TFLOP/s); memory at 2 GB/s,
+  // the SwiGLU op of the dense layer measured at 0.5 GB/s. Its closed-form bytes per token
+  // (op_costs.cc, fp32): norm 2d*4, SwiGLU 3F*4, residual 3d*4, forward; backward 2x.
+  const TrainingSpec s = cpu_spec();
+  ClusterSpec c = unit_cluster(1, 1);
+  c.gemm_tflops = c.peak_tflops = {{"fp32", 1e9}};
+  c.attention_fwd_tflops = c.attention_bwd_tflops = 1e9;
+  c.memory_bandwidth_gbps = 2;
+  const PlanResult before = plan(s, c, cpu_layout(1, 1));
+  c.elementwise_gbps["ffn.norm_swiglu_residual"] = 0.5;
+  const PlanResult after = plan(s, c, cpu_layout(1, 1));
+  const double d = double(s.model.hidden_size), F = double(s.model.intermediate_size);
+  const double tokens = double(s.global_batch * s.seq_len);
+  const double dense_layers = double(s.model.first_k_dense_replace);
+  const double bytes = 3 * (2 * d * 4 + 3 * F * 4 + 3 * d * 4) * tokens * dense_layers;  // fwd + 2x bwd
+  EXPECT_NEAR(after.time.compute - before.time.compute, bytes / 0.5e9 - bytes / 2e9, 1e-9);
+  double op_s = -1;
+  for (const OpTime& t : after.time.compute_ops)
+    if (t.name == "ffn.norm_swiglu_residual") op_s = t.seconds;
+  EXPECT_NEAR(op_s, bytes / 0.5e9, 1e-12);
+}
+
+TEST(PlannerTest, MeasuredOptimizerAndAllReduceRatesGiveClosedFormTimes) {
+  // Optimizer: fp32 recipe, no ZeRO: P params x (moments 2 x 4 B read+write + grad 4 + weight
+  // 4) = 24 P bytes at optimizer_gbps. DP 2 all-reduce without ZeRO: ring 2 (g-1)/g x 4P bytes
+  // at collective_gbps["all_reduce"] (dense params over EP x DP = 2, experts over DP = 2).
+  const TrainingSpec s = cpu_spec();
+  ClusterSpec c = unit_cluster(2, 1);
+  c.optimizer_gbps = 3;
+  c.collective_gbps["all_reduce"] = 0.25;
+  const ParameterCounts counts = count_parameters(s.model);
+  const double P = double(counts.main);
+  const PlanResult r = plan(s, c, cpu_layout(1, 2));
+  EXPECT_NEAR(r.time.optimizer, 24 * P / 3e9, 1e-9 * r.time.optimizer);
+  EXPECT_NEAR(r.time.dp_sync, 2 * 0.5 * 4 * P / 0.25e9, 1e-9 * r.time.dp_sync);
+  c.collective_gbps.clear();  // falls back to the shared-memory link: 1e12 GB/s
+  EXPECT_LT(plan(s, c, cpu_layout(1, 2)).time.dp_sync, 1e-6);
+}
+
+TEST(ClusterTest, MeasuredFieldsRoundTripAndNeedSources) {
+  ClusterSpec c = cluster_from_file(std::string(SY_CLUSTERS_DIR) + "/cpu-2core.json");
+  c.gemm_shapes.push_back({"fp32", 256, 128, 0.125});
+  c.elementwise_gbps["attn.norms_rope_residual"] = 3.5;
+  c.optimizer_gbps = 1.25;
+  c.collective_gbps["all_reduce"] = 0.75;
+  for (const char* f : {"gemm_shapes", "elementwise_gbps", "optimizer_gbps", "collective_gbps"}) c.sources[f] = "test";
+  const std::string text = cluster_to_json(c);
+  const ClusterSpec back = cluster_from_json(text);
+  EXPECT_EQ(back.gemm_rate("fp32", 256, 128), 0.125);
+  EXPECT_EQ(back.elementwise_rate("attn.norms_rope_residual"), 3.5);
+  EXPECT_EQ(back.elementwise_rate("mtp.norms"), c.memory_bandwidth_gbps);  // not measured: fallback
+  EXPECT_EQ(back.optimizer_gbps, 1.25);
+  EXPECT_EQ(back.collective_rate("all_reduce", 9), 0.75);
+  EXPECT_EQ(back.collective_rate("all_to_all", 9), 9.0);
+  EXPECT_EQ(back.attention_fwd_tflops, c.attention_fwd_tflops);
+  EXPECT_EQ(back.sources, c.sources);
+  // A measured field without its source, or with a bad value, is named.
+  std::string unsourced = text;
+  unsourced.replace(unsourced.find("\"elementwise_gbps\": \"test\""), 18, "\"zz_elementwise_gbp\"");
+  EXPECT_NE(error_of([&] { cluster_from_json(unsourced); }).find("sources has no entry for \"elementwise_gbps\""),
+            std::string::npos);
+  std::string negative = text;
+  negative.replace(negative.find("\"all_reduce\": 0.75"), 19, "\"all_reduce\": -0.75");
+  EXPECT_NE(error_of([&] { cluster_from_json(negative); }).find("collective_gbps.all_reduce must be a number > 0"),
+            std::string::npos);
+}
+
+TEST(CalibrateTest, MeasuresEveryOperationOfTheModel) {
+  // nano, tiny batch, one sample per op: every GEMM shape and element-wise op of the planner's
+  // list gets a measured, finite, positive rate; no collectives without a world.
+  TrainingSpec s = cpu_spec();
+  s.model = model_config_preset("nano");
+  s.seq_len = 32;
+  s.micro_batch = 1;
+  s.global_batch = 1;
+  s.mtp_depth = 1;
+  const ClusterSpec base = cluster_from_file(std::string(SY_CLUSTERS_DIR) + "/cpu-2core.json");
+  const ClusterSpec c = calibrate_cpu(base, s, cpu_layout(1, 1), nullptr, 1, 0.0);
+  size_t gemms = 0, elementwise = 0;
+  for (const BlockCost& b : model_blocks(s.model, s.mtp_depth, s.seq_len, s.recipe, s.recompute))
+    for (const OpCost& op : b.ops) {
+      if (op.kind == OpCost::Kind::kGemm) {
+        bool found = false;
+        for (const GemmShapeRate& g : c.gemm_shapes) found |= g.n == op.n && g.k == op.k && g.precision == "fp32";
+        EXPECT_TRUE(found) << op.name;
+        ++gemms;
+      } else if (op.kind == OpCost::Kind::kElementwise) {
+        ASSERT_EQ(c.elementwise_gbps.count(op.name), 1u) << op.name;
+        EXPECT_TRUE(std::isfinite(c.elementwise_gbps.at(op.name)) && c.elementwise_gbps.at(op.name) > 0);
+        ++elementwise;
+      }
+    }
+  EXPECT_GT(gemms, 5u);
+  EXPECT_GT(elementwise, 4u);
+  for (const GemmShapeRate& g : c.gemm_shapes) EXPECT_TRUE(std::isfinite(g.tflops) && g.tflops > 0);
+  EXPECT_GT(c.attention_fwd_tflops, 0);
+  EXPECT_GT(c.optimizer_gbps, 0);
+  EXPECT_TRUE(c.collective_gbps.empty());
+  EXPECT_NO_THROW(cluster_from_json(cluster_to_json(c)));  // every measured field has a source
+  TrainingSpec fp8 = s;
+  fp8.recipe = precision_recipe("fp8");
+  EXPECT_NE(error_of([&] { calibrate_cpu(base, fp8, cpu_layout(1, 1)); }).find("fp32 recipe"), std::string::npos);
+  EXPECT_NE(error_of([&] { calibrate_cpu(base, s, cpu_layout(1, 1), nullptr, 0); }).find("reps 0"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -3,10 +3,14 @@
 #include <gflags/gflags.h>
 
 #include <cstdio>
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <sstream>
 
+#include "switchyard/comm/communicator.h"
+#include "switchyard/comm/launch_env.h"
 #include "switchyard/common/error.h"
 #include "switchyard/trainer/plan/calibrate.h"
 #include "switchyard/trainer/plan/planner.h"
@@ -23,7 +27,13 @@ DEFINE_bool(fused_head_loss, true, "head + loss backward fused into the forward 
 DEFINE_string(cluster, "h800", "cluster file, or a name in trainer/clusters (h800, h100, h200, cpu-2core)");
 DEFINE_int32(nodes, 0, "override the cluster's node count");
 DEFINE_int32(gpus_per_node, 0, "override the cluster's GPUs (ranks) per node");
-DEFINE_bool(calibrate, false, "CPU clusters: measure SGEMM at the model's shapes here and use those rates");
+DEFINE_bool(calibrate, false,
+            "CPU clusters: measure the model's operations here (GEMMs, attention, element-wise, optimizer; "
+            "collectives when started by sy-run -n >1) and use those rates");
+DEFINE_string(calibrate_out, "", "with --calibrate: write the measured cluster description to this file (rank 0)");
+DEFINE_int32(calibrate_reps, 5, "with --calibrate: timed runs per operation (median)");
+DEFINE_double(calibrate_sample_s, 0.05, "with --calibrate: each timed sample repeats an operation this long");
+DEFINE_int64(vocab, 0, "override the model's vocabulary size (sy-train's byte tokenizer: 256)");
 DEFINE_int32(pp, 16, "pipeline-parallel ranks");
 DEFINE_int32(ep, 64, "expert-parallel ranks");
 DEFINE_int32(dp, 2, "data-parallel replicas of each expert");
@@ -62,6 +72,8 @@ int run() {
   plan::TrainingSpec spec;
   spec.model =
       std::filesystem::exists(FLAGS_model) ? model_config_from_file(FLAGS_model) : model_config_preset(FLAGS_model);
+  if (FLAGS_vocab > 0) spec.model.vocab_size = FLAGS_vocab;
+  spec.model.max_position_embeddings = std::max(spec.model.max_position_embeddings, FLAGS_seq);
   spec.seq_len = FLAGS_seq;
   spec.global_batch = FLAGS_batch;
   spec.micro_batch = FLAGS_micro_batch;
@@ -83,8 +95,8 @@ int run() {
   plan::ClusterSpec cluster = load_cluster(FLAGS_cluster);
   if (FLAGS_nodes > 0) cluster.nodes = FLAGS_nodes;
   if (FLAGS_gpus_per_node > 0) cluster.gpus_per_node = FLAGS_gpus_per_node;
-  if (FLAGS_calibrate) cluster = plan::calibrate_cpu(cluster, spec);
   if (FLAGS_sweep) {
+    SY_REQUIRE(!FLAGS_calibrate, "--calibrate measures one layout; it cannot be combined with --sweep");
     const double cap = FLAGS_mem_cap > 0 ? FLAGS_mem_cap : cluster.memory_gib;
     auto rs = plan::sweep(spec, cluster, cap, split(FLAGS_schedules), static_cast<size_t>(FLAGS_top));
     std::cout << (FLAGS_json ? plan::sweep_to_json(rs) + "\n" : plan::format_sweep(rs));
@@ -101,6 +113,19 @@ int run() {
   layout.comm_sms = FLAGS_comm_sms;
   layout.overlap_a2a = FLAGS_overlap_a2a;
   layout.overlap_dp_sync = FLAGS_overlap_dp_sync;
+  if (FLAGS_calibrate) {
+    // Under sy-run every rank measures at once and the collectives run over the world.
+    std::shared_ptr<switchyard::comm::Communicator> world;
+    if (switchyard::comm::LaunchEnv::detect().world_size > 1) world = switchyard::comm::Communicator::init();
+    cluster = plan::calibrate_cpu(cluster, spec, layout, world.get(), FLAGS_calibrate_reps,
+                                   FLAGS_calibrate_sample_s);
+    if (world && world->rank() != 0) return 0;
+    if (!FLAGS_calibrate_out.empty()) {
+      std::ofstream f(FLAGS_calibrate_out);
+      f << plan::cluster_to_json(cluster);
+      if (!f) SY_THROW(IoError, "--calibrate_out: cannot write \"" << FLAGS_calibrate_out << "\"");
+    }
+  }
   plan::PlanResult r = plan::plan(spec, cluster, layout);
   std::cout << (FLAGS_json ? plan::plan_to_json(r) + "\n" : plan::format_plan(r));
   return 0;

@@ -1,29 +1,94 @@
-// Measured SGEMM rates at the model's shapes (method in calibrate.h).
+// CPU calibration: the model's operations timed here, as the CPU trainer runs them, turned
+// into the rates of a cluster description (method in calibrate.h).
 #include "switchyard/trainer/plan/calibrate.h"
 
 #include <cblas.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <functional>
+#include <list>
+#include <random>
 #include <set>
 #include <utility>
 #include <vector>
 
+#include "../kernels.h"
 #include "switchyard/common/error.h"
+#include "switchyard/trainer/experts.h"
+#include "switchyard/trainer/model.h"
+#include "switchyard/trainer/router.h"
+#include "switchyard/trainer/train/optimizer.h"
 
 namespace switchyard::trainer::plan {
 namespace {
 
+// Seconds per call of fn: one warm-up call, then `reps` samples, each calling fn until at
+// least min_sample_s seconds have passed (so that a sample sees the machine's load the way a
+// training step does, rather than fitting between two preemptions); the median sample.
+struct Timer {
+  int reps = 5;
+  double min_sample_s = 0.05;
+
+  double operator()(const std::function<void()>& fn) const {
+    fn();
+    std::vector<double> t;
+    for (int i = 0; i < reps; ++i) {
+      auto t0 = std::chrono::steady_clock::now();
+      int64_t calls = 0;
+      double elapsed = 0;
+      do {
+        fn();
+        ++calls;
+        elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      } while (elapsed < min_sample_s);
+      t.push_back(elapsed / double(calls));
+    }
+    return median(t);
+  }
+
+  // The same for a collective: every rank makes the same number of calls per sample (the
+  // largest count any rank needs to fill min_sample_s after its warm-up call).
+  double collective(comm::Communicator& world, const std::function<void()>& fn) const {
+    auto t0 = std::chrono::steady_clock::now();
+    fn();
+    const double warm = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    double want = std::ceil(min_sample_s / std::max(warm, 1e-9)), calls = 1;
+    world.all_reduce(&want, &calls, 1, comm::DataType::kFloat64, comm::ReduceOp::kMax);
+    calls = std::max(calls, 1.0);
+    std::vector<double> t;
+    for (int i = 0; i < reps; ++i) {
+      world.barrier();
+      t0 = std::chrono::steady_clock::now();
+      for (int64_t c = 0; c < static_cast<int64_t>(calls); ++c) fn();
+      t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / calls);
+    }
+    return median(t);
+  }
+
+  static double median(std::vector<double>& t) {
+    std::nth_element(t.begin(), t.begin() + t.size() / 2, t.end());
+    return t[t.size() / 2];
+  }
+};
+
+std::vector<float> random_floats(size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = u(rng);
+  return v;
+}
+
 enum class GemmPass { kForward, kInputGrad, kWeightGrad };
 
-// Median seconds of one pass of a Linear with an N x K weight over M rows, FP32 row-major:
-// forward Y[M x N] = X[M x K] W^T, input gradient dX[M x K] = dY W, weight gradient
-// dW[N x K] = dY^T X.
-double time_sgemm(int64_t m, int64_t n, int64_t k, int reps, GemmPass pass = GemmPass::kForward) {
-  std::vector<float> x(static_cast<size_t>(m * k), 0.5f), w(static_cast<size_t>(n * k), 0.25f),
-      y(static_cast<size_t>(m * n), 0.125f);
+// Seconds of one pass of a Linear with an N x K weight over M rows, FP32 row-major:
+// forward Y[M x N] = X W^T, input gradient dX[M x K] = dY W, weight gradient dW += dY^T X.
+double time_sgemm(int64_t m, int64_t n, int64_t k, const Timer& timer, GemmPass pass) {
+  std::vector<float> x = random_floats(m * k, 1), w = random_floats(n * k, 2), y = random_floats(m * n, 3);
   const int M = static_cast<int>(m), N = static_cast<int>(n), K = static_cast<int>(k);
-  auto once = [&] {
+  return timer([&] {
     switch (pass) {
       case GemmPass::kForward:
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x.data(), K, w.data(), K, 0.0f, y.data(),
@@ -38,56 +103,391 @@ double time_sgemm(int64_t m, int64_t n, int64_t k, int reps, GemmPass pass = Gem
                     K);
         break;
     }
+  });
+}
+
+// The CPU trainer's causal attention core over B sequences x H heads (trainer/src/mla.cc:
+// row blocks of 64 queries, S = scale (Qn Kn^T + Qp Kp^T), softmax, O = P V; backward dP,
+// dV, dS, dQ, dK). Returns {forward seconds, backward seconds}.
+std::pair<double, double> time_attention(const ModelConfig& m, int64_t B, int64_t T, const Timer& timer) {
+  constexpr int64_t kRowBlock = 64;
+  const int64_t H = m.num_attention_heads, dn = m.qk_nope_head_dim, dr = m.qk_rope_head_dim, dv = m.v_head_dim;
+  const int64_t dqk = dn + dr, N = B * T, ldq = H * dqk, ldkv = H * (dn + dv), ldo = H * dv;
+  const float scale = static_cast<float>(m.softmax_scale());
+  std::vector<float> q = random_floats(N * ldq, 4), kv = random_floats(N * ldkv, 5), kpe = random_floats(N * dr, 6);
+  std::vector<float> P(B * H * T * T), o(N * ldo), dO = random_floats(N * ldo, 7), dq(N * ldq), dkv(N * ldkv),
+      dkpe(N * dr), dP(T * T);
+  auto forward = [&] {
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < H; ++h) {
+        float* Pbh = &P[(b * H + h) * T * T];
+        const float *qn = &q[b * T * ldq + h * dqk], *kn = &kv[b * T * ldkv + h * (dn + dv)], *v = kn + dn;
+        const float* kp = &kpe[b * T * dr];
+        float* ob = &o[b * T * ldo + h * dv];
+        for (int64_t r0 = 0; r0 < T; r0 += kRowBlock) {
+          const int64_t r1 = std::min(T, r0 + kRowBlock), mr = r1 - r0;
+          float* Pr = Pbh + r0 * T;
+          kernels::gemm<float>(false, true, mr, r1, dn, scale, qn + r0 * ldq, ldq, kn, ldkv, 0.0f, Pr, T);
+          kernels::gemm<float>(false, true, mr, r1, dr, scale, qn + r0 * ldq + dn, ldq, kp, dr, 1.0f, Pr, T);
+          for (int64_t i = r0; i < r1; ++i) {
+            float* row = Pbh + i * T;
+            const float mx = *std::max_element(row, row + i + 1);
+            float sum = 0;
+            for (int64_t j = 0; j <= i; ++j) sum += (row[j] = std::exp(row[j] - mx));
+            const float inv = 1.0f / sum;
+            for (int64_t j = 0; j <= i; ++j) row[j] *= inv;
+            std::fill(row + i + 1, row + r1, 0.0f);
+          }
+          kernels::gemm<float>(false, false, mr, dv, r1, 1.0f, Pr, T, v, ldkv, 0.0f, ob + r0 * ldo, ldo);
+        }
+      }
   };
-  once();  // warm-up (packing buffers, page faults)
-  std::vector<double> t;
-  for (int i = 0; i < reps; ++i) {
-    auto t0 = std::chrono::steady_clock::now();
-    once();
-    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  auto backward = [&] {
+    std::fill(dkv.begin(), dkv.end(), 0.0f);
+    std::fill(dkpe.begin(), dkpe.end(), 0.0f);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < H; ++h) {
+        const float* Pbh = &P[(b * H + h) * T * T];
+        const float *qn = &q[b * T * ldq + h * dqk], *kn = &kv[b * T * ldkv + h * (dn + dv)], *v = kn + dn;
+        const float* dOb = &dO[b * T * ldo + h * dv];
+        float *dqn = &dq[b * T * ldq + h * dqk], *dkn = &dkv[b * T * ldkv + h * (dn + dv)], *dvh = dkn + dn;
+        const float* kp = &kpe[b * T * dr];
+        float* dkp = &dkpe[b * T * dr];
+        for (int64_t r0 = 0; r0 < T; r0 += kRowBlock) {
+          const int64_t r1 = std::min(T, r0 + kRowBlock), mr = r1 - r0;
+          const float* Pr = Pbh + r0 * T;
+          float* dS = dP.data() + r0 * T;
+          kernels::gemm<float>(false, true, mr, r1, dv, 1.0f, dOb + r0 * ldo, ldo, v, ldkv, 0.0f, dS, T);
+          kernels::gemm<float>(true, false, r1, dv, mr, 1.0f, Pr, T, dOb + r0 * ldo, ldo, 1.0f, dvh, ldkv);
+          for (int64_t i = r0; i < r1; ++i) {
+            float* dpr = &dP[i * T];
+            const float* pr = Pbh + i * T;
+            float dot = 0;
+            for (int64_t j = 0; j <= i; ++j) dot += dpr[j] * pr[j];
+            for (int64_t j = 0; j <= i; ++j) dpr[j] = pr[j] * (dpr[j] - dot) * scale;
+            std::fill(dpr + i + 1, dpr + r1, 0.0f);
+          }
+          kernels::gemm<float>(false, false, mr, dn, r1, 1.0f, dS, T, kn, ldkv, 0.0f, dqn + r0 * ldq, ldq);
+          kernels::gemm<float>(false, false, mr, dr, r1, 1.0f, dS, T, kp, dr, 0.0f, dqn + r0 * ldq + dn, ldq);
+          kernels::gemm<float>(true, false, r1, dn, mr, 1.0f, dS, T, qn + r0 * ldq, ldq, 1.0f, dkn, ldkv);
+          kernels::gemm<float>(true, false, r1, dr, mr, 1.0f, dS, T, qn + r0 * ldq + dn, ldq, 1.0f, dkp, dr);
+        }
+      }
+  };
+  return {timer(forward), timer(backward)};
+}
+
+// Element-wise work on N tokens with the trainer's kernels. Each op of the planner's list is
+// a sum of these pieces, forward and backward timed separately.
+class ElementwiseBench {
+ public:
+  ElementwiseBench(const ModelConfig& m, int64_t batch, int64_t seq_len) : m_(m), T_(seq_len), N_(batch * seq_len) {
+    rope_ = kernels::make_rope_table(seq_len, m.qk_rope_head_dim, m.rope_theta, false, 1.0, seq_len, 32, 1, 1, 1);
   }
-  std::nth_element(t.begin(), t.begin() + reps / 2, t.end());
-  return t[reps / 2];
+
+  // {forward, backward} seconds of a named op of op_costs.cc; {0, 0} for an unknown name.
+  std::pair<double, double> time(const std::string& op, const Timer& timer) {
+    const ModelConfig& m = m_;
+    const int64_t d = m.hidden_size;
+    std::vector<std::function<void()>> fwd, bwd;
+    if (op == "attn.norms_rope_residual") {
+      add_rmsnorm(d, fwd, bwd);
+      add_rmsnorm(m.q_lora_rank, fwd, bwd);
+      add_rmsnorm(m.kv_lora_rank, fwd, bwd);
+      add_rope(m.num_attention_heads + 1, fwd, bwd);
+      add_residual(d, fwd, bwd);
+    } else if (op == "ffn.norm_swiglu_residual") {
+      add_rmsnorm(d, fwd, bwd);
+      add_swiglu(N_ * m.intermediate_size, fwd, bwd);
+      add_residual(d, fwd, bwd);
+    } else if (op == "moe.norm_swiglu_permute_combine") {
+      add_rmsnorm(d, fwd, bwd);
+      add_router(fwd);
+      add_permute_combine(fwd, bwd);
+      add_swiglu(N_ * (m.num_experts_per_tok + m.n_shared_experts) * m.moe_intermediate_size, fwd, bwd);
+      add_residual(d, fwd, bwd);
+    } else if (op == "head.norm_softmax_loss") {
+      add_rmsnorm(d, fwd, bwd);
+      add_cross_entropy(fwd, bwd);
+    } else if (op == "mtp.norms") {
+      add_rmsnorm(d, fwd, bwd);
+      add_rmsnorm(d, fwd, bwd);
+      add_residual(2 * d, fwd, bwd);  // concatenation [h, e] and its split in the backward
+    } else if (op == "embedding.lookup") {
+      add_embedding(fwd, bwd);
+    } else {
+      return {0, 0};
+    }
+    auto run = [](const std::vector<std::function<void()>>& fs) {
+      return [&fs] {
+        for (const auto& f : fs) f();
+      };
+    };
+    return {timer(run(fwd)), timer(run(bwd))};
+  }
+
+ private:
+  std::vector<float>& buf(size_t n, uint64_t seed) {
+    store_.push_back(random_floats(n, seed, 0.1f, 1.0f));
+    return store_.back();
+  }
+
+  void add_rmsnorm(int64_t c, std::vector<std::function<void()>>& fwd, std::vector<std::function<void()>>& bwd) {
+    float *x = buf(N_ * c, 10).data(), *w = buf(c, 11).data(), *y = buf(N_ * c, 12).data(), *r = buf(N_, 13).data();
+    float *dy = buf(N_ * c, 14).data(), *dx = buf(N_ * c, 15).data(), *dw = buf(c, 16).data();
+    const int64_t n = N_;
+    const double eps = m_.rms_norm_eps;
+    fwd.push_back([=] { kernels::rmsnorm_forward(x, c, w, n, c, eps, y, r); });
+    bwd.push_back([=] {
+      kernels::rmsnorm_backward_input(x, c, w, dy, n, c, eps, dx, c, false);
+      kernels::rmsnorm_backward_weight(x, c, dy, n, c, eps, dw);
+    });
+  }
+  void add_rope(int64_t vectors_per_token, std::vector<std::function<void()>>& fwd,
+                std::vector<std::function<void()>>& bwd) {
+    const int64_t dr = m_.qk_rope_head_dim, n = N_, T = T_;
+    float* v = buf(N_ * vectors_per_token * dr, 20).data();
+    const kernels::RopeTable* table = &rope_;
+    auto rotate = [=](bool inverse) {
+      for (int64_t t = 0; t < n; ++t)
+        for (int64_t h = 0; h < vectors_per_token; ++h) {
+          float* pe = v + (t * vectors_per_token + h) * dr;
+          kernels::rope_apply(*table, t % T, pe, pe, inverse);
+        }
+    };
+    fwd.push_back([=] { rotate(false); });
+    bwd.push_back([=] { rotate(true); });
+  }
+  void add_residual(int64_t c, std::vector<std::function<void()>>& fwd, std::vector<std::function<void()>>& bwd) {
+    const int64_t n = N_ * c;
+    float *x = buf(n, 30).data(), *u = buf(n, 31).data(), *y = buf(n, 32).data();
+    fwd.push_back([=] {
+      for (int64_t i = 0; i < n; ++i) y[i] = x[i] + u[i];
+    });
+    bwd.push_back([=] {
+      for (int64_t i = 0; i < n; ++i) x[i] += u[i];
+    });
+  }
+  void add_swiglu(int64_t n, std::vector<std::function<void()>>& fwd, std::vector<std::function<void()>>& bwd) {
+    float *a = buf(n, 40).data(), *b = buf(n, 41).data(), *g = buf(n, 42).data(), *s = buf(n, 43).data();
+    float *da = buf(n, 44).data(), *db = buf(n, 45).data();
+    fwd.push_back([=] { kernels::swiglu_forward(a, b, n, g, s); });
+    bwd.push_back([=] { kernels::swiglu_backward(a, b, s, g, n, da, db); });
+  }
+  // Sigmoid scores, group-limited top-k, routing plan and the sequence-wise balance top-k.
+  void add_router(std::vector<std::function<void()>>& fwd) {
+    const ModelConfig& m = m_;
+    const int64_t E = m.n_routed_experts, K = m.num_experts_per_tok, n = N_;
+    float* logits = buf(N_ * E, 50).data();
+    float* scores = buf(N_ * E, 51).data();
+    float* weights = buf(N_ * K, 52).data();
+    float* bias = buf(E, 53).data();
+    std::fill(bias, bias + E, 0.0f);
+    const RouterConfig rc{E, K, m.n_group, m.topk_group, m.routed_scaling_factor, m.norm_topk_prob};
+    fwd.push_back([=] {
+      for (int64_t i = 0; i < n * E; ++i) scores[i] = 1.0f / (1.0f + std::exp(-logits[i]));
+      std::vector<int64_t> idx(n * K), top(K);
+      double margin = 0;
+      route_group_limited(rc, scores, bias, n, idx.data(), weights, &margin);
+      RoutingPlan plan = make_routing_plan(idx.data(), n, K, E);
+      for (int64_t t = 0; t < n; ++t) plain_topk(scores + t * E, E, K, top.data());
+    });
+  }
+  // Gather of K copies of each token row (expert-major), weighted combine back; backward:
+  // per-copy weight gradients (dot products), scaled copies and their scatter-add.
+  void add_permute_combine(std::vector<std::function<void()>>& fwd, std::vector<std::function<void()>>& bwd) {
+    const int64_t d = m_.hidden_size, K = m_.num_experts_per_tok, n = N_;
+    float *x = buf(N_ * d, 60).data(), *rows = buf(N_ * K * d, 61).data(), *w = buf(N_ * K, 62).data();
+    float *y = buf(N_ * d, 63).data(), *dy = buf(N_ * d, 64).data(), *drows = buf(N_ * K * d, 65).data();
+    float *dw = buf(N_ * K, 66).data(), *dx = buf(N_ * d, 67).data();
+    std::vector<int64_t> perm(N_ * K);  // expert-major order of (token, slot): a fixed shuffle
+    for (int64_t a = 0; a < n * K; ++a) perm[a] = a;
+    std::shuffle(perm.begin(), perm.end(), std::mt19937_64(68));
+    perm_ = perm;
+    const int64_t* p = perm_.data();
+    fwd.push_back([=] {
+      for (int64_t r = 0; r < n * K; ++r) std::copy(x + (p[r] / K) * d, x + (p[r] / K + 1) * d, rows + r * d);
+      std::fill(y, y + n * d, 0.0f);
+      for (int64_t r = 0; r < n * K; ++r) {
+        const float wr = w[p[r]];
+        float* yt = y + (p[r] / K) * d;
+        const float* src = rows + r * d;
+        for (int64_t j = 0; j < d; ++j) yt[j] += wr * src[j];
+      }
+    });
+    bwd.push_back([=] {
+      for (int64_t r = 0; r < n * K; ++r) {
+        const float* g = dy + (p[r] / K) * d;
+        const float* src = rows + r * d;
+        float dot = 0;
+        for (int64_t j = 0; j < d; ++j) dot += g[j] * src[j];
+        dw[p[r]] = dot;
+        for (int64_t j = 0; j < d; ++j) drows[r * d + j] = w[p[r]] * g[j];
+      }
+      for (int64_t r = 0; r < n * K; ++r) {
+        float* xt = dx + (p[r] / K) * d;
+        for (int64_t j = 0; j < d; ++j) xt[j] += drows[r * d + j];
+      }
+    });
+  }
+  void add_cross_entropy(std::vector<std::function<void()>>& fwd, std::vector<std::function<void()>>& bwd) {
+    const int64_t V = m_.vocab_size, n = N_;
+    float *logits = buf(N_ * V, 70).data(), *probs = buf(N_ * V, 71).data();
+    targets_.resize(N_);
+    for (int64_t t = 0; t < n; ++t) targets_[t] = (t * 7919) % V;
+    const int64_t* tg = targets_.data();
+    fwd.push_back([=] { kernels::cross_entropy_forward(logits, tg, n, V, probs); });
+    bwd.push_back([=] { kernels::cross_entropy_backward(probs, tg, n, V, 1.0); });
+  }
+  void add_embedding(std::vector<std::function<void()>>& fwd, std::vector<std::function<void()>>& bwd) {
+    const int64_t d = m_.hidden_size, V = m_.vocab_size, n = N_;
+    float *table = buf(V * d, 80).data(), *grad = buf(V * d, 81).data(), *h = buf(N_ * d, 82).data();
+    fwd.push_back([=] {
+      for (int64_t t = 0; t < n; ++t) std::copy(table + (t * 7919 % V) * d, table + (t * 7919 % V + 1) * d, h + t * d);
+    });
+    bwd.push_back([=] {
+      for (int64_t t = 0; t < n; ++t) {
+        float* g = grad + (t * 7919 % V) * d;
+        for (int64_t j = 0; j < d; ++j) g[j] += h[t * d + j];
+      }
+    });
+  }
+
+  const ModelConfig& m_;
+  int64_t T_, N_;
+  kernels::RopeTable rope_;
+  std::list<std::vector<float>> store_;  // stable addresses for the lambdas
+  std::vector<int64_t> perm_, targets_;
+};
+
+// Max over the ranks of world (the step waits for the slowest rank); identity without one.
+void max_over_ranks(comm::Communicator* world, std::vector<double>& v) {
+  if (world == nullptr || world->size() == 1 || v.empty()) return;
+  std::vector<double> out(v.size());
+  world->all_reduce(v.data(), out.data(), v.size(), comm::DataType::kFloat64, comm::ReduceOp::kMax);
+  v = out;
 }
 
 }  // namespace
 
-ClusterSpec calibrate_cpu(const ClusterSpec& base, const TrainingSpec& spec, int reps) {
+ClusterSpec calibrate_cpu(const ClusterSpec& base, const TrainingSpec& spec, const Layout& layout,
+                          comm::Communicator* world, int reps, double min_sample_s) {
   SY_REQUIRE(reps >= 1, "calibrate: reps " << reps << " must be >= 1");
+  SY_REQUIRE(min_sample_s >= 0, "calibrate: min_sample_s " << min_sample_s << " must be >= 0");
+  const Timer timer{reps, min_sample_s};
   SY_REQUIRE(spec.recipe.linear_gemm == "fp32",
              "calibrate: the CPU trainer runs the fp32 recipe, not " << spec.recipe.name);
+  SY_REQUIRE(layout.ep >= 1 && layout.dp >= 1, "calibrate: ep " << layout.ep << " and dp " << layout.dp << " must be >= 1");
   openblas_set_num_threads(1);
+  const ModelConfig& m = spec.model;
   ClusterSpec c = base;
   c.gemm_shapes.clear();
+  c.elementwise_gbps.clear();
+  c.collective_gbps.clear();
   const int64_t tokens = spec.micro_batch * spec.seq_len;
+  const std::vector<BlockCost> blocks = model_blocks(m, spec.mtp_depth, spec.seq_len, spec.recipe, spec.recompute);
+  // Every measured time goes into one vector so that one all-reduce takes the max over ranks.
+  std::vector<double> seconds;
+
+  // GEMMs: the three passes of every distinct weight shape.
   std::set<std::pair<int64_t, int64_t>> shapes;
-  for (const BlockCost& b : model_blocks(spec.model, spec.mtp_depth, spec.seq_len, spec.recipe, spec.recompute))
+  for (const BlockCost& b : blocks)
     for (const OpCost& op : b.ops)
       if (op.kind == OpCost::Kind::kGemm) shapes.insert({op.n, op.k});
-  const double K = static_cast<double>(std::max<int64_t>(1, spec.model.num_experts_per_tok));
-  const double E = static_cast<double>(std::max<int64_t>(1, spec.model.n_routed_experts));
+  const double K = static_cast<double>(std::max<int64_t>(1, m.num_experts_per_tok));
+  const double E = static_cast<double>(std::max<int64_t>(1, m.n_routed_experts));
+  std::vector<int64_t> rows;
   for (const auto& [n, k] : shapes) {
-    // Routed experts see tokens * K / E rows each; other GEMMs see every token.
-    const bool expert = spec.model.n_routed_experts > 0 &&
-                        ((n == 2 * spec.model.moe_intermediate_size && k == spec.model.hidden_size) ||
-                         (n == spec.model.hidden_size && k == spec.model.moe_intermediate_size));
-    const int64_t m = expert ? std::max<int64_t>(1, static_cast<int64_t>(tokens * K / E)) : tokens;
-    // One rate for the three passes (the backward is 2x the forward FLOPs).
-    const double s = time_sgemm(m, n, k, reps) + time_sgemm(m, n, k, reps, GemmPass::kInputGrad) +
-                     time_sgemm(m, n, k, reps, GemmPass::kWeightGrad);
-    c.gemm_shapes.push_back({"fp32", n, k, 3 * 2.0 * m * n * k / s / 1e12});
+    // A routed expert sees the tokens of the whole EP group routed to it: tokens x EP x K / E.
+    const bool expert = m.n_routed_experts > 0 && ((n == 2 * m.moe_intermediate_size && k == m.hidden_size) ||
+                                                   (n == m.hidden_size && k == m.moe_intermediate_size));
+    rows.push_back(expert ? std::max<int64_t>(1, static_cast<int64_t>(tokens * layout.ep * K / E)) : tokens);
+    seconds.push_back(time_sgemm(rows.back(), n, k, timer, GemmPass::kForward) +
+                      time_sgemm(rows.back(), n, k, timer, GemmPass::kInputGrad) +
+                      time_sgemm(rows.back(), n, k, timer, GemmPass::kWeightGrad));
   }
-  // Attention: per head Q K^T (T x T x dqk) and P V (T x dv x T); causal blocks skip half.
-  const int64_t T = spec.seq_len, dqk = spec.model.qk_head_dim(), dv = spec.model.v_head_dim;
-  const double s = time_sgemm(T, T, dqk, reps) + time_sgemm(T, dv, T, reps);
-  const double rate = 2.0 * T * T * (dqk + dv) / s / 1e12;
-  c.attention_fwd_tflops = c.attention_bwd_tflops = rate;
-  c.sources["gemm_shapes"] =
-      "measured by calibrate_cpu: cblas_sgemm forward + input-gradient + weight-gradient passes, 1 thread, medians "
-      "of " +
-      std::to_string(reps);
+  // Attention core.
+  const auto [att_f, att_b] = time_attention(m, spec.micro_batch, spec.seq_len, timer);
+  seconds.push_back(att_f);
+  seconds.push_back(att_b);
+  // Element-wise ops, by the planner's op names.
+  ElementwiseBench eb(m, spec.micro_batch, spec.seq_len);
+  std::vector<const OpCost*> elementwise;
+  std::set<std::string> seen;
+  for (const BlockCost& b : blocks)
+    for (const OpCost& op : b.ops)
+      if (op.kind == OpCost::Kind::kElementwise && seen.insert(op.name).second) {
+        const auto [f, bw] = eb.time(op.name, timer);
+        if (f + bw <= 0) continue;
+        elementwise.push_back(&op);
+        seconds.push_back(f + bw);
+      }
+  // Optimizer pass of the trainer over the whole model: zero_grad, clip_grad_norm, AdamW.
+  Model<float> model(m);
+  AdamW adamw(model.parameters(), AdamWConfig{});
+  for (const auto& p : model.parameters().all()) std::fill(p->grad.begin(), p->grad.end(), 1e-3f);
+  seconds.push_back(timer([&] {
+    clip_grad_norm(model.parameters(), 1.0);
+    adamw.step(1e-4);
+    model.zero_grad();
+  }));
+  // Collectives over the world: the gradient all-reduce and one MoE layer's all-to-all.
+  const int g = world ? world->size() : 1;
+  double dense = 0, expert = 0;
+  for (const BlockCost& b : blocks) dense += double(b.dense_params), expert += double(b.expert_params);
+  const double reduced = dense + (layout.dp > 1 ? expert / layout.ep : 0.0);  // floats in the sync
+  const int64_t a2a_floats = static_cast<int64_t>(tokens * K) * m.hidden_size / std::max(1, g);
+  if (g > 1) {
+    std::vector<float> send = random_floats(static_cast<size_t>(reduced), 90), recv(send.size());
+    seconds.push_back(timer.collective(*world, [&] {
+      world->all_reduce(send.data(), recv.data(), send.size(), comm::DataType::kFloat32, comm::ReduceOp::kSum);
+    }));
+    std::vector<float> s2 = random_floats(static_cast<size_t>(a2a_floats * g), 91), r2(s2.size());
+    seconds.push_back(timer.collective(*world, [&] {
+      world->all_to_all(s2.data(), r2.data(), static_cast<size_t>(a2a_floats), comm::DataType::kFloat32);
+    }));
+  }
+  max_over_ranks(world, seconds);
+
+  // Rates from the slowest rank's times.
+  size_t i = 0;
+  for (const auto& [n, k] : shapes) {
+    const double flops = 3 * 2.0 * double(rows[i]) * double(n) * double(k);
+    c.gemm_shapes.push_back({"fp32", n, k, flops / seconds[i] / 1e12});
+    ++i;
+  }
+  OpCost core;
+  for (const BlockCost& b : blocks)
+    for (const OpCost& op : b.ops)
+      if (op.kind == OpCost::Kind::kAttention) core = op;
+  c.attention_fwd_tflops = core.fwd_flops * double(tokens) / seconds[i++] / 1e12;
+  c.attention_bwd_tflops = core.bwd_flops * double(tokens) / seconds[i++] / 1e12;
+  for (const OpCost* op : elementwise)
+    c.elementwise_gbps[op->name] = (op->fwd_bytes + op->bwd_bytes) * double(tokens) / seconds[i++] / 1e9;
+  const double params = dense + expert;
+  const PrecisionRecipe& r = spec.recipe;
+  const double opt_bytes = params * (2 * r.master_bytes + 4 * r.moment_bytes + r.grad_bytes + r.weight_copy_bytes);
+  c.optimizer_gbps = opt_bytes / seconds[i++] / 1e9;
+  if (g > 1) {
+    const double ring = double(g - 1) / g;
+    c.collective_gbps["all_reduce"] = 2 * reduced * r.grad_bytes * ring / seconds[i++] / 1e9;
+    c.collective_gbps["all_to_all"] = double(a2a_floats) * 4 * (g - 1) / seconds[i++] / 1e9;
+  }
+
+  const std::string how = " (sy-plan --calibrate: " + std::to_string(g) + " rank(s) measuring at once, max over " +
+                          "ranks of medians of " + std::to_string(reps) + " samples of >= " + std::to_string(min_sample_s) + " s, " + std::to_string(tokens) +
+                          " tokens per rank)";
+  c.sources["gemm_shapes"] = "cblas_sgemm forward + input-gradient + weight-gradient passes, 1 thread" + how;
   c.sources["attention_fwd_tflops"] = c.sources["attention_bwd_tflops"] =
-      "measured by calibrate_cpu: cblas_sgemm at T x T x dqk plus T x dv x T";
+      "the CPU trainer's blocked causal attention (scores, softmax, P V; backward), planner FLOPs / time" + how;
+  c.sources["elementwise_gbps"] =
+      "the trainer's kernels per op (RMSNorm, RoPE, SwiGLU, router, permute/combine, cross-entropy, residuals), "
+      "planner bytes / time" + how;
+  c.sources["optimizer_gbps"] = "zero_grad + clip_grad_norm + AdamW over the model, planner bytes / time" + how;
+  if (g > 1)
+    c.sources["collective_gbps"] =
+        "comm all_reduce of the synced gradients (ring bytes 2 (g-1)/g) and all_to_all of one MoE layer's rows "
+        "(bytes to other ranks) / time" + how;
   return c;
 }
 

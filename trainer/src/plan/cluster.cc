@@ -51,7 +51,31 @@ std::map<std::string, double> rate_table(const json& j, const char* field) {
   return out;
 }
 
+// Optional {name: GB/s} table; every value a number > 0.
+std::map<std::string, double> optional_gbps_table(const json& j, const char* field) {
+  std::map<std::string, double> out;
+  auto it = j.find(field);
+  if (it == j.end()) return out;
+  if (!it->is_object()) SY_THROW(InvalidArgument, "cluster file: \"" << field << "\" must be an object {name: GB/s}");
+  for (auto e = it->begin(); e != it->end(); ++e) {
+    if (!e->is_number() || !(e->get<double>() > 0))
+      SY_THROW(InvalidArgument, "cluster file: " << field << "." << e.key() << " must be a number > 0, got " << e->dump());
+    out[e.key()] = e->get<double>();
+  }
+  return out;
+}
+
 }  // namespace
+
+double ClusterSpec::elementwise_rate(const std::string& op) const {
+  auto it = elementwise_gbps.find(op);
+  return it == elementwise_gbps.end() ? memory_bandwidth_gbps : it->second;
+}
+
+double ClusterSpec::collective_rate(const std::string& name, double fallback_gbps) const {
+  auto it = collective_gbps.find(name);
+  return it == collective_gbps.end() ? fallback_gbps : it->second;
+}
 
 double ClusterSpec::gemm_rate(const std::string& precision) const {
   auto it = gemm_tflops.find(precision);
@@ -106,6 +130,9 @@ ClusterSpec cluster_from_json(const std::string& text) {
       c.gemm_shapes.push_back(r);
     }
   }
+  c.elementwise_gbps = optional_gbps_table(j, "elementwise_gbps");
+  c.collective_gbps = optional_gbps_table(j, "collective_gbps");
+  if (j.contains("optimizer_gbps")) c.optimizer_gbps = positive_number(j, "optimizer_gbps");
   const json& sources = require(j, "sources");
   if (!sources.is_object()) SY_THROW(InvalidArgument, "cluster file: \"sources\" must be an object {field: text}");
   for (auto it = sources.begin(); it != sources.end(); ++it)
@@ -114,6 +141,9 @@ ClusterSpec cluster_from_json(const std::string& text) {
   for (const char* f : {"intra_node_gbps", "network_gbps", "memory_bandwidth_gbps", "memory_gib", "num_sms",
                         "peak_tflops", "gemm_tflops", "attention_fwd_tflops", "attention_bwd_tflops"})
     if (!c.sources.count(f)) SY_THROW(InvalidArgument, "cluster file: sources has no entry for \"" << f << "\"");
+  for (const char* f : {"gemm_shapes", "elementwise_gbps", "optimizer_gbps", "collective_gbps"})
+    if (j.contains(f) && !c.sources.count(f))
+      SY_THROW(InvalidArgument, "cluster file: sources has no entry for \"" << f << "\"");
   return c;
 }
 
@@ -127,6 +157,32 @@ ClusterSpec cluster_from_file(const std::string& path) {
   } catch (const InvalidArgument& e) {
     SY_THROW(InvalidArgument, path << ": " << e.message());
   }
+}
+
+std::string cluster_to_json(const ClusterSpec& c) {
+  json j = {{"name", c.name},
+            {"gpus_per_node", c.gpus_per_node},
+            {"nodes", c.nodes},
+            {"intra_node_gbps", c.intra_node_gbps},
+            {"network_gbps", c.network_gbps},
+            {"memory_bandwidth_gbps", c.memory_bandwidth_gbps},
+            {"memory_gib", c.memory_gib},
+            {"num_sms", c.num_sms},
+            {"peak_tflops", c.peak_tflops},
+            {"gemm_tflops", c.gemm_tflops},
+            {"attention_fwd_tflops", c.attention_fwd_tflops},
+            {"attention_bwd_tflops", c.attention_bwd_tflops},
+            {"sources", c.sources}};
+  if (!c.gemm_shapes.empty()) {
+    json shapes = json::array();
+    for (const GemmShapeRate& r : c.gemm_shapes)
+      shapes.push_back({{"precision", r.precision}, {"n", r.n}, {"k", r.k}, {"tflops", r.tflops}});
+    j["gemm_shapes"] = shapes;
+  }
+  if (!c.elementwise_gbps.empty()) j["elementwise_gbps"] = c.elementwise_gbps;
+  if (c.optimizer_gbps > 0) j["optimizer_gbps"] = c.optimizer_gbps;
+  if (!c.collective_gbps.empty()) j["collective_gbps"] = c.collective_gbps;
+  return j.dump(2) + "\n";
 }
 
 }  // namespace switchyard::trainer::plan

@@ -168,7 +168,8 @@ PlanResult plan(const TrainingSpec& spec, const ClusterSpec& cluster, const Layo
   const double a2a_net_per_token = traffic.remote_nodes_per_token * (dispatch_bytes + combine_bytes);
   const double a2a_nvl_per_token = traffic.nvlink_copies_per_token * (dispatch_bytes + combine_bytes);
   const double a2a_one_way =
-      std::max(a2a_net_per_token / (cluster.network_gbps * 1e9), a2a_nvl_per_token / (cluster.intra_node_gbps * 1e9));
+      std::max(a2a_net_per_token / (cluster.collective_rate("all_to_all", cluster.network_gbps) * 1e9),
+               a2a_nvl_per_token / (cluster.collective_rate("all_to_all", cluster.intra_node_gbps) * 1e9));
   std::vector<BlockTime> bt(blocks.size());
   std::vector<double> cost(blocks.size());
   for (size_t i = 0; i < blocks.size(); ++i) {
@@ -181,8 +182,9 @@ PlanResult plan(const TrainingSpec& spec, const ClusterSpec& cluster, const Layo
         f = op.fwd_flops / (cluster.attention_fwd_tflops * 1e12 * sm_fraction);
         b = op.bwd_flops / (cluster.attention_bwd_tflops * 1e12 * sm_fraction);
       } else {
-        f = op.fwd_bytes / (cluster.memory_bandwidth_gbps * 1e9);
-        b = op.bwd_bytes / (cluster.memory_bandwidth_gbps * 1e9);
+        const double gbps = cluster.elementwise_rate(op.name);
+        f = op.fwd_bytes / (gbps * 1e9);
+        b = op.bwd_bytes / (gbps * 1e9);
       }
       bt[i].f += f * tokens_mb;
       bt[i].b += b * tokens_mb;
@@ -312,7 +314,8 @@ PlanResult plan(const TrainingSpec& spec, const ClusterSpec& cluster, const Layo
   const double dense = busiest_dense, expert = busiest_expert, lowp = busiest_lowp;
   const double sharded = dense / dense_shards + expert / expert_shards;
   // Data-parallel gradient synchronisation and the optimizer pass.
-  const double dense_gbps = replicas <= gpn ? cluster.intra_node_gbps : cluster.network_gbps;
+  const double dense_gbps =
+      cluster.collective_rate("all_reduce", replicas <= gpn ? cluster.intra_node_gbps : cluster.network_gbps);
   const double expert_gbps = dense_gbps;  // expert replicas are ep ranks apart: same span
   double sync = 0;
   if (layout.zero1) {  // reduce-scatter gradients, all-gather updated weights
@@ -327,7 +330,7 @@ PlanResult plan(const TrainingSpec& spec, const ClusterSpec& cluster, const Layo
   const double opt_bytes =
       sharded * (2 * spec.recipe.master_bytes + 4 * spec.recipe.moment_bytes + spec.recipe.grad_bytes) +
       (dense + expert) * spec.recipe.weight_copy_bytes + lowp * spec.recipe.low_precision_copy_bytes;
-  t.optimizer = opt_bytes / (cluster.memory_bandwidth_gbps * 1e9);
+  t.optimizer = opt_bytes / ((cluster.optimizer_gbps > 0 ? cluster.optimizer_gbps : cluster.memory_bandwidth_gbps) * 1e9);
   t.step = sr.makespan + t.dp_sync + t.optimizer;
 
   r.tokens_per_step = static_cast<double>(spec.global_batch * spec.seq_len);

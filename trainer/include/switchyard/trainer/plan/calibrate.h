@@ -1,18 +1,44 @@
-// Per-operation costs measured on this machine, for the planner's CPU cluster description.
+// Per-operation costs measured on this machine, turned into a cluster description that the
+// planner reads with the same formulas it uses for the GPU clusters (docs/plan.md, "CPU
+// calibration").
 //
-// calibrate_cpu() times cblas_sgemm (row-major, FP32, one BLAS thread per rank) at the shapes
-// of the forward, input-gradient and weight-gradient passes of every distinct GEMM of the
-// model with M = tokens of one micro-batch (routed experts: tokens K / E), plus the attention
-// products (T x T x head dim), medians of `reps` runs, and returns the cluster with those
-// rates as fp32 gemm_shapes and attention rates. Blocking: runs for about a second per shape
-// on a small model. Not thread-safe with other BLAS users (it sets the BLAS thread count).
+// calibrate_cpu() times, on the tokens of one micro-batch (spec.micro_batch x spec.seq_len):
+// - cblas_sgemm at every distinct GEMM shape of the model in its three passes (forward,
+//   input gradient, weight gradient; routed experts with M = tokens x EP x K / E rows)
+//   -> gemm_shapes (fp32);
+// - the CPU trainer's causal attention core (blocked score GEMMs, softmax, P V and its
+//   backward, the loop of trainer/src/mla.cc) -> attention_fwd_tflops / attention_bwd_tflops;
+// - each element-wise op of the planner's op list with the trainer's own kernels (RMSNorm,
+//   RoPE, SwiGLU, router and top-k, permute/combine, cross-entropy, residuals, embedding)
+//   -> elementwise_gbps[op] = the planner's bytes for the op / measured seconds;
+// - the trainer's optimizer pass (zero_grad + clip_grad_norm + AdamW) -> optimizer_gbps;
+// - with a world of more than one rank: comm all_reduce of the gradients that the data-
+//   parallel sync reduces and comm all_to_all of one MoE layer's dispatch
+//   -> collective_gbps{all_reduce, all_to_all} (bytes defined as the planner's ring and
+//   all-to-all formulas count them).
+// Every rank measures at the same time (the multi-rank run shares caches and memory
+// bandwidth the same way); each cost is the maximum over ranks (the step waits for the
+// slowest). Each cost is the median of `reps` samples after one warm-up call; a sample
+// repeats the op for at least min_sample_s seconds, so that on a loaded machine it sees
+// the same share of the cores as a training step does (a single short call would often
+// run between two preemptions and look faster than the op runs inside a step).
+//
+// Blocking, collective over `world` when it is given (every rank calls with the same
+// arguments). Sets OpenBLAS to one thread. Seconds per call: a few on the tiny preset.
 #pragma once
 
+#include <string>
+
+#include "switchyard/comm/communicator.h"
 #include "switchyard/trainer/plan/cluster.h"
 #include "switchyard/trainer/plan/planner.h"
 
 namespace switchyard::trainer::plan {
 
-ClusterSpec calibrate_cpu(const ClusterSpec& base, const TrainingSpec& spec, int reps = 5);
+// base: the cluster file to refine (its unmeasured fields and sources are kept).
+// Throws InvalidArgument when the recipe is not fp32 (the CPU trainer's), reps < 1 or
+// min_sample_s < 0.
+ClusterSpec calibrate_cpu(const ClusterSpec& base, const TrainingSpec& spec, const Layout& layout,
+                          comm::Communicator* world = nullptr, int reps = 5, double min_sample_s = 0.05);
 
 }  // namespace switchyard::trainer::plan

@@ -1,6 +1,6 @@
 // A cluster description for the planner: GPUs (or CPU ranks) per node, links, GEMM and
 // attention throughput, memory. Loaded from JSON files (trainer/clusters/*.json) whose every
-// number carries a "sources" entry saying where it comes from.
+// number carries a "sources" entry saying where it comes from (optional measured fields too).
 //
 // Constraints: plain data; cluster_from_json() throws InvalidArgument naming the first
 // missing or bad field. Thread-safe.
@@ -37,6 +37,14 @@ struct ClusterSpec {
   std::vector<GemmShapeRate> gemm_shapes;
   double attention_fwd_tflops = 0;  // causal attention kernel (BF16 or FP32), measured
   double attention_bwd_tflops = 0;
+  // Optional measured rates (CPU calibration, calibrate.h); absent: the fallbacks below.
+  // Element-wise op name ("moe.norm_swiglu_permute_combine", ...) -> GB/s of the planner's
+  // bytes for that op; fallback memory_bandwidth_gbps.
+  std::map<std::string, double> elementwise_gbps;
+  double optimizer_gbps = 0;  // the optimizer pass's planner bytes per second; 0: memory_bandwidth_gbps
+  // "all_reduce" (data-parallel gradient sync) and "all_to_all" (dispatch + combine) GB/s as
+  // the planner's ring / all-to-all formulas count bytes; fallback the link bandwidths.
+  std::map<std::string, double> collective_gbps;
   std::map<std::string, std::string> sources;  // field -> where the number comes from
 
   int num_gpus() const { return gpus_per_node * nodes; }
@@ -44,10 +52,16 @@ struct ClusterSpec {
   double gemm_rate(const std::string& precision) const;
   // The gemm_shapes rate for (precision, n, k), else gemm_rate(precision).
   double gemm_rate(const std::string& precision, int64_t n, int64_t k) const;
+  // elementwise_gbps[op] if present, else memory_bandwidth_gbps.
+  double elementwise_rate(const std::string& op) const;
+  // collective_gbps[name] if present, else fallback_gbps.
+  double collective_rate(const std::string& name, double fallback_gbps) const;
 };
 
 // Throws InvalidArgument naming the missing or bad field (and the file, for the path form).
 ClusterSpec cluster_from_json(const std::string& text);
 ClusterSpec cluster_from_file(const std::string& path);
+// The JSON form cluster_from_json() reads back (every field, sources included).
+std::string cluster_to_json(const ClusterSpec& c);
 
 }  // namespace switchyard::trainer::plan

@@ -1,0 +1,77 @@
+#!/bin/bash
+# sy-plan CPU calibration (issue 11, docs/plan.md "CPU calibration"): measure the model's
+# operations on this machine (sy-plan --calibrate, under sy-run -n 2 for the 2-rank layouts so
+# both ranks measure at once and the collectives run over comm), predict the training step with
+# the planner's formulas, and measure the real step (sy-train, 1 rank; sy-run -n 2 with EP 2 and
+# with DP 2). Rounds alternate calibration, prediction and measurement so both see the same load.
+# Prints one line per round and run, then the medians over rounds and predicted / measured.
+#
+# Usage: bench/plan_calibration.sh [BUILD_DIR] [ROUNDS]   (defaults: build, 5)
+# Env: PRESET (tiny), BATCH (4 sequences per step, global), SEQ (256), STEPS (6; the step time
+# of a run is the median of its steps after the first two), OUT (work folder), NICE (e.g. -10:
+# run every measured process at that priority (root only), so that on a machine loaded by other
+# jobs the measurement approximates a quiet machine; the default 0 measures under the load).
+set -euo pipefail
+B=$(cd "${1:-build}" && pwd); ROUNDS=${2:-5}
+PRESET=${PRESET:-tiny}; BATCH=${BATCH:-4}; SEQ=${SEQ:-256}; STEPS=${STEPS:-6}
+OUT=${OUT:-$(mktemp -d /tmp/plan_calibration.XXXXXX)}
+PY=/usr/bin/python3
+NICE=${NICE:-0}
+mkdir -p "$OUT"
+RUN=(nice -n "$NICE" "$B/bin/sy-run" --timeout 300)
+# sy-train's byte tokenizer makes the vocabulary 256: the planner gets the same model.
+PLAN=("$B/bin/sy-plan" --model "$PRESET" --vocab 256 --seq "$SEQ" --batch "$BATCH" --mtp 1 --recipe fp32
+      --recompute none --cluster cpu-2core --pp 1 --schedule 1f1b --comm_sms 0 --zero1=false --calibrate
+      --calibrate_sample_s 0.03 --json)
+TRAIN=("$B/bin/sy-train" --preset "$PRESET" --data default --corpus_cache "$OUT/kjv.txt" --batch "$BATCH"
+       --seq "$SEQ" --steps "$STEPS" --threads 1 --warmup 2 --log_every 1000 --expert_payload fp32)
+
+step_of_plan() { $PY -c 'import json,sys; t=sys.stdin.read(); d=json.loads(t[t.index("{"):]); print(d["time_s"]["step"])'; }
+step_of_log() {  # median of the steps after the first two
+  $PY -c 'import json,sys,statistics; s=[json.loads(l)["seconds"] for l in open(sys.argv[1])][2:]; print(statistics.median(s))' "$1"
+}
+load() { cut -d' ' -f1 /proc/loadavg; }
+
+echo "# sy-plan calibration: $PRESET, batch $BATCH x $SEQ, fp32, 1 BLAS thread per rank; $(nproc) cores; nice $NICE; $(date -u +%FT%TZ)"
+echo "# round run          layout          load  predicted_s  measured_s  ratio"
+RES="$OUT/results.txt"; : > "$RES"
+for r in $(seq 1 "$ROUNDS"); do
+  for run in single ep2 dp2; do
+    case $run in
+      single) lay=(--gpus_per_node 1 --ep 1 --dp 1 --micro_batch "$BATCH"); n=1; dist=() ;;
+      ep2)    lay=(--gpus_per_node 2 --ep 2 --dp 1 --micro_batch $((BATCH / 2))); n=2; dist=(--ep 2 --dp 1) ;;
+      dp2)    lay=(--gpus_per_node 2 --ep 1 --dp 2 --micro_batch $((BATCH / 2))); n=2; dist=(--ep 1 --dp 2) ;;
+    esac
+    l0=$(load)
+    if [ "$n" = 1 ]; then
+      p=$(nice -n "$NICE" "${PLAN[@]}" "${lay[@]}" --calibrate_out "$OUT/cluster-$run.json" | step_of_plan)
+    else
+      p=$("${RUN[@]}" -n "$n" --tag-output=false -- "${PLAN[@]}" "${lay[@]}" --calibrate_out "$OUT/cluster-$run.json" |
+          step_of_plan)
+    fi
+    rm -f "$OUT/$run.jsonl"
+    if [ "$n" = 1 ]; then
+      nice -n "$NICE" "${TRAIN[@]}" --log_jsonl "$OUT/$run.jsonl" > "$OUT/$run.log" 2>&1
+    else
+      "${RUN[@]}" -n "$n" -- "${TRAIN[@]}" "${dist[@]}" --log_jsonl "$OUT/$run.jsonl" > "$OUT/$run.log" 2>&1
+    fi
+    m=$(step_of_log "$OUT/$run.jsonl")
+    echo "$r $run ${lay[*]} $l0 $p $m" >> "$RES"
+    printf "%-7s %-12s %-15s %5s  %11.3f  %10.3f  %5.2f\n" "$r" "$run" "ep${lay[3]}_dp${lay[5]}" "$l0" "$p" "$m" \
+      "$($PY -c "print($p / $m)")"
+  done
+done
+$PY - "$RES" <<'EOF'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+print("\n# medians over rounds (predicted and measured each the median of its column)")
+print("| run | layout | ranks | load avg | predicted step s | measured step s | predicted / measured | within +-25% |")
+print("|---|---|---|---|---|---|---|---|")
+for run, desc, ranks in (("single", "pp1 ep1 dp1", 1), ("ep2", "pp1 ep2 dp1", 2), ("dp2", "pp1 ep1 dp2", 2)):
+    rs = [r for r in rows if r[1] == run]
+    if not rs: continue
+    p = statistics.median(float(r[-2]) for r in rs); m = statistics.median(float(r[-1]) for r in rs)
+    ld = statistics.median(float(r[-3]) for r in rs)
+    print(f"| {run} | {desc} | {ranks} | {ld:.1f} | {p:.3f} | {m:.3f} | {p / m:.2f} | {'yes' if abs(p / m - 1) <= 0.25 else 'no'} |")
+EOF
+echo "# work folder: $OUT (cluster-*.json: the calibrated cluster descriptions of the last round)"
