@@ -13,6 +13,7 @@
 // exchange, result conversion); Buffer.profile() returns the sums. Off: one branch per call.
 // This is the only translation unit that includes the (heavy) torch headers.
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/utils/pybind.h>
 
 #include <atomic>
@@ -49,6 +50,15 @@ at::Tensor cpu_contiguous(const at::Tensor& t, const char* what, int64_t dim) {
   }
   if (t.dim() != dim) SY_THROW(InvalidArgument, what << " has " << t.dim() << " dimensions, expected " << dim);
   return t.contiguous();
+}
+
+// A Python object that must be a torch.Tensor (InvalidArgument naming `what` otherwise).
+at::Tensor as_tensor(const py::handle& obj, const char* what) {
+  if (!THPVariable_Check(obj.ptr())) {
+    SY_THROW(InvalidArgument, what << " is a " << py::str(obj.get_type().attr("__name__")).cast<std::string>()
+                                   << ", expected a torch.Tensor");
+  }
+  return obj.cast<at::Tensor>();
 }
 
 comm::DataType payload_type(const at::Tensor& t, const char* what) {
@@ -263,8 +273,8 @@ DispatchInputs make_dispatch_inputs(const Buffer& buf, const py::object& x, cons
     auto pair = x.cast<py::sequence>();
     SY_REQUIRE(pair.size() == 2, "dispatch: x as a sequence must be (codes, scales) for FP8, got "
                                      << pair.size() << " items");
-    in.x = cpu_contiguous(pair[0].cast<at::Tensor>(), "dispatch: x codes (FP8)", 2);
-    in.x_scales = cpu_contiguous(pair[1].cast<at::Tensor>(), "dispatch: x scales (FP8)", 2);
+    in.x = cpu_contiguous(as_tensor(pair[0], "dispatch: x codes (FP8)"), "dispatch: x codes (FP8)", 2);
+    in.x_scales = cpu_contiguous(as_tensor(pair[1], "dispatch: x scales (FP8)"), "dispatch: x scales (FP8)", 2);
     if (in.x.scalar_type() != at::kByte) {
       SY_THROW(InvalidArgument, "dispatch: FP8 codes have dtype " << c10::toString(in.x.scalar_type())
                                                                   << ", expected uint8 (E4M3 bits)");
@@ -281,7 +291,7 @@ DispatchInputs make_dispatch_inputs(const Buffer& buf, const py::object& x, cons
     a.dtype = comm::DataType::kFloat8E4M3;
     a.x_scales = in.x_scales.data_ptr<float>();
   } else {
-    in.x = cpu_contiguous(x.cast<at::Tensor>(), "dispatch: x", 2);
+    in.x = cpu_contiguous(as_tensor(x, "dispatch: x"), "dispatch: x", 2);
     a.dtype = payload_type(in.x, "dispatch: x");
   }
   if (in.x.size(1) != hidden) {

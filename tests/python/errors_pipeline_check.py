@@ -48,6 +48,14 @@ try:
     raise AssertionError("no exception for float64")
 except errors.InvalidArgument as e:
     check("float64" in str(e) or "Double" in str(e), f"dtype message: {e}")
+for bad, what in (("not a tensor", "dispatch: x is a str, expected a torch.Tensor"),
+                  ((x, 1.0), "dispatch: x scales (FP8) is a float, expected a torch.Tensor"),
+                  ((x, x, x), "(codes, scales) for FP8, got 3 items")):
+    try:
+        buf.dispatch(bad, torch.tensor([[0, 1], [1, 2]]))
+        raise AssertionError(f"no exception for x = {bad!r}")
+    except errors.InvalidArgument as e:
+        check(what in str(e), f"bad x message: {e}")
 
 # 3. Timeout: world size 2, only this process arrives.
 env = dict(os.environ, SY_RANK="0", SY_WORLD_SIZE="2", SY_LOCAL_RANK="0", SY_LOCAL_SIZE="2",
