@@ -4,6 +4,7 @@
 // bit for bit on the same inputs: received rows and scales, sources, local top-k, weights,
 // per-expert counts and offsets, the expert-major rows, and combine's y.
 // Exit 0 when every check passed on this rank; 1 on a mismatch (printed); 2 on an error.
+#include <algorithm>
 #include <cstring>
 #include <iostream>
 #include <random>

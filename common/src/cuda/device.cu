@@ -67,6 +67,7 @@ void throw_error(int code, const char* expr, const std::string& context, const c
 
 void set_device(int device) {
   const int n = device_count();
+  if (n == 0) SY_THROW(Unsupported, "cuda::set_device " << device << ": no GPU is usable on this machine");
   if (device < 0 || device >= n)
     SY_THROW(InvalidArgument, "cuda::set_device: device " << device << " is out of range [0, " << n << ")");
   SY_CUDA_CHECK(cudaSetDevice(device), "set_device " << device);
@@ -113,6 +114,9 @@ void DeviceBuffer::copy_from_host(const void* src, size_t bytes, size_t offset) 
   if (bytes == 0) return;
   SY_CUDA_CHECK(cudaMemcpy(static_cast<char*>(ptr_) + offset, src, bytes, cudaMemcpyHostToDevice),
                 "DeviceBuffer::copy_from_host of " << bytes << " bytes");
+  // A pageable upload may still be in flight when cudaMemcpy returns; work on non-blocking
+  // streams would not wait for it, so wait here: the data is on the device on return.
+  SY_CUDA_CHECK(cudaStreamSynchronize(cudaStreamLegacy), "DeviceBuffer::copy_from_host: wait for the upload");
 }
 
 void DeviceBuffer::copy_to_host(void* dst, size_t bytes, size_t offset) const {

@@ -67,6 +67,7 @@ class DeviceBuffer {
   int device() const { return device_; }
 
   // Synchronous copies (cudaMemcpy) between this buffer and host memory; `bytes` must fit.
+  // They return when the data has arrived (safe for work on any stream issued after).
   void copy_from_host(const void* src, size_t bytes, size_t offset = 0);
   void copy_to_host(void* dst, size_t bytes, size_t offset = 0) const;
   // cudaMemsetAsync on `stream` (nullptr = the legacy default stream).

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# scripts/gpu-check.sh: every check of issue #10 that needs a GPU, as one script for the GPU
+# machine (one H100/H200, 16 cores, no network), ordered by importance, capped at about 8
+# minutes in total (each step runs under `timeout`; later steps get what is left).
+#
+#   scripts/gpu-check.sh [BUILD_DIR] [OUT_DIR]
+#     BUILD_DIR  default build-gpu; configured and built here (16 cores) unless it already
+#                holds the binaries and SY_GPU_CHECK_NO_BUILD=1 (a carried build dir; its
+#                libraries are found through LD_LIBRARY_PATH, so it may have moved)
+#     OUT_DIR    default $OUT if set (the device runner's result folder), else gpu-results
+#
+# Writes OUT_DIR/summary.txt (one line per step: name, exit status, seconds), each step's
+# log, and the JSON of the tests and benchmarks. The exit status is 0 when every check step
+# passed (benchmarks only have to run).
+set -u
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-$root/build-gpu}
+out=${2:-${OUT:-$root/gpu-results}}
+case $build in /*) ;; *) build=$root/$build ;; esac
+mkdir -p "$out"
+budget=${SY_GPU_CHECK_BUDGET:-470}
+t0=$(date +%s)
+failed=0
+export LD_LIBRARY_PATH=$build/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+bin=$build/bin
+
+log() { echo "[$(( $(date +%s) - t0 ))s] $*" | tee -a "$out/summary.txt"; }
+
+# step NAME LIMIT_S KIND(check|bench) CMD...: runs CMD under timeout (LIMIT_S or the budget
+# left, whichever is smaller), output to OUT/NAME.log.
+step() {
+  local name=$1 limit=$2 kind=$3
+  shift 3
+  local left=$(( budget - ($(date +%s) - t0) ))
+  if (( left < 10 )); then
+    log "SKIP $name (budget spent)"
+    [[ $kind == check ]] && failed=1
+    return
+  fi
+  (( limit > left )) && limit=$left
+  local s=$(date +%s)
+  timeout -k 5 "$limit" "$@" >"$out/$name.log" 2>&1
+  local rc=$?
+  log "$name rc=$rc $(( $(date +%s) - s ))s (limit ${limit}s)"
+  if (( rc != 0 )) && [[ $kind == check ]]; then failed=1; fi
+  tail -n 15 "$out/$name.log" | sed "s/^/    $name| /"
+}
+
+log "gpu-check: root $root, build $build, out $out, budget ${budget}s"
+# 0. The machine: GPU, driver, NCCL found at run time.
+step env 30 bench bash -c '
+  nvidia-smi; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+  nproc; free -g | head -2
+  ls -l /usr/local/cuda/lib/libnccl.so* 2>/dev/null; ldconfig -p | grep -i nccl
+  grep -h "define NCCL_\(MAJOR\|MINOR\|PATCH\)" /usr/local/cuda/include/nccl.h'
+
+# 1. Build (configure if needed) the CUDA tests, tools and the CPU-rank benchmarks.
+targets="cuda_unit_test cuda_gemm_test cuda_ipc_dispatch_test ipc_dispatch_check sy-run sy-cuda-perf sy-gemm-perf sy-a2a-perf sy-dispatch-perf sy-overlap-perf"
+if [[ ${SY_GPU_CHECK_NO_BUILD:-0} == 1 && -x $bin/cuda_unit_test ]]; then
+  log "build: using the carried binaries in $bin"
+else
+  step build 240 check bash -c "
+    [[ -f '$build/build.ninja' ]] || cmake -S '$root' -B '$build' -G Ninja -DCMAKE_BUILD_TYPE=Release -DSY_CUDA=ON -DSY_PYTHON=OFF
+    cmake --build '$build' -j 16 --target $targets"
+fi
+ldd "$bin/cuda_unit_test" 2>/dev/null | grep -E "nccl|cudart|cublas" >"$out/libraries.txt"
+
+# 2. Correctness on the GPU. A test skipped for want of a GPU fails the step here (the
+# no-GPU error-path tests skip by design when a GPU is present).
+gtest() {  # gtest NAME BINARY
+  step "$1" 120 check bash -c "'$2' --gtest_output=json:'$out/$1.json' >'$out/$1.out' 2>&1; rc=\$?; cat '$out/$1.out'
+    if grep -q 'no GPU on this machine\|this build has no CUDA' '$out/$1.out'; then echo 'GPU tests skipped: no GPU seen'; exit 1; fi
+    exit \$rc"
+}
+gtest test-cuda-unit "$bin/cuda_unit_test"
+step ipc-dispatch-2ranks 60 check "$bin/sy-run" -n 2 --timeout 55 -- "$bin/ipc_dispatch_check"
+step ipc-dispatch-3ranks 60 check "$bin/sy-run" -n 3 --timeout 55 -- "$bin/ipc_dispatch_check"
+gtest test-cuda-gemm "$bin/cuda_gemm_test"
+
+# 3. GPU benchmarks, each against a baseline measured in the same run.
+step bench-gemm 60 bench bash -c "'$bin/sy-gemm-perf' && '$bin/sy-gemm-perf' --json >'$out/bench-gemm.json'"
+step bench-cuda 60 bench bash -c "'$bin/sy-cuda-perf' && '$bin/sy-cuda-perf' --json >'$out/bench-cuda.json'"
+
+# 4. The CPU-rank benchmarks on the machine's 16 cores (short settings).
+step bench-a2a 45 bench "$bin/sy-run" -n 8 --timeout 40 -- "$bin/sy-a2a-perf" -b 8 -e 16M -f 8 --json
+step bench-dispatch 60 bench "$bin/sy-run" -n 8 --timeout 55 -- "$bin/sy-dispatch-perf" --tokens 1024 --iters 5 --json
+step bench-overlap 45 bench "$bin/sy-run" -n 2 --timeout 40 -- "$bin/sy-overlap-perf" --tokens 256 --hidden 128 --json
+
+log "gpu-check: done in $(( $(date +%s) - t0 ))s, checks $([[ $failed == 0 ]] && echo passed || echo FAILED)"
+exit $failed
