@@ -10,6 +10,10 @@
 # two-hop path; on 2 virtual nodes with the flat path), PYTHON (/usr/bin/python3),
 # QUIET_IDLE/QUIET_MAX (wait up to QUIET_MAX s for QUIET_IDLE % idle CPUs before each job),
 # OUT (raw JSON lines; a temp dir removed unless KEEP=1).
+# PROFILE=1 (needs perf): afterwards, per config and PROFILE_TOKENS (default "256 4096"), a
+# Switchyard-only loop (python/bench/step_loop.py) is sampled with perf and folded into
+# where the CPU time goes (python/bench/perf_buckets.py: comm copies/UCX/queues, dispatch's
+# own work, page faults, binding, interpreter, waits).
 # Inside each job and token count the two sides alternate round by round; the table gives the
 # medians over ROUNDS rounds of the step time and of the CPU time per step, the speedup
 # (gloo / switchyard), and where Switchyard's step goes (C++ exchange = comm transport, the
@@ -21,6 +25,7 @@ bin=$(cd "$build/bin" && pwd) || exit 1
 pypath=$(cd "$build/python" && pwd) || { echo "no $build/python: the module is not built" >&2; exit 1; }
 PYTHON=${PYTHON:-/usr/bin/python3}
 TOKENS=${TOKENS:-32,256,1024,4096}
+PROFILE_TOKENS=${PROFILE_TOKENS:-"256 4096"}
 RANKS=${RANKS:-4}
 ROUNDS=${ROUNDS:-5}
 CONFIGS=${CONFIGS:-"1node 2node 2node-flat"}
@@ -81,3 +86,25 @@ for cfg in configs:
               f"{s['cxx_exchange_us']:.0f} | {s['cxx_other_us']:.0f} | {s['convert_in_us'] + s['convert_out_us']:.0f} | "
               f"{g['all_to_all_single_us']:.0f} | {d['loadavg_1m']:.1f} |")
 EOF
+
+if [[ ${PROFILE:-0} == 1 ]]; then
+  command -v perf >/dev/null || { echo "PROFILE=1 needs perf" >&2; exit 1; }
+  for cfg in $CONFIGS; do
+    [[ $cfg == 1node ]] && nodes=1 || nodes=2
+    [[ $cfg == 2node-flat ]] && extra=(--flat) || extra=()
+    for t in $PROFILE_TOKENS; do
+      rm -f "$OUT"/ready.*
+      PYTHONPATH=$pypath OMP_NUM_THREADS=1 UCX_NET_DEVICES=${UCX_NET_DEVICES:-lo} \
+        "$bin/sy-run" -n "$RANKS" --nodes "$nodes" --timeout 300 -- "$PYTHON" "$root/python/bench/step_loop.py" \
+        --tokens "$t" --seconds 20 --ready "$OUT" "${extra[@]}" >"$OUT/loop.out" 2>&1 &
+      loop=$!
+      for _ in $(seq 240); do (( $(ls "$OUT"/ready.* 2>/dev/null | wc -l) == RANKS )) && break; sleep 0.5; done
+      pids=$(pgrep -d, -P "$loop")  # the ranks (sy-run's children)
+      perf record -F 299 --call-graph dwarf,32768 -p "$pids" -o "$OUT/perf.data" -- sleep 8 >/dev/null 2>&1
+      wait "$loop"
+      echo "CPU profile, $cfg, T=$t (Switchyard step only; load $(cut -d' ' -f1 /proc/loadavg)):"
+      perf script -i "$OUT/perf.data" 2>/dev/null | "$PYTHON" "$root/python/bench/perf_buckets.py"
+    done
+  done
+fi
+
