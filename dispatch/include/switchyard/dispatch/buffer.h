@@ -161,11 +161,13 @@ class Pending {
 };
 
 // ---- Low-latency mode ----
-// Slot layout of a low-latency message to one peer (bytes): a 16-byte header
-// {int64 rows, int64 hidden} then `rows` fixed-size slots of
+// Same-node peers (and this rank) write each (token, local expert) row straight into the
+// destination's output in shared memory (PeerExchange::open_window; docs/dispatch.md): a
+// block of rows per expert claimed with one atomic add, then a release flag; the receive
+// hook waits for the flags. There is no separate count exchange. Ranks on other nodes get
+// one message per peer: a 16-byte header {int64 rows, int64 hidden} then `rows` slots of
 // [H payload (FP8) or 2H (BF16)][S * 4 FP32 scales, FP8][int32 src_token]
 // [int32 local_expert[kLowLatencyMaxTopK]][float weight[kLowLatencyMaxTopK]].
-// The row count rides in the header: there is no separate count exchange.
 constexpr int kLowLatencyMaxTopK = 16;
 
 struct LowLatencyDispatchArgs {
@@ -179,6 +181,8 @@ struct LowLatencyDispatchArgs {
 };
 
 // Views into the Buffer's receive area; valid until the next low_latency_dispatch_send.
+// Rows of expert j: [0, count[j]), one block per source rank (tokens ascending inside a
+// block), blocks in the order the sources claimed them; src_rank/src_token name each row.
 struct LowLatencyView {
   comm::DataType dtype = comm::DataType::kFloat8E4M3;
   int64_t slots_per_expert = 0;      // R * low_latency_max_tokens
