@@ -4,9 +4,12 @@
 # minutes in total (each step runs under `timeout`; later steps get what is left).
 #
 #   scripts/gpu-check.sh [BUILD_DIR] [OUT_DIR]
-#     BUILD_DIR  default build-gpu; configured and built here (16 cores) unless it already
-#                holds the binaries and SY_GPU_CHECK_NO_BUILD=1 (a carried build dir; its
-#                libraries are found through LD_LIBRARY_PATH, so it may have moved)
+#     BUILD_DIR  default build-gpu-bundle. A folder made by scripts/gpu-bundle.sh (bin/ and
+#                lib/, no build.ninja) is used as it is: the GPU machine's image lacks UCX,
+#                hwloc, gflags, GTest and OpenBLAS, so the project cannot be configured
+#                there. A CMake build dir is (re)built first (16 cores) unless
+#                SY_GPU_CHECK_NO_BUILD=1. The CUDA libraries (cudart, cuBLASLt, NCCL) are
+#                taken from the machine: /usr/local/cuda and the nvidia-* Python wheels.
 #     OUT_DIR    default $OUT if set (the device runner's result folder), else gpu-results
 #
 # Writes OUT_DIR/summary.txt (one line per step: name, exit status, seconds), each step's
@@ -14,15 +17,24 @@
 # passed (benchmarks only have to run).
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
-build=${1:-$root/build-gpu}
+build=${1:-$root/build-gpu-bundle}
 out=${2:-${OUT:-$root/gpu-results}}
 case $build in /*) ;; *) build=$root/$build ;; esac
 mkdir -p "$out"
 budget=${SY_GPU_CHECK_BUDGET:-470}
 t0=$(date +%s)
 failed=0
-export LD_LIBRARY_PATH=$build/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 bin=$build/bin
+# Libraries: the build's (or the bundle's), then the machine's CUDA, cuBLAS and NCCL.
+cuda_dirs=$(ls -d /usr/local/cuda/lib64 /usr/local/cuda/lib 2>/dev/null; python3 - <<'PY' 2>/dev/null
+import glob, os, site
+for base in site.getsitepackages():
+    for d in sorted(glob.glob(os.path.join(base, "nvidia", "*", "lib"))):
+        print(d)
+PY
+)
+export LD_LIBRARY_PATH=$build/lib$(printf ':%s' $cuda_dirs)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+[[ -d $build/lib/ucx ]] && export UCX_MODULE_DIR=$build/lib/ucx
 
 log() { echo "[$(( $(date +%s) - t0 ))s] $*" | tee -a "$out/summary.txt"; }
 
@@ -52,18 +64,19 @@ step env 30 bench bash -c '
   nvidia-smi; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
   nproc; free -g | head -2
   ls -l /usr/local/cuda/lib/libnccl.so* 2>/dev/null; ldconfig -p | grep -i nccl
-  grep -h "define NCCL_\(MAJOR\|MINOR\|PATCH\)" /usr/local/cuda/include/nccl.h'
+  grep -h "define NCCL_\(MAJOR\|MINOR\|PATCH\)" /usr/local/cuda/include/nccl.h
+  ldd --version | head -1; echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"'
 
 # 1. Build (configure if needed) the CUDA tests, tools and the CPU-rank benchmarks.
 targets="cuda_unit_test cuda_gemm_test cuda_ipc_dispatch_test ipc_dispatch_check sy-run sy-cuda-perf sy-gemm-perf sy-a2a-perf sy-dispatch-perf sy-overlap-perf"
-if [[ ${SY_GPU_CHECK_NO_BUILD:-0} == 1 && -x $bin/cuda_unit_test ]]; then
+if [[ ! -f $build/build.ninja && -x $bin/cuda_unit_test ]] || [[ ${SY_GPU_CHECK_NO_BUILD:-0} == 1 && -x $bin/cuda_unit_test ]]; then
   log "build: using the carried binaries in $bin"
 else
   step build 240 check bash -c "
     [[ -f '$build/build.ninja' ]] || cmake -S '$root' -B '$build' -G Ninja -DCMAKE_BUILD_TYPE=Release -DSY_CUDA=ON -DSY_PYTHON=OFF
     cmake --build '$build' -j 16 --target $targets"
 fi
-ldd "$bin/cuda_unit_test" 2>/dev/null | grep -E "nccl|cudart|cublas" >"$out/libraries.txt"
+ldd "$bin/cuda_unit_test" "$bin/cuda_gemm_test" >"$out/libraries.txt" 2>&1
 
 # 2. Correctness on the GPU. A test skipped for want of a GPU fails the step here (the
 # no-GPU error-path tests skip by design when a GPU is present).
