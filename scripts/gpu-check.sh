@@ -12,15 +12,17 @@
 #                taken from the machine: /usr/local/cuda and the nvidia-* Python wheels.
 #     OUT_DIR    default $OUT if set (the device runner's result folder), else gpu-results
 #
-# Writes OUT_DIR/summary.txt (one line per step: name, exit status, seconds), each step's
-# log, and the JSON of the tests and benchmarks. The exit status is 0 when every check step
-# passed (benchmarks only have to run).
+# Writes to OUT_DIR at most 8 files (the device runner brings back no more): summary.txt
+# (one line per step: name, exit status, seconds), gpu-check-logs.tar.gz (every step's log
+# and JSON), and the JSON of the tests and benchmarks. The exit status is 0 when every check
+# step passed (benchmarks only have to run).
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build-gpu-bundle}
 out=${2:-${OUT:-$root/gpu-results}}
 case $build in /*) ;; *) build=$root/$build ;; esac
 mkdir -p "$out"
+work=$(mktemp -d /tmp/gpu-check.XXXXXX)  # every log; OUT_DIR gets the summary and a tarball
 budget=${SY_GPU_CHECK_BUDGET:-470}
 t0=$(date +%s)
 failed=0
@@ -36,7 +38,7 @@ PY
 export LD_LIBRARY_PATH=$build/lib$(printf ':%s' $cuda_dirs)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 [[ -d $build/lib/ucx ]] && export UCX_MODULE_DIR=$build/lib/ucx
 
-log() { echo "[$(( $(date +%s) - t0 ))s] $*" | tee -a "$out/summary.txt"; }
+log() { echo "[$(( $(date +%s) - t0 ))s] $*" | tee -a "$work/summary.txt"; }
 
 # step NAME LIMIT_S KIND(check|bench) CMD...: runs CMD under timeout (LIMIT_S or the budget
 # left, whichever is smaller), output to OUT/NAME.log.
@@ -51,11 +53,11 @@ step() {
   fi
   (( limit > left )) && limit=$left
   local s=$(date +%s)
-  timeout -k 5 "$limit" "$@" >"$out/$name.log" 2>&1
+  timeout -k 5 "$limit" "$@" >"$work/$name.log" 2>&1
   local rc=$?
   log "$name rc=$rc $(( $(date +%s) - s ))s (limit ${limit}s)"
   if (( rc != 0 )) && [[ $kind == check ]]; then failed=1; fi
-  tail -n 15 "$out/$name.log" | sed "s/^/    $name| /"
+  tail -n 8 "$work/$name.log" | sed "s/^/    $name| /"
 }
 
 log "gpu-check: root $root, build $build, out $out, budget ${budget}s"
@@ -76,13 +78,13 @@ else
     [[ -f '$build/build.ninja' ]] || cmake -S '$root' -B '$build' -G Ninja -DCMAKE_BUILD_TYPE=Release -DSY_CUDA=ON -DSY_PYTHON=OFF
     cmake --build '$build' -j 16 --target $targets"
 fi
-ldd "$bin/cuda_unit_test" "$bin/cuda_gemm_test" >"$out/libraries.txt" 2>&1
+ldd "$bin/cuda_unit_test" "$bin/cuda_gemm_test" >"$work/libraries.txt" 2>&1
 
 # 2. Correctness on the GPU. A test skipped for want of a GPU fails the step here (the
 # no-GPU error-path tests skip by design when a GPU is present).
 gtest() {  # gtest NAME BINARY
-  step "$1" 120 check bash -c "'$2' --gtest_output=json:'$out/$1.json' >'$out/$1.out' 2>&1; rc=\$?; cat '$out/$1.out'
-    if grep -q 'no GPU on this machine\|this build has no CUDA' '$out/$1.out'; then echo 'GPU tests skipped: no GPU seen'; exit 1; fi
+  step "$1" 120 check bash -c "'$2' --gtest_output=json:'$work/$1.json' >'$work/$1.out' 2>&1; rc=\$?; cat '$work/$1.out'
+    if grep -q 'no GPU on this machine\|this build has no CUDA' '$work/$1.out'; then echo 'GPU tests skipped: no GPU seen'; exit 1; fi
     exit \$rc"
 }
 gtest test-cuda-unit "$bin/cuda_unit_test"
@@ -91,8 +93,8 @@ step ipc-dispatch-3ranks 60 check "$bin/sy-run" -n 3 --timeout 55 -- "$bin/ipc_d
 gtest test-cuda-gemm "$bin/cuda_gemm_test"
 
 # 3. GPU benchmarks, each against a baseline measured in the same run.
-step bench-gemm 60 bench bash -c "'$bin/sy-gemm-perf' && '$bin/sy-gemm-perf' --json >'$out/bench-gemm.json'"
-step bench-cuda 60 bench bash -c "'$bin/sy-cuda-perf' && '$bin/sy-cuda-perf' --json >'$out/bench-cuda.json'"
+step bench-gemm 60 bench bash -c "'$bin/sy-gemm-perf' && '$bin/sy-gemm-perf' --json >'$work/bench-gemm.json'"
+step bench-cuda 60 bench bash -c "'$bin/sy-cuda-perf' && '$bin/sy-cuda-perf' --json >'$work/bench-cuda.json'"
 
 # 4. The CPU-rank benchmarks on the machine's 16 cores (short settings).
 step bench-a2a 45 bench "$bin/sy-run" -n 8 --timeout 40 -- "$bin/sy-a2a-perf" -b 8 -e 16M -f 8 --json
@@ -100,4 +102,9 @@ step bench-dispatch 60 bench "$bin/sy-run" -n 8 --timeout 55 -- "$bin/sy-dispatc
 step bench-overlap 45 bench "$bin/sy-run" -n 2 --timeout 40 -- "$bin/sy-overlap-perf" --tokens 256 --hidden 128 --json
 
 log "gpu-check: done in $(( $(date +%s) - t0 ))s, checks $([[ $failed == 0 ]] && echo passed || echo FAILED)"
+tar czf "$out/gpu-check-logs.tar.gz" -C "$work" .
+cp "$work/summary.txt" "$out/"
+for f in test-cuda-unit.json test-cuda-gemm.json bench-gemm.json bench-cuda.json; do
+  [[ -f $work/$f ]] && cp "$work/$f" "$out/"
+done
 exit $failed
