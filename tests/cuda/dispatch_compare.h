@@ -1,0 +1,193 @@
+// The comparison behind ipc_dispatch_check and the world-size-1 test: IntranodeBuffer (GPU,
+// CUDA IPC) against the CPU Buffer (the reference) on the same inputs, for BF16, FP32 (with
+// expert alignment 4) and FP8 payloads: received rows and scales, sources, local top-k,
+// weights, per-expert counts and offsets, expert-major rows, and combine's y, bit for bit.
+// Collective over `comm`; every rank must be on GPU 0's node. Returns the number of
+// mismatches on this rank (each printed to `out`).
+#pragma once
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <ostream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "switchyard/comm/communicator.h"
+#include "switchyard/common/cuda.h"
+#include "switchyard/dispatch/buffer.h"
+#include "switchyard/dispatch/cuda/intranode.h"
+#include "switchyard/dispatch/fp8.h"
+
+namespace switchyard::testing {
+
+namespace detail {
+
+template <class T>
+cuda::DeviceBuffer up(const std::vector<T>& v) {
+  cuda::DeviceBuffer b(v.empty() ? 1 : v.size() * sizeof(T));
+  b.copy_from_host(v.data(), v.size() * sizeof(T));
+  return b;
+}
+
+template <class T>
+std::vector<T> down(const cuda::DeviceBuffer& b, size_t n) {
+  std::vector<T> v(n);
+  b.copy_to_host(v.data(), n * sizeof(T));
+  return v;
+}
+
+template <class T>
+void same(const std::vector<T>& cpu, const std::vector<T>& gpu, const std::string& what, int rank, std::ostream& out,
+          int& g_failures) {
+  if (cpu.size() != gpu.size()) {
+    out << "rank " << rank << ": " << what << ": size " << gpu.size() << " != CPU " << cpu.size() << "\n";
+    ++g_failures;
+    return;
+  }
+  if (!cpu.empty() && std::memcmp(cpu.data(), gpu.data(), cpu.size() * sizeof(T)) != 0) {
+    size_t i = 0;
+    while (std::memcmp(&cpu[i], &gpu[i], sizeof(T)) == 0) ++i;
+    out << "rank " << rank << ": " << what << ": element " << i << " differs from the CPU reference\n";
+    ++g_failures;
+  }
+}
+
+}  // namespace detail
+
+inline int compare_ipc_dispatch_with_cpu(const std::shared_ptr<comm::Communicator>& comm, std::ostream& out) {
+  using namespace detail;
+  int g_failures = 0;
+  const int R = comm->size(), me = comm->rank();
+  cuda::set_device(0);
+  const int E = 4 * R, K = 3;
+  const int64_t H = 200, S = dispatch::fp8_num_tiles(H), Tmax = 96;
+  const int64_t T = 40 + 13 * me;  // different on every rank
+  std::mt19937 g(1234 + me);
+  std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+  std::vector<float> xf(T * H);
+  for (float& v : xf) v = u(g);
+  std::vector<int64_t> idx(T * K);
+  std::vector<float> w(T * K);
+  std::vector<int> perm(E);
+  for (int64_t t = 0; t < T; ++t) {
+    for (int e = 0; e < E; ++e) perm[e] = e;
+    std::shuffle(perm.begin(), perm.end(), g);
+    for (int k = 0; k < K; ++k) {
+      idx[t * K + k] = (g() % 5 == 0) ? -1 : perm[k];
+      w[t * K + k] = u(g);
+    }
+  }
+  std::vector<uint16_t> xb(T * H);
+  dispatch::bf16_from_float(xf.data(), T * H, xb.data());
+  std::vector<uint8_t> xq(T * H);
+  std::vector<float> xs(T * S);
+  dispatch::quantize_fp8_tiles(xf.data(), T, H, false, xq.data(), xs.data());
+
+  dispatch::BufferOptions bo;
+  bo.num_experts = E;
+  bo.hidden = H;
+  bo.max_tokens_per_rank = Tmax;
+  dispatch::Buffer cpu(comm, bo);
+  dispatch::gpu::IntranodeOptions io;
+  io.num_experts = E;
+  io.hidden = H;
+  io.max_tokens_per_rank = Tmax;
+  io.max_top_k = 4;
+  dispatch::gpu::IntranodeBuffer gpu(comm, io);
+  auto d_idx = up(idx);
+  auto d_w = up(w);
+
+  struct Case {
+    comm::DataType dtype;
+    int64_t alignment;
+    const char* name;
+  };
+  const Case cases[] = {{comm::DataType::kBfloat16, 1, "bf16"},
+                        {comm::DataType::kFloat32, 4, "fp32 align 4"},
+                        {comm::DataType::kFloat8E4M3, 1, "fp8"}};
+  for (const Case& c : cases) {
+    const void* host_x = c.dtype == comm::DataType::kBfloat16  ? static_cast<const void*>(xb.data())
+                         : c.dtype == comm::DataType::kFloat32 ? static_cast<const void*>(xf.data())
+                                                               : static_cast<const void*>(xq.data());
+    const size_t eb = c.dtype == comm::DataType::kFloat32 ? 4 : c.dtype == comm::DataType::kBfloat16 ? 2 : 1;
+    const bool fp8 = c.dtype == comm::DataType::kFloat8E4M3;
+    dispatch::DispatchArgs a;
+    a.x = host_x;
+    a.dtype = c.dtype;
+    a.x_scales = fp8 ? xs.data() : nullptr;
+    a.topk_idx = idx.data();
+    a.topk_weights = w.data();
+    a.num_tokens = T;
+    a.top_k = K;
+    a.expert_alignment = c.alignment;
+    const dispatch::DispatchResult want = cpu.dispatch(a);
+
+    std::vector<uint8_t> xbytes(static_cast<const uint8_t*>(host_x), static_cast<const uint8_t*>(host_x) + T * H * eb);
+    auto d_x = up(xbytes);
+    auto d_s = up(xs);
+    dispatch::gpu::DeviceDispatchArgs da;
+    da.x = d_x.data();
+    da.dtype = c.dtype;
+    da.x_scales = fp8 ? d_s.as<float>() : nullptr;
+    da.topk_idx = d_idx.as<int64_t>();
+    da.topk_weights = d_w.as<float>();
+    da.num_tokens = T;
+    da.top_k = K;
+    da.expert_alignment = c.alignment;
+    const dispatch::gpu::DeviceDispatchResult got = gpu.dispatch(da);
+    const std::string n = c.name;
+    const int64_t M = got.num_recv_tokens;
+    if (M != want.num_recv_tokens) {
+      out << "rank " << me << ": " << n << ": " << M << " received tokens, CPU " << want.num_recv_tokens << "\n";
+      ++g_failures;
+      continue;
+    }
+    same(want.recv_x, down<uint8_t>(got.recv_x, M * H * eb), n + " recv_x", me, out, g_failures);
+    if (fp8) same(want.recv_x_scales, down<float>(got.recv_x_scales, M * S), n + " recv_x_scales", me, out, g_failures);
+    same(want.recv_src_rank, down<int32_t>(got.recv_src_rank, M), n + " recv_src_rank", me, out, g_failures);
+    same(want.recv_src_token, down<int32_t>(got.recv_src_token, M), n + " recv_src_token", me, out, g_failures);
+    same(want.recv_topk_idx, down<int64_t>(got.recv_topk_idx, M * K), n + " recv_topk_idx", me, out, g_failures);
+    same(want.recv_topk_weights, down<float>(got.recv_topk_weights, M * K), n + " recv_topk_weights", me, out, g_failures);
+    same(want.num_recv_tokens_per_expert, got.num_recv_tokens_per_expert, n + " tokens per expert", me, out, g_failures);
+    same(want.expert_offsets, got.expert_offsets, n + " expert_offsets", me, out, g_failures);
+    const int64_t P = got.expert_offsets.back();
+    same(want.expert_row_token, down<int32_t>(got.expert_row_token, P), n + " expert_row_token", me, out, g_failures);
+    same(want.expert_row_slot, down<int32_t>(got.expert_row_slot, P), n + " expert_row_slot", me, out, g_failures);
+    same(want.expert_x, down<uint8_t>(got.expert_x, P * H * eb), n + " expert_x", me, out, g_failures);
+    if (fp8) same(want.expert_x_scales, down<float>(got.expert_x_scales, P * S), n + " expert_x_scales", me, out, g_failures);
+
+    if (fp8) continue;  // combine takes BF16 or FP32
+    // Expert outputs: any values in the payload type; padding rows are ignored by both.
+    std::vector<uint8_t> expert_out(P * H * eb);
+    for (int64_t i = 0; i < P * H; ++i) {
+      const float v = u(g);
+      if (eb == 4)
+        std::memcpy(&expert_out[i * 4], &v, 4);
+      else {
+        const uint16_t b = dispatch::bf16_from_float(v);
+        std::memcpy(&expert_out[i * 2], &b, 2);
+      }
+    }
+    dispatch::CombineArgs ca;
+    ca.expert_out = expert_out.data();
+    ca.dtype = c.dtype;
+    ca.handle = &want.handle;
+    ca.weights = want.recv_topk_weights.data();
+    const dispatch::CombineResult ywant = cpu.combine(ca);
+    auto d_out = up(expert_out);
+    dispatch::gpu::DeviceCombineArgs dc;
+    dc.expert_out = d_out.data();
+    dc.dtype = c.dtype;
+    dc.handle = &got.handle;
+    dc.weights = got.recv_topk_weights.as<float>();
+    const dispatch::gpu::DeviceCombineResult ygot = gpu.combine(dc);
+    same(ywant.y, down<uint8_t>(ygot.y, T * H * eb), n + " combine y", me, out, g_failures);
+  }
+  out << "rank " << me << " of " << R << ": ipc dispatch/combine vs CPU Buffer: "
+      << (g_failures == 0 ? "all equal" : std::to_string(g_failures) + " mismatches") << "\n";
+  return g_failures;
+}
+
+}  // namespace switchyard::testing
