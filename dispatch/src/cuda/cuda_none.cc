@@ -36,6 +36,7 @@ IntranodeBuffer::~IntranodeBuffer() = default;
 int IntranodeBuffer::rank() const { return 0; }
 int IntranodeBuffer::num_ranks() const { return 0; }
 int IntranodeBuffer::num_local_experts() const { return 0; }
+double IntranodeBuffer::last_kernel_us() const { return 0; }
 DeviceDispatchResult IntranodeBuffer::dispatch(const DeviceDispatchArgs&) { no_cuda("gpu::IntranodeBuffer::dispatch"); }
 DeviceCombineResult IntranodeBuffer::combine(const DeviceCombineArgs&) { no_cuda("gpu::IntranodeBuffer::combine"); }
 

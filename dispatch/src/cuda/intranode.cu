@@ -307,6 +307,14 @@ struct IntranodeBuffer::State {
   std::unique_ptr<comm::IpcPeerMemory> ipc;
   cuda::DeviceBuffer peers;     // [R] uint8_t* (device)
   cuda::DeviceBuffer node_of;   // [R] int32, all 0
+  std::vector<cuda::Event> ev;  // [4] around the two kernel phases of a call
+  double last_kernel_us = 0;
+
+  // Time of the last call's two kernel phases (ev[0]..ev[1] and ev[2]..ev[3]); the stream
+  // has been synchronized by the fences.
+  void take_kernel_time() {
+    last_kernel_us = 1000.0 * (ev[1].elapsed_ms_since(ev[0]) + ev[3].elapsed_ms_since(ev[2]));
+  }
 
   // Waits for this rank's kernels, then for every rank (host barrier).
   void fence(cuda::StreamHandle stream, const char* what) {
@@ -358,6 +366,7 @@ IntranodeBuffer::IntranodeBuffer(std::shared_ptr<comm::Communicator> host, const
   s.peers.copy_from_host(ptrs.data(), ptrs.size() * sizeof(uint8_t*));
   s.node_of = cuda::DeviceBuffer(s.R * sizeof(int32_t));
   s.node_of.fill_zero();
+  for (int i = 0; i < 4; ++i) s.ev.emplace_back(true);
   SY_CUDA_CHECK(cudaDeviceSynchronize(), "IntranodeBuffer: setup");
   s.host->barrier();
 }
@@ -375,6 +384,7 @@ IntranodeBuffer::~IntranodeBuffer() {
 int IntranodeBuffer::rank() const { return state_->me; }
 int IntranodeBuffer::num_ranks() const { return state_->R; }
 int IntranodeBuffer::num_local_experts() const { return state_->L; }
+double IntranodeBuffer::last_kernel_us() const { return state_->last_kernel_us; }
 
 DeviceDispatchResult IntranodeBuffer::dispatch(const DeviceDispatchArgs& args) {
   State& s = *state_;
@@ -421,6 +431,7 @@ DeviceDispatchResult IntranodeBuffer::dispatch(const DeviceDispatchArgs& args) {
     SY_THROW(InvalidArgument, "gpu dispatch on rank " << me << ": topk_idx[" << bad / K << "][" << bad % K
                                                       << "] is out of range [-1, " << s.options.num_experts
                                                       << ") or repeats an expert of its row");
+  s.ev[0].record(st);
   if (T > 0) {
     SendParams p{};
     p.x = static_cast<const uint8_t*>(args.x);
@@ -444,6 +455,7 @@ DeviceDispatchResult IntranodeBuffer::dispatch(const DeviceDispatchArgs& args) {
   }
   send_counts_kernel<<<1, std::max(32, R), 0, st>>>(s.peers.as<uint8_t* const>(), per_rank.as<int64_t>(), R, me);
   SY_CUDA_CHECK_LAUNCH("gpu dispatch: send counts");
+  s.ev[1].record(st);
   s.fence(st, "dispatch (send)");
 
   // Receive: counts from every source, canonical order = sources ascending.
@@ -467,6 +479,7 @@ DeviceDispatchResult IntranodeBuffer::dispatch(const DeviceDispatchArgs& args) {
   res.recv_topk_weights = cuda::DeviceBuffer(Mn * K * sizeof(float));
   cuda::DeviceBuffer flags(Mn * L), expert_pos(Mn * L * sizeof(int32_t)), expert_count(L * sizeof(int64_t));
   expert_count.fill_zero(st);
+  s.ev[2].record(st);
   if (M > 0) {
     GatherParams g{};
     g.window = s.window.as<uint8_t>();
@@ -533,8 +546,10 @@ DeviceDispatchResult IntranodeBuffer::dispatch(const DeviceDispatchArgs& args) {
     expert_rows_kernel<<<grid_of(M, "expert rows"), kThreads, 0, st>>>(e);
     SY_CUDA_CHECK_LAUNCH("gpu dispatch: expert-major rows");
   }
+  s.ev[3].record(st);
   // The window may be overwritten by the next call only after every rank read it.
   s.fence(st, "dispatch (receive)");
+  s.take_kernel_time();
   res.handle.plan_ = std::move(plan);
   return res;
 }
@@ -550,6 +565,7 @@ DeviceCombineResult IntranodeBuffer::combine(const DeviceCombineArgs& args) {
   const bool bf16 = args.dtype == comm::DataType::kBfloat16;
   const int64_t H = s.options.hidden, eb = bf16 ? 2 : 4;
   cudaStream_t st = args.stream;
+  s.ev[0].record(st);
   if (plan.num_recv > 0) {
     PartialParams p{};
     p.expert_out = static_cast<const uint8_t*>(args.expert_out);
@@ -567,10 +583,12 @@ DeviceCombineResult IntranodeBuffer::combine(const DeviceCombineArgs& args) {
     combine_partial_kernel<<<grid_of(plan.num_recv, "combine"), kThreads, 0, st>>>(p);
     SY_CUDA_CHECK_LAUNCH("gpu combine: partial sums");
   }
+  s.ev[1].record(st);
   s.fence(st, "combine (send)");
   DeviceCombineResult res;
   res.dtype = args.dtype;
   res.y = cuda::DeviceBuffer(std::max<int64_t>(plan.num_tokens, 1) * H * eb);
+  s.ev[2].record(st);
   if (plan.num_tokens > 0) {
     ReduceParams r{};
     r.window = s.window.as<uint8_t>();
@@ -585,7 +603,9 @@ DeviceCombineResult IntranodeBuffer::combine(const DeviceCombineArgs& args) {
     combine_reduce_kernel<<<grid_of(plan.num_tokens, "combine reduce"), kThreads, 0, st>>>(r);
     SY_CUDA_CHECK_LAUNCH("gpu combine: reduce at the source");
   }
+  s.ev[3].record(st);
   s.fence(st, "combine (reduce)");
+  s.take_kernel_time();
   return res;
 }
 

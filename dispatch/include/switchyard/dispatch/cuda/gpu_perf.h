@@ -4,11 +4,13 @@
 //   memcpy       cudaMemcpyAsync D2D of the BF16 activations [T x H] (the baseline)
 //   fp8-cast     gpu::quantize_fp8_tiles of BF16 [T x H] (read 2TH, write TH + 4TS bytes)
 //   layout       gpu::launch_dispatch_layout of [T x K] over `ranks` simulated ranks
-//   dispatch     IntranodeBuffer::dispatch at world size 1 (BF16; every token to itself):
-//                wall time of the whole call (layout, copies, host syncs and allocation);
-//                bytes = the three copy kernels' reads + writes, 2 x row x (T + M + P)
-//   combine      IntranodeBuffer::combine of the same handle (BF16): read P rows and write
-//                M partials, then read M and write T rows
+//   dispatch-*   IntranodeBuffer::dispatch at world size 1 (BF16; every token to itself):
+//                "-call" is the wall time of the whole call (layout, copies, host syncs,
+//                barriers and allocation), "-kernels" the time in its copy kernels alone
+//                (last_kernel_us); bytes = the copy kernels' reads + writes, 2 x row x
+//                (T + M + P)
+//   combine-*    IntranodeBuffer::combine of the same handle (BF16): read P rows and write
+//                M partials, then read M and write T rows; "-call" and "-kernels" as above
 //   nccl-*       NcclCommunicator all_reduce and all_to_all_v at world size 1 (a self copy)
 // Times are medians of `iters` runs after `warmup` runs (CUDA events, or wall clock for
 // calls that synchronize internally). Requires a GPU: throws Unsupported without one.

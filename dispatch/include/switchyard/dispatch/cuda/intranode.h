@@ -112,6 +112,9 @@ class IntranodeBuffer {
   int rank() const;
   int num_ranks() const;
   int num_local_experts() const;
+  // Microseconds the last dispatch or combine spent in its kernels (the send and receive
+  // phases, timed with events; host barriers, allocation and the count read-back excluded).
+  double last_kernel_us() const;
 
   // Collective; returns when this rank's outputs are complete (the stream is synchronized).
   DeviceDispatchResult dispatch(const DeviceDispatchArgs& args);
