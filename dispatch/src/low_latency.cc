@@ -19,10 +19,12 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <string>
 
 #include "low_latency_state.h"
 #include "payload.h"
 #include "switchyard/common/error.h"
+#include "switchyard/common/log.h"
 #include "switchyard/dispatch/buffer.h"
 #include "switchyard/dispatch/fp8.h"
 
@@ -423,7 +425,15 @@ void Buffer::init_low_latency() {
   st.window = exchange_->open_window(bytes);
   if (!st.window) st.window = std::make_unique<PrivateWindow>(me, R, bytes);
   st.base.assign(R, nullptr);
-  for (int p = 0; p < R; ++p) st.base[p] = st.window->at(p);
+  std::string shared;
+  for (int p = 0; p < R; ++p) {
+    st.base[p] = st.window->at(p);
+    if (!st.base[p] || p == me) continue;
+    if (!shared.empty()) shared.push_back(',');
+    shared.append(std::to_string(p));
+  }
+  SY_DEBUG("dispatch", "low-latency: rank " << me << " writes ranks {" << shared << "} through shared memory, "
+                                            << bytes << " bytes of window");
   if (!st.base[me]) SY_THROW(InternalError, "low_latency: rank " << me << ": the window has no local area");
   const size_t msg_slot = std::max(message_slot_bytes(H, st.layout.S, true), message_slot_bytes(H, st.layout.S, false));
   st.send.assign(R, {});

@@ -26,19 +26,6 @@ __device__ __forceinline__ uint8_t e4m3_encode(float x) {
   return static_cast<uint8_t>(sign | code);
 }
 
-__device__ __forceinline__ float e4m3_decode(uint8_t c) {
-  const int e = (c >> 3) & 15, m = c & 7;
-  float v;
-  if (e == 15 && m == 7) {
-    v = __uint_as_float(0x7fc00000u);
-  } else if (e == 0) {
-    v = ldexpf(static_cast<float>(m), -9);
-  } else {
-    v = ldexpf(1.0f + static_cast<float>(m) / 8.0f, e - 7);
-  }
-  return (c & 0x80) ? -v : v;
-}
-
 __device__ __forceinline__ float tile_scale(float amax, bool pow2_scale) {
   float scale = __fdiv_rn(fmaxf(amax, kDevMinAmax), kDevE4M3Max);
   if (pow2_scale) {

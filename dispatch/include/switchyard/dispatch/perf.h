@@ -42,6 +42,7 @@ struct PerfRow {
   std::string op;        // "dispatch", "combine", "dispatch+combine", ...
   std::string dtype;     // "fp8", "bf16"
   double median_us = 0;
+  double min_us = 0;        // fastest timed run (JSON only)
   double logical_gbps = 0;  // per rank
   double wire_gbps = 0;     // per rank
   int64_t logical_bytes = 0;  // per rank (mean)
