@@ -150,6 +150,13 @@ DistRunResult run_pipeline_training(std::shared_ptr<comm::Communicator> world, c
   trainer.trace().write(run.trace_path, run.timeline_path,
                         "sy-train " + run.layout.to_string() + " " + trainer.schedule().name + " (measured, rank rows)");
 
+  if (!run.trace_path.empty() && result.steps > 0) {
+    std::string path = run.trace_path;
+    if (path.size() > 5 && path.compare(path.size() - 5, 5, ".json") == 0) path.resize(path.size() - 5);
+    path += ".pipeline.json";
+    trainer.write_pipeline_trace(path);
+    if (lead) out << "pipeline trace of the last step (stages, micro-batches, P2P arrows): " << path << "\n";
+  }
   TensorMap weights = trainer.gather_weights();
   if (lead && !run.sample_prompt.empty()) {
     Model<float> full(config);

@@ -321,6 +321,12 @@ int PipelineTrainer::holder_rank(const std::string& name) const {
   return pp_index * groups_.layout.dp * groups_.layout.ep + ep_index;  // DP index 0
 }
 
+void PipelineTrainer::write_pipeline_trace(const std::string& path) {
+  SY_REQUIRE(executor_ != nullptr, "PipelineTrainer: write_pipeline_trace before the first step");
+  if (groups_.ep_index == 0 && groups_.dp_index == 0) executor_->write_trace(path);  // collective over PP
+  groups_.world->barrier();
+}
+
 TensorMap PipelineTrainer::gather_weights() {
   TensorMap w = models_[0]->weights();
   if (groups_.world->size() == 1) return w;

@@ -93,6 +93,11 @@ class PipelineTrainer {
   // Every parameter and router bias, each taken from a rank that holds it (collective).
   TensorMap gather_weights();
 
+  // The executor's measured timeline of the last step of the first pipeline replica (EP
+  // and DP index 0): F/B/W chunks with their real stage and micro-batch, P2P transfers with
+  // send-to-receive arrows, one Chrome/Perfetto file written by world rank 0. Collective.
+  void write_pipeline_trace(const std::string& path);
+
  private:
   bool holds(const Parameter<float>& p) const;  // a parameter of this rank's stages that it updates
   int holder_rank(const std::string& name) const;  // world rank to take `name` from
