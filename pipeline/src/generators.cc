@@ -78,7 +78,8 @@ Schedule generate(ScheduleKind kind, const GeneratorOptions& o) {
       return s;
     case ScheduleKind::kZBH1: s = detail::gen_zb_h1(o.num_ranks, o.num_microbatches); break;
     case ScheduleKind::kZBV:
-      s = detail::gen_zbv(o.num_ranks, o.num_microbatches);
+      s = o.zbv_order == ZbvOrder::kGreedy ? detail::gen_zbv(o.num_ranks, o.num_microbatches)
+                                           : detail::gen_zbv_heuristic(o.num_ranks, o.num_microbatches, o.zbv_costs);
       add_p2p(s, P2PPlacement::kRounds);
       return s;
     case ScheduleKind::kDualPipe:

@@ -10,6 +10,7 @@ Schedule gen_1f1b(int num_ranks, int num_microbatches);
 Schedule gen_interleaved_1f1b(int num_ranks, int num_microbatches, int num_chunks);
 Schedule gen_zb_h1(int num_ranks, int num_microbatches);
 Schedule gen_zbv(int num_ranks, int num_microbatches);
+Schedule gen_zbv_heuristic(int num_ranks, int num_microbatches, const ZbvCosts& costs);
 // Complete generators (compute and P2P, reference batching).
 Schedule gen_dualpipe(int num_ranks, int num_microbatches, bool reduce_mirrored);
 Schedule gen_dualpipev(int num_ranks, int num_microbatches);

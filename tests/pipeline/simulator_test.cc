@@ -192,6 +192,31 @@ TEST(SimulatorTest, ZbvReachesTheFillLowerBoundWhenBalanced) {
       }
 }
 
+TEST(SimulatorTest, ZeroBubbleZbvReachesTheFillLowerBoundOnTheWholeGrid) {
+  // The zero-bubble repository's ZBV heuristic, built for the simulated costs, reaches the
+  // fill lower bound (N-1)F when B-W = F (also at M = 2N+2, where the greedy order pays a
+  // partial last wave); with B-W > F it pays (N-1)(B-W) here. Otherwise (B-W < F) it lies
+  // between the bound and the greedy order. It never loses to the greedy order and keeps the
+  // 1F1B activation peak (2N chunks = N micro-batches of a whole model slice).
+  for (int p : {2, 4, 8})
+    for (int m : {2 * p, 2 * p + 2, 4 * p})
+      for (SimOptions o : {times(1, 2, 1), times(2, 4, 2), times(1, 1.5, 0.5), times(1, 1.25, 0.5), times(1, 3, 1)}) {
+        GeneratorOptions g{p, m};
+        g.zbv_order = ZbvOrder::kZeroBubbleHeuristic;
+        g.zbv_costs = {o.f, o.b - o.w, o.w, 0.0};
+        Schedule s = generate(ScheduleKind::kZBV, g);
+        verify(s);
+        SimResult res = simulate(s, o);
+        if (o.b - o.w >= o.f) {
+          EXPECT_DOUBLE_EQ(res.max_bubble(), (p - 1) * (o.b - o.w)) << "p " << p << " m " << m << " F " << o.f
+                                                                     << " B " << o.b;
+        }
+        EXPECT_GE(res.max_bubble(), (p - 1) * o.f);
+        EXPECT_LE(res.max_bubble(), simulate(generate(ScheduleKind::kZBV, {p, m}), o).max_bubble());
+        EXPECT_LE(*std::max_element(res.peak_activations.begin(), res.peak_activations.end()), 2 * p);
+      }
+}
+
 TEST(SimulatorTest, DerivesThePairFromCommunicationTimes) {
   // F = 1 with 0.5 of it dispatch/combine, B = 2 with 1 of it: compute 0.5 + 1, comm 0.5 + 1,
   // so a perfectly overlapped pair takes max(1.5, 1.5) = 1.5; with more comm, the comm bounds.

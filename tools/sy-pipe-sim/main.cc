@@ -44,6 +44,9 @@ DEFINE_double(dispatch_b, 0.0, "per layer: backward of dispatch (a combine; EP c
 DEFINE_double(attn_b, 0.0, "per layer: attention input gradient (compute)");
 DEFINE_double(experts_w, 0.0, "per layer: experts weight gradient (compute)");
 DEFINE_double(attn_w, 0.0, "per layer: attention weight gradient (compute)");
+DEFINE_string(zbv_order, "greedy",
+              "zbv: greedy (our unit-time list schedule) or zero-bubble (the zero-bubble repository's V "
+              "heuristic, built for costs F = --f, B = --b - --w, W = --w, C = --p2p_latency)");
 DEFINE_bool(json, false, "print JSON instead of the table");
 DEFINE_string(svg, "", "write the timeline picture of the (single) schedule to this file");
 DEFINE_string(trace, "", "write a Chrome/Perfetto trace of the (single) schedule to this file");
@@ -104,6 +107,13 @@ int main(int argc, char** argv) {
     g.num_ranks = FLAGS_ranks;
     g.num_microbatches = FLAGS_microbatches;
     g.num_chunks = FLAGS_chunks;
+    SY_REQUIRE(FLAGS_zbv_order == "greedy" || FLAGS_zbv_order == "zero-bubble",
+               "--zbv_order = '" << FLAGS_zbv_order << "': valid are greedy, zero-bubble");
+    if (FLAGS_zbv_order == "zero-bubble") {
+      g.zbv_order = ZbvOrder::kZeroBubbleHeuristic;
+      g.zbv_costs = {opt.moe ? opt.moe->f() : FLAGS_f, opt.moe ? opt.moe->b() - opt.moe->w() : FLAGS_b - FLAGS_w,
+                     opt.moe ? opt.moe->w() : FLAGS_w, FLAGS_p2p_latency};
+    }
     nlohmann::json out = nlohmann::json::array();
     if (!FLAGS_json)
       std::printf("%-17s %5s %5s %10s %10s %10s %11s %8s %7s %11s\n", "schedule", "ranks", "mb", "makespan",

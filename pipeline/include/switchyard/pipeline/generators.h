@@ -27,11 +27,24 @@ const char* schedule_kind_name(ScheduleKind kind);
 ScheduleKind parse_schedule_kind(const std::string& name);
 std::vector<ScheduleKind> all_schedule_kinds();
 
+// Per-chunk costs for the zero-bubble repository's ZBV heuristic (GeneratorOptions::zbv_order).
+struct ZbvCosts {
+  double f = 1, b = 1, w = 1;  // forward, input-gradient backward, weight gradient of one chunk
+  double comm = 0;             // one P2P transfer
+};
+
+// Order of the ZBV generator. kGreedy: our unit-time list schedule (docs/pipeline.md).
+// kZeroBubbleHeuristic: the V-schedule heuristic of sail-sg/zero-bubble-pipeline-parallelism
+// (scheduler/zbv.py), which depends on the costs.
+enum class ZbvOrder { kGreedy, kZeroBubbleHeuristic };
+
 struct GeneratorOptions {
   int num_ranks = 0;          // pipeline ranks (devices)
   int num_microbatches = 0;   // total micro-batches of the step (both directions for DualPipe)
   int num_chunks = 2;         // interleaved 1F1B only: model chunks (virtual stages) per rank
   bool reduce_mirrored = true;  // DualPipe: append REDUCE of each stage over its two copies
+  ZbvOrder zbv_order = ZbvOrder::kGreedy;  // zbv only
+  ZbvCosts zbv_costs;                      // zbv with kZeroBubbleHeuristic only
 };
 
 // What a kind accepts, in words (used in error messages and --help).
