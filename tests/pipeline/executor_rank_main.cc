@@ -1,7 +1,8 @@
 // pipeline_executor_rank: rank program of the executor tests (started by sy-run).
 //
 // Usage: pipeline_executor_rank SCHEDULE RANKS MICROBATCHES [TRACE_FILE]
-// (SCHEDULE "dualpipe-noreduce": DualPipe without the mirrored-gradient REDUCE, must fail.)
+// (SCHEDULE "dualpipe-noreduce": DualPipe without the mirrored-gradient REDUCE, must fail;
+// "zbv-zero-bubble": ZBV in the zero-bubble repository's heuristic order, costs F=1 B=1.5 W=0.5.)
 // With TRACE_FILE rank 0 also checks the merged trace: one flow per transfer, one box per chunk.
 // A small differentiable FP64 model, one tanh layer per stage (y = tanh(W x + b), hidden 6),
 // loss 0.5 * ||y_last - target||^2 summed over micro-batches, runs under the schedule on real
@@ -124,6 +125,11 @@ int main(int argc, char** argv) {
     if (kind == "dualpipe-noreduce") {
       kind = "dualpipe";
       g.reduce_mirrored = false;
+    }
+    if (kind == "zbv-zero-bubble") {
+      kind = "zbv";
+      g.zbv_order = ZbvOrder::kZeroBubbleHeuristic;
+      g.zbv_costs = {1.0, 1.5, 0.5, 0.0};
     }
     Schedule s = generate(parse_schedule_kind(kind), g);
     const int S = s.num_stages, M = s.num_microbatches;
