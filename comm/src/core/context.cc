@@ -295,13 +295,13 @@ void Context::poll() {
   if (lock.owns_lock()) progress_locked();
 }
 
-bool Context::progress_locked() {
-  // A failed context freezes its transports: nothing may write into user buffers any more.
-  if (failed_) return false;
-  bool moved = false;
-  for (auto* t : transports_) moved |= t->progress();
+bool Context::advance_ops_locked(bool inline_only, bool& moved) {
   for (auto it = ops_.begin(); it != ops_.end();) {
     Op& op = **it;
+    if (inline_only && !op.inline_rest) {
+      ++it;
+      continue;
+    }
     try {
       moved |= advance(op);
     } catch (...) {
@@ -309,7 +309,8 @@ bool Context::progress_locked() {
         // Failed with transfers outstanding: peers are mid-operation and messages may
         // still land in its buffers, so the whole context is broken (abort and re-init).
         fail_all_locked(std::current_exception());
-        return true;
+        moved = true;
+        return false;
       }
       // Failed between steps (a local check): only this operation fails.
       op.work->finish(std::current_exception());
@@ -322,6 +323,19 @@ bool Context::progress_locked() {
     else
       ++it;
   }
+  return true;
+}
+
+bool Context::progress_locked() {
+  // A failed context freezes its transports: nothing may write into user buffers any more.
+  if (failed_) return false;
+  bool moved = false;
+  // Ring-polling ops (the rest of inline exchanges) first: they take their messages
+  // straight from the ring heads, before the transports' pass would move them to the
+  // unexpected list (an allocation and a copy each).
+  if (!advance_ops_locked(true, moved)) return true;
+  for (auto* t : transports_) moved |= t->progress();
+  if (!advance_ops_locked(false, moved)) return true;
   pending_ops_.store(ops_.size(), std::memory_order_release);
   if (!ops_.empty() && (++progress_calls_ & 63) == 0) {
     auto now = std::chrono::steady_clock::now();

@@ -98,6 +98,9 @@ class Context : public std::enable_shared_from_this<Context> {
 
  private:
   bool progress_locked();
+  // Advances ops_ (only those with inline_rest when `inline_only`), erasing finished ones;
+  // false when an op broke the context (fail_all_locked ran).
+  bool advance_ops_locked(bool inline_only, bool& moved);
   // Inline path: tries every transfer of `step` not yet done; returns how many finished.
   size_t poll_inline_locked(const OpName& name, InlineStep& step);
   bool advance(Op& op);
