@@ -4,7 +4,9 @@
 # both ranks measure at once and the collectives run over comm), predict the training step with
 # the planner's formulas, and measure the real step (sy-train, 1 rank; sy-run -n 2 with EP 2 and
 # with DP 2). Rounds alternate calibration, prediction and measurement so both see the same load.
-# Prints one line per round and run, then the medians over rounds and predicted / measured.
+# Prints one line per round and run, then the medians over rounds and predicted / measured, for
+# wall time (the check) and for CPU time per step (--calibrate_cpu_clock vs user + sys of the
+# ranks), which the load of other jobs on a shared machine changes much less.
 #
 # Usage: bench/plan_calibration.sh [BUILD_DIR] [ROUNDS]   (defaults: build, 5)
 # Env: PRESET (tiny), BATCH (4 sequences per step, global), SEQ (256), STEPS (6; the step time
@@ -31,9 +33,23 @@ step_of_log() {  # median of the steps after the first two
   $PY -c 'import json,sys,statistics; s=[json.loads(l)["seconds"] for l in open(sys.argv[1])][2:]; print(statistics.median(s))' "$1"
 }
 load() { cut -d' ' -f1 /proc/loadavg; }
+# CPU seconds per step of the busiest rank: (user + sys of a STEPS-step run - of a 2-step run)
+# / (STEPS - 2), per rank, max over ranks. Files $1.<rank> and $2.<rank> from /usr/bin/time.
+cpu_per_step() {
+  $PY - "$1" "$2" "$3" "$STEPS" <<'PYEOF'
+import glob, sys
+full, short, n, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+def cpu(path): u, s = open(path).read().split()[-2:]; return float(u) + float(s)
+print(max((cpu(f"{full}.{r}") - cpu(f"{short}.{r}")) / (steps - 2) for r in range(n)))
+PYEOF
+}
+# Runs sy-train (args after the output prefix) with /usr/bin/time writing PREFIX.<rank>.
+TIMED=(bash -c '/usr/bin/time -f "%U %S" -o "$0.${SY_RANK:-0}" "$@"')
 
 echo "# sy-plan calibration: $PRESET, batch $BATCH x $SEQ, fp32, 1 BLAS thread per rank; $(nproc) cores; nice $NICE; $(date -u +%FT%TZ)"
-echo "# round run          layout          load  predicted_s  measured_s  ratio"
+echo "# wall: step seconds (sy-train log, median of steps 3..$STEPS) vs sy-plan --calibrate"
+echo "# cpu: CPU seconds per step of the busiest rank ((run of $STEPS steps - run of 2) / $((STEPS - 2))) vs --calibrate_cpu_clock"
+echo "# round run     load  wall_pred  wall_meas  ratio   cpu_pred  cpu_meas  ratio"
 RES="$OUT/results.txt"; : > "$RES"
 for r in $(seq 1 "$ROUNDS"); do
   for run in single ep2 dp2; do
@@ -43,35 +59,32 @@ for r in $(seq 1 "$ROUNDS"); do
       dp2)    lay=(--gpus_per_node 2 --ep 1 --dp 2 --micro_batch $((BATCH / 2))); n=2; dist=(--ep 1 --dp 2) ;;
     esac
     l0=$(load)
-    if [ "$n" = 1 ]; then
-      p=$(nice -n "$NICE" "${PLAN[@]}" "${lay[@]}" --calibrate_out "$OUT/cluster-$run.json" | step_of_plan)
-    else
-      p=$("${RUN[@]}" -n "$n" --tag-output=false -- "${PLAN[@]}" "${lay[@]}" --calibrate_out "$OUT/cluster-$run.json" |
-          step_of_plan)
-    fi
+    launch=(nice -n "$NICE"); [ "$n" = 1 ] || launch=("${RUN[@]}" -n "$n" --tag-output=false --)
+    p=$("${launch[@]}" "${PLAN[@]}" "${lay[@]}" --calibrate_out "$OUT/cluster-$run.json" | step_of_plan)
+    pc=$("${launch[@]}" "${PLAN[@]}" "${lay[@]}" --calibrate_cpu_clock --calibrate_out "$OUT/cluster-$run-cpu.json" |
+         step_of_plan)
     rm -f "$OUT/$run.jsonl"
-    if [ "$n" = 1 ]; then
-      nice -n "$NICE" "${TRAIN[@]}" --log_jsonl "$OUT/$run.jsonl" > "$OUT/$run.log" 2>&1
-    else
-      "${RUN[@]}" -n "$n" -- "${TRAIN[@]}" "${dist[@]}" --log_jsonl "$OUT/$run.jsonl" > "$OUT/$run.log" 2>&1
-    fi
+    [ "$n" = 1 ] || launch=("${RUN[@]}" -n "$n" --)
+    "${launch[@]}" "${TIMED[@]}" "$OUT/cpu-$run-full" "${TRAIN[@]}" "${dist[@]}" --log_jsonl "$OUT/$run.jsonl" \
+      > "$OUT/$run.log" 2>&1
+    "${launch[@]}" "${TIMED[@]}" "$OUT/cpu-$run-short" "${TRAIN[@]}" "${dist[@]}" --steps 2 > "$OUT/$run-short.log" 2>&1
     m=$(step_of_log "$OUT/$run.jsonl")
-    echo "$r $run ${lay[*]} $l0 $p $m" >> "$RES"
-    printf "%-7s %-12s %-15s %5s  %11.3f  %10.3f  %5.2f\n" "$r" "$run" "ep${lay[3]}_dp${lay[5]}" "$l0" "$p" "$m" \
-      "$($PY -c "print($p / $m)")"
+    mc=$(cpu_per_step "$OUT/cpu-$run-full" "$OUT/cpu-$run-short" "$n")
+    echo "$r $run $l0 $p $m $pc $mc" >> "$RES"
+    printf "%-7s %-7s %5s  %9.3f  %9.3f  %5.2f  %9.3f  %8.3f  %5.2f\n" "$r" "$run" "$l0" "$p" "$m" \
+      "$($PY -c "print($p / $m)")" "$pc" "$mc" "$($PY -c "print($pc / $mc)")"
   done
 done
-$PY - "$RES" <<'EOF'
+$PY - "$RES" <<'EOF2'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
-print("\n# medians over rounds (predicted and measured each the median of its column)")
-print("| run | layout | ranks | load avg | predicted step s | measured step s | predicted / measured | within +-25% |")
-print("|---|---|---|---|---|---|---|---|")
+print("\n# medians over rounds (each column's median; ratio = predicted / measured)")
+print("| run | layout | ranks | load avg | wall predicted s | wall measured s | ratio | CPU predicted s | CPU measured s | ratio |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for run, desc, ranks in (("single", "pp1 ep1 dp1", 1), ("ep2", "pp1 ep2 dp1", 2), ("dp2", "pp1 ep1 dp2", 2)):
     rs = [r for r in rows if r[1] == run]
     if not rs: continue
-    p = statistics.median(float(r[-2]) for r in rs); m = statistics.median(float(r[-1]) for r in rs)
-    ld = statistics.median(float(r[-3]) for r in rs)
-    print(f"| {run} | {desc} | {ranks} | {ld:.1f} | {p:.3f} | {m:.3f} | {p / m:.2f} | {'yes' if abs(p / m - 1) <= 0.25 else 'no'} |")
-EOF
+    ld, p, m, pc, mc = (statistics.median(float(r[i]) for r in rs) for i in range(2, 7))
+    print(f"| {run} | {desc} | {ranks} | {ld:.1f} | {p:.3f} | {m:.3f} | {p / m:.2f} | {pc:.3f} | {mc:.3f} | {pc / mc:.2f} |")
+EOF2
 echo "# work folder: $OUT (cluster-*.json: the calibrated cluster descriptions of the last round)"

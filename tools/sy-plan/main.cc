@@ -33,6 +33,8 @@ DEFINE_bool(calibrate, false,
 DEFINE_string(calibrate_out, "", "with --calibrate: write the measured cluster description to this file (rank 0)");
 DEFINE_int32(calibrate_reps, 5, "with --calibrate: timed runs per operation (median)");
 DEFINE_double(calibrate_sample_s, 0.05, "with --calibrate: each timed sample repeats an operation this long");
+DEFINE_bool(calibrate_cpu_clock, false,
+            "with --calibrate: time in process CPU seconds instead of wall seconds (predicts CPU time per step)");
 DEFINE_int64(vocab, 0, "override the model's vocabulary size (sy-train's byte tokenizer: 256)");
 DEFINE_int32(pp, 16, "pipeline-parallel ranks");
 DEFINE_int32(ep, 64, "expert-parallel ranks");
@@ -118,7 +120,7 @@ int run() {
     std::shared_ptr<switchyard::comm::Communicator> world;
     if (switchyard::comm::LaunchEnv::detect().world_size > 1) world = switchyard::comm::Communicator::init();
     cluster = plan::calibrate_cpu(cluster, spec, layout, world.get(), FLAGS_calibrate_reps,
-                                   FLAGS_calibrate_sample_s);
+                                   FLAGS_calibrate_sample_s, FLAGS_calibrate_cpu_clock);
     if (world && world->rank() != 0) return 0;
     if (!FLAGS_calibrate_out.empty()) {
       std::ofstream f(FLAGS_calibrate_out);

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cmath>
 #include <functional>
 #include <list>
@@ -27,21 +28,30 @@ namespace {
 // Seconds per call of fn: one warm-up call, then `reps` samples, each calling fn until at
 // least min_sample_s seconds have passed (so that a sample sees the machine's load the way a
 // training step does, rather than fitting between two preemptions); the median sample.
+// With cpu_clock the seconds are this process's CPU time (all its threads) instead of wall time.
 struct Timer {
   int reps = 5;
   double min_sample_s = 0.05;
+  bool cpu_clock = false;
+
+  double now() const {
+    if (!cpu_clock) return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+  }
 
   double operator()(const std::function<void()>& fn) const {
     fn();
     std::vector<double> t;
     for (int i = 0; i < reps; ++i) {
-      auto t0 = std::chrono::steady_clock::now();
+      const double t0 = now();
       int64_t calls = 0;
       double elapsed = 0;
       do {
         fn();
         ++calls;
-        elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        elapsed = now() - t0;
       } while (elapsed < min_sample_s);
       t.push_back(elapsed / double(calls));
     }
@@ -51,18 +61,18 @@ struct Timer {
   // The same for a collective: every rank makes the same number of calls per sample (the
   // largest count any rank needs to fill min_sample_s after its warm-up call).
   double collective(comm::Communicator& world, const std::function<void()>& fn) const {
-    auto t0 = std::chrono::steady_clock::now();
+    double t0 = now();
     fn();
-    const double warm = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double warm = now() - t0;
     double want = std::ceil(min_sample_s / std::max(warm, 1e-9)), calls = 1;
     world.all_reduce(&want, &calls, 1, comm::DataType::kFloat64, comm::ReduceOp::kMax);
     calls = std::max(calls, 1.0);
     std::vector<double> t;
     for (int i = 0; i < reps; ++i) {
       world.barrier();
-      t0 = std::chrono::steady_clock::now();
+      t0 = now();
       for (int64_t c = 0; c < static_cast<int64_t>(calls); ++c) fn();
-      t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / calls);
+      t.push_back((now() - t0) / calls);
     }
     return median(t);
   }
@@ -371,10 +381,10 @@ void max_over_ranks(comm::Communicator* world, std::vector<double>& v) {
 }  // namespace
 
 ClusterSpec calibrate_cpu(const ClusterSpec& base, const TrainingSpec& spec, const Layout& layout,
-                          comm::Communicator* world, int reps, double min_sample_s) {
+                          comm::Communicator* world, int reps, double min_sample_s, bool cpu_clock) {
   SY_REQUIRE(reps >= 1, "calibrate: reps " << reps << " must be >= 1");
   SY_REQUIRE(min_sample_s >= 0, "calibrate: min_sample_s " << min_sample_s << " must be >= 0");
-  const Timer timer{reps, min_sample_s};
+  const Timer timer{reps, min_sample_s, cpu_clock};
   SY_REQUIRE(spec.recipe.linear_gemm == "fp32",
              "calibrate: the CPU trainer runs the fp32 recipe, not " << spec.recipe.name);
   SY_REQUIRE(layout.ep >= 1 && layout.dp >= 1, "calibrate: ep " << layout.ep << " and dp " << layout.dp << " must be >= 1");
@@ -474,7 +484,8 @@ ClusterSpec calibrate_cpu(const ClusterSpec& base, const TrainingSpec& spec, con
     c.collective_gbps["all_to_all"] = double(a2a_floats) * 4 * (g - 1) / seconds[i++] / 1e9;
   }
 
-  const std::string how = " (sy-plan --calibrate: " + std::to_string(g) + " rank(s) measuring at once, max over " +
+  const std::string how = std::string(" (sy-plan --calibrate") + (cpu_clock ? " in process CPU seconds" : "") +
+                          ": " + std::to_string(g) + " rank(s) measuring at once, max over " +
                           "ranks of medians of " + std::to_string(reps) + " samples of >= " + std::to_string(min_sample_s) + " s, " + std::to_string(tokens) +
                           " tokens per rank)";
   c.sources["gemm_shapes"] = "cblas_sgemm forward + input-gradient + weight-gradient passes, 1 thread" + how;

@@ -21,7 +21,10 @@
 // slowest). Each cost is the median of `reps` samples after one warm-up call; a sample
 // repeats the op for at least min_sample_s seconds, so that on a loaded machine it sees
 // the same share of the cores as a training step does (a single short call would often
-// run between two preemptions and look faster than the op runs inside a step).
+// run between two preemptions and look faster than the op runs inside a step). With
+// cpu_clock the times are process CPU seconds instead of wall seconds: the rates then
+// predict the CPU time of a step, which the load of other jobs on the machine changes
+// little (bench/plan_calibration.sh compares both).
 //
 // Blocking, collective over `world` when it is given (every rank calls with the same
 // arguments). Sets OpenBLAS to one thread. Seconds per call: a few on the tiny preset.
@@ -39,6 +42,7 @@ namespace switchyard::trainer::plan {
 // Throws InvalidArgument when the recipe is not fp32 (the CPU trainer's), reps < 1 or
 // min_sample_s < 0.
 ClusterSpec calibrate_cpu(const ClusterSpec& base, const TrainingSpec& spec, const Layout& layout,
-                          comm::Communicator* world = nullptr, int reps = 5, double min_sample_s = 0.05);
+                          comm::Communicator* world = nullptr, int reps = 5, double min_sample_s = 0.05,
+                          bool cpu_clock = false);
 
 }  // namespace switchyard::trainer::plan
