@@ -462,29 +462,24 @@ py::tuple layout_tuple(const Buffer& buf, const at::Tensor& topk_idx_in) {
                         in_rank);
 }
 
-// Low-latency receive view copied into tensors (the C++ view is valid until the next send).
-py::dict low_latency_view_dict(const dispatch::LowLatencyView& v, int64_t num_local_experts, int64_t hidden) {
-  const int64_t slots = v.slots_per_expert;
-  at::Tensor x = at::empty({num_local_experts, slots, hidden}, at::TensorOptions().dtype(
-      v.dtype == comm::DataType::kFloat8E4M3 ? at::kByte : at::kBFloat16));
-  std::memcpy(x.data_ptr(), v.x, x.nbytes());
+// Low-latency receive view as tensors: copies (copy=true), or views of the Buffer's receive
+// area (copy=false, as DeepEP returns them: valid until the next low_latency_dispatch; each
+// view keeps the Buffer alive).
+at::Tensor ll_tensor(const void* p, std::vector<int64_t> shape, at::ScalarType type,
+                     const std::shared_ptr<Buffer>& owner, bool copy) {
+  at::Tensor view = at::from_blob(const_cast<void*>(p), shape, [owner](void*) {}, at::TensorOptions().dtype(type));
+  return copy ? view.clone() : view;
+}
+
+py::dict low_latency_view_dict(const dispatch::LowLatencyView& v, const std::shared_ptr<Buffer>& b, bool copy) {
+  const int64_t l = b->num_local_experts(), slots = v.slots_per_expert, hidden = b->options().hidden;
+  const bool fp8 = v.dtype == comm::DataType::kFloat8E4M3;
   py::dict d;
-  d["x"] = x;
-  if (v.dtype == comm::DataType::kFloat8E4M3) {
-    const int64_t s = (hidden + 127) / 128;
-    at::Tensor sc = at::empty({num_local_experts, slots, s}, at::kFloat);
-    std::memcpy(sc.data_ptr(), v.scales, sc.nbytes());
-    d["scales"] = sc;
-  }
-  at::Tensor count = at::empty({num_local_experts}, at::kInt);
-  std::memcpy(count.data_ptr(), v.count, count.nbytes());
-  at::Tensor src_rank = at::empty({num_local_experts, slots}, at::kInt);
-  std::memcpy(src_rank.data_ptr(), v.src_rank, src_rank.nbytes());
-  at::Tensor src_token = at::empty({num_local_experts, slots}, at::kInt);
-  std::memcpy(src_token.data_ptr(), v.src_token, src_token.nbytes());
-  d["count"] = count;
-  d["src_rank"] = src_rank;
-  d["src_token"] = src_token;
+  d["x"] = ll_tensor(v.x, {l, slots, hidden}, fp8 ? at::kByte : at::kBFloat16, b, copy);
+  if (fp8) d["scales"] = ll_tensor(v.scales, {l, slots, dispatch::fp8_num_tiles(hidden)}, at::kFloat, b, copy);
+  d["count"] = ll_tensor(v.count, {l}, at::kInt, b, copy);
+  d["src_rank"] = ll_tensor(v.src_rank, {l, slots}, at::kInt, b, copy);
+  d["src_token"] = ll_tensor(v.src_token, {l, slots}, at::kInt, b, copy);
   return d;
 }
 
@@ -685,8 +680,9 @@ void bind_dispatch(py::module_& m) {
           py::arg("grad_y"), py::arg("handle"), py::arg("expert_out"), py::arg("weights") = py::none())
       .def(
           "low_latency_dispatch",
-          [](Buffer& b, const at::Tensor& x_in, const at::Tensor& idx_in, const std::optional<at::Tensor>& w_in,
-             bool use_fp8, bool pow2_scales) {
+          [](const std::shared_ptr<Buffer>& owner, const at::Tensor& x_in, const at::Tensor& idx_in,
+             const std::optional<at::Tensor>& w_in, bool use_fp8, bool pow2_scales, bool copy) {
+            Buffer& b = *owner;
             at::Tensor x = cpu_contiguous(x_in, "low_latency_dispatch: x", 2);
             SY_REQUIRE(x.scalar_type() == at::kBFloat16, "low_latency_dispatch: x has dtype "
                                                              << c10::toString(x.scalar_type()) << ", expected bfloat16");
@@ -711,20 +707,26 @@ void bind_dispatch(py::module_& m) {
               py::gil_scoped_release nogil;
               v = b.low_latency_dispatch(a);
             }
-            return low_latency_view_dict(v, b.num_local_experts(), b.options().hidden);
+            return low_latency_view_dict(v, owner, copy);
           },
           py::arg("x"), py::arg("topk_idx"), py::arg("topk_weights") = py::none(), py::arg("use_fp8") = true,
-          py::arg("pow2_scales") = false)
+          py::arg("pow2_scales") = false, py::arg("copy") = true)
       .def(
           "low_latency_combine",
           [](Buffer& b, const at::Tensor& out_in, int64_t num_tokens) {
             at::Tensor out = cpu_contiguous(out_in, "low_latency_combine: expert_out", 3);
             SY_REQUIRE(out.scalar_type() == at::kBFloat16, "low_latency_combine: expert_out must be bfloat16");
-            SY_REQUIRE(out.size(0) == b.num_local_experts() && out.size(2) == b.options().hidden,
+            const int64_t slots = b.num_ranks() * b.options().low_latency_max_tokens;
+            SY_REQUIRE(out.size(0) == b.num_local_experts() && out.size(1) == slots && out.size(2) == b.options().hidden,
                        "low_latency_combine: expert_out has shape [" << out.size(0) << ", " << out.size(1) << ", "
                                                                      << out.size(2) << "], expected ["
-                                                                     << b.num_local_experts() << ", slots, "
-                                                                     << b.options().hidden << "]");
+                                                                     << b.num_local_experts() << ", " << slots << ", "
+                                                                     << b.options().hidden
+                                                                     << "] (local experts, ranks * low_latency_max_tokens, hidden)");
+            SY_REQUIRE(num_tokens >= 0 && num_tokens <= b.options().low_latency_max_tokens,
+                       "low_latency_combine: num_tokens = " << num_tokens << " is outside [0, "
+                                                            << b.options().low_latency_max_tokens
+                                                            << "] (low_latency_max_tokens)");
             const uint16_t* y = nullptr;
             {
               py::gil_scoped_release nogil;

@@ -260,7 +260,28 @@ for j in range(L):
     for m in ms:
         key = (int(ref["src_rank"][m]), int(ref["src_tok"][m]))
         check(key in got and torch.equal(got[key], ref["recv_x"][m]), f"low-latency row {key} of expert {j}")
-y = ll.low_latency_combine(view["x"], T)
+# Views of the receive area (copy=False, as DeepEP returns them) hold the same rows as the
+# copies (slot order within an expert may differ between calls: slots are claimed in
+# arrival order).
+views = ll.low_latency_dispatch(x, idx, w, use_fp8=False, copy=False)
+check(torch.equal(views["count"], view["count"]), "low-latency view counts")
+
+
+def ll_rows(v, j):
+    n = int(v["count"][j])
+    return {(int(v["src_rank"][j, s]), int(v["src_token"][j, s])): v["x"][j, s].clone() for s in range(n)}
+
+
+for j in range(L):
+    a_rows, b_rows = ll_rows(views, j), ll_rows(view, j)
+    check(a_rows.keys() == b_rows.keys() and all(torch.equal(a_rows[k], b_rows[k]) for k in a_rows),
+          f"low-latency view rows of expert {j}")
+try:
+    ll.low_latency_combine(view["x"], 9)
+    raise AssertionError("no error for num_tokens above low_latency_max_tokens")
+except errors.InvalidArgument as e:
+    check("low_latency_max_tokens" in str(e), f"num_tokens message: {e}")
+y = ll.low_latency_combine(views["x"].clone(), T)  # combine takes the layout of the latest dispatch
 w_eff = torch.where(idx >= 0, w, torch.zeros_like(w)).sum(1, keepdim=True)
 check(torch.allclose(y.float(), w_eff * x.float(), rtol=2e-2, atol=2e-2), "low-latency combine")
 
