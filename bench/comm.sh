@@ -91,7 +91,8 @@ tag_bw() {
   kill "$srv" 2>/dev/null; wait "$srv" 2>/dev/null; bg_pids=()
 }
 
-# ucx_perftest tag_lat over tcp on lo, 1 KiB; prints the typical (median-like) latency in us.
+# ucx_perftest tag_lat over tcp on lo, 1 KiB; prints the typical (median-like) latency in us
+# (its average, which includes the scheduling stalls of a loaded host, goes to $OUT/tag_lat_avg.*).
 tag_lat() {
   local port=$(( 30000 + RANDOM % 20000 ))
   while port_listening "$port"; do port=$(( port + 1 )); done
@@ -99,7 +100,7 @@ tag_lat() {
   local srv=$!; bg_pids+=("$srv")
   for _ in $(seq 100); do port_listening "$port" && break; sleep 0.05; done
   UCX_TLS=tcp UCX_NET_DEVICES=lo timeout 60 ucx_perftest 127.0.0.1 -p "$port" -t tag_lat -s 1024 -n 2000 -w 100 \
-    2>&1 | awk '$1 == "Final:" {print $3}'
+    2>&1 | awk '$1 == "Final:" {print $3; print $4 > "/dev/stderr"}'
   kill "$srv" 2>/dev/null; wait "$srv" 2>/dev/null; bg_pids=()
 }
 
@@ -160,7 +161,7 @@ if has ucxlat; then
   small=(-n 200 -w 20 --min_ms 0 --repeat 5 -c 1 --json)
   for ((r = 1; r <= RUNS; r++)); do
     log "ucxlat run $r/$RUNS"
-    wait_quiet "tag_lat.$r"; tag_lat >"$OUT/tag_lat.$r"
+    wait_quiet "tag_lat.$r"; tag_lat >"$OUT/tag_lat.$r" 2>"$OUT/tag_lat_avg.$r"
     wait_quiet "ucxlat.a2a.$r"
     UCX_NET_DEVICES=lo "$bin/sy-run" -n 4 --nodes 2 --timeout 120 --notag_output -- "$bin/sy-a2a-perf" \
       --op all_to_all -b 4K -e 4K "${small[@]}" >"$OUT/ucxlat.a2a.$r.json" 2>"$OUT/ucxlat.a2a.$r.err" ||

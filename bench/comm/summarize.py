@@ -160,18 +160,19 @@ def ucx_latency():
     a2a_old = [load_json(os.path.join(out, f"ucxlat.a2a_old.{r}.json")) for r in range(1, runs + 1)]
     p2p = [load_json(os.path.join(out, f"ucxlat.p2p.{r}.json")) for r in range(1, runs + 1)]
     lat = [load_float(os.path.join(out, f"tag_lat.{r}")) for r in range(1, runs + 1)]
+    lat_avg = [load_float(os.path.join(out, f"tag_lat_avg.{r}")) for r in range(1, runs + 1)]
     if not any(a2a) and not any(p2p):
         print("\nucxlat: no results")
         return
     print("\n### Small messages between virtual nodes (UCX tcp on lo)\n")
-    print("| what | time us | ucx_perftest tag_lat 1 KiB us | ratio to tag_lat |")
-    print("|---|---|---|---|")
+    print("| what | time us | ucx_perftest tag_lat 1 KiB typical us | ratio to typical | tag_lat average us |")
+    print("|---|---|---|---|---|")
     for name, docs in (("all_to_all 1 KiB per peer, 4 ranks on 2 nodes", a2a),
                        ("the same, wait policy before the fix (spin 2000, 50 yields)", a2a_old),
                        ("p2p 1 KiB, 2 ranks on 2 nodes (messages back to back, one in flight)", p2p)):
         t = [d["results"][0]["switchyard"]["time_us"] if d and d.get("results") else None for d in docs]
         ratio = [a / b for a, b in zip(t, lat) if a and b]
-        print(f"| {name} | {med(t)} | {med(lat)} | {med(ratio)} |")
+        print(f"| {name} | {med(t)} | {med(lat)} | {med(ratio)} | {med(lat_avg)} |")
 
 
 latency()
