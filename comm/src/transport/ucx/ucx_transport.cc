@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <ucp/api/ucp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <sstream>
@@ -72,6 +73,7 @@ struct PeerState {
   ucs_status_t error = UCS_OK;  // first error the endpoint reported
   void* bye_recv = nullptr;  // posted receive of the peer's goodbye
   bool bye_done = false;
+  std::chrono::steady_clock::time_point heard{};  // last receive from this peer that completed
 };
 
 // The ucp context, worker and endpoints. Shared by the Transport and its requests so a
@@ -262,7 +264,11 @@ class UcxRequest : public TransportRequest {
  private:
   void finish(ucs_status_t status, const ucp_tag_recv_info_t* info) {
     status_ = status;
-    if (is_recv_ && status == UCS_OK && info != nullptr) bytes_ = info->length;
+    if (is_recv_ && status == UCS_OK && info != nullptr) {
+      bytes_ = info->length;
+      // Any message is a sign of life (a heartbeat can queue behind a long transfer).
+      worker_->peer(peer_).heard = std::chrono::steady_clock::now();
+    }
   }
   std::string op_text() const {
     std::ostringstream s;
@@ -339,7 +345,8 @@ class UcxTransport : public Transport {
     for (size_t i = 0; i < peers_.size(); ++i) {
       int peer = peers_[i];
       if (worker_->failed(peer) || worker_->said_bye(peer)) continue;
-      auto silent = std::chrono::duration_cast<std::chrono::milliseconds>(now - beats_[i].heard).count();
+      auto heard = std::max(beats_[i].heard, worker_->peer(peer).heard);
+      auto silent = std::chrono::duration_cast<std::chrono::milliseconds>(now - heard).count();
       if (silent > beat_timeout_ms_) {
         // Treated as a broken connection from here on (shutdown sends it no goodbye and
         // does not wait for a flush it would never answer).
