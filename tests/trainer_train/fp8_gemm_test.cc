@@ -1,5 +1,6 @@
 // FP8 recipe emulation vs an FP64 GEMM of inputs quantized here, tile by tile, from the
-// recipe's definition (1x128, 128x128 and 128x1 tiles, scale = max(amax, 1e-4) / 448).
+// recipe's definition (1x128, 128x128 and 128x1 tiles, scale = max(amax, floor) / 448 with
+// floor 1e-4 for activations and weights, 1e-4 * 2^-32 for activation gradients).
 #include "switchyard/trainer/train/fp8_gemm.h"
 
 #include <gtest/gtest.h>
@@ -26,14 +27,14 @@ std::vector<float> random_matrix(int64_t rows, int64_t cols, uint64_t seed) {
 
 // Dequantized (FP64) copy of x [rows, cols] quantized in tiles of tr x tc elements.
 std::vector<double> quantize_reference(const std::vector<float>& x, int64_t rows, int64_t cols, int64_t tr,
-                                       int64_t tc) {
+                                       int64_t tc, float floor = 1e-4f) {
   std::vector<double> out(rows * cols);
   for (int64_t r0 = 0; r0 < rows; r0 += tr)
     for (int64_t c0 = 0; c0 < cols; c0 += tc) {
       float amax = 0;
       for (int64_t r = r0; r < std::min(rows, r0 + tr); ++r)
         for (int64_t c = c0; c < std::min(cols, c0 + tc); ++c) amax = std::max(amax, std::fabs(x[r * cols + c]));
-      float scale = std::max(amax, 1e-4f) / 448.0f;
+      float scale = std::max(amax, floor) / 448.0f;
       for (int64_t r = r0; r < std::min(rows, r0 + tr); ++r)
         for (int64_t c = c0; c < std::min(cols, c0 + tc); ++c)
           out[r * cols + c] = double(dispatch::e4m3_to_float(dispatch::e4m3_from_float(x[r * cols + c] / scale))) *
@@ -77,6 +78,9 @@ void expect_within_bound(const std::vector<float>& got, const std::vector<double
   EXPECT_GT(worst, 0.0) << what << ": suspiciously exact";
 }
 
+// The amax floor of activation-gradient tiles.
+const float kGradFloor = std::ldexp(1e-4f, -kFp8GradientShift);
+
 constexpr int64_t kN = 150, kIn = 300, kOut = 260;  // none a multiple of 128
 
 TEST(Fp8GemmTest, ForwardMatchesFp64OfTileQuantizedInputs) {
@@ -95,7 +99,7 @@ TEST(Fp8GemmTest, InputGradientMatchesFp64OfTileQuantizedInputs) {
   fp8_linear_backward_input(dy.data(), W.data(), kN, kIn, kOut, dx.data(), /*accumulate=*/true, {});
   std::vector<double> ref, abs;
   auto wq = transpose(quantize_reference(W, kOut, kIn, 128, 128), kOut, kIn);  // [in, out], same blocks
-  gemm_nt_reference(quantize_reference(dy, kN, kOut, 1, 128), wq, kN, kIn, kOut, ref, abs);
+  gemm_nt_reference(quantize_reference(dy, kN, kOut, 1, 128, kGradFloor), wq, kN, kIn, kOut, ref, abs);
   for (auto& v : ref) v += 1.0;  // accumulated onto ones
   for (auto& v : abs) v += 1.0;
   expect_within_bound(dx, ref, abs, kOut, "dgrad");
@@ -106,13 +110,35 @@ TEST(Fp8GemmTest, WeightGradientUses128x1TilesAlongTokens) {
   std::vector<float> dW(kOut * kIn, 0.5f);
   fp8_linear_backward_weight(dy.data(), x.data(), kN, kIn, kOut, dW.data(), {});
   // 128x1 tiles: 128 tokens of one channel.
-  auto dyq = transpose(quantize_reference(dy, kN, kOut, 128, 1), kN, kOut);  // [out, n]
+  auto dyq = transpose(quantize_reference(dy, kN, kOut, 128, 1, kGradFloor), kN, kOut);  // [out, n]
   auto xq = transpose(quantize_reference(x, kN, kIn, 128, 1), kN, kIn);      // [in, n]
   std::vector<double> ref, abs;
   gemm_nt_reference(dyq, xq, kOut, kIn, kN, ref, abs);
   for (auto& v : ref) v += 0.5;
   for (auto& v : abs) v += 0.5;
   expect_within_bound(dW, ref, abs, kN, "wgrad");
+}
+
+// Gradients of a loss averaged over many tokens are small: dgrad and wgrad of dy * 2^-30
+// (entries ~1e-10, far below the activation floor 1e-4) must be those of dy times 2^-30,
+// bit for bit, since power-of-two scaling commutes with the tile quantization above its floor.
+// With the activation floor, such tiles would quantize to zeros and subnormal codes.
+TEST(Fp8GemmTest, SmallGradientsKeepTheirPrecision) {
+  auto dy = random_matrix(kN, kOut, 9), W = random_matrix(kOut, kIn, 10), x = random_matrix(kN, kIn, 11);
+  std::vector<float> small(dy);
+  for (float& v : small) v = std::ldexp(v, -30);
+  std::vector<float> dx(kN * kIn), dx_small(kN * kIn), dW(kOut * kIn, 0.0f), dW_small(kOut * kIn, 0.0f);
+  fp8_linear_backward_input(dy.data(), W.data(), kN, kIn, kOut, dx.data(), false, {});
+  fp8_linear_backward_input(small.data(), W.data(), kN, kIn, kOut, dx_small.data(), false, {});
+  fp8_linear_backward_weight(dy.data(), x.data(), kN, kIn, kOut, dW.data(), {});
+  fp8_linear_backward_weight(small.data(), x.data(), kN, kIn, kOut, dW_small.data(), {});
+  int64_t nonzero = 0;
+  for (size_t i = 0; i < dx.size(); ++i) {
+    ASSERT_EQ(dx_small[i], std::ldexp(dx[i], -30)) << "dgrad element " << i;
+    nonzero += dx[i] != 0;
+  }
+  for (size_t i = 0; i < dW.size(); ++i) ASSERT_EQ(dW_small[i], std::ldexp(dW[i], -30)) << "wgrad element " << i;
+  EXPECT_GT(nonzero, int64_t(dx.size()) * 9 / 10);
 }
 
 TEST(Fp8GemmTest, QuantizationErrorIsWithinE4M3Precision) {

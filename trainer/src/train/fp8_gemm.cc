@@ -103,6 +103,23 @@ Fp8Matrix fp8_quantize_columns(const float* x, int64_t rows, int64_t cols, bool 
   return fp8_quantize_rows(t.data(), cols, rows, pow2_scale);
 }
 
+Fp8Matrix fp8_quantize_gradient_rows(const float* dy, int64_t rows, int64_t cols, bool pow2_scale) {
+  // dy * 2^k is exact in FP32 (no overflow below 2^96, no underflow: the scaled tile is read,
+  // not stored subnormal), and so is scale * 2^-k: the codes are those of a tile quantizer whose
+  // amax floor is kFp8MinAmax * 2^-k instead of kFp8MinAmax.
+  const float up = std::ldexp(1.0f, kFp8GradientShift), down = std::ldexp(1.0f, -kFp8GradientShift);
+  std::vector<float> scaled(dy, dy + rows * cols);
+  for (float& v : scaled) v *= up;
+  Fp8Matrix m = fp8_quantize_rows(scaled.data(), rows, cols, pow2_scale);
+  for (float& s : m.scales) s *= down;
+  return m;
+}
+
+Fp8Matrix fp8_quantize_gradient_columns(const float* dy, int64_t rows, int64_t cols, bool pow2_scale) {
+  std::vector<float> t = transpose(dy, rows, cols);
+  return fp8_quantize_gradient_rows(t.data(), cols, rows, pow2_scale);
+}
+
 void fp8_gemm_nt(const Fp8Matrix& A, const Fp8Matrix& B, float* C, bool accumulate) {
   SY_REQUIRE(A.cols == B.cols, "fp8_gemm_nt: contraction mismatch, A has " << A.cols << " columns, B has " << B.cols);
   const int64_t M = A.rows, N = B.rows, K = A.cols;
@@ -140,7 +157,7 @@ void fp8_linear_forward(const float* x, const float* W, int64_t n, int64_t in, i
 
 void fp8_linear_backward_input(const float* dy, const float* W, int64_t n, int64_t in, int64_t out, float* dx,
                                bool accumulate, const Fp8Options& options) {
-  Fp8Matrix qdy = fp8_quantize_rows(dy, n, out, options.pow2_scale);
+  Fp8Matrix qdy = fp8_quantize_gradient_rows(dy, n, out, options.pow2_scale);
   Fp8Matrix qwt = transpose_blocks(fp8_quantize_blocks(W, out, in, options.pow2_scale));  // [in, out]
   fp8_gemm_nt(qdy, qwt, dx, accumulate);
 }
@@ -148,7 +165,7 @@ void fp8_linear_backward_input(const float* dy, const float* W, int64_t n, int64
 void fp8_linear_backward_weight(const float* dy, const float* x, int64_t n, int64_t in, int64_t out, float* dW,
                                 const Fp8Options& options) {
   if (n == 0) return;
-  Fp8Matrix qdyt = fp8_quantize_columns(dy, n, out, options.pow2_scale);  // [out, n], 128 tokens per tile
+  Fp8Matrix qdyt = fp8_quantize_gradient_columns(dy, n, out, options.pow2_scale);  // [out, n], 128 tokens per tile
   Fp8Matrix qxt = fp8_quantize_columns(x, n, in, options.pow2_scale);     // [in, n]
   fp8_gemm_nt(qdyt, qxt, dW, true);
 }

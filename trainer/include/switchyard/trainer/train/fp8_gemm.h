@@ -4,7 +4,9 @@
 //   forward   y  = x  W^T : x in 1x128 tiles along `in`, W in 128x128 blocks;
 //   dgrad     dx = dy W   : dy in 1x128 tiles along `out`, W in 128x128 blocks (transposed);
 //   wgrad     dW += dy^T x: dy and x in 128x1 tiles (128 tokens of one channel).
-// Scales are online: max(amax, 1e-4) / 448 per tile (optionally a power of two). Products
+// Scales are online: max(amax, floor) / 448 per tile (optionally a power of two), with the
+// codec's floor 1e-4 for activations and weights and 1e-4 * 2^-32 for activation gradients
+// (see fp8_quantize_gradient_rows). Products
 // of one 128-wide contraction group are summed in FP32 and the group's two scales are
 // applied to that partial sum, which is then added to an FP32 accumulator, as the H800
 // kernels promote partial sums to CUDA cores every 128 elements. Outputs are FP32.
@@ -39,6 +41,15 @@ Fp8Matrix fp8_quantize_blocks(const float* x, int64_t rows, int64_t cols, bool p
 // x [rows, cols] -> 128x1 tiles (128 rows of one column), stored transposed: the result is
 // [cols, rows] with 1x128 row tiles, i.e. the layout the wgrad contraction over rows reads.
 Fp8Matrix fp8_quantize_columns(const float* x, int64_t rows, int64_t cols, bool pow2_scale);
+
+// Activation gradients: the same tiles with the amax floor moved from 1e-4 to 1e-4 * 2^-32.
+// The codec's floor (DeepEP's, meant for activations) can be far above the entries of gradient
+// tiles of a loss averaged over thousands of tokens: a tile with amax 1e-4 * 2^-j then uses
+// only codes below 448 * 2^-j (j >= 9 leaves subnormals and zeros). The report quantizes dgrad and
+// wgrad inputs to E4M3 with online per-tile scales and no loss scaling, which needs this.
+constexpr int kFp8GradientShift = 32;
+Fp8Matrix fp8_quantize_gradient_rows(const float* dy, int64_t rows, int64_t cols, bool pow2_scale);
+Fp8Matrix fp8_quantize_gradient_columns(const float* dy, int64_t rows, int64_t cols, bool pow2_scale);
 
 // C[M, N] (= or +=) sum_g (sum_{k in group g} A[m, k] B[n, k]) * sA(m, g) * sB(n, g), where
 // A is [M, K] and B is [N, K] quantized along K (row tiles or blocks). FP32 throughout.
