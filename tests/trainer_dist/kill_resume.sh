@@ -28,7 +28,7 @@ victim=
 for pid in $(ps -o pid= --ppid $job); do
   if tr '\0' '\n' < /proc/$pid/environ 2>/dev/null | grep -qx SY_RANK=2; then victim=$pid; fi
 done
-[[ -n $victim ]] || fail "no rank 2 process to kill"
+[[ -n $victim ]] || { cat "$work/cut.log"; fail "no rank 2 process to kill (the job ended before step 10?)"; }
 kill -9 "$victim"
 wait $job
 status=$?
