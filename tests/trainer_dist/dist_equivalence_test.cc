@@ -605,8 +605,8 @@ TEST(DispatchedExpertsTest, WeightedCombineMatchesPerSlotCombine) {
     // Fused path.
     model.zero_grad();
     std::vector<float> y(N * d), dx(N * d, 0.0f), dw(N * K);
-    provider->forward_weighted(plan, x.data(), w.data(), y.data());
-    provider->backward_weighted(plan, dy.data(), dx.data(), dw.data());
+    ASSERT_TRUE(provider->forward_weighted(plan, x.data(), w.data(), y.data()));
+    ASSERT_TRUE(provider->backward_weighted(plan, dy.data(), dx.data(), dw.data()));
     provider->backward_weight();
     const std::vector<double> g_fused = expert_grads();
     provider->release();

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "kernels.h"
+#include "switchyard/common/error.h"
 
 namespace switchyard::trainer {
 
@@ -67,12 +68,21 @@ void MoeBlock<T>::forward(const T* x, int64_t batch, int64_t seq_len, T* y) {
     for (int64_t e = 0; e < E_; ++e) balance_loss_ += f_[b * E_ + e] * P[e] / double(B_);
   }
 
-  expert_out_.resize(N_ * K_ * d_);
-  experts_->forward(plan_, x, expert_out_.data());
+  // Fused form first (the provider applies the gate weights), else one output per assignment.
+  expert_out_.resize(N_ * d_);
+  weighted_ = experts_->forward_weighted(plan_, x, topk_weight_.data(), expert_out_.data());
+  if (!weighted_) {
+    expert_out_.resize(N_ * K_ * d_);
+    experts_->forward(plan_, x, expert_out_.data());
+  }
   if (shared_) {
     shared_->forward(x, N_, y);
   } else {
     std::fill(y, y + N_ * d_, T(0));
+  }
+  if (weighted_) {
+    for (int64_t i = 0; i < N_ * d_; ++i) y[i] += expert_out_[i];
+    return;
   }
   for (int64_t n = 0; n < N_; ++n) {
     T* yn = y + n * d_;
@@ -92,9 +102,20 @@ void MoeBlock<T>::backward_input(const T* dy, const T* x, T* dx, double balance_
   } else {
     std::fill(dx, dx + N_ * d_, T(0));
   }
-  // Routed experts: d_out = w * dy; dw = <dy, out>.
-  d_expert_out_.resize(N_ * K_ * d_);
+  // Routed experts: d_out = w * dy; dw = <dy, out> (by the provider in the fused form).
   dw_.resize(N_ * K_);
+  std::vector<T>& dw = dw_;
+  if (weighted_) {
+    SY_CHECK(experts_->backward_weighted(plan_, dy, dx, dw.data()));
+  } else {
+    backward_per_assignment(dy, dx);
+  }
+  route_backward(dx, balance_coef);
+}
+
+template <class T>
+void MoeBlock<T>::backward_per_assignment(const T* dy, T* dx) {
+  d_expert_out_.resize(N_ * K_ * d_);
   std::vector<T>& dw = dw_;
   for (int64_t n = 0; n < N_; ++n) {
     const T* dyn = dy + n * d_;
@@ -111,7 +132,11 @@ void MoeBlock<T>::backward_input(const T* dy, const T* x, T* dx, double balance_
     }
   }
   experts_->backward_input(plan_, d_expert_out_.data(), dx);
+}
 
+template <class T>
+void MoeBlock<T>::route_backward(T* dx, double balance_coef) {
+  const std::vector<T>& dw = dw_;
   // Router: w_k = c s_k / S over the selected set; balance loss through s' = s / sum(s).
   ds_.assign(N_ * E_, T(0));
   std::vector<T>& ds = ds_;
@@ -156,6 +181,7 @@ void MoeBlock<T>::release() {
   experts_->release();
   for (auto* v : {&scores_, &topk_weight_, &expert_out_, &d_expert_out_, &dlogits_}) std::vector<T>().swap(*v);
   x_ = nullptr;
+  weighted_ = false;
 }
 
 template class MoeBlock<float>;

@@ -40,6 +40,11 @@ class MoeBlock {
   void set_expert_provider(std::unique_ptr<ExpertProvider<T>> provider) { experts_ = std::move(provider); }
 
  private:
+  // backward_input pieces: the routed experts' input gradients (+= dx) and dw_ through the
+  // per-assignment contract; the router's gradient from dw_ and the balance loss (+= dx).
+  void backward_per_assignment(const T* dy, T* dx);
+  void route_backward(T* dx, double balance_coef);
+
   int64_t d_, E_, K_;
   RouterConfig router_;
   Parameter<T>* gate_;
@@ -52,7 +57,8 @@ class MoeBlock {
   std::vector<T> scores_;         // [N, E] sigmoid
   std::vector<T> topk_weight_;    // [N, K]
   RoutingPlan plan_;
-  std::vector<T> expert_out_;     // [N*K, d]
+  std::vector<T> expert_out_;     // [N*K, d] per-assignment outputs, or [N, d] combined (weighted_)
+  bool weighted_ = false;         // the provider ran forward_weighted in the last forward
   std::vector<double> f_;         // [B, E] balance-loss f_i per sequence
   std::vector<double> counts_;
   double balance_loss_ = 0, min_margin_ = 0;

@@ -5,9 +5,15 @@
 #include <string>
 
 #include "switchyard/common/error.h"
+#include "switchyard/common/param.h"
 #include "switchyard/dispatch/fp8.h"
 
 namespace switchyard::trainer::dist {
+
+static const Param<int64_t> kWeightedCombine(
+    "TRAIN_WEIGHTED_COMBINE", 1, "bool",
+    "1: MoE layers over EP use one weighted combine per layer (gate weights sent with the dispatch); "
+    "0: one combine per top-k slot, gate weights applied by the MoE block");
 
 ExpertWire parse_expert_wire(const std::string& text) {
   if (text == "fp8") return ExpertWire::kFp8Bf16;
@@ -19,7 +25,8 @@ const char* expert_wire_name(ExpertWire wire) { return wire == ExpertWire::kFp8B
 
 DispatchedExperts::DispatchedExperts(std::shared_ptr<dispatch::Buffer> buffer, std::vector<SwiGlu<float>> local,
                                      int64_t dim, ExpertWire wire)
-    : buffer_(std::move(buffer)), experts_(std::move(local)), dim_(dim), wire_(wire) {
+    : buffer_(std::move(buffer)), experts_(std::move(local)), dim_(dim), wire_(wire),
+      weighted_combine_(kWeightedCombine.get() != 0) {
   SY_REQUIRE(buffer_ != nullptr, "DispatchedExperts: no dispatch buffer");
   SY_REQUIRE(static_cast<int>(experts_.size()) == buffer_->num_local_experts(),
              "DispatchedExperts: " << experts_.size() << " local experts, the buffer places "
@@ -110,6 +117,7 @@ void DispatchedExperts::forward(const RoutingPlan& plan, const float* x, float* 
   const int64_t N = plan.num_tokens, d = dim_;
   const int K = static_cast<int>(plan.top_k);
   dispatch_and_compute(plan, x, nullptr);
+  weighted_forward_ = false;
   const int64_t P = static_cast<int64_t>(row_slot_.size());
 
   // One combine per slot k with one-hot weights: token t gets exactly its slot-k output.
@@ -182,11 +190,13 @@ void DispatchedExperts::expert_backward_and_return(float* dx) {
   for (int64_t i = 0; i < N * d; ++i) dx[i] += tmp_[i];
 }
 
-void DispatchedExperts::forward_weighted(const RoutingPlan& plan, const float* x, const float* topk_weights,
+bool DispatchedExperts::forward_weighted(const RoutingPlan& plan, const float* x, const float* topk_weights,
                                          float* out) {
+  if (!weighted_combine_) return false;
   SY_REQUIRE(topk_weights != nullptr, "DispatchedExperts::forward_weighted: no topk_weights");
   dispatch::DispatchResult r = dispatch_and_compute(plan, x, topk_weights);
   recv_weights_ = std::move(r.recv_topk_weights);
+  weighted_forward_ = true;
   const int64_t P = static_cast<int64_t>(row_slot_.size());
   encode(y_rows_.data(), P, y_wire_);  // kept: combine_backward needs the combined rows
   dispatch::CombineArgs c;
@@ -196,12 +206,13 @@ void DispatchedExperts::forward_weighted(const RoutingPlan& plan, const float* x
   c.weights = recv_weights_.data();
   dispatch::CombineResult y = traced(pipeline::SubStepKind::kCombine, false, [&] { return buffer_->combine(c); });
   decode(y.y.data(), y.dtype, plan.num_tokens, out);
+  return true;
 }
 
-void DispatchedExperts::backward_weighted(const RoutingPlan& plan, const float* dy, float* dx,
+bool DispatchedExperts::backward_weighted(const RoutingPlan& plan, const float* dy, float* dx,
                                           float* d_topk_weights) {
   const int64_t N = num_tokens_, d = dim_;
-  SY_REQUIRE(handle_.valid() && plan.num_tokens == N && plan.top_k == top_k_ && !y_wire_.empty(),
+  SY_REQUIRE(handle_.valid() && weighted_forward_ && plan.num_tokens == N && plan.top_k == top_k_,
              "DispatchedExperts: backward_weighted without a matching forward_weighted (" << plan.num_tokens
                                                                                       << " tokens, " << N
                                                                                       << " in the forward)");
@@ -222,6 +233,7 @@ void DispatchedExperts::backward_weighted(const RoutingPlan& plan, const float* 
   SY_CHECK(static_cast<int64_t>(g.grad_topk_weights.size()) == N * top_k_);
   if (N > 0) std::memcpy(d_topk_weights, g.grad_topk_weights.data(), N * top_k_ * sizeof(float));
   expert_backward_and_return(dx);
+  return true;
 }
 
 void DispatchedExperts::backward_weight() {
@@ -231,6 +243,7 @@ void DispatchedExperts::backward_weight() {
 void DispatchedExperts::release() {
   for (auto& e : experts_) e.release();
   handle_ = dispatch::Handle();
+  weighted_forward_ = false;
   x_rows_.clear();
   y_rows_.clear();
   dy_rows_.clear();

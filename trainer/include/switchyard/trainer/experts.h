@@ -2,6 +2,9 @@
 //
 // The MoE layer routes tokens, builds a RoutingPlan and asks an ExpertProvider for the
 // output of every (token, slot) assignment; it combines them with the router weights itself.
+// A provider may instead take the gate weights and return the combined output (the optional
+// forward_weighted/backward_weighted pair, e.g. one weighted combine over an EP group); the
+// MoE block tries that first and falls back to the per-assignment contract.
 // LocalExperts runs all experts in this process: it gathers each expert's rows into one
 // contiguous block (grouped by expert) and runs one GEMM per expert and projection, no
 // per-token loops. A distributed provider would dispatch the rows to the expert's rank,
@@ -65,6 +68,19 @@ class ExpertProvider {
   virtual void backward_input(const RoutingPlan& plan, const T* d_out, T* dx) = 0;
   virtual void backward_weight() = 0;
   virtual void release() = 0;
+
+  // Optional fused form; a provider that does not implement it returns false and the MoE
+  // block uses forward/backward_input. x: [N, d]; topk_weights: [N, K] gate weights of the
+  // plan's slots; y: [N, d] set to sum_k topk_weights[t, k] * expert_{topk_idx[t, k]}(x_t).
+  virtual bool forward_weighted(const RoutingPlan& /*plan*/, const T* /*x*/, const T* /*topk_weights*/, T* /*y*/) {
+    return false;
+  }
+  // Only after a forward_weighted that returned true. dy: [N, d] gradient of y; dx: [N, d]
+  // accumulated (+=); d_topk_weights: [N, K] set to <dy_t, expert_k(x_t)>. Then
+  // backward_weight() as usual.
+  virtual bool backward_weighted(const RoutingPlan& /*plan*/, const T* /*dy*/, T* /*dx*/, T* /*d_topk_weights*/) {
+    return false;
+  }
 };
 
 // All E experts of a layer in this process; parameters model.layers.N.mlp.experts.E.*.

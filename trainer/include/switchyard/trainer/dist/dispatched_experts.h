@@ -14,13 +14,14 @@
 // - kFloat32 (exactness tests): every payload FP32. Results equal the one-process
 //   LocalExperts up to GEMM summation order.
 //
-// The ExpertProvider contract returns one output per (token, slot) assignment and lets the
-// MoE block apply the gate weights, so forward() runs the combine once per top-k slot with
-// one-hot weights (K combines of T x H rows; the same bytes as one combine of T x K*H).
-// forward_weighted()/backward_weighted() are V3's fused form: the gate weights travel with
-// the dispatch, ONE combine per layer applies them, and its backward (combine_backward)
-// returns their gradient. The MoE block does not call them yet (it needs a provider hook in
-// the model: docs/distributed.md); they are tested against the per-slot path.
+// Two forms of the ExpertProvider contract:
+// - forward_weighted()/backward_weighted() (used by the MoE block, V3's fused form): the gate
+//   weights travel with the dispatch, ONE weighted combine per layer applies them, and its
+//   backward (combine_backward) returns their gradient <dy, out_k>.
+// - forward()/backward_input() (per assignment): the MoE block applies the gate weights, so
+//   forward() runs the combine once per top-k slot with one-hot weights (K combines of T x H
+//   rows). Used when the fused form is switched off (set_weighted_combine(false), or
+//   SWITCHYARD_TRAIN_WEIGHTED_COMBINE=0 at construction; the before/after measurement).
 //
 // Collective: every rank of the EP group must run the same MoE layers in the same order.
 // Not thread-safe. The Buffer is shared by the layers of a model (calls are sequenced) and
@@ -59,11 +60,15 @@ class DispatchedExperts : public ExpertProvider<float> {
 
   // Fused form. x: [N, d]; topk_weights: [N, K] gate weights of plan's slots;
   // out: [N, d] = sum_k topk_weights[t, k] * expert_{topk_idx[t, k]}(x_t) (set, not added).
-  // One dispatch and one weighted combine.
-  void forward_weighted(const RoutingPlan& plan, const float* x, const float* topk_weights, float* out);
+  // One dispatch and one weighted combine. Returns false (nothing sent) when the fused form
+  // is switched off.
+  bool forward_weighted(const RoutingPlan& plan, const float* x, const float* topk_weights, float* out) override;
   // dy: [N, d] gradient of out; dx: [N, d] accumulated (+=); d_topk_weights: [N, K] set to
   // <dy_t, expert_k(x_t)> (the combine's backward). Then backward_weight() as usual.
-  void backward_weighted(const RoutingPlan& plan, const float* dy, float* dx, float* d_topk_weights);
+  // Requires the matching forward_weighted; returns true.
+  bool backward_weighted(const RoutingPlan& plan, const float* dy, float* dx, float* d_topk_weights) override;
+  // On (default: SWITCHYARD_TRAIN_WEIGHTED_COMBINE, 1) the MoE block uses the fused form.
+  void set_weighted_combine(bool on) { weighted_combine_ = on; }
 
   // Records every dispatch/combine call of this layer into trace (nullptr: off).
   void set_trace(StepTrace* trace, int layer) { trace_ = trace, layer_ = layer; }
@@ -93,6 +98,8 @@ class DispatchedExperts : public ExpertProvider<float> {
   std::vector<SwiGlu<float>> experts_;
   int64_t dim_;
   ExpertWire wire_;
+  bool weighted_combine_ = true;
+  bool weighted_forward_ = false;            // the last forward was forward_weighted
   int top_k_ = 0;
   int64_t num_tokens_ = 0;
   dispatch::Handle handle_;
