@@ -6,6 +6,7 @@ target_sources(sy_trainer PRIVATE
   src/dist/grad_sync.cc
   src/dist/step_trace.cc
   src/dist/sharded_adamw.cc
+  src/dist/sharded_checkpoint.cc
   src/dist/dist_trainer.cc
   src/dist/pipeline_trainer.cc
   src/dist/pipeline_run.cc

@@ -12,6 +12,7 @@
 #include "switchyard/common/error.h"
 #include "switchyard/trainer/config.h"
 #include "switchyard/trainer/dist/pipeline_run.h"
+#include "switchyard/trainer/dist/sharded_checkpoint.h"
 #include "switchyard/trainer/train/data.h"
 #include "switchyard/trainer/train/generate.h"
 #include "switchyard/trainer/train/schedule.h"
@@ -19,22 +20,6 @@
 
 namespace switchyard::trainer::dist {
 namespace {
-
-// Newest ckpt_dir/step-<N> holding a meta.json, or "".
-std::string latest_checkpoint(const std::string& dir) {
-  namespace fs = std::filesystem;
-  std::string best;
-  int64_t best_step = -1;
-  if (!fs::is_directory(dir)) return best;
-  for (const auto& e : fs::directory_iterator(dir)) {
-    const std::string name = e.path().filename().string();
-    if (name.rfind("step-", 0) != 0 || !fs::exists(e.path() / "meta.json")) continue;
-    char* end = nullptr;
-    const int64_t step = std::strtoll(name.c_str() + 5, &end, 10);
-    if (*end == '\0' && step > best_step) best_step = step, best = e.path().string();
-  }
-  return best;
-}
 
 double mean(const std::vector<double>& v, size_t begin, size_t end) {
   double s = 0;
@@ -91,7 +76,7 @@ DistRunResult run_distributed_training(std::shared_ptr<comm::Communicator> world
 
   int64_t first_step = 0;
   if (run.resume && !train.ckpt_dir.empty()) {
-    const std::string latest = latest_checkpoint(train.ckpt_dir);
+    const std::string latest = latest_sharded_checkpoint(train.ckpt_dir);
     if (!latest.empty()) {
       nlohmann::json extra = nlohmann::json::parse(trainer.load_sharded(latest));
       dataset.set_position({extra["epoch"].get<int64_t>(), extra["index"].get<int64_t>()});

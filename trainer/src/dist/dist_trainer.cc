@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "switchyard/common/error.h"
+#include "switchyard/trainer/dist/sharded_checkpoint.h"
 #include "switchyard/trainer/router.h"
 
 namespace switchyard::trainer::dist {
@@ -155,14 +156,6 @@ TensorMap DistTrainer::gather_weights() {
 }
 
 void DistTrainer::save_sharded(const std::string& dir, const std::string& extra_json) {
-  namespace fs = std::filesystem;
-  comm::Communicator& world = *groups_.world;
-  const std::string tmp = dir + ".tmp";
-  if (world.rank() == 0) {
-    fs::remove_all(tmp);
-    fs::create_directories(tmp);
-  }
-  world.barrier();
   const TensorMap weights = model_->weights();
   // Without zero1 the first holder writes whole moments; with it every rank writes its shard.
   const TensorMap moments = zero_ ? zero_->state_shards() : optimizer_->state();
@@ -184,93 +177,32 @@ void DistTrainer::save_sharded(const std::string& dir, const std::string& extra_
       const std::string name = "model.layers." + std::to_string(layer) + ".mlp.gate.e_score_correction_bias";
       mine[name] = weights.at(name);
     }
-  write_safetensors(tmp + "/rank-" + std::to_string(world.rank()) + ".safetensors", mine);
-  if (world.rank() == 0) {
-    nlohmann::json meta = {{"step", zero_ ? zero_->steps() : optimizer_->steps()},
-                           {"zero1", zero_ != nullptr},
-                           {"world", world.size()},
-                           {"ep", groups_.layout.ep},
-                           {"pp", groups_.layout.pp},
-                           {"dp", groups_.layout.dp},
-                           {"extra", extra_json}};
-    std::ofstream f(tmp + "/meta.json");
-    f << meta.dump(2) << "\n";
-    if (!f) SY_THROW(IoError, "cannot write \"" << tmp << "/meta.json\"");
-  }
-  world.barrier();
-  if (world.rank() == 0) {
-    fs::remove_all(dir);
-    fs::rename(tmp, dir);
-  }
-  world.barrier();
+  write_sharded_checkpoint(*groups_.world, dir, mine,
+                           {{"step", zero_ ? zero_->steps() : optimizer_->steps()},
+                            {"zero1", zero_ != nullptr},
+                            {"ep", groups_.layout.ep},
+                            {"pp", groups_.layout.pp},
+                            {"dp", groups_.layout.dp},
+                            {"extra", extra_json}});
 }
 
 std::string DistTrainer::load_sharded(const std::string& dir) {
-  namespace fs = std::filesystem;
-  std::ifstream f(dir + "/meta.json");
-  if (!f) SY_THROW(IoError, "\"" << dir << "\" is not a sharded checkpoint (no meta.json)");
-  nlohmann::json meta;
-  try {
-    meta = nlohmann::json::parse(f);
-  } catch (const nlohmann::json::exception& e) {
-    SY_THROW(InvalidArgument, "\"" << dir << "/meta.json\" is malformed: " << e.what());
-  }
-  const int files = meta.value("world", 0);
-  TensorMap all;
-  for (int r = 0; r < files; ++r) {
-    TensorMap part = read_safetensors(dir + "/rank-" + std::to_string(r) + ".safetensors");
-    for (auto& [name, t] : part) all[name] = std::move(t);
-  }
-  model_->load_weights(all);  // names every missing tensor
+  ShardedCheckpoint ck = read_sharded_checkpoint(dir, model_->parameters());
+  model_->load_weights(ck.weights);  // names every missing tensor
   // load_weights gives the parameters new buffers; Fp8Linear claims GEMMs by buffer address.
   if (fp8_) {
     fp8_.reset();
     fp8_ = std::make_unique<Fp8Linear>(model_->parameters(), Fp8Options{options_.fp8_pow2});
   }
-  // Moments: whole tensors "exp_avg.<name>" (written without zero1) or slices
-  // "exp_avg.<name>@<first element>" (zero1 shards); reassembled per parameter.
-  std::map<std::string, const Parameter<float>*> by_state_name;
-  for (const auto& p : model_->parameters().all())
-    for (const char* key : {"exp_avg.", "exp_avg_sq."}) by_state_name[key + p->name] = p.get();
-  std::map<std::string, std::vector<uint16_t>> moments;
-  std::map<std::string, int64_t> covered;
-  for (const auto& [name, t] : all) {
-    if (name.rfind("exp_avg", 0) != 0) continue;
-    const size_t at = name.rfind('@');
-    const std::string base = at == std::string::npos ? name : name.substr(0, at);
-    auto it = by_state_name.find(base);
-    if (it == by_state_name.end()) continue;  // another model's tensor: load_weights named real mismatches
-    const int64_t n = it->second->numel();
-    const int64_t first = at == std::string::npos ? 0 : std::stoll(name.substr(at + 1));
-    SY_REQUIRE(t.dtype == DType::kBF16 && first >= 0 && first + t.numel() <= n,
-               "sharded checkpoint \"" << dir << "\": moment \"" << name << "\" (" << dtype_name(t.dtype) << ", "
-                                       << t.numel() << " elements) does not fit its parameter of " << n
-                                       << " elements");
-    std::vector<uint16_t>& bits = moments[base];
-    bits.resize(n);
-    std::memcpy(bits.data() + first, t.bytes.data(), t.numel() * sizeof(uint16_t));
-    covered[base] += t.numel();
-  }
-  TensorMap state;
-  for (const auto& [name, p] : by_state_name) {
-    SY_REQUIRE(covered[name] == p->numel(), "sharded checkpoint \"" << dir << "\" holds " << covered[name] << " of "
-                                                                    << p->numel() << " elements of " << name);
-    HostTensor t;
-    t.dtype = DType::kBF16;
-    t.shape = p->shape;
-    t.bytes.resize(p->numel() * sizeof(uint16_t));
-    std::memcpy(t.bytes.data(), moments[name].data(), t.bytes.size());
-    state[name] = std::move(t);
-  }
-  const int64_t step = meta.value("step", int64_t(0));
+  const int64_t step = ck.meta.value("step", int64_t(0));
   if (zero_) {
-    zero_->load_state(state, step);
+    zero_->load_state(ck.moments, step);
   } else {
-    state["step"] = HostTensor::from_vector<int64_t>({step}, {1});
-    optimizer_->load_state(state);
+    ck.moments["step"] = HostTensor::from_vector<int64_t>({step}, {1});
+    optimizer_->load_state(ck.moments);
   }
-  steps_ = meta.value("step", int64_t(0));
-  return meta.value("extra", std::string());
+  steps_ = step;
+  return ck.meta.value("extra", std::string());
 }
 
 }  // namespace switchyard::trainer::dist

@@ -4,12 +4,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
 
 #include "switchyard/common/error.h"
 #include "switchyard/trainer/dist/pipeline_trainer.h"
+#include "switchyard/trainer/dist/sharded_checkpoint.h"
 #include "switchyard/trainer/train/data.h"
 #include "switchyard/trainer/train/generate.h"
 #include "switchyard/trainer/train/schedule.h"
@@ -31,8 +33,6 @@ DistRunResult run_pipeline_training(std::shared_ptr<comm::Communicator> world, c
   train.validate();
   run.layout.validate(world->size());
   const char* kWhat = "pipeline training (--pp > 1): ";
-  if (!train.ckpt_dir.empty() || run.resume)
-    SY_THROW(Unsupported, kWhat << "checkpoints (--ckpt_dir, --resume) are not implemented yet with stages");
   if (train.grad_accum != 1)
     SY_THROW(Unsupported, kWhat << "--grad_accum " << train.grad_accum << ": use --microbatches (the accumulation)");
   if (train.fp8) SY_THROW(Unsupported, kWhat << "--fp8 (Linear GEMMs) is not implemented yet with stages");
@@ -82,15 +82,38 @@ DistRunResult run_pipeline_training(std::shared_ptr<comm::Communicator> world, c
     out << std::flush;
   }
 
+  int64_t first_step = 0;
+  if (run.resume && !train.ckpt_dir.empty()) {
+    const std::string latest = latest_sharded_checkpoint(train.ckpt_dir);
+    if (!latest.empty()) {
+      nlohmann::json extra = nlohmann::json::parse(trainer.load_sharded(latest));
+      dataset.set_position({extra["epoch"].get<int64_t>(), extra["index"].get<int64_t>()});
+      first_step = trainer.steps_done();
+      if (lead) out << "resumed from " << latest << " at step " << first_step << "\n";
+    } else if (lead) {
+      out << "no checkpoint in " << train.ckpt_dir << "; starting from step 0\n";
+    }
+  }
+  auto save = [&](int64_t step) {
+    if (train.ckpt_dir.empty()) return;
+    const std::string folder = train.ckpt_dir + "/step-" + std::to_string(step);
+    if (lead) std::filesystem::create_directories(train.ckpt_dir);
+    trainer.save_sharded(folder, nlohmann::json({{"epoch", dataset.position().epoch},
+                                                 {"index", dataset.position().index}})
+                                     .dump());
+    if (lead) out << "checkpoint " << folder << "\n" << std::flush;
+  };
+
   std::vector<int64_t> tokens(train.batch * dataset.window());
   std::vector<double> losses, tok_s;
   DistRunResult result;
   const auto t0 = std::chrono::steady_clock::now();
   double step_time = 0;
-  for (int64_t step = 0; step < train.steps; ++step) {
+  int64_t saved = first_step;
+  for (int64_t step = first_step; step < train.steps; ++step) {
     // Rank 0 decides whether the next step fits the budget; everyone follows.
     int64_t go = 1;
-    if (run.time_budget_s > 0 && step > 0) {
+    if (run.time_budget_s > 0 && step > first_step) {
       const double spent = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       go = spent + step_time <= run.time_budget_s ? 1 : 0;
       world->broadcast(&go, 1, comm::DataType::kInt64, 0);
@@ -107,7 +130,7 @@ DistRunResult run_pipeline_training(std::shared_ptr<comm::Communicator> world, c
     step_time = step_time == 0 ? m.seconds : 0.9 * step_time + 0.1 * m.seconds;
     losses.push_back(m.losses.main);
     const double tps = double(train.batch * train.seq) / std::max(m.seconds, 1e-9);
-    if (step > 0) tok_s.push_back(tps);
+    if (step > first_step) tok_s.push_back(tps);
     double mtp = 0;
     for (double x : m.losses.mtp) mtp += x;
     if (D > 0) mtp /= double(D);
@@ -125,7 +148,7 @@ DistRunResult run_pipeline_training(std::shared_ptr<comm::Communicator> world, c
                                {"grad_sync_seconds", m.grad_sync_seconds}})
                    .dump()
             << "\n";
-    if (lead && step == 0 && trainer.buffer() != nullptr)
+    if (lead && step == first_step && trainer.buffer() != nullptr)
       out << "dispatch: EP group of " << run.layout.ep << " ranks over " << trainer.groups().ep->rank_map().num_nodes()
           << " node(s), " << (trainer.buffer()->uses_two_hop() ? "node-limited two-hop path" : "one hop") << "\n";
     if (lead && run.log_every > 0 && ((step + 1) % run.log_every == 0 || step + 1 == train.steps || step == 0)) {
@@ -137,7 +160,12 @@ DistRunResult run_pipeline_training(std::shared_ptr<comm::Communicator> world, c
                     m.grad_norm, m.max_over_mean_load, tps);
       out << line << "\n" << std::flush;
     }
+    if (train.ckpt_every > 0 && (step + 1) % train.ckpt_every == 0 && step + 1 != train.steps) {
+      save(step + 1);
+      saved = step + 1;
+    }
   }
+  if (trainer.steps_done() != saved) save(trainer.steps_done());
   result.steps = static_cast<int64_t>(losses.size());
   const size_t n = losses.size(), w = std::min<size_t>(20, n);
   result.first_mean = mean(losses, 0, w);

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "switchyard/common/error.h"
+#include "switchyard/trainer/dist/sharded_checkpoint.h"
 #include "switchyard/trainer/router.h"
 
 namespace switchyard::trainer::dist {
@@ -335,6 +336,41 @@ TensorMap PipelineTrainer::gather_weights() {
     groups_.world->broadcast(t.bytes.data(), t.bytes.size() / 4, comm::DataType::kFloat32, holder_rank(name));
   }
   return w;
+}
+
+void PipelineTrainer::save_sharded(const std::string& dir, const std::string& extra_json) {
+  const TensorMap weights = models_[0]->weights();
+  const TensorMap moments = optimizer_->state();
+  const int me = groups_.world->rank();
+  TensorMap mine;
+  for (const auto& [name, t] : weights) {
+    if (holder_rank(name) != me) continue;
+    mine[name] = t;
+    for (const char* key : {"exp_avg.", "exp_avg_sq."}) {
+      auto m = moments.find(key + name);
+      if (m != moments.end()) mine[m->first] = m->second;  // router biases have none
+    }
+  }
+  write_sharded_checkpoint(*groups_.world, dir, mine,
+                           {{"step", optimizer_->steps()},
+                            {"zero1", false},
+                            {"ep", groups_.layout.ep},
+                            {"pp", groups_.layout.pp},
+                            {"dp", groups_.layout.dp},
+                            {"schedule", schedule_.name},
+                            {"microbatches", options_.microbatches},
+                            {"extra", extra_json}});
+}
+
+std::string PipelineTrainer::load_sharded(const std::string& dir) {
+  Model<float>& master = *models_[0];
+  ShardedCheckpoint ck = read_sharded_checkpoint(dir, master.parameters());
+  master.load_weights(ck.weights);  // names every missing tensor; copies refresh at the next step
+  const int64_t step = ck.meta.value("step", int64_t(0));
+  ck.moments["step"] = HostTensor::from_vector<int64_t>({step}, {1});
+  optimizer_->load_state(ck.moments);
+  steps_ = step;
+  return ck.meta.value("extra", std::string());
 }
 
 }  // namespace switchyard::trainer::dist

@@ -5,8 +5,10 @@
 // (decided on rank 0, broadcast), trace/timeline and closing sample as the EP x DP loop
 // (dist_run.h); TrainOptions::batch is the global batch, split into
 // DistRunOptions::microbatches micro-batches and over the ep * dp data ranks.
-// Not implemented with stages yet (Unsupported): checkpoints and --resume, --grad_accum
-// (micro-batches are the accumulation), the FP8 Linear recipe, ZeRO-1.
+// Checkpoints (TrainOptions::ckpt_dir, ckpt_every) are sharded (PipelineTrainer::save_sharded)
+// into ckpt_dir/step-<N> with the data position; --resume continues from the newest.
+// Not implemented with stages yet (Unsupported): --grad_accum (micro-batches are the
+// accumulation), the FP8 Linear recipe, ZeRO-1.
 //
 // Collective over world: call on every rank.
 #pragma once

@@ -93,6 +93,18 @@ class PipelineTrainer {
   // Every parameter and router bias, each taken from a rank that holds it (collective).
   TensorMap gather_weights();
 
+  // Sharded checkpoint in folder `dir` (collective; sharded_checkpoint.h): each rank writes
+  // the parameters, router biases and AdamW moments it is the holder of (the rank
+  // gather_weights takes them from: its stage's pipeline rank, EP rank of the expert, DP and
+  // (non-expert) EP index 0); rank 0 writes meta.json {step, layout, schedule,
+  // microbatches, extra}. Written to dir + ".tmp" and renamed when every rank is done.
+  void save_sharded(const std::string& dir, const std::string& extra_json);
+  // Restores parameters, biases, moments and the step count from a sharded checkpoint of the
+  // same model (any layout, with or without stages or ZeRO-1: every rank reads every file).
+  // Bitwise continuation on the same layout. Returns meta.json's "extra" text. Throws
+  // IoError / InvalidArgument naming the file.
+  std::string load_sharded(const std::string& dir);
+
   // The executor's measured timeline of the last step of the first pipeline replica (EP
   // and DP index 0): F/B/W chunks with their real stage and micro-batch, P2P transfers with
   // send-to-receive arrows, one Chrome/Perfetto file written by world rank 0. Collective.
