@@ -3,13 +3,14 @@
 # naming the rank (no hang: bounded by timeouts), and a rerun with --resume continues from
 # the last sharded checkpoint to a final checkpoint bitwise identical to an uninterrupted
 # run on the same layout.
-# usage: kill_resume.sh SY_RUN SY_TRAIN DATA
+# usage: kill_resume.sh SY_RUN SY_TRAIN DATA [SY_TRAIN FLAGS...] (e.g. a layout with stages)
 set -u
 run=$1 train=$2 data=$3
+shift 3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 args=(--preset nano --data "$data" --steps 24 --batch 8 --seq 64 --threads 1 --log_every 1 --warmup 0
-      --ckpt_every 4 --expert_payload fp32)
+      --ckpt_every 4 --expert_payload fp32 "$@")
 fail() { echo "FAIL: $*"; exit 1; }
 
 # 1. Uninterrupted reference run.
