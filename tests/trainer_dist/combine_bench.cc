@@ -1,7 +1,8 @@
 // Benchmark (not a ctest): one MoE layer's routed experts over EP through DispatchedExperts,
-// forward + backward, with the per-slot combine the MoE block uses today (K combines with
-// one-hot weights, K cached dispatches in the backward) against the fused form (one
-// weighted combine, combine_backward returning the gate-weight gradient).
+// forward + backward, with the per-slot combine (K combines with one-hot weights, K cached
+// dispatches in the backward; the MoE block's path with SWITCHYARD_TRAIN_WEIGHTED_COMBINE=0)
+// against the fused form the MoE block uses by default (one weighted combine,
+// combine_backward returning the gate-weight gradient).
 // Run under sy-run, e.g.: sy-run -n 4 --nodes 2 -- trainer_dist_combine_bench [tokens] [reps]
 // Prints, on rank 0, the median seconds of each path over the reps (interleaved, after one
 // warm-up of each) and their ratio. tiny preset sizes (H 256, 16 experts, top-4), FP8 wire.
@@ -38,6 +39,7 @@ int main(int argc, char** argv) {
   bo.two_hop = true;
   auto buffer = std::make_shared<dispatch::Buffer>(world, bo);
   auto provider = dist::make_dispatched_experts(model, layer, buffer, dist::ExpertWire::kFp8Bf16);
+  provider->set_weighted_combine(true);  // whatever SWITCHYARD_TRAIN_WEIGHTED_COMBINE says
 
   std::mt19937_64 rng(10 + world->rank());
   std::normal_distribution<float> normal(0.0f, 1.0f);

@@ -585,6 +585,7 @@ TEST(DispatchedExpertsTest, WeightedCombineMatchesPerSlotCombine) {
   };
   for (ExpertWire wire : {ExpertWire::kFloat32, ExpertWire::kFp8Bf16}) {
     auto provider = make_dispatched_experts(model, layer, buffer, wire);
+    provider->set_weighted_combine(true);  // whatever SWITCHYARD_TRAIN_WEIGHTED_COMBINE says
     // Per-slot path, with the MoE block's arithmetic: y = sum_k w_k out_k, d_out_k = w_k dy, dw_k = <dy, out_k>.
     model.zero_grad();
     std::vector<float> out(N * K * d), d_out(N * K * d), dx_slot(N * d, 0.0f);
