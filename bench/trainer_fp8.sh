@@ -5,14 +5,14 @@
 # runs see the same validation split and data order, --data_seed=1). Reports the mean
 # validation loss over the last 100 steps of each run and the relative differences.
 #
-# Long: the `tiny` preset for 2000 steps takes hours on 2 cores (the FP8 path is emulated on
-# the CPU), so `make bench` skips it unless SY_FP8_EXPERIMENT=1. Knobs: STEPS, PRESET,
+# Long: the `tiny` preset for 2000 steps takes about 40 min (FP8, emulated on the CPU) plus
+# 15-20 min per FP32 run on one free core, so `make bench` skips it unless SY_FP8_EXPERIMENT=1. Knobs: STEPS, PRESET,
 # BATCH, SEQ, LR, THREADS, OUT, PARALLEL=1 (the three runs at once).
 set -euo pipefail
 build=${1:-build}
 bin=$build/bin
 if [[ ${SY_FP8_EXPERIMENT:-0} != 1 ]]; then
-  echo "trainer_fp8: skipped (hours on 2 cores); run with SY_FP8_EXPERIMENT=1 $0 $build"
+  echo "trainer_fp8: skipped (about 1.5 hours of one core); run with SY_FP8_EXPERIMENT=1 $0 $build"
   exit 0
 fi
 steps=${STEPS:-2000}
