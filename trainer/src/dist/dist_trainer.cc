@@ -24,8 +24,9 @@ DistTrainer::DistTrainer(std::shared_ptr<comm::Communicator> world, const ModelC
   SY_REQUIRE(world != nullptr, "DistTrainer: no world communicator");
   options_.layout.validate(world->size());
   if (options_.layout.pp != 1)
-    SY_THROW(Unsupported, "DistTrainer: --pp " << options_.layout.pp
-                                               << " is not implemented yet (EP x DP only; docs/distributed.md)");
+    SY_THROW(InvalidArgument, "DistTrainer: --pp " << options_.layout.pp
+                                                   << ": DistTrainer runs EP x DP only; pipeline stages run under "
+                                                      "PipelineTrainer (switchyard/trainer/dist/pipeline_trainer.h)");
   SY_REQUIRE(config.n_routed_experts % options_.layout.ep == 0,
              "DistTrainer: " << config.n_routed_experts << " routed experts do not divide over --ep "
                              << options_.layout.ep);
