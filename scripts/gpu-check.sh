@@ -100,6 +100,9 @@ step bench-cuda 60 bench bash -c "'$bin/sy-cuda-perf' && '$bin/sy-cuda-perf' --j
 step bench-a2a 45 bench "$bin/sy-run" -n 8 --timeout 40 -- "$bin/sy-a2a-perf" -b 8 -e 16M -f 8 --json
 step bench-dispatch 60 bench "$bin/sy-run" -n 8 --timeout 55 -- "$bin/sy-dispatch-perf" --tokens 1024 --iters 5 --json
 step bench-overlap 45 bench "$bin/sy-run" -n 2 --timeout 40 -- "$bin/sy-overlap-perf" --tokens 256 --hidden 128 --json
+# Issue 6 target (c): overlap efficiency with a core of its own for every rank's compute and
+# communication (bench/overlap_16core.sh pins them).
+step bench-overlap-16core 150 bench env RANKS_LIST="${SY_OVERLAP_RANKS:-2 4 8}" HIDDEN_LIST="${SY_OVERLAP_HIDDEN:-64 128}" REPS=5 "$root/bench/overlap_16core.sh" "$build"
 
 log "gpu-check: done in $(( $(date +%s) - t0 ))s, checks $([[ $failed == 0 ]] && echo passed || echo FAILED)"
 tar czf "$out/gpu-check-logs.tar.gz" -C "$work" .

@@ -55,6 +55,20 @@ class CublasLt {
 
 enum class OutType { kBfloat16, kFloat32 };
 
+// The general GEMM, the device twin of the CPU trainer's kernels::gemm (row-major):
+//   D [M x N] = alpha * op(A) op(B) + beta * D
+//   op(A) [M x K]: A is [M x K] (lda >= K), or [K x M] (lda >= M) when trans_a
+//   op(B) [K x N]: B is [K x N] (ldb >= N), or [N x K] (ldb >= K) when trans_b
+//   D [M x N], ldd >= N; beta = 1 accumulates (gradients), beta = 0 overwrites.
+// `in` is the type of A and B, `out` of D; accumulation is FP32. kFloat32 inputs use plain
+// FP32 arithmetic (CUBLAS_COMPUTE_32F, never TF32), so results match an FP32 CPU GEMM to
+// rounding; kBfloat16 inputs are the fast path (BF16 tensor cores). The algorithm is chosen
+// once per (shape, types, transposes) and cached in the handle.
+enum class DType { kFloat32, kBfloat16 };
+void gemm(CublasLt& lt, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const void* A,
+          int64_t lda, const void* B, int64_t ldb, float beta, void* D, int64_t ldd, DType in, DType out,
+          cuda::StreamHandle stream);
+
 // A, B BF16 bits row-major; D [M x N] of `out`.
 void gemm_bf16_nt(CublasLt& lt, const uint16_t* A, const uint16_t* B, void* D, OutType out, int64_t M, int64_t N,
                   int64_t K, cuda::StreamHandle stream);
