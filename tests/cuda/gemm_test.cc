@@ -50,6 +50,82 @@ TEST(CublasLtGemmTest, ScaleLayoutConversions) {
   EXPECT_THROW(tg::row128_scales_for_device(rows, 4, 256), InvalidArgument);
 }
 
+// The general row-major GEMM in all four transpose cases, with leading dimensions wider
+// than the matrices, pointers only 4-byte aligned, sizes that are not multiples of 8 and
+// beta = 1 (accumulation, which the autotune must not disturb), against a naive FP64 loop.
+// FP32 inputs: plain FP32 arithmetic, |err| <= 1e-5 * sum|a||b| (K = 96 products of
+// FP32-rounded terms; TF32 would give ~1e-3 and fail). BF16 inputs: the reference uses
+// the same BF16-rounded inputs, FP32 accumulation: 1e-5 * sum|ab| as well, and BF16 output
+// adds one rounding: 2^-8 of |d|.
+TEST(CublasLtGemmTest, GeneralGemmMatchesNaiveLoop) {
+  SY_SKIP_WITHOUT_GPU();
+  const int64_t M = 37, N = 29, K = 96, pad = 3;
+  tg::CublasLt lt;
+  for (int in_bf16 = 0; in_bf16 < 2; ++in_bf16)
+    for (int ta = 0; ta < 2; ++ta)
+      for (int tb = 0; tb < 2; ++tb)
+        for (float beta : {0.0f, 1.0f}) {
+          const int64_t a_rows = ta ? K : M, a_cols = ta ? M : K, lda = a_cols + pad;
+          const int64_t b_rows = tb ? N : K, b_cols = tb ? K : N, ldb = b_cols + pad;
+          const int64_t ldd = N + pad;
+          auto af = random_matrix(a_rows * lda + 1, 10 + ta, 1.0f), bf = random_matrix(b_rows * ldb + 1, 20 + tb, 1.0f);
+          auto d0 = random_matrix(M * ldd + 1, 30, 1.0f);
+          if (in_bf16)  // round the inputs to BF16 so the reference sees the same values
+            for (auto* v : {&af, &bf})
+              for (float& x : *v) x = dispatch::bf16_to_float(dispatch::bf16_from_float(x));
+          // Offset by one element: 4-byte (FP32) or 2-byte (BF16) aligned operands.
+          cuda::DeviceBuffer da, db;
+          if (in_bf16) {
+            std::vector<uint16_t> ab(af.size()), bb(bf.size());
+            dispatch::bf16_from_float(af.data(), af.size(), ab.data());
+            dispatch::bf16_from_float(bf.data(), bf.size(), bb.data());
+            da = to_device(ab);
+            db = to_device(bb);
+          } else {
+            da = to_device(af);
+            db = to_device(bf);
+          }
+          auto dd = to_device(d0);
+          const size_t esz = in_bf16 ? 2 : 4;
+          const void* A = da.as<char>() + esz;
+          const void* B = db.as<char>() + esz;
+          float* D = dd.as<float>() + 1;
+          const float alpha = 0.75f;
+          tg::gemm(lt, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, D, ldd,
+                   in_bf16 ? tg::DType::kBfloat16 : tg::DType::kFloat32, tg::DType::kFloat32, nullptr);
+          cuda::device_synchronize();
+          const auto d = to_host<float>(dd, M * ldd + 1);
+          double worst = 0;
+          for (int64_t m = 0; m < M; ++m)
+            for (int64_t n = 0; n < N; ++n) {
+              double ref = 0, mag = 0;
+              for (int64_t k = 0; k < K; ++k) {
+                const double a = af[1 + (ta ? k * lda + m : m * lda + k)];
+                const double b = bf[1 + (tb ? n * ldb + k : k * ldb + n)];
+                ref += a * b;
+                mag += std::fabs(a * b);
+              }
+              const double c = d0[1 + m * ldd + n];
+              ref = alpha * ref + beta * c;
+              mag = alpha * mag + std::fabs(beta * c);
+              worst = std::max(worst, std::fabs(d[1 + m * ldd + n] - ref) / mag);
+            }
+          EXPECT_LT(worst, 1e-5) << (in_bf16 ? "bf16" : "fp32") << " trans_a " << ta << " trans_b " << tb << " beta "
+                                 << beta;
+          // Padding between rows is never written.
+          for (int64_t m = 0; m < M; ++m)
+            for (int64_t n = N; n < ldd && m * ldd + n + 1 < static_cast<int64_t>(d.size()); ++n)
+              ASSERT_EQ(d[1 + m * ldd + n], d0[1 + m * ldd + n]) << "row " << m << " pad column " << n;
+        }
+  EXPECT_THROW(tg::gemm(lt, false, false, M, N, K, 1.0f, nullptr, K, nullptr, N, 0.0f, nullptr, N,
+                        tg::DType::kFloat32, tg::DType::kFloat32, nullptr),
+               InvalidArgument);
+  cuda::DeviceBuffer x(4 * M * K);
+  EXPECT_THROW(tg::gemm(lt, false, false, M, N, K, 1.0f, x.data(), K - 1, x.data(), N, 0.0f, x.data(), N,
+                        tg::DType::kFloat32, tg::DType::kFloat32, nullptr),
+               InvalidArgument);
+}
+
 TEST(CublasLtGemmTest, Bf16MatchesNaiveLoop) {
   SY_SKIP_WITHOUT_GPU();
   const int64_t M = 64, N = 96, K = 256;

@@ -11,12 +11,17 @@ namespace {
 }
 }  // namespace
 
+struct CublasLt::Plans {};
 CublasLt::CublasLt(size_t) { no_cuda("gpu::CublasLt"); }
 CublasLt::~CublasLt() = default;
 int CublasLt::version() { return 0; }
 void gemm_bf16_nt(CublasLt&, const uint16_t*, const uint16_t*, void*, OutType, int64_t, int64_t, int64_t,
                   cuda::StreamHandle) {
   no_cuda("gpu::gemm_bf16_nt");
+}
+void gemm(CublasLt&, bool, bool, int64_t, int64_t, int64_t, float, const void*, int64_t, const void*, int64_t, float,
+          void*, int64_t, DType, DType, cuda::StreamHandle) {
+  no_cuda("gpu::gemm");
 }
 void gemm_fp8_nt(CublasLt&, const Fp8Operand&, const Fp8Operand&, void*, OutType, int64_t, int64_t, int64_t,
                  cuda::StreamHandle) {

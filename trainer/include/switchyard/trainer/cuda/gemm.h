@@ -48,9 +48,18 @@ class CublasLt {
   size_t workspace_bytes() const { return workspace_.bytes(); }
   static int version();  // cublasLtGetVersion(), e.g. 130100
 
+  // The GEMM plans chosen so far (descriptors and algorithm per shape/type/transpose key;
+  // internal to gemm.cc). The first call with a new key picks the algorithm: with
+  // SWITCHYARD_GEMM_AUTOTUNE=1 (default) it times up to SWITCHYARD_GEMM_ALGOS of cuBLASLt's
+  // heuristic candidates on the caller's stream (synchronising it, into a scratch output)
+  // and keeps the fastest; with 0 it keeps the heuristic's first answer.
+  struct Plans;
+  Plans& plans() { return *plans_; }
+
  private:
   void* handle_ = nullptr;
   cuda::DeviceBuffer workspace_;
+  std::unique_ptr<Plans> plans_;
 };
 
 enum class OutType { kBfloat16, kFloat32 };
