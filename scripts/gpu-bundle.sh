@@ -15,7 +15,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build-cuda}
 dest=${2:-$root/build-gpu-bundle}
-progs="cuda_unit_test cuda_gemm_test cuda_ipc_dispatch_test ipc_dispatch_check sy-run sy-cuda-perf sy-gemm-perf sy-a2a-perf sy-dispatch-perf sy-overlap-perf"
+progs="cuda_unit_test cuda_gemm_test cuda_trainer_kernels_test cuda_model_test cuda_ipc_dispatch_test ipc_dispatch_check sy-run sy-cuda-perf sy-gemm-perf sy-gpu-train-perf sy-a2a-perf sy-dispatch-perf sy-overlap-perf"
 rm -rf "$dest"
 mkdir -p "$dest/bin" "$dest/lib"
 for p in $progs; do
@@ -30,6 +30,8 @@ done | sort -u | while read -r lib; do
   [[ $name =~ $skip ]] && continue
   [[ -e $dest/lib/$name ]] || cp -L "$lib" "$dest/lib/"
 done
+# ucx_perftest: the UCX baseline of bench/comm_quiet.sh (the GPU machine has no UCX tools).
+if [[ -x /usr/bin/ucx_perftest ]]; then cp /usr/bin/ucx_perftest "$dest/bin/"; fi
 # UCX loads its transports as modules from its own directory.
 if [[ -d /usr/lib/x86_64-linux-gnu/ucx ]]; then cp -rL /usr/lib/x86_64-linux-gnu/ucx "$dest/lib/ucx"; fi
 strip --strip-unneeded "$dest"/bin/* "$dest"/lib/*.so* 2>/dev/null || true

@@ -70,7 +70,7 @@ step env 30 bench bash -c '
   ldd --version | head -1; echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"'
 
 # 1. Build (configure if needed) the CUDA tests, tools and the CPU-rank benchmarks.
-targets="cuda_unit_test cuda_gemm_test cuda_ipc_dispatch_test ipc_dispatch_check sy-run sy-cuda-perf sy-gemm-perf sy-a2a-perf sy-dispatch-perf sy-overlap-perf"
+targets="cuda_unit_test cuda_gemm_test cuda_trainer_kernels_test cuda_model_test cuda_ipc_dispatch_test ipc_dispatch_check sy-run sy-cuda-perf sy-gemm-perf sy-gpu-train-perf sy-a2a-perf sy-dispatch-perf sy-overlap-perf"
 if [[ ! -f $build/build.ninja && -x $bin/cuda_unit_test ]] || [[ ${SY_GPU_CHECK_NO_BUILD:-0} == 1 && -x $bin/cuda_unit_test ]]; then
   log "build: using the carried binaries in $bin"
 else
@@ -91,10 +91,13 @@ gtest test-cuda-unit "$bin/cuda_unit_test"
 step ipc-dispatch-2ranks 60 check "$bin/sy-run" -n 2 --timeout 55 -- "$bin/ipc_dispatch_check"
 step ipc-dispatch-3ranks 60 check "$bin/sy-run" -n 3 --timeout 55 -- "$bin/ipc_dispatch_check"
 gtest test-cuda-gemm "$bin/cuda_gemm_test"
+[[ -x $bin/cuda_trainer_kernels_test ]] && gtest test-cuda-trainer-kernels "$bin/cuda_trainer_kernels_test"
+[[ -x $bin/cuda_model_test ]] && gtest test-cuda-model "$bin/cuda_model_test"
 
 # 3. GPU benchmarks, each against a baseline measured in the same run.
 step bench-gemm 60 bench bash -c "'$bin/sy-gemm-perf' && '$bin/sy-gemm-perf' --json >'$work/bench-gemm.json'"
 step bench-cuda 60 bench bash -c "'$bin/sy-cuda-perf' && '$bin/sy-cuda-perf' --json >'$work/bench-cuda.json'"
+[[ -x $bin/sy-gpu-train-perf ]] && step bench-train 90 bench bash -c "'$bin/sy-gpu-train-perf' --config '$root/trainer/configs/small.json' && '$bin/sy-gpu-train-perf' --config '$root/trainer/configs/small.json' --precision fp8"
 
 # 4. The CPU-rank benchmarks on the machine's 16 cores (short settings).
 step bench-a2a 45 bench "$bin/sy-run" -n 8 --timeout 40 -- "$bin/sy-a2a-perf" -b 8 -e 16M -f 8 --json
@@ -103,6 +106,11 @@ step bench-overlap 45 bench "$bin/sy-run" -n 2 --timeout 40 -- "$bin/sy-overlap-
 # Issue 6 target (c): overlap efficiency with a core of its own for every rank's compute and
 # communication (bench/overlap_16core.sh pins them).
 step bench-overlap-16core 150 bench env RANKS_LIST="${SY_OVERLAP_RANKS:-2 4 8}" HIDDEN_LIST="${SY_OVERLAP_HIDDEN:-64 128}" REPS=5 "$root/bench/overlap_16core.sh" "$build"
+
+# 5. Quiet-machine reruns of the CPU benchmarks of issues 4, 5 and 6 (scripts of those layers).
+[[ -x $root/bench/overlap_diag.sh ]] && step bench-overlap-diag 90 bench "$root/bench/overlap_diag.sh" "$build"
+[[ -x $root/bench/comm_quiet.sh ]] && step bench-comm-quiet 120 bench "$root/bench/comm_quiet.sh" "$build"
+[[ ${SY_GPU_CHECK_DISPATCH:-1} == 1 ]] && step bench-dispatch-quiet 150 bench env RUNS=${SY_DISPATCH_RUNS:-3} QUIET_MAX=2 "$root/bench/dispatch.sh" "$build"
 
 log "gpu-check: done in $(( $(date +%s) - t0 ))s, checks $([[ $failed == 0 ]] && echo passed || echo FAILED)"
 tar czf "$out/gpu-check-logs.tar.gz" -C "$work" .
