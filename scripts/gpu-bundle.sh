@@ -15,7 +15,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build-cuda}
 dest=${2:-$root/build-gpu-bundle}
-progs="cuda_unit_test cuda_gemm_test cuda_trainer_kernels_test cuda_model_test cuda_ipc_dispatch_test ipc_dispatch_check sy-run sy-cuda-perf sy-gemm-perf sy-gpu-train-perf sy-a2a-perf sy-dispatch-perf sy-overlap-perf"
+progs="cuda_unit_test cuda_gemm_test cuda_trainer_kernels_test cuda_model_test cuda_ipc_dispatch_test ipc_dispatch_check staged_dispatch_check sy-run sy-cuda-perf sy-gemm-perf sy-gpu-train-perf sy-a2a-perf sy-dispatch-perf sy-overlap-perf"
 rm -rf "$dest"
 mkdir -p "$dest/bin" "$dest/lib"
 for p in $progs; do

@@ -70,7 +70,7 @@ step env 30 bench bash -c '
   ldd --version | head -1; echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"'
 
 # 1. Build (configure if needed) the CUDA tests, tools and the CPU-rank benchmarks.
-targets="cuda_unit_test cuda_gemm_test cuda_trainer_kernels_test cuda_model_test cuda_ipc_dispatch_test ipc_dispatch_check sy-run sy-cuda-perf sy-gemm-perf sy-gpu-train-perf sy-a2a-perf sy-dispatch-perf sy-overlap-perf"
+targets="cuda_unit_test cuda_gemm_test cuda_trainer_kernels_test cuda_model_test cuda_ipc_dispatch_test ipc_dispatch_check staged_dispatch_check sy-run sy-cuda-perf sy-gemm-perf sy-gpu-train-perf sy-a2a-perf sy-dispatch-perf sy-overlap-perf"
 if [[ ! -f $build/build.ninja && -x $bin/cuda_unit_test ]] || [[ ${SY_GPU_CHECK_NO_BUILD:-0} == 1 && -x $bin/cuda_unit_test ]]; then
   log "build: using the carried binaries in $bin"
 else
@@ -90,6 +90,7 @@ gtest() {  # gtest NAME BINARY
 gtest test-cuda-unit "$bin/cuda_unit_test"
 step ipc-dispatch-2ranks 60 check "$bin/sy-run" -n 2 --timeout 55 -- "$bin/ipc_dispatch_check"
 step ipc-dispatch-3ranks 60 check "$bin/sy-run" -n 3 --timeout 55 -- "$bin/ipc_dispatch_check"
+step staged-dispatch-2x2 60 check env UCX_NET_DEVICES=lo "$bin/sy-run" -n 4 --nodes 2 --timeout 55 -- "$bin/staged_dispatch_check"
 gtest test-cuda-gemm "$bin/cuda_gemm_test"
 [[ -x $bin/cuda_trainer_kernels_test ]] && gtest test-cuda-trainer-kernels "$bin/cuda_trainer_kernels_test"
 [[ -x $bin/cuda_model_test ]] && gtest test-cuda-model "$bin/cuda_model_test"
