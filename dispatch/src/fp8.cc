@@ -64,6 +64,14 @@ inline uint8_t encode(float x) {
   return static_cast<uint8_t>(sign | code);
 }
 
+// The quotient x / scale has x's sign (scale > 0) except when it is a NaN: inf / inf gives
+// the platform's default NaN (negative on x86, positive on ARM and CUDA) and a NaN operand
+// may lose its sign on a GPU. The code therefore takes the sign of x, which makes every
+// code, NaN codes included, the same on every platform (0x7F | sign of x).
+inline uint8_t with_sign_of(float x, uint8_t code) {
+  return static_cast<uint8_t>((code & 0x7fu) | ((float_bits(x) >> 24) & 0x80u));
+}
+
 #if defined(__x86_64__)
 // GCC 12's AVX-512 headers trip -Wuninitialized on their own _mm512_undefined_* idiom.
 #pragma GCC diagnostic push
@@ -112,12 +120,13 @@ __attribute__((target("avx512f"))) void quantize_tile_avx512(const In* x, bool p
     if (markstein) {
       const __m512 q0 = _mm512_mul_ps(v[i], vrecip);
       quot = _mm512_fmadd_ps(_mm512_fnmadd_ps(q0, vscale, v[i]), vrecip, q0);
-      // The sign is x's (scale > 0; the correction would turn -0 into +0): bits = mask ? x : q.
-      quot = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_castps_si512(quot), _mm512_castps_si512(v[i]),
-                                                           _mm512_set1_epi32(static_cast<int>(0x80000000u)), 0xd8));
     } else {
       quot = _mm512_div_ps(v[i], vscale);
     }
+    // The sign is x's (with_sign_of: the correction would turn -0 into +0, and inf / inf is
+    // the default NaN): bits = mask ? x : q.
+    quot = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_castps_si512(quot), _mm512_castps_si512(v[i]),
+                                                         _mm512_set1_epi32(static_cast<int>(0x80000000u)), 0xd8));
     const __m512i u = _mm512_castps_si512(quot);
     const __m512i sign = _mm512_and_si512(_mm512_srli_epi32(u, 24), sign_mask);
     const __m512i a = _mm512_and_si512(u, abs_mask);
@@ -179,7 +188,7 @@ void quantize_rows(Load load, int64_t rows, int64_t cols, bool pow2_scale, uint8
       const float scale = fp8_tile_scale(amax, pow2_scale);
       scales[r * tiles + t] = scale;
       uint8_t* out = q + r * cols + c0;
-      for (int64_t i = 0; i < n; ++i) out[i] = encode(buf[i] / scale);
+      for (int64_t i = 0; i < n; ++i) out[i] = with_sign_of(buf[i], encode(buf[i] / scale));
     }
   }
 }

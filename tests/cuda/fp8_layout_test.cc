@@ -1,6 +1,7 @@
 // The GPU FP8 cast and dispatch layout against their CPU references (dispatch/fp8.h,
 // dispatch/layout.h), bit for bit: random values over many binades, every special
-// (zeros, subnormals, +-448 and above, inf, NaN), short last tiles, FP32 and BF16 inputs,
+// (zeros, subnormals, +-448 and above, +-inf, +-NaN: NaN codes take the sign of the input),
+// short last tiles, FP32 and BF16 inputs,
 // plain and power-of-two scales; layouts over one and two nodes with masked slots.
 // Without a GPU: the entry points throw Unsupported or the tests skip.
 #include <gtest/gtest.h>
@@ -32,7 +33,8 @@ std::vector<float> fp8_test_values(int64_t n, uint32_t seed) {
   for (auto& x : v) x = std::ldexp(mant(g), expo(g));
   const float specials[] = {0.0f, -0.0f, 448.0f, -448.0f, 464.0f, 1e30f, -1e30f,
                             std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
-                            std::numeric_limits<float>::quiet_NaN(), std::ldexp(1.0f, -9), std::ldexp(1.5f, -10),
+                            std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::quiet_NaN(),
+                            std::ldexp(1.0f, -9), std::ldexp(1.5f, -10),
                             std::ldexp(1.0f, -6), std::numeric_limits<float>::denorm_min(), 1e-30f};
   for (size_t i = 0; i < sizeof(specials) / sizeof(float) && i * 37 < static_cast<size_t>(n); ++i)
     v[i * 37] = specials[i];

@@ -39,6 +39,12 @@ uint8_t ref_e4m3_encode(float x) {
   return static_cast<uint8_t>(sign | best);
 }
 
+// The code of x in a tile of the given scale: the nearest code of x / scale with x's sign
+// (the sign rule of fp8.h, which makes inf / inf give 0x7F | sign of x on every platform).
+uint8_t ref_tile_code(float x, float scale) {
+  return static_cast<uint8_t>((ref_e4m3_encode(x / scale) & 0x7f) | (std::signbit(x) ? 0x80 : 0));
+}
+
 // Nearest BF16 by comparing the two neighbours of x in double; ties to even.
 uint16_t ref_bf16(float x) {
   uint32_t u;
@@ -192,7 +198,7 @@ TEST(Fp8Test, TileQuantizeMatchesReference) {
           ASSERT_EQ(scales[r * tiles + t], scale) << r << "," << t;
           for (int64_t c = c0; c < c1; ++c) {
             const float v = from_bf16 ? bf16_to_float(xb[r * cols + c]) : x[r * cols + c];
-            ASSERT_EQ(q[r * cols + c], ref_e4m3_encode(v / scale)) << r << "," << c;
+            ASSERT_EQ(q[r * cols + c], ref_tile_code(v, scale)) << r << "," << c;
             ASSERT_EQ(back[r * cols + c], static_cast<float>(ref_e4m3_value(q[r * cols + c]) * scale));
             // Relative error of E4M3 is at most 2^-4 for normals; 2^-10 * scale absolute below.
             ASSERT_LE(std::fabs(back[r * cols + c] - v), std::max(std::fabs(v) / 16.f, scale / 1024.f) * 1.0001f);
@@ -245,8 +251,43 @@ TEST(Fp8Test, WholeTileQuantizeMatchesReference) {
         ASSERT_EQ(scales[t], scale) << "tile " << t;
         for (int64_t i = 0; i < 128; ++i) {
           const float v = from_bf16 ? bf16_to_float(xb[t * 128 + i]) : x[t * 128 + i];
-          ASSERT_EQ(q[t * 128 + i], ref_e4m3_encode(v / scale))
+          ASSERT_EQ(q[t * 128 + i], ref_tile_code(v, scale))
               << "tile " << t << " i " << i << " v " << v << " scale " << scale << " pow2 " << pow2;
+        }
+      }
+    }
+  }
+}
+
+// A tile holding +-inf has an infinite scale in both modes: finite values give (signed) zero
+// codes, +-inf and NaN give the NaN code with the sign of the input, on every path (whole
+// tiles: vector path; a short tile: scalar path; FP32 and BF16 inputs). On x86, inf / inf is
+// a negative NaN, so a sign taken from the quotient would give 0xFF for +inf.
+TEST(Fp8Test, InfiniteTileGivesNanCodesWithTheInputSign) {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  const float head[] = {inf, -inf, -nan, nan, 1.0f, -1.0f, 0.0f, -0.0f};
+  const uint8_t want[] = {0x7f, 0xff, 0xff, 0x7f, 0x00, 0x80, 0x00, 0x80};
+  for (int64_t cols : {128, 100}) {
+    std::vector<float> x(2 * cols, 0.5f);
+    for (int64_t r = 0; r < 2; ++r)
+      for (int i = 0; i < 8; ++i) x[r * cols + i] = head[i];
+    std::vector<uint16_t> xb(x.size());
+    for (size_t i = 0; i < x.size(); ++i) xb[i] = bf16_from_float(x[i]);
+    for (bool pow2 : {false, true}) {
+      for (bool from_bf16 : {false, true}) {
+        std::vector<uint8_t> q(x.size());
+        std::vector<float> scales(2);
+        if (from_bf16) {
+          quantize_fp8_tiles(xb.data(), 2, cols, pow2, q.data(), scales.data());
+        } else {
+          quantize_fp8_tiles(x.data(), 2, cols, pow2, q.data(), scales.data());
+        }
+        for (int64_t r = 0; r < 2; ++r) {
+          EXPECT_TRUE(std::isinf(scales[r]) && scales[r] > 0) << cols << " " << pow2 << " " << from_bf16;
+          for (int i = 0; i < 8; ++i)
+            EXPECT_EQ(q[r * cols + i], want[i]) << "value " << head[i] << " cols " << cols << " pow2 " << pow2
+                                                << " bf16 " << from_bf16;
+          EXPECT_EQ(q[r * cols + 8], 0x00) << cols;
         }
       }
     }

@@ -1,7 +1,8 @@
 // Device versions of the FP8 E4M3 / BF16 conversions of fp8.h (private to dispatch's CUDA
 // sources). They are the same bit operations as the CPU encoder in fp8.cc, with every float
-// operation written as an explicitly rounded intrinsic (__fmul_rn, __fadd_rn, __fdiv_rn) so
-// nvcc cannot contract or reorder them: results are bit-identical to the CPU reference.
+// operation written as an explicitly rounded intrinsic (__fmul_rn, __fadd_rn, __fmaf_rn,
+// __fdiv_rn) so nvcc cannot contract or reorder them: results are bit-identical to the CPU
+// reference.
 #pragma once
 
 #include <cstdint>
@@ -26,14 +27,39 @@ __device__ __forceinline__ uint8_t e4m3_encode(float x) {
   return static_cast<uint8_t>(sign | code);
 }
 
+// fp8_tile_scale of fp8.cc: an infinite amax keeps an infinite scale in both modes (frexpf
+// of inf is not the CPU's, so the power-of-two rounding is skipped for it, as on the CPU).
 __device__ __forceinline__ float tile_scale(float amax, bool pow2_scale) {
   float scale = __fdiv_rn(fmaxf(amax, kDevMinAmax), kDevE4M3Max);
-  if (pow2_scale) {
+  if (pow2_scale && isfinite(scale)) {
     int e = 0;
     const float m = frexpf(scale, &e);
     scale = ldexpf(1.0f, m == 0.5f ? e - 1 : e);
   }
   return scale;
+}
+
+// The correctly rounded x / scale as the CPU's vector path computes it: for scale < 1e30 the
+// rounded reciprocal r = RN(1 / scale) and one fused Markstein correction (exact rounding,
+// Markstein 1990), else the division. Identical operations to fp8.cc, so identical bits.
+struct TileDivider {
+  float scale, recip;
+  bool markstein;
+  __device__ __forceinline__ float operator()(float x) const {
+    if (!markstein) return __fdiv_rn(x, scale);
+    const float q0 = __fmul_rn(x, recip);
+    return __fmaf_rn(__fmaf_rn(-q0, scale, x), recip, q0);
+  }
+};
+
+__device__ __forceinline__ TileDivider make_tile_divider(float scale) {
+  return TileDivider{scale, __fdiv_rn(1.0f, scale), scale < 1e30f};
+}
+
+// The code of x in a tile: e4m3(x / scale) with the sign bit of x (fp8.h's rule; inf / inf
+// and NaN quotients are canonical positive NaNs on the GPU, so the sign must come from x).
+__device__ __forceinline__ uint8_t tile_code(float x, const TileDivider& div) {
+  return static_cast<uint8_t>((e4m3_encode(div(x)) & 0x7fu) | ((__float_as_uint(x) >> 24) & 0x80u));
 }
 
 __device__ __forceinline__ float bf16_to_float_dev(uint16_t b) { return __uint_as_float(static_cast<uint32_t>(b) << 16); }

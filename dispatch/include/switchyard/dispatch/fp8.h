@@ -9,7 +9,9 @@
 // NaN with its sign.
 // Tile quantization (DeepSeek-V3 activations): each row is cut into tiles of kFp8TileSize
 // channels (the last one may be shorter); per tile scale = max(amax, 1e-4) / 448, optionally
-// rounded up to a power of two (2^ceil(log2 scale), "UE8M0"), and q = e4m3(x / scale).
+// rounded up to a power of two (2^ceil(log2 scale), "UE8M0"), and q = e4m3(x / scale) with
+// the sign bit of x (an infinite amax gives an infinite scale: codes 0, and for +-inf the
+// NaN code 0x7F | sign of x, the same on every platform and on the GPU).
 // Dequantize: x = decode(q) * scale.
 //
 // Threading: pure functions; safe from any thread. Buffers are caller-owned host memory.
