@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Summarizes the raw results of bench/comm.sh into the tables of docs/perf.md "## comm".
 
-usage: summarize.py OUT_DIR RUNS
+usage: summarize.py OUT_DIR RUNS [SECTIONS]
 
+SECTIONS (default "latency onenode allreduce ucx ucxlat"; bench/comm_quiet.sh passes
+"onenode ucx targets"): the tables to print; "targets" prints each bandwidth target of
+issue #4 that the run measured with "met" / "NOT met".
 Medians over the runs (min/max in brackets); every ratio is computed within one run (our
 number over the baseline measured in the same run), then the median of the ratios is
 taken. GB/s are 1e9 bytes per second.
@@ -13,6 +16,9 @@ import statistics
 import sys
 
 out, runs = sys.argv[1], int(sys.argv[2])
+sections = (sys.argv[3] if len(sys.argv) > 3 else "latency onenode allreduce ucx ucxlat").split()
+# Medians behind the targets, filled by the tables: (what, median, target, higher is better).
+medians = {}
 
 
 def load_json(path):
@@ -35,6 +41,11 @@ def load_float(path):
         return float(open(path).read().split()[0])
     except (OSError, IndexError, ValueError):
         return None
+
+
+def median_or_none(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
 
 
 def med(values):
@@ -64,7 +75,9 @@ def one_node(np_):
     if not ok:
         print(f"\nnp={np_}: no results")
         return
-    print(f"\n### all_to_all, one node, {np_} ranks ({len(ok)} runs; memcpy pair 256 MiB: {med(mem)} GB/s)\n")
+    mem8 = [load_float(os.path.join(out, f"memcpy8m.{r}")) for r in range(1, runs + 1)]
+    small = "" if not any(mem8) else f", 8 MiB: {med(mem8)} GB/s"
+    print(f"\n### all_to_all, one node, {np_} ranks ({len(ok)} runs; memcpy pair 256 MiB: {med(mem)} GB/s{small})\n")
     print("| per peer | ours time us | MPI time us | ours busbw | MPI busbw | ours/MPI busbw | total algbw | % of memcpy pair |")
     print("|---|---|---|---|---|---|---|---|")
     sizes = [row["size"] for row in ok[0][0]["results"]]
@@ -83,6 +96,9 @@ def one_node(np_):
         flag = "" if wrong == 0 else f" ({wrong} WRONG)"
         print(f"| {human(size / np_)}{flag} | {med(ours_t)} | {med(mpi_t)} | {med(ours_b)} | {med(mpi_b)} | "
               f"{med(ratio)} | {med(total)} | {med(pct)} |")
+        if size // np_ >= 1 << 22:
+            medians[f"one node, {np_} ranks, {human(size / np_)} per peer: total algbw % of memcpy pair"] = (
+                median_or_none(pct), 60 if np_ == 2 else 50, wrong)
 
 
 def ucx():
@@ -113,6 +129,10 @@ def ucx():
                     if t:
                         ar.append(per_dir / t)
         print(f"| {human(size)} | {med(tag)} | {med(p)} | {med(pr)} | {med(a)} | {med(ar)} |")
+        medians[f"2 virtual nodes, p2p {human(size)}: % of tag_bw"] = (
+            None if median_or_none(pr) is None else 100 * median_or_none(pr), 80, 0)
+        medians[f"2 virtual nodes, 2-rank all_to_all {human(size)} per peer: per direction % of tag_bw"] = (
+            None if median_or_none(ar) is None else 100 * median_or_none(ar), 40, 0)
 
 
 def all_reduce():
@@ -175,9 +195,19 @@ def ucx_latency():
         print(f"| {name} | {med(t)} | {med(lat)} | {med(ratio)} | {med(lat_avg)} |")
 
 
-latency()
-one_node(2)
-one_node(4)
-all_reduce()
-ucx()
-ucx_latency()
+def targets():
+    print("\n### Targets (medians over runs of the per-run ratios)\n")
+    print("| target | measured % | needed % | |")
+    print("|---|---|---|---|")
+    for what, (value, needed, wrong) in medians.items():
+        verdict = "no data" if value is None else ("met" if value >= needed else "NOT met")
+        if wrong:
+            verdict += f", {wrong} WRONG elements"
+        shown = "n/a" if value is None else f"{value:.1f}"
+        print(f"| {what} | {shown} | >= {needed} | {verdict} |")
+
+
+for name, show in (("latency", latency), ("onenode", lambda: (one_node(2), one_node(4))),
+                   ("allreduce", all_reduce), ("ucx", ucx), ("ucxlat", ucx_latency), ("targets", targets)):
+    if name in sections:
+        show()

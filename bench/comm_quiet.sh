@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# comm bandwidth targets of issue #4 on a quiet machine, in under 2 minutes (the GPU machine's
+# step "bench-comm-quiet" of scripts/gpu-check.sh; also runs on any build dir here).
+#
+#   bench/comm_quiet.sh [BUILD_DIR]       BUILD_DIR: a build dir or a scripts/gpu-bundle.sh bundle
+#
+# Needs only BUILD_DIR/bin and BUILD_DIR/lib (the bundle): sy-run, sy-a2a-perf, memcpy_rate
+# (bench/comm/memcpy_rate.c, compiled into the bundle; compiled here with cc if missing) and
+# ucx_perftest (the bundle's, else the one on PATH; the UCX section is skipped without it).
+# No Open MPI: the MPI-relative targets are bench/comm.sh's. python3 prints the summary.
+#
+# Each run r (RUNS=5 by default) measures, in this order, interleaved:
+#   memcpy pair  two glibc memcpy processes pinned to two cores at once, summed GB/s (256 MiB
+#                buffers, the reference of the target; and 8 MiB, the all_to_all's buffer)
+#   one node     sy-a2a-perf all_to_all, 2 ranks (1-16 MiB per peer) and 4 ranks (1-16 MiB)
+#   tag_bw       ucx_perftest -t tag_bw one way over tcp on lo at 1, 4, 16 MiB
+#   two nodes    sy-a2a-perf p2p (rank 0 -> 1) and a 2-rank all_to_all, one rank on each of
+#                2 virtual nodes (UCX tcp on lo between them)
+# The summary (bench/comm/summarize.py) takes every ratio within one run, then the median
+# over runs, and prints each target with "met"/"NOT met". Runs stop early when the time
+# budget (BUDGET_S, default 105 s) would be exceeded by another run; the summary says how
+# many ran. Raw JSON stays in $OUT_DIR (default: a temp dir, kept when KEEP=1).
+set -uo pipefail
+build=${1:-build}
+build=$(cd "$build" && pwd) || exit 1
+bin=$build/bin
+here=$(cd "$(dirname "$0")" && pwd)
+RUNS=${RUNS:-5}
+BUDGET_S=${BUDGET_S:-105}
+OUT_DIR=${OUT_DIR:-$(mktemp -d /tmp/sy-comm-quiet.XXXXXX)}
+mkdir -p "$OUT_DIR"
+export LD_LIBRARY_PATH=$build/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+[[ -z ${UCX_MODULE_DIR:-} && -d $build/lib/ucx ]] && export UCX_MODULE_DIR=$build/lib/ucx
+t0=$SECONDS
+bg_pids=()
+cleanup() {
+  local p
+  for p in "${bg_pids[@]}"; do kill "$p" 2>/dev/null; done
+  [[ ${KEEP:-0} == 1 ]] || rm -rf "$OUT_DIR"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+log() { printf '[comm quiet %3ds] %s\n' "$(( SECONDS - t0 ))" "$*" >&2; }
+
+for p in sy-run sy-a2a-perf; do
+  [[ -x $bin/$p ]] || { echo "comm_quiet: $bin/$p missing" >&2; exit 1; }
+done
+# The copy-rate tool: the bundle's memcpy_rate, else compiled here, else the same loop in
+# numpy (np.copyto of contiguous arrays is one memcpy; the per-call overhead is < 1% at 8 MiB).
+memcpy_rate=$bin/memcpy_rate
+memcpy_tool="glibc memcpy (bundle memcpy_rate)"
+if [[ ! -x $memcpy_rate ]]; then
+  memcpy_rate=$OUT_DIR/memcpy_rate
+  memcpy_tool="glibc memcpy (memcpy_rate compiled here)"
+  cc=$(command -v cc || command -v gcc || true)
+  if [[ -z $cc ]] || ! "$cc" -O2 -o "$memcpy_rate" "$here/comm/memcpy_rate.c"; then
+    python3 -c 'import numpy' 2>/dev/null ||
+      { echo "comm_quiet: no $bin/memcpy_rate, no C compiler and no numpy for the memcpy baseline" >&2; exit 1; }
+    memcpy_tool="numpy copyto (no memcpy_rate in the bundle, no C compiler)"
+    cat >"$memcpy_rate" <<'PY'
+#!/usr/bin/env python3
+# memcpy_rate BYTES SECONDS [START_REALTIME_NS], as bench/comm/memcpy_rate.c.
+import sys, time
+import numpy as np
+n, dur = int(sys.argv[1]), float(sys.argv[2])
+src = np.full(n, 7, np.uint8); dst = np.zeros(n, np.uint8); np.copyto(dst, src)
+if len(sys.argv) > 3:
+    while time.time_ns() < int(sys.argv[3]): time.sleep(1e-4)
+copies, t0 = 0, time.perf_counter()
+while True:
+    np.copyto(dst, src); copies += 1
+    t = time.perf_counter()
+    if t - t0 >= dur: break
+print(n, "%.3f" % (n * copies / (t - t0) / 1e9))
+PY
+    chmod +x "$memcpy_rate"
+  fi
+fi
+perftest=$bin/ucx_perftest
+[[ -x $perftest ]] || perftest=$(command -v ucx_perftest || true)
+if [[ -z $perftest ]]; then
+  log "no ucx_perftest (bundle bin/ or PATH): the UCX section is skipped"
+elif ldd "$perftest" | grep -q 'not found'; then
+  log "ucx_perftest cannot load: $(ldd "$perftest" | grep 'not found' | tr -s ' \t' ' ')" \
+    "(the bundle must pack its libraries); the UCX section is skipped"
+  perftest=
+fi
+
+# Two cores of the same socket, not the first (where interrupts land), for the memcpy pair.
+cores=($(taskset -pc $$ | sed 's/.*: //' | tr ',' '\n' | while IFS=- read -r a b; do seq "$a" "${b:-$a}"; done))
+if (( ${#cores[@]} >= 4 )); then c0=${cores[2]}; c1=${cores[3]}; else c0=${cores[0]}; c1=${cores[1]:-${cores[0]}}; fi
+
+# memcpy_pair BYTES: two pinned memcpy_rate processes starting at the same instant; summed GB/s.
+memcpy_pair() {
+  local start=$(( $(date +%s%N) + 200000000 ))
+  taskset -c "$c0" "$memcpy_rate" "$1" 0.4 "$start" >"$OUT_DIR/m0" &
+  local p0=$!
+  taskset -c "$c1" "$memcpy_rate" "$1" 0.4 "$start" >"$OUT_DIR/m1" &
+  local p1=$!
+  wait "$p0" "$p1"
+  awk '{s += $2} END {printf "%.3f\n", s}' "$OUT_DIR/m0" "$OUT_DIR/m1"
+}
+
+port_listening() {
+  local hex; hex=$(printf ':%04X ' "$1")
+  grep -q "$hex[0-9A-F]*:0000 0A" /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+# tag_bw SIZE ITERS: ucx_perftest tag_bw one way over tcp on lo; prints GB/s (1e9) overall.
+tag_bw() {
+  local size=$1 iters=$2 port=$(( 30000 + RANDOM % 20000 ))
+  while port_listening "$port"; do port=$(( port + 1 )); done
+  UCX_TLS=tcp UCX_NET_DEVICES=lo timeout 30 "$perftest" -p "$port" >"$OUT_DIR/srv.log" 2>&1 &
+  local srv=$!; bg_pids+=("$srv")
+  for _ in $(seq 100); do port_listening "$port" && break; sleep 0.05; done
+  UCX_TLS=tcp UCX_NET_DEVICES=lo timeout 30 "$perftest" 127.0.0.1 -p "$port" -t tag_bw -s "$size" -n "$iters" \
+    -w 20 -f 2>&1 | awk 'NF == 8 && $1 ~ /^[0-9]+$/ {l = $0} END {split(l, f, " "); printf "%.3f\n", f[6] * 1048576 / 1e9}'
+  kill "$srv" 2>/dev/null; wait "$srv" 2>/dev/null; bg_pids=()
+}
+
+perf=(-n 3 -w 2 --min_ms 30 --repeat 1 -c 1 --json)
+# a2a NAME RANKS NODES ARGS...: one sy-a2a-perf job under sy-run, JSON to $OUT_DIR/NAME.json.
+a2a() {
+  local name=$1 np=$2 nodes=$3
+  shift 3
+  UCX_NET_DEVICES=lo "$bin/sy-run" -n "$np" --nodes "$nodes" --timeout 40 --notag_output -- "$bin/sy-a2a-perf" \
+    "$@" "${perf[@]}" >"$OUT_DIR/$name.json" 2>"$OUT_DIR/$name.err" ||
+    log "$name failed: $(tail -3 "$OUT_DIR/$name.err")"
+}
+
+runs_done=0
+run_s=0
+for ((r = 1; r <= RUNS; r++)); do
+  if (( runs_done > 0 && SECONDS - t0 + run_s > BUDGET_S )); then
+    log "stopping after $runs_done runs (time budget ${BUDGET_S}s; one run takes ${run_s}s)"
+    break
+  fi
+  rs=$SECONDS
+  log "run $r/$RUNS (load $(cut -d' ' -f1-3 /proc/loadavg))"
+  echo "run $r: load $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT_DIR/idle.log"
+  memcpy_pair 268435456 >"$OUT_DIR/memcpy.$r"
+  memcpy_pair 8388608 >"$OUT_DIR/memcpy8m.$r"
+  a2a "a2a.np2.$r" 2 1 --op all_to_all -b 2M -e 32M -f 4
+  a2a "a2a.np4.$r" 4 1 --op all_to_all -b 4M -e 64M -f 4
+  if [[ -n $perftest ]]; then
+    for s in 1048576 4194304 16777216; do
+      tag_bw "$s" $(( s >= 16777216 ? 60 : 300 )) >"$OUT_DIR/tag_bw.$s.$r"
+    done
+    a2a "p2p.$r" 2 2 --op p2p -b 1M -e 16M -f 4
+    a2a "a2a.vn2.$r" 2 2 --op all_to_all -b 2M -e 32M -f 4
+  fi
+  runs_done=$r
+  run_s=$(( SECONDS - rs ))
+done
+
+echo "conditions: $(nproc) cores,$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(ldd --version | head -1)," \
+  "memcpy pair on cores $c0,$c1 with $memcpy_tool, UCX_TLS=tcp on lo, $runs_done runs in $(( SECONDS - t0 )) s"
+sed 's/^/  /' "$OUT_DIR/idle.log"
+command -v python3 >/dev/null || { echo "comm_quiet: no python3 for the summary; raw results in $OUT_DIR" >&2; KEEP=1; exit 1; }
+python3 "$here/comm/summarize.py" "$OUT_DIR" "$runs_done" "onenode ucx targets"
