@@ -12,14 +12,18 @@
 # Env: PRESET (tiny), BATCH (4 sequences per step, global), SEQ (256), STEPS (6; the step time
 # of a run is the median of its steps after the first two), OUT (work folder), NICE (e.g. -10:
 # run every measured process at that priority (root only), so that on a machine loaded by other
-# jobs the measurement approximates a quiet machine; the default 0 measures under the load).
+# jobs the measurement approximates a quiet machine; the default 0 measures under the load),
+# TIME_BIN (/usr/bin/time), CORPUS (a copy of the default corpus file for machines without
+# the `bible` program, e.g. the bundle's share/kjv.txt; scripts/gpu-check.sh passes it).
 set -euo pipefail
 B=$(cd "${1:-build}" && pwd); ROUNDS=${2:-5}
 PRESET=${PRESET:-tiny}; BATCH=${BATCH:-4}; SEQ=${SEQ:-256}; STEPS=${STEPS:-6}
 OUT=${OUT:-$(mktemp -d /tmp/plan_calibration.XXXXXX)}
-PY=/usr/bin/python3
+PY=${PY:-/usr/bin/python3}
 NICE=${NICE:-0}
 mkdir -p "$OUT"
+TIME_BIN=${TIME_BIN:-/usr/bin/time}
+if [ -n "${CORPUS:-}" ] && [ ! -s "$OUT/kjv.txt" ]; then cp "$CORPUS" "$OUT/kjv.txt"; fi
 RUN=(nice -n "$NICE" "$B/bin/sy-run" --timeout 300)
 # sy-train's byte tokenizer makes the vocabulary 256: the planner gets the same model.
 PLAN=("$B/bin/sy-plan" --model "$PRESET" --vocab 256 --seq "$SEQ" --batch "$BATCH" --mtp 1 --recipe fp32
@@ -44,7 +48,7 @@ print(max((cpu(f"{full}.{r}") - cpu(f"{short}.{r}")) / (steps - 2) for r in rang
 PYEOF
 }
 # Runs sy-train (args after the output prefix) with /usr/bin/time writing PREFIX.<rank>.
-TIMED=(bash -c '/usr/bin/time -f "%U %S" -o "$0.${SY_RANK:-0}" "$@"')
+TIMED=(env TIME_BIN="$TIME_BIN" bash -c '"$TIME_BIN" -f "%U %S" -o "$0.${SY_RANK:-0}" "$@"')
 
 echo "# sy-plan calibration: $PRESET, batch $BATCH x $SEQ, fp32, 1 BLAS thread per rank; $(nproc) cores; nice $NICE; $(date -u +%FT%TZ)"
 echo "# wall: step seconds (sy-train log, median of steps 3..$STEPS) vs sy-plan --calibrate"

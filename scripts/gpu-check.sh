@@ -111,6 +111,7 @@ step bench-overlap-16core 150 bench env RANKS_LIST="${SY_OVERLAP_RANKS:-2 4 8}" 
 # 5. Quiet-machine reruns of the CPU benchmarks of issues 4, 5 and 6 (scripts of those layers).
 [[ -x $root/bench/overlap_diag.sh ]] && step bench-overlap-diag 90 bench "$root/bench/overlap_diag.sh" "$build"
 [[ -x $root/bench/comm_quiet.sh ]] && step bench-comm-quiet 120 bench "$root/bench/comm_quiet.sh" "$build"
+[[ ${SY_GPU_CHECK_PLAN:-1} == 1 && -x $bin/sy-plan && -s $build/share/kjv.txt ]] && step bench-plan-calibration 200 bench env PY=python3 TIME_BIN="$bin/time" CORPUS="$build/share/kjv.txt" "$root/bench/plan_calibration.sh" "$build" ${SY_PLAN_ROUNDS:-3}
 [[ ${SY_GPU_CHECK_DISPATCH:-1} == 1 ]] && step bench-dispatch-quiet 150 bench env RUNS=${SY_DISPATCH_RUNS:-3} QUIET_MAX=2 "$root/bench/dispatch.sh" "$build"
 
 log "gpu-check: done in $(( $(date +%s) - t0 ))s, checks $([[ $failed == 0 ]] && echo passed || echo FAILED)"
