@@ -3,6 +3,7 @@
 target_sources(sy_trainer PRIVATE
   src/dist/parallel_layout.cc
   src/dist/dispatched_experts.cc
+  src/dist/fb_overlap.cc
   src/dist/grad_sync.cc
   src/dist/step_trace.cc
   src/dist/sharded_adamw.cc

@@ -2,11 +2,13 @@
 #include "switchyard/trainer/dist/dispatched_experts.h"
 
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include "switchyard/common/error.h"
 #include "switchyard/common/param.h"
 #include "switchyard/dispatch/fp8.h"
+#include "switchyard/trainer/dist/fb_overlap.h"
 
 namespace switchyard::trainer::dist {
 
@@ -61,6 +63,11 @@ void DispatchedExperts::decode(const uint8_t* bytes, comm::DataType type, int64_
 
 template <class F>
 auto DispatchedExperts::traced(pipeline::SubStepKind kind, bool backward, F&& call) {
+  if (FbLane* lane = current_fb_lane()) {  // inside an overlapped FB pair: a yield point
+    std::optional<decltype(call())> result;
+    lane->collective(kind, backward, layer_, [&] { result.emplace(call()); });
+    return std::move(*result);
+  }
   if (trace_ == nullptr || !trace_->enabled()) return call();
   const double t0 = trace_->now();
   auto result = call();

@@ -10,6 +10,7 @@
 #include <random>
 
 #include "switchyard/common/error.h"
+#include "switchyard/common/param.h"
 #include "switchyard/trainer/dist/pipeline_trainer.h"
 #include "switchyard/trainer/dist/sharded_checkpoint.h"
 #include "switchyard/trainer/train/data.h"
@@ -19,6 +20,10 @@
 
 namespace switchyard::trainer::dist {
 namespace {
+
+const Param<int64_t> kFbOverlap("TRAIN_FB_OVERLAP", 1, "bool",
+                                "1: the schedule's FB pairs overlap one micro-batch's MoE dispatch/combine with the "
+                                "other's compute; 0: forward then backward (the before/after measurement)");
 
 double mean(const std::vector<double>& v, size_t begin, size_t end) {
   double s = 0;
@@ -53,6 +58,7 @@ DistRunResult run_pipeline_training(std::shared_ptr<comm::Communicator> world, c
   o.dist.init_std = train.init_std;
   o.schedule = pipeline::parse_schedule_kind(run.schedule);
   o.microbatches = static_cast<int>(run.microbatches);
+  o.fb_overlap = kFbOverlap.get() != 0;
   PipelineTrainer trainer(world, config, o);
 
   LrSchedule lr;

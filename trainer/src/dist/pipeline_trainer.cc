@@ -133,55 +133,87 @@ void PipelineTrainer::ensure_buffer(int64_t tokens_per_rank) {
     }
 }
 
+namespace {
+
+void to_float(const double* in, std::vector<float>& out) {
+  for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<float>(in[i]);
+}
+void to_double(const std::vector<float>& in, double* out) {
+  for (size_t i = 0; i < in.size(); ++i) out[i] = in[i];
+}
+
+}  // namespace
+
+// The chunks of a (stage, micro-batch) on its model copy. Inside an overlapped pair the
+// lanes record their own compute stretches, so the chunk is not recorded as a whole.
+void PipelineTrainer::forward_chunk(int stage, int mb, const double* in, double* out, Staging& st) {
+  const double t0 = trace_->now();
+  const StagePlan& s = plan_.at(stage);
+  Model<float>& m = *models_.at(mb);
+  if (s.embed)
+    m.embed_forward(st.in.data());
+  else
+    to_float(in, st.in);
+  m.layers_forward(s.first, s.last, st.in.data(), st.out.data());
+  if (s.head)
+    mb_losses_[mb] = m.head_forward(st.out.data());
+  else
+    to_double(st.out, out);
+  if (!current_fb_lane()) trace_->record_compute(pipeline::OpKind::kForward, trace_->step(), t0, trace_->now());
+}
+
+void PipelineTrainer::backward_input_chunk(int stage, int mb, const double* grad_out, double* grad_in, Staging& st) {
+  const double t0 = trace_->now();
+  const StagePlan& s = plan_.at(stage);
+  Model<float>& m = *models_.at(mb);
+  if (s.head)
+    m.head_backward_input(st.out.data());
+  else
+    to_float(grad_out, st.out);
+  m.layers_backward_input(s.first, s.last, st.out.data(), s.embed ? nullptr : st.in.data());
+  if (!s.embed) to_double(st.in, grad_in);
+  if (!current_fb_lane())
+    trace_->record_compute(pipeline::OpKind::kBackwardInput, trace_->step(), t0, trace_->now());
+}
+
+void PipelineTrainer::backward_weight_chunk(int stage, int mb) {
+  const double t0 = trace_->now();
+  const StagePlan& s = plan_.at(stage);
+  Model<float>& m = *models_.at(mb);
+  if (s.head) m.head_backward_weight();
+  m.layers_backward_weight(s.first, s.last);
+  if (s.embed) m.embed_backward(nullptr);
+  if (!current_fb_lane())
+    trace_->record_compute(pipeline::OpKind::kBackwardWeight, trace_->step(), t0, trace_->now());
+}
+
 void PipelineTrainer::ensure_executor(size_t activation_elems) {
   if (executor_ && activation_elems_ == activation_elems) return;
   activation_elems_ = activation_elems;
-  act_in_.resize(activation_elems);
-  act_out_.resize(activation_elems);
-  auto plan_of = [this](int stage) -> const StagePlan& { return plan_.at(stage); };
-  auto to_float = [](const double* in, std::vector<float>& out) {
-    for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<float>(in[i]);
-  };
-  auto to_double = [](const std::vector<float>& in, double* out) {
-    for (size_t i = 0; i < in.size(); ++i) out[i] = in[i];
-  };
+  for (Staging& st : staging_) {
+    st.in.resize(activation_elems);
+    st.out.resize(activation_elems);
+  }
   pipeline::StageCallbacks cb;
-  cb.forward = [=, this](int stage, int mb, const double* in, double* out) {
-    const double t0 = trace_->now();
-    const StagePlan& s = plan_of(stage);
-    Model<float>& m = *models_.at(mb);
-    if (s.embed)
-      m.embed_forward(act_in_.data());
-    else
-      to_float(in, act_in_);
-    m.layers_forward(s.first, s.last, act_in_.data(), act_out_.data());
-    if (s.head)
-      mb_losses_[mb] = m.head_forward(act_out_.data());
-    else
-      to_double(act_out_, out);
-    trace_->record_compute(pipeline::OpKind::kForward, trace_->step(), t0, trace_->now());
+  cb.forward = [this](int stage, int mb, const double* in, double* out) {
+    forward_chunk(stage, mb, in, out, staging_[0]);
   };
-  cb.backward_input = [=, this](int stage, int mb, const double* grad_out, double* grad_in) {
-    const double t0 = trace_->now();
-    const StagePlan& s = plan_of(stage);
-    Model<float>& m = *models_.at(mb);
-    if (s.head)
-      m.head_backward_input(act_out_.data());
-    else
-      to_float(grad_out, act_out_);
-    m.layers_backward_input(s.first, s.last, act_out_.data(), s.embed ? nullptr : act_in_.data());
-    if (!s.embed) to_double(act_in_, grad_in);
-    trace_->record_compute(pipeline::OpKind::kBackwardInput, trace_->step(), t0, trace_->now());
+  cb.backward_input = [this](int stage, int mb, const double* grad_out, double* grad_in) {
+    backward_input_chunk(stage, mb, grad_out, grad_in, staging_[0]);
   };
-  cb.backward_weight = [=, this](int stage, int mb) {
-    const double t0 = trace_->now();
-    const StagePlan& s = plan_of(stage);
-    Model<float>& m = *models_.at(mb);
-    if (s.head) m.head_backward_weight();
-    m.layers_backward_weight(s.first, s.last);
-    if (s.embed) m.embed_backward(nullptr);
-    trace_->record_compute(pipeline::OpKind::kBackwardWeight, trace_->step(), t0, trace_->now());
-  };
+  cb.backward_weight = [this](int stage, int mb) { backward_weight_chunk(stage, mb); };
+  if (options_.fb_overlap) {
+    if (!overlap_) overlap_ = std::make_unique<FbOverlap>(trace_.get());
+    cb.forward_backward = [this](int f_stage, int f_mb, const double* in, double* out, int b_stage, int b_mb,
+                                 const double* grad_out, double* grad_in) {
+      overlap_->run_pair(
+          f_mb, [&] { forward_chunk(f_stage, f_mb, in, out, staging_[0]); }, b_mb,
+          [&] {
+            backward_input_chunk(b_stage, b_mb, grad_out, grad_in, staging_[1]);
+            backward_weight_chunk(b_stage, b_mb);
+          });
+    };
+  }
   executor_ = std::make_unique<pipeline::Executor>(groups_.pp, schedule_, activation_elems, std::move(cb));
 }
 

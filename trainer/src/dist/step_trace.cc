@@ -11,7 +11,8 @@
 namespace switchyard::trainer::dist {
 namespace {
 
-constexpr int kFields = 9;  // comm, start, end, op, stage, microbatch, sub-step kind (-1 none), backward, layer
+// comm, start, end, op, stage, microbatch, sub-step kind (-1 none), backward, layer, sub-step microbatch
+constexpr int kFields = 10;
 
 void pack(const pipeline::SimEvent& e, double* f) {
   const bool sub = !e.action.sub_steps.empty();
@@ -24,6 +25,7 @@ void pack(const pipeline::SimEvent& e, double* f) {
   f[6] = sub ? static_cast<double>(e.action.sub_steps[0].kind) : -1;
   f[7] = sub ? e.action.sub_steps[0].backward : 0;
   f[8] = sub ? e.action.sub_steps[0].layer : 0;
+  f[9] = sub ? e.action.sub_steps[0].microbatch : 0;
 }
 
 pipeline::SimEvent unpack(int rank, const double* f) {
@@ -40,7 +42,7 @@ pipeline::SimEvent unpack(int rank, const double* f) {
     s.kind = static_cast<pipeline::SubStepKind>(static_cast<int>(f[6]));
     s.backward = f[7] != 0;
     s.layer = static_cast<int>(f[8]);
-    s.microbatch = e.action.microbatch;
+    s.microbatch = static_cast<int>(f[9]);
     e.action.sub_steps.push_back(s);
   }
   return e;
@@ -64,6 +66,12 @@ double StepTrace::now() const {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - origin_).count();
 }
 
+void StepTrace::push(pipeline::SimEvent e, bool async) {
+  std::lock_guard<std::mutex> lock(mu_);
+  events_.push_back(std::move(e));
+  async_.push_back(async);
+}
+
 void StepTrace::record_compute(pipeline::OpKind kind, int step, double start, double end) {
   if (!enabled_) return;
   pipeline::SimEvent e;
@@ -71,11 +79,22 @@ void StepTrace::record_compute(pipeline::OpKind kind, int step, double start, do
   e.start = start;
   e.end = end;
   e.action = pipeline::make_compute(kind, 0, step);
-  events_.push_back(std::move(e));
+  push(std::move(e), false);
+}
+
+void StepTrace::record_segment(const pipeline::SubStep& s, int step, double start, double end) {
+  if (!enabled_) return;
+  pipeline::SimEvent e;
+  e.rank = world_->rank();
+  e.start = start;
+  e.end = end;
+  e.action = pipeline::make_compute(s.backward ? pipeline::OpKind::kBackward : pipeline::OpKind::kForward, 0, step);
+  e.action.sub_steps.push_back(s);
+  push(std::move(e), false);
 }
 
 void StepTrace::record_comm(pipeline::SubStepKind kind, bool backward, int layer, int step, double start,
-                            double end) {
+                            double end, int microbatch, bool async) {
   if (!enabled_) return;
   pipeline::SimEvent e;
   e.rank = world_->rank();
@@ -87,9 +106,9 @@ void StepTrace::record_comm(pipeline::SubStepKind kind, bool backward, int layer
   s.kind = kind;
   s.backward = backward;
   s.layer = layer;
-  s.microbatch = step;
+  s.microbatch = microbatch >= 0 ? microbatch : step;
   e.action.sub_steps.push_back(s);
-  events_.push_back(std::move(e));
+  push(std::move(e), async);
 }
 
 void StepTrace::record_reduce(int step, double start, double end) {
@@ -101,7 +120,7 @@ void StepTrace::record_reduce(int step, double start, double end) {
   e.end = end;
   e.action = pipeline::make_reduce(0);
   e.action.microbatch = step;
-  events_.push_back(std::move(e));
+  push(std::move(e), false);
 }
 
 std::vector<pipeline::SimEvent> StepTrace::gather() const {
@@ -124,19 +143,40 @@ std::vector<pipeline::SimEvent> StepTrace::gather() const {
 }
 
 StepBreakdown StepTrace::breakdown() const {
-  // Every communication call of this path blocks the compute thread (F/B chunks contain
-  // the dispatch/combine calls of their layers): nothing is hidden, all of it is exposed.
-  double compute = 0, comm = 0, wall = 0;
-  for (const auto& e : events_) {
-    if (!e.comm)
-      compute += e.end - e.start;
-    else
-      comm += e.end - e.start;
-  }
-  double moe_comm = 0;
+  // A blocking communication call runs on the compute thread inside an F/B chunk: exposed,
+  // and not compute. An asynchronous one (an overlapped FB pair's collective on the worker)
+  // is hidden where a compute event (a pair's compute stretch, or any chunk) covers it.
+  std::vector<std::pair<double, double>> busy;  // compute intervals
   for (const auto& e : events_)
-    if (e.comm && !e.action.sub_steps.empty()) moe_comm += e.end - e.start;
-  compute -= moe_comm;  // inside the F/B chunks
+    if (!e.comm) busy.push_back({e.start, e.end});
+  std::sort(busy.begin(), busy.end());
+  std::vector<std::pair<double, double>> merged;
+  for (const auto& iv : busy) {
+    if (!merged.empty() && iv.first <= merged.back().second)
+      merged.back().second = std::max(merged.back().second, iv.second);
+    else
+      merged.push_back(iv);
+  }
+  auto covered = [&](double a, double b) {
+    double c = 0;
+    for (const auto& [s, t] : merged) c += std::max(0.0, std::min(b, t) - std::max(a, s));
+    return c;
+  };
+  double compute = 0, exposed = 0, hidden = 0, wall = 0;
+  for (size_t i = 0; i < events_.size(); ++i) {
+    const auto& e = events_[i];
+    const double len = e.end - e.start;
+    if (!e.comm) {
+      compute += len;
+    } else if (async_[i]) {
+      const double h = std::min(len, covered(e.start, e.end));
+      hidden += h;
+      exposed += len - h;
+    } else {
+      exposed += len;
+      if (!e.action.sub_steps.empty()) compute -= len;  // a MoE call inside its F/B chunk
+    }
+  }
   for (size_t i = 0; i < std::min(step_start_.size(), step_end_.size()); ++i) wall += step_end_[i] - step_start_[i];
   StepBreakdown b;
   const double n = world_->size();
@@ -144,8 +184,8 @@ StepBreakdown StepTrace::breakdown() const {
   if (world_->size() > 1) world_->all_reduce(&wall, &w, 1, comm::DataType::kFloat64, comm::ReduceOp::kMax);
   b.wall = w;
   b.compute = sum_over(*world_, compute) / n;
-  b.exposed_comm = sum_over(*world_, comm) / n;
-  b.hidden_comm = 0;
+  b.exposed_comm = sum_over(*world_, exposed) / n;
+  b.hidden_comm = sum_over(*world_, hidden) / n;
   b.idle = std::max(0.0, b.wall - b.compute - b.exposed_comm);
   return b;
 }

@@ -88,7 +88,9 @@ class DispatchedExperts : public ExpertProvider<float> {
   // Local expert backward on dy_rows_, then the dispatch backward into dx (+=).
   void expert_backward_and_return(float* dx);
 
-  // Runs one Buffer call and records it as a DISPATCH or COMBINE event.
+  // Runs one Buffer call and records it as a DISPATCH or COMBINE event; inside a lane of an
+  // overlapped FB pair (fb_overlap.h) the call runs on the pair's communication worker while
+  // the other micro-batch computes.
   template <class F>
   auto traced(pipeline::SubStepKind kind, bool backward, F&& call);
 

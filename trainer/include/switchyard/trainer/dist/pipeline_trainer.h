@@ -25,8 +25,9 @@
 //      summed over PP), AdamW;
 //   4. the aux-loss-free bias update of the held MoE layers from counts summed over every
 //      micro-batch and data rank.
-// The FB pairs of the schedule run as a forward followed by a backward (no overlap of one
-// micro-batch's dispatch/combine with the other's compute yet; docs/distributed.md).
+// The FB pairs of the schedule (DualPipeV's steady phase) run under FbOverlap: the backward
+// of one micro-batch and the forward of the other take turns computing, each one's MoE
+// dispatch/combine travelling while the other computes (PipelineOptions::fb_overlap).
 // DualPipe (two mirrored parameter copies) is refused (Unsupported): use DualPipeV.
 //
 // Collective: every rank calls every method in the same order. Not thread-safe. Owns its
@@ -44,6 +45,7 @@
 #include "switchyard/pipeline/generators.h"
 #include "switchyard/trainer/dist/dist_trainer.h"
 #include "switchyard/trainer/dist/dispatched_experts.h"
+#include "switchyard/trainer/dist/fb_overlap.h"
 #include "switchyard/trainer/dist/grad_sync.h"
 #include "switchyard/trainer/dist/parallel_layout.h"
 #include "switchyard/trainer/dist/step_trace.h"
@@ -56,6 +58,9 @@ struct PipelineOptions {
   DistOptions dist;  // layout (any pp >= 1), wire, AdamW, clip, seed; zero1 is refused
   pipeline::ScheduleKind schedule = pipeline::ScheduleKind::kDualPipeV;
   int microbatches = 2;  // per step; valid counts depend on the schedule (generate())
+  // FB pairs of the schedule overlap one micro-batch's dispatch/combine with the other's
+  // compute (fb_overlap.h); false: forward, then backward. Same results either way.
+  bool fb_overlap = true;
 };
 
 // The decoder layers of one pipeline stage.
@@ -83,6 +88,8 @@ class PipelineTrainer {
   // The master model: parameters of this rank's stages are current (others unused).
   Model<float>& model() { return *models_[0]; }
   StepTrace& trace() { return *trace_; }
+  // The FB overlap runner (nullptr before the first step or with fb_overlap off).
+  const FbOverlap* overlap() const { return overlap_.get(); }
   const dispatch::Buffer* buffer() const { return buffer_.get(); }
   int64_t steps_done() const { return steps_; }
 
@@ -115,6 +122,13 @@ class PipelineTrainer {
   int holder_rank(const std::string& name) const;  // world rank to take `name` from
   void ensure_buffer(int64_t tokens_per_rank);
   void ensure_executor(size_t activation_elems);
+  // FP32 staging of one chunk's activations; one per lane of an overlapped pair.
+  struct Staging {
+    std::vector<float> in, out;  // [rows * seq, hidden]
+  };
+  void forward_chunk(int stage, int mb, const double* in, double* out, Staging& st);
+  void backward_input_chunk(int stage, int mb, const double* grad_out, double* grad_in, Staging& st);
+  void backward_weight_chunk(int stage, int mb);
   void refresh_copies();
   void accumulate_copies();
 
@@ -137,7 +151,8 @@ class PipelineTrainer {
   int64_t steps_ = 0;
   // State of the running step, read by the executor callbacks.
   std::vector<Losses> mb_losses_;  // [microbatches] head losses of this rank's last stage
-  std::vector<float> act_in_, act_out_;  // [rows * seq, hidden] staging FP32 <-> FP64
+  Staging staging_[2];  // [0]: plain chunks and a pair's forward, [1]: a pair's backward
+  std::unique_ptr<FbOverlap> overlap_;  // when options_.fb_overlap
 };
 
 }  // namespace switchyard::trainer::dist
