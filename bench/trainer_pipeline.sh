@@ -4,7 +4,9 @@
 # this run one after the other:
 #   1 rank : sy-train one process, --batch 4 --grad_accum 4 (the baseline)
 #   2 ranks: PP 2 DualPipeV (EP 1)
-#   4 ranks: PP 2 x EP 2 DualPipeV, EP across 2 virtual nodes (interleaved rank map, two-hop)
+#   4 ranks: PP 2 x EP 2 DualPipeV, EP across 2 virtual nodes (interleaved rank map, two-hop),
+#            first with the FB pairs run forward then backward (SWITCHYARD_TRAIN_FB_OVERLAP=0,
+#            the before), then overlapped (the default, the after)
 #   4 ranks: EP 4 x DP 1 without stages (DistTrainer, --grad_accum 4), for reference
 # Each prints the median tokens/s over the steps after the first and, for the distributed
 # runs, the step breakdown of the last 4 (traced) steps: compute, exposed communication,
@@ -48,6 +50,8 @@ echo "trainer_pipeline: tiny, global batch 16 x 64, 4 micro-batches, $steps step
 uptime
 run1
 runn "2 ranks PP 2 dualpipev" -n 2 -- --pp=2 --ep=1 --schedule=dualpipev --microbatches=4
+SWITCHYARD_TRAIN_FB_OVERLAP=0 runn "4 ranks PP 2 x EP 2, serial FB pairs" -n 4 \
+  --rank-map "$here/../scripts/demo-ranks-interleaved.json" -- --pp=2 --ep=2 --schedule=dualpipev --microbatches=4
 runn "4 ranks PP 2 x EP 2 dualpipev" -n 4 --rank-map "$here/../scripts/demo-ranks-interleaved.json" -- \
   --pp=2 --ep=2 --schedule=dualpipev --microbatches=4
 runn "4 ranks EP 4 (no stages, accum 4)" -n 4 --nodes 2 -- --ep=4 --batch=4 --grad_accum=4

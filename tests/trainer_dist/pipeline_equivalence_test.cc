@@ -3,7 +3,7 @@
 // LocalExperts running each micro-batch whole, gradients summed / M, clip_grad_norm, AdamW,
 // update_expert_bias). FP32 expert payloads: losses over 5 steps within 1e-5 (relative),
 // every parameter afterwards within 1e-5 (normwise per tensor), for EP 4 x PP 2 and
-// EP 2 x PP 2 x DP 2 under DualPipeV, 1F1B, ZBV and ZB-H1. Sharded checkpoints: saved after
+// EP 2 x PP 2 x DP 2 under DualPipeV, DualPipe (mirrored stage copies), 1F1B and ZBV. Sharded checkpoints: saved after
 // 3 of 5 steps and loaded into a fresh trainer, the run continues bitwise on the same layout
 // and within 1e-5 on another (and in the EP x DP trainer without stages).
 //
@@ -226,6 +226,15 @@ TEST(PipelineTrainerTest, DualPipeVExpertTwoPipelineTwoDataTwoMatchesOneProcess)
   expect_equivalent({2, 2, 2}, ScheduleKind::kDualPipeV);
 }
 
+// DualPipe: two directions, each stage on two pipeline ranks whose gradients are summed.
+TEST(PipelineTrainerTest, DualPipeExpertFourTimesPipelineTwoMatchesOneProcess) {
+  expect_equivalent({4, 2, 1}, ScheduleKind::kDualPipe);
+}
+
+TEST(PipelineTrainerTest, DualPipeExpertTwoPipelineTwoDataTwoMatchesOneProcess) {
+  expect_equivalent({2, 2, 2}, ScheduleKind::kDualPipe);
+}
+
 TEST(PipelineTrainerTest, OneFOneBExpertFourTimesPipelineTwoMatchesOneProcess) {
   expect_equivalent({4, 2, 1}, ScheduleKind::k1F1B);
 }
@@ -350,12 +359,12 @@ TEST(PipelineTrainerTest, ShardedCheckpointResumesBitwiseOnSameLayoutAndCloseOnO
   if (world()->rank() == 0) std::filesystem::remove_all(dir);
 }
 
-TEST(PipelineTrainerTest, RefusesMirroredDualPipeAndTooFewMicroBatches) {
+TEST(PipelineTrainerTest, RefusesTooFewMicroBatches) {
   PipelineOptions o;
   o.dist.layout = {world()->size() / 2, 2, 1};
   o.schedule = ScheduleKind::kDualPipe;
-  o.microbatches = 4;
-  EXPECT_THROW(PipelineTrainer(world(), test_config(), o), Unsupported);
+  o.microbatches = 3;  // DualPipe splits the micro-batches over two directions
+  EXPECT_THROW(PipelineTrainer(world(), test_config(), o), InvalidArgument);
   o.schedule = ScheduleKind::kDualPipeV;
   o.microbatches = 2;  // DualPipeV needs >= 2 * ranks
   try {

@@ -110,7 +110,7 @@ double GradientSync::clip(double max_norm) {
   const auto t0 = Clock::now();
   // Dense gradients are identical over the replica group: count them once per stage.
   double ss = sum_squares(dense_) + all_reduce_sum(*groups_.ep, sum_squares(owned_experts_));
-  ss = all_reduce_sum(*groups_.pp, ss);
+  ss = all_reduce_sum(*groups_.pp, counts_in_norm_ ? ss : 0.0);
   comm_seconds_ += since(t0);
   const double norm = std::sqrt(ss);
   if (max_norm > 0 && norm > max_norm) {

@@ -81,10 +81,13 @@ DistRunResult run_pipeline_training(std::shared_ptr<comm::Communicator> world, c
         << run.layout.to_string() << ", schedule " << trainer.schedule().name << " with " << run.microbatches
         << " micro-batches, " << trainer.schedule().num_stages << " stages, expert payload "
         << expert_wire_name(run.wire) << ", global batch " << train.batch << " x " << train.seq << " tokens\n";
-    for (const StagePlan& s : plan_stages(config, trainer.schedule().num_stages))
-      out << "  stage " << s.stage << " on pipeline rank " << trainer.schedule().rank_of(s.stage, 0) << ": "
-          << (s.embed ? "embedding, " : "") << "layers [" << s.first << ", " << s.last << ")"
+    const pipeline::Schedule& sched = trainer.schedule();
+    for (const StagePlan& s : plan_stages(config, sched.num_stages)) {
+      out << "  stage " << s.stage << " on pipeline rank " << sched.paths[0][s.stage];
+      if (sched.paths.size() > 1) out << " (mirrored copy on rank " << sched.paths[1][s.stage] << ")";
+      out << ": " << (s.embed ? "embedding, " : "") << "layers [" << s.first << ", " << s.last << ")"
           << (s.head ? ", final norm, head, MTP" : "") << "\n";
+    }
     out << std::flush;
   }
 

@@ -63,16 +63,23 @@ PipelineTrainer::PipelineTrainer(std::shared_ptr<comm::Communicator> world, cons
   g.num_ranks = layout.pp;
   g.num_microbatches = options_.microbatches;
   schedule_ = pipeline::generate(options_.schedule, g);  // names the valid sizes otherwise
-  if (schedule_.parameter_copies() > 1 || schedule_.paths.size() != 1)
-    SY_THROW(Unsupported, "PipelineTrainer: schedule " << schedule_.name
-                                                       << " keeps mirrored stage copies, which the trainer does not "
-                                                          "implement yet; use dualpipev, zbv, zb-h1 or 1f1b");
+  mirrored_ = schedule_.parameter_copies() > 1;
+  if (schedule_.parameter_copies() > 2 || schedule_.paths.size() > 2)
+    SY_THROW(Unsupported, "PipelineTrainer: schedule " << schedule_.name << " keeps " << schedule_.parameter_copies()
+                                                       << " copies of a stage on " << schedule_.paths.size()
+                                                       << " paths; the trainer handles 1 (one path) or 2 (DualPipe)");
   groups_ = make_groups(world, layout);
   SY_CHECK(groups_.pp->rank() == groups_.pp_index);
   plan_ = plan_stages(config, schedule_.num_stages);
   for (int s : schedule_.stages_on(groups_.pp_index)) mine_.push_back(plan_[s]);
   const int first_rank = schedule_.rank_of(0, 0), last_rank = schedule_.rank_of(schedule_.num_stages - 1, 0);
   shares_embedding_ = first_rank != last_rank;
+  if (mirrored_) {
+    // DualPipe: pipeline ranks r and P-1-r hold the same two stages (one per direction).
+    const int P = layout.pp, r = groups_.pp_index;
+    mirror_ = groups_.pp->split(std::min(r, P - 1 - r), r);
+    SY_CHECK(mirror_->size() == 2);
+  }
 
   for (int m = 0; m < options_.microbatches; ++m) {
     models_.push_back(std::make_unique<Model<float>>(config));
@@ -108,14 +115,35 @@ PipelineTrainer::PipelineTrainer(std::shared_ptr<comm::Communicator> world, cons
   }
   for (int64_t l : master.moe_layer_indices())
     if (layers.count(l)) held_moe_.push_back(l);
+  if (mirrored_) {
+    // Gradients summed over the two copies by the executor's REDUCE, one FP64 buffer per
+    // stage; the embedding (stage 0 and the head's MTP lookups) goes through the PP sum below.
+    for (int i : held_) {
+      const std::string& name = all[i]->name;
+      if (name != kEmbedding) mirror_params_[stage_of(name)].push_back(i);
+    }
+  }
   optimizer_ = std::make_unique<AdamW>(master.parameters(), options_.dist.adam);
   sync_ = std::make_unique<GradientSync>(master.parameters(), config.n_routed_experts, groups_, sync_params);
+  // Mirrored copies count once in the gradient norm: on the pipeline ranks r < P/2.
+  if (mirrored_) sync_->set_counts_in_norm(groups_.pp_index < layout.pp / 2);
   trace_ = std::make_unique<StepTrace>(world);
   mb_losses_.resize(options_.microbatches);
   if (options_.dist.max_tokens_per_rank > 0) ensure_buffer(options_.dist.max_tokens_per_rank);
 }
 
 PipelineTrainer::~PipelineTrainer() = default;
+
+int PipelineTrainer::stage_of(const std::string& name) const {
+  const int64_t L = config_.num_hidden_layers, l = layer_of(name);
+  if (name == kEmbedding) return 0;
+  if (l >= 0 && l < L)
+    for (const StagePlan& s : plan_)
+      if (l >= s.first && l < s.last) return s.stage;
+  return schedule_.num_stages - 1;  // norm, head, MTP layers
+}
+
+bool PipelineTrainer::runs_here(int stage, int mb) const { return schedule_.rank_of(stage, mb) == groups_.pp_index; }
 
 void PipelineTrainer::ensure_buffer(int64_t tokens_per_rank) {
   if (buffer_ && buffer_->options().max_tokens_per_rank >= tokens_per_rank) return;
@@ -202,6 +230,23 @@ void PipelineTrainer::ensure_executor(size_t activation_elems) {
     backward_input_chunk(stage, mb, grad_out, grad_in, staging_[0]);
   };
   cb.backward_weight = [this](int stage, int mb) { backward_weight_chunk(stage, mb); };
+  if (mirrored_) {
+    // REDUCE (after this rank's last W): the stage's held gradients summed over the
+    // micro-batch copies in FP64, then summed in place over the two ranks holding the stage.
+    cb.gradients = [this](int stage) -> std::span<double> {
+      std::vector<double>& buf = mirror_buf_[stage];
+      buf.clear();
+      for (int i : mirror_params_[stage]) {
+        const size_t at = buf.size();
+        buf.resize(at + models_[0]->parameters().all()[i]->grad.size(), 0.0);
+        for (const auto& model : models_) {
+          const std::vector<float>& g = model->parameters().all()[i]->grad;
+          for (size_t j = 0; j < g.size(); ++j) buf[at + j] += g[j];
+        }
+      }
+      return std::span<double>(buf);
+    };
+  }
   if (options_.fb_overlap) {
     if (!overlap_) overlap_ = std::make_unique<FbOverlap>(trace_.get());
     cb.forward_backward = [this](int f_stage, int f_mb, const double* in, double* out, int b_stage, int b_mb,
@@ -233,7 +278,21 @@ void PipelineTrainer::refresh_copies() {
 void PipelineTrainer::accumulate_copies() {
   const auto& dst = models_[0]->parameters().all();
   const float scale = 1.0f / static_cast<float>(models_.size());
+  if (mirrored_) {  // the executor's REDUCE summed them (FP64): the mean over micro-batches
+    const double M = static_cast<double>(models_.size());
+    for (const auto& [stage, params] : mirror_params_) {
+      const std::vector<double>& buf = mirror_buf_.at(stage);
+      size_t at = 0;
+      for (int i : params) {
+        std::vector<float>& g = dst[i]->grad;
+        for (size_t j = 0; j < g.size(); ++j) g[j] = static_cast<float>(buf[at + j] / M);
+        at += g.size();
+      }
+      SY_CHECK(at == buf.size());
+    }
+  }
   for (int i : held_) {
+    if (mirrored_ && dst[i]->name != kEmbedding) continue;
     std::vector<float>& g = dst[i]->grad;
     for (size_t m = 1; m < models_.size(); ++m) {
       const std::vector<float>& c = models_[m]->parameters().all()[i]->grad;
@@ -277,6 +336,7 @@ DistStepMetrics PipelineTrainer::step(const int64_t* global_tokens, int64_t glob
   std::vector<double> l(2 + D, 0.0);  // main, balance, mtp[D]
   for (int m = 0; m < M; ++m) {
     for (const StagePlan& s : mine_) {
+      if (!runs_here(s.stage, m)) continue;  // DualPipe: the other direction's copy
       l[1] += models_[m]->balance_loss(s.first, s.last) / M;
       if (s.head) {
         l[0] += mb_losses_[m].main / M;
@@ -297,11 +357,18 @@ DistStepMetrics PipelineTrainer::step(const int64_t* global_tokens, int64_t glob
 
   // Load counts of the held MoE layers over every micro-batch and data rank.
   std::vector<double> counts(held_moe_.size() * E, 0.0);
-  for (const auto& model : models_)
+  for (int m = 0; m < M; ++m)
     for (size_t i = 0; i < held_moe_.size(); ++i) {
-      const std::vector<double>& c = model->expert_counts(held_moe_[i]);
+      const int64_t layer = held_moe_[i];
+      if (!runs_here(stage_of("model.layers." + std::to_string(layer) + "."), m)) continue;
+      const std::vector<double>& c = models_[m]->expert_counts(layer);
       for (int64_t e = 0; e < E; ++e) counts[i * E + e] += c[e];
     }
+  if (mirrored_ && !counts.empty()) {  // the other direction's micro-batches, on the mirror rank
+    std::vector<double> both(counts.size());
+    mirror_->all_reduce(counts.data(), both.data(), counts.size(), comm::DataType::kFloat64, comm::ReduceOp::kSum);
+    counts.swap(both);
+  }
   sync_->sum_over_replica(counts);
 
   const double sync_before = sync_->comm_seconds();

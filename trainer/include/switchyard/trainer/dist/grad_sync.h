@@ -9,7 +9,8 @@
 // - routed experts of other EP ranks: zeroed (this rank never steps them);
 // where R = ep * dp is the number of data ranks. Packed into one flat buffer per group.
 // clip() computes the L2 norm over the stage's non-expert parameters once plus every
-// owned expert once (summed over EP), then over pipeline stages (sum over PP), and scales
+// owned expert once (summed over EP), then over pipeline stages (sum over PP; a rank whose
+// stages are mirrored copies adds nothing, set_counts_in_norm), and scales
 // every gradient by max_norm / (norm + 1e-6) when norm > max_norm (as clip_grad_norm).
 //
 // Collective over the groups; call in the same order on every rank. Not thread-safe. Keeps
@@ -38,6 +39,9 @@ class GradientSync {
   bool owns(const Parameter<float>& p) const;
   void reduce();
   double clip(double max_norm);
+  // false: this rank's stages are mirrored copies (DualPipe) counted by another pipeline
+  // rank, so clip() adds nothing of its own to the norm (it still joins the collectives).
+  void set_counts_in_norm(bool on) { counts_in_norm_ = on; }
   // v: [n] summed over the replica group in place (FP64, e.g. expert load counts).
   void sum_over_replica(std::vector<double>& v);
   // Mean over the replica group in place.
@@ -52,6 +56,7 @@ class GradientSync {
   std::vector<Parameter<float>*> dense_, owned_experts_, foreign_experts_;
   std::vector<float> send_, recv_;
   double comm_seconds_ = 0;
+  bool counts_in_norm_ = true;
 };
 
 }  // namespace switchyard::trainer::dist

@@ -28,13 +28,18 @@
 // The FB pairs of the schedule (DualPipeV's steady phase) run under FbOverlap: the backward
 // of one micro-batch and the forward of the other take turns computing, each one's MoE
 // dispatch/combine travelling while the other computes (PipelineOptions::fb_overlap).
-// DualPipe (two mirrored parameter copies) is refused (Unsupported): use DualPipeV.
+// DualPipe (two directions, each stage on pipeline ranks r and P-1-r): micro-batch m runs
+// its path's copy; the executor's REDUCE sums each stage's gradients (FP64, over the
+// micro-batch copies, then over the two ranks), the embedding goes through the PP sum,
+// load counts are summed over the pair, and the norm counts each stage once (ranks r < P/2).
+// Both copies then take the same AdamW step, so they stay equal.
 //
 // Collective: every rank calls every method in the same order. Not thread-safe. Owns its
 // models, optimizer, dispatch buffer and executor.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -131,6 +136,8 @@ class PipelineTrainer {
   void backward_weight_chunk(int stage, int mb);
   void refresh_copies();
   void accumulate_copies();
+  int stage_of(const std::string& name) const;  // the stage a parameter (or "model.layers.<l>.") belongs to
+  bool runs_here(int stage, int mb) const;       // this pipeline rank runs (stage, mb)
 
   PipelineOptions options_;
   ModelConfig config_;
@@ -142,6 +149,11 @@ class PipelineTrainer {
   std::vector<int> held_;        // indices into parameters().all() updated by this rank
   std::vector<int64_t> held_moe_;  // MoE layers of this rank's stages
   bool shares_embedding_ = false;  // embedding on two pipeline ranks (first and last stage)
+  // DualPipe: each stage on two pipeline ranks (r and P-1-r), one per direction.
+  bool mirrored_ = false;
+  std::shared_ptr<comm::Communicator> mirror_;    // {r, P-1-r}: load counts
+  std::map<int, std::vector<int>> mirror_params_;  // stage -> held parameters (no embedding)
+  std::map<int, std::vector<double>> mirror_buf_;  // stage -> gradients summed by REDUCE
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<GradientSync> sync_;
   std::shared_ptr<dispatch::Buffer> buffer_;
