@@ -220,6 +220,7 @@ DispatchResult Buffer::dispatch(const DispatchArgs& args) {
   if (args.expert_alignment < 1)
     SY_THROW(InvalidArgument, "dispatch: expert_alignment = " << args.expert_alignment << " must be >= 1");
 
+  detail::PhaseTimer timer(two_hop_ ? "dispatch two-hop" : "dispatch flat");
   std::shared_ptr<Handle::Plan> plan;
   std::shared_ptr<const Handle::Plan> cplan;
   int K;
@@ -292,11 +293,13 @@ DispatchResult Buffer::dispatch(const DispatchArgs& args) {
   // Per-peer receive regions hold the most a peer can send: its max_tokens_per_rank rows in
   // stage A, and that many per node in stage B (a forwarder relays one source per node).
   const int64_t max_rows = max_tokens_any_rank_;
+  timer.lap("plan");
   detail::exchange_rows(ex, fmt.total, cplan->a_send, a_peers, max_rows, fp, write_token_row, arrival_a, ws_->packed,
                         kTagRowsA, res.stats);
   if (cached && arrival_a.counts != cplan->a_recv)
     SY_THROW(InvalidArgument, "dispatch: ranks disagree on the cached handle (stage A counts differ)");
   if (!cached) plan->a_recv = arrival_a.counts;
+  timer.lap("stage A");
   const detail::Arrival* arrival = &arrival_a;
   if (two_hop_) {
     if (!cached) plan_forwarding(*plan, arrival_a, fmt, map, me, L);
@@ -307,6 +310,7 @@ DispatchResult Buffer::dispatch(const DispatchArgs& args) {
       SY_THROW(InvalidArgument, "dispatch: ranks disagree on the cached handle (stage B counts differ)");
     if (!cached) plan->b_recv = arrival_b.counts;
     arrival = &arrival_b;
+    timer.lap("stage B");
   }
   const int64_t M = arrival->size();
 
@@ -321,6 +325,7 @@ DispatchResult Buffer::dispatch(const DispatchArgs& args) {
       if (v >= 0) ++res.num_recv_tokens_per_expert[v];
   }
 
+  timer.lap("receive plan");
   res.dtype = args.dtype;
   res.num_recv_tokens = M;
   // Rows are appended in canonical order straight from the arrival buffer (no zero fill).
@@ -366,19 +371,24 @@ DispatchResult Buffer::dispatch(const DispatchArgs& args) {
   for (int64_t n : cplan->num_tokens_per_rank) logical_rows += n;
   res.stats.logical_bytes = logical_rows * static_cast<int64_t>(fmt.total);
   res.handle.plan_ = cplan;
+  timer.lap("outputs");
   return res;
 }
 
 namespace {
 
 // Sends one row per received token (width elements of dtype) back along the dispatch path
-// and returns the FP32 sums per source token [T x width]. row_fn(c, float* out) produces the
-// FP32 row of canonical received token c; it is converted to dtype for the wire.
+// and writes the sums per source token, [T x width] of out_dtype, into out. row_fn(c,
+// float* out) produces the FP32 row of canonical received token c; it is converted to dtype
+// for the wire. Two-hop: the forwarder sums the rows of its node per stage-A row and sends
+// the sum on in dtype (one row per (token, node) crosses the network).
 template <class RowFn>
-std::vector<float> reduce_to_sources(PeerExchange& ex, Buffer::Workspace& ws, const Handle::Plan& plan, RowFn row_fn,
-                                     comm::DataType dtype, int64_t width, TrafficStats& stats) {
+void reduce_to_sources(PeerExchange& ex, Buffer::Workspace& ws, const Handle::Plan& plan, RowFn row_fn,
+                       comm::DataType dtype, int64_t width, uint8_t* out, comm::DataType out_dtype,
+                       TrafficStats& stats) {
   const int64_t M = plan.num_recv;
   const size_t eb = payload_elem_bytes(dtype), row_bytes = static_cast<size_t>(width) * eb;
+  detail::PhaseTimer timer(plan.two_hop ? "combine two-hop" : "combine flat");
   detail::RawBytes& wire = ws.wire;
   wire.resize(M * row_bytes);
   std::vector<float> tmp(width);
@@ -386,25 +396,19 @@ std::vector<float> reduce_to_sources(PeerExchange& ex, Buffer::Workspace& ws, co
     row_fn(plan.arrival_to_canonical[a], tmp.data());
     detail::store_row(tmp.data(), width, dtype, wire.data() + a * row_bytes);
   }
-  std::vector<float> acc(plan.num_tokens * width, 0.0f);
+  timer.lap("expert-side sums");
+  const uint8_t* back = wire.data();
   if (plan.two_hop) {
     int64_t rows_a = 0;
     for (int64_t n : plan.a_recv) rows_a += n;
-    std::vector<float>& acc_a = ws.acc_a;
-    acc_a.assign(rows_a * width, 0.0f);
-    detail::reduce_back(ex, wire.data(), dtype, width, plan.b_send, plan.b_recv, acc_a.data(), ws.returned, kTagBackB,
-                        stats);
     detail::RawBytes& wire_a = ws.wire_a;
     wire_a.resize(rows_a * row_bytes);
-    for (int64_t j = 0; j < rows_a; ++j)
-      detail::store_row(acc_a.data() + j * width, width, dtype, wire_a.data() + j * row_bytes);
-    detail::reduce_back(ex, wire_a.data(), dtype, width, plan.a_send, plan.a_recv, acc.data(), ws.returned, kTagBackA,
-                        stats);
-  } else {
-    detail::reduce_back(ex, wire.data(), dtype, width, plan.a_send, plan.a_recv, acc.data(), ws.returned, kTagBackA,
-                        stats);
+    detail::reduce_back(ex, back, dtype, width, plan.b_send, plan.b_recv, rows_a, wire_a.data(), dtype, ws.returned,
+                        kTagBackB, stats, timer, "B");
+    back = wire_a.data();
   }
-  return acc;
+  detail::reduce_back(ex, back, dtype, width, plan.a_send, plan.a_recv, plan.num_tokens, out, out_dtype, ws.returned,
+                      kTagBackA, stats, timer, plan.two_hop ? "A" : "flat");
 }
 
 const Handle::Plan& require_plan(const Handle* h, const char* what) {
@@ -433,9 +437,8 @@ CombineResult Buffer::combine(const CombineArgs& args) {
   };
   CombineResult res;
   res.dtype = args.dtype;
-  const std::vector<float> acc = reduce_to_sources(*exchange_, *ws_, plan, partial, args.dtype, H, res.stats);
   res.y.resize(plan.num_tokens * H * eb);
-  detail::store_row(acc.data(), plan.num_tokens * H, args.dtype, res.y.data());
+  reduce_to_sources(*exchange_, *ws_, plan, partial, args.dtype, H, res.y.data(), args.dtype, res.stats);
   int64_t logical_rows = 0;
   for (int64_t n : plan.num_tokens_per_rank) logical_rows += n;
   res.stats.row_bytes = static_cast<int64_t>(H * eb);
@@ -487,9 +490,11 @@ CombineBackwardResult Buffer::combine_backward(const CombineBackwardArgs& args) 
     res.grad_recv_weights[i * K + k] = static_cast<float>(dot);
   }
   const float* gw = res.grad_recv_weights.data();
-  res.grad_topk_weights = reduce_to_sources(
+  res.grad_topk_weights.resize(plan.num_tokens * K);
+  reduce_to_sources(
       *exchange_, *ws_, plan, [&](int64_t i, float* dst) { std::copy(gw + i * K, gw + (i + 1) * K, dst); },
-      comm::DataType::kFloat32, K, res.stats);
+      comm::DataType::kFloat32, K, reinterpret_cast<uint8_t*>(res.grad_topk_weights.data()), comm::DataType::kFloat32,
+      res.stats);
   return res;
 }
 

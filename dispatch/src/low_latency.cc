@@ -4,7 +4,8 @@
 //
 // Same-node peers (and this rank itself) are reached through the shared-memory window
 // (ll_window.h): the sender casts each token once into a small staging row and writes it
-// straight into the destination's expert-major output, one row per (token, local expert),
+// straight into the destination's expert-major output with streaming stores
+// (stream_copy.h: no read for ownership of lines it never reads), one row per (token, local expert),
 // DeepEP's low-latency layout; it claims a contiguous block of rows per expert with one
 // fetch_add, then publishes a flag. The receive hook only waits for the flags. Ranks on
 // other nodes get messages as before: one slot per (token, rank) listing its local experts
@@ -18,11 +19,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <string>
 
 #include "low_latency_state.h"
 #include "payload.h"
+#include "phase_timer.h"
+#include "stream_copy.h"
 #include "switchyard/common/error.h"
 #include "switchyard/common/log.h"
 #include "switchyard/dispatch/buffer.h"
@@ -110,6 +114,7 @@ LowLatencyRecvHook Buffer::low_latency_dispatch_send(const LowLatencyDispatchArg
   if (st.broken)
     SY_THROW(InvalidArgument, "low_latency_dispatch: rank " << me
                                                             << ": an earlier low-latency call failed; make a new Buffer");
+  detail::PhaseTimer timer("low-latency dispatch send");
   const uint32_t seq = ++st.dispatch_seq;
   const int b = static_cast<int>(seq & 1u);
   st.parity = b;
@@ -155,7 +160,9 @@ LowLatencyRecvHook Buffer::low_latency_dispatch_send(const LowLatencyDispatchArg
     }
   }
 
+  timer.lap("claims");
   // One pass over the tokens: cast once, write every window row, pack cross-node slots.
+  double cast_ms = 0;
   std::vector<int64_t> msg_rows(R, 0);
   std::vector<int32_t> route_i(R, 0);
   std::vector<detail::RouteEntry> entry(R);
@@ -164,7 +171,9 @@ LowLatencyRecvHook Buffer::low_latency_dispatch_send(const LowLatencyDispatchArg
   uint8_t* stage = st.token.data();
   for (int64_t t = 0; t < T; ++t) {
     if (fp8) {
+      const auto c0 = timer.on() ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
       quantize_fp8_tiles(args.x + t * H, 1, H, args.pow2_scales, stage, reinterpret_cast<float*>(stage + H));
+      if (timer.on()) cast_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - c0).count();
     } else {
       std::memcpy(stage, args.x + t * H, payload);
     }
@@ -184,7 +193,7 @@ LowLatencyRecvHook Buffer::low_latency_dispatch_send(const LowLatencyDispatchArg
         DispatchArea d = dispatch_area(lay, st.base[p], b);
         const size_t c = static_cast<size_t>(p) * L + j;
         const int64_t row = static_cast<int64_t>(j) * slots + first[c] + next[c]++;
-        std::memcpy(d.x + row * payload, stage, payload);
+        detail::stream_copy(d.x + row * payload, stage, payload);
         if (fp8) std::memcpy(d.scales + row * S, stage + H, scale_bytes);
         d.src_rank[row] = me;
         d.src_token[row] = static_cast<int32_t>(t);
@@ -217,7 +226,11 @@ LowLatencyRecvHook Buffer::low_latency_dispatch_send(const LowLatencyDispatchArg
     }
   }
 
-  // Publish: window destinations get the flag, the others a message.
+  timer.lap("cast + rows");
+  timer.add("of which cast", cast_ms);
+  // Publish: window destinations get the flag, the others a message. The streamed row
+  // stores must be visible before any flag.
+  detail::stream_fence();
   std::vector<PeerSend> sends;
   std::vector<PeerRecv> recvs;
   for (int p = 0; p < R; ++p) {
@@ -242,6 +255,7 @@ LowLatencyRecvHook Buffer::low_latency_dispatch_send(const LowLatencyDispatchArg
   }
   st.pending = sends.empty() && recvs.empty() ? nullptr : ex.post(sends, recvs, kTagLowLatencyDispatch);
   st.hook_outstanding = true;
+  timer.lap("publish");
 
   return [this, seq, b, fp8, payload, staged, msg_slot] {
     LowLatencyState& s = *ll_;
@@ -251,6 +265,7 @@ LowLatencyRecvHook Buffer::low_latency_dispatch_send(const LowLatencyDispatchArg
       SY_THROW(InvalidArgument, "low_latency_dispatch: the receive hook was already called");
     s.hook_outstanding = false;
     s.broken = true;  // until this hook completes
+    detail::PhaseTimer timer("low-latency dispatch receive");
     DispatchArea own = dispatch_area(ly, s.base[me2], b);
     // Cross-node rows: fan out into the same output (claiming rows like a window sender).
     if (s.pending) {
@@ -303,6 +318,7 @@ LowLatencyRecvHook Buffer::low_latency_dispatch_send(const LowLatencyDispatchArg
       }
       s.arrived[p] = header[0];
     }
+    timer.lap("messages");
     // Window sources: wait for their flags (their rows are then complete).
     for (int p = 0; p < ly.R; ++p) {
       if (!s.base[p]) continue;
@@ -317,6 +333,7 @@ LowLatencyRecvHook Buffer::low_latency_dispatch_send(const LowLatencyDispatchArg
         SY_THROW(InternalError, "low_latency_dispatch: rank " << p << " announced " << f->tokens << " tokens");
       s.arrived[p] = f->tokens;
     }
+    timer.lap("flag waits");
     for (int j = 0; j < ly.L; ++j) s.count[j] = static_cast<int32_t>(std::atomic_ref<uint32_t>(own.count[j]).load());
     s.broken = false;
     LowLatencyView v;

@@ -18,7 +18,6 @@ struct Buffer::Workspace {
   detail::Arrival arrival_a, arrival_b;
   detail::RawBytes wire, wire_a;
   std::vector<detail::RawBytes> packed, returned;
-  std::vector<float> acc_a;
 };
 
 struct Buffer::LowLatencyState {

@@ -1,6 +1,9 @@
 // Stage primitives: count exchange, row exchange, reduce-back (see row_exchange.h).
 #include "row_exchange.h"
 
+#include <algorithm>
+#include <string>
+
 #include "payload.h"
 #include "switchyard/common/error.h"
 
@@ -99,11 +102,13 @@ void post_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::vector
 }
 
 void reduce_back(PeerExchange& ex, const uint8_t* rows_back, comm::DataType dtype, int64_t width,
-                 const std::vector<std::vector<int32_t>>& send, const std::vector<int64_t>& recv, float* acc,
-                 std::vector<RawBytes>& returned, int tag, TrafficStats& stats) {
+                 const std::vector<std::vector<int32_t>>& send, const std::vector<int64_t>& recv, int64_t num_out,
+                 uint8_t* out, comm::DataType out_dtype, std::vector<RawBytes>& returned, int tag,
+                 TrafficStats& stats, PhaseTimer& timer, const char* stage) {
   const int R = ex.size(), me = ex.rank();
   const auto& map = ex.rank_map();
   const size_t row_bytes = static_cast<size_t>(width) * payload_elem_bytes(dtype);
+  const size_t out_row_bytes = static_cast<size_t>(width) * payload_elem_bytes(out_dtype);
   returned.resize(R);
   std::vector<PeerSend> sends;
   std::vector<PeerRecv> recvs;
@@ -126,11 +131,29 @@ void reduce_back(PeerExchange& ex, const uint8_t* rows_back, comm::DataType dtyp
     offset += recv[p];
   }
   ex.exchange(sends, recvs, tag);
+  if (timer.on()) timer.lap(std::string("exchange ") + stage);
+  // Gather list: the returned rows of each output row, in peer order (a counting sort over
+  // the send lists, which visits the peers in ascending order).
+  std::vector<int64_t> first(num_out + 1, 0);
+  for (int p = 0; p < R; ++p)
+    for (int32_t d : send[p]) {
+      if (d < 0 || d >= num_out) SY_THROW(InternalError, "reduce_back: row " << d << " outside [0, " << num_out << ")");
+      ++first[d + 1];
+    }
+  for (int64_t d = 0; d < num_out; ++d) first[d + 1] += first[d];
+  std::vector<const uint8_t*> src(first[num_out]);
+  std::vector<int64_t> fill(first.begin(), first.end() - 1);
   for (int p = 0; p < R; ++p) {
     const uint8_t* rows = p == me ? self_rows : returned[p].data();
-    for (size_t i = 0; i < send[p].size(); ++i)
-      add_row(rows + i * row_bytes, dtype, width, acc + static_cast<int64_t>(send[p][i]) * width);
+    for (size_t i = 0; i < send[p].size(); ++i) src[fill[send[p][i]]++] = rows + i * row_bytes;
   }
+  std::vector<float> acc(width);
+  for (int64_t d = 0; d < num_out; ++d) {
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    for (int64_t s = first[d]; s < first[d + 1]; ++s) add_row(src[s], dtype, width, acc.data());
+    store_row(acc.data(), width, out_dtype, out + d * out_row_bytes);
+  }
+  if (timer.on()) timer.lap(std::string("reduce ") + stage);
 }
 
 }  // namespace switchyard::dispatch::detail

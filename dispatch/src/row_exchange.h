@@ -15,6 +15,7 @@
 
 #include "switchyard/comm/types.h"
 #include "switchyard/dispatch/buffer.h"
+#include "phase_timer.h"
 #include "switchyard/dispatch/peer_exchange.h"
 
 namespace switchyard::dispatch::detail {
@@ -76,11 +77,16 @@ void exchange_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::ve
                    WriteRow write_row, Arrival& arrival, std::vector<RawBytes>& packed, int tag, TrafficStats& stats);
 
 // Reverse of a row exchange. rows_back holds one row (width elements of dtype) per arrival
-// row of the forward stage; each goes back to the peer it came from. acc[send[p][i]] +=
-// the row p returns for its i-th entry, for p = 0, 1, ..., R-1 in that order (FP32).
+// row of the forward stage; each goes back to the peer it came from. Output row d
+// (d < num_out) = the sum, in FP32 starting from 0, of the rows returned for it: peer
+// p = 0, 1, ..., R-1 in that order (p's i-th returned row belongs to d = send[p][i]),
+// written as out_dtype (kFloat32 or kBfloat16). The sum is formed per output row in a
+// one-row FP32 scratch and stored at once (no [num_out x width] FP32 array, no second pass).
+// timer gets the phases "exchange <stage>" and "reduce <stage>".
 void reduce_back(PeerExchange& ex, const uint8_t* rows_back, comm::DataType dtype, int64_t width,
-                 const std::vector<std::vector<int32_t>>& send, const std::vector<int64_t>& recv, float* acc,
-                 std::vector<RawBytes>& returned, int tag, TrafficStats& stats);
+                 const std::vector<std::vector<int32_t>>& send, const std::vector<int64_t>& recv, int64_t num_out,
+                 uint8_t* out, comm::DataType out_dtype, std::vector<RawBytes>& returned, int tag,
+                 TrafficStats& stats, PhaseTimer& timer, const char* stage);
 
 // ---- implementation of the template ----
 
