@@ -23,6 +23,10 @@ for p in $progs; do
   if [[ -x $build/bin/$p ]]; then cp "$build/bin/$p" "$dest/bin/"; else echo "gpu-bundle: $p not built (skipped)" >&2; fi
 done
 cp -L "$build"/lib/libswitchyard_*.so* "$dest/lib/" 2>/dev/null || true
+# The baselines of bench/comm_quiet.sh (the GPU machine has no UCX tools): ucx_perftest
+# (its libraries, libgomp among them, come with the loop below) and the memcpy-rate program.
+if [[ -x /usr/bin/ucx_perftest ]]; then cp /usr/bin/ucx_perftest "$dest/bin/"; fi
+if [[ -f $root/bench/comm/memcpy_rate.c ]]; then gcc -O2 -o "$dest/bin/memcpy_rate" "$root/bench/comm/memcpy_rate.c"; fi
 skip='^(libc|libm|libdl|librt|libpthread|ld-linux-x86-64|libcuda|libcudart|libcublas|libcublasLt|libnccl|linux-vdso)\.'
 for f in "$dest"/bin/* "$dest"/lib/*; do
   LD_LIBRARY_PATH=$build/lib ldd "$f" 2>/dev/null | awk '/=> \// {print $3}'
@@ -31,8 +35,6 @@ done | sort -u | while read -r lib; do
   [[ $name =~ $skip ]] && continue
   [[ -e $dest/lib/$name ]] || cp -L "$lib" "$dest/lib/"
 done
-# ucx_perftest: the UCX baseline of bench/comm_quiet.sh (the GPU machine has no UCX tools).
-if [[ -x /usr/bin/ucx_perftest ]]; then cp /usr/bin/ucx_perftest "$dest/bin/"; fi
 # UCX loads its transports as modules from its own directory.
 if [[ -d /usr/lib/x86_64-linux-gnu/ucx ]]; then cp -rL /usr/lib/x86_64-linux-gnu/ucx "$dest/lib/ucx"; fi
 # /usr/bin/time and the default corpus for bench/plan_calibration.sh (the GPU machine has
