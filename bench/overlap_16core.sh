@@ -2,7 +2,7 @@
 # F&B overlap target (c) of issue 6: overlap efficiency >= 80% on a machine with spare cores
 # (the 16-core device machine). Runs from a carried build, no network, in well under 3 min.
 #
-#   bench/overlap_16core.sh [BUILD_DIR]     RANKS_LIST="2 4 8" HIDDEN_LIST="32 64 128" REPS=9
+#   bench/overlap_16core.sh [BUILD_DIR]     RANKS_LIST="2 4 8" HIDDEN_LIST="32 64 128" REPS=15
 #
 # Every rank gets two cores of its own: compute on core 2r, its CommWorker (and the
 # communicator's progress thread) on core 2r+1, so nothing competes for a core. Rank counts
@@ -12,13 +12,19 @@
 # is only meaningful where the shorter of the two is a sizeable part of the pair, so the
 # summary names, per rank count, the run whose compute/communication ratio is closest to 1
 # and checks the target there (the other rows are printed for context).
+# compute and comm are measured alone (sy-overlap-perf: after each serial pair, its
+# collectives back to back, then its compute, every rank at once; the slowest rank's
+# median); serial and overlapped are the slowest rank's pair time, median over interleaved
+# reps, with the interquartile range. "comm in serial" is rank 0's collective time inside
+# the serial pair, which also counts waits for slower ranks (what the efficiency used to
+# divide by before 2026-11-26).
 set -euo pipefail
 build=${1:-build}
 bin=$(cd "$build/bin" && pwd)
 RANKS_LIST=${RANKS_LIST:-"2 4 8"}
 HIDDEN_LIST=${HIDDEN_LIST:-"32 64 128"}
 TOKENS=${TOKENS:-1024}
-REPS=${REPS:-9}
+REPS=${REPS:-15}
 export OPENBLAS_NUM_THREADS=1
 cpus=$(nproc)
 out=$(mktemp /tmp/sy-overlap16.XXXXXX)
@@ -41,11 +47,13 @@ echo "overlap_16core.sh: load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$out" <<'PY'
 import json, math, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print("ranks hidden tokens  compute_ms  comm_ms  serial_ms  overlapped_ms  ovl/serial  ovl/longer  efficiency")
+print("ranks hidden tokens  compute_ms  comm_ms  serial_ms (q1-q3)        overlapped_ms (q1-q3)    ovl/serial  ovl/longer  efficiency  comm_in_serial_ms")
 for r in rows:
+    sq, oq = r["serial_quartiles_s"], r["overlapped_quartiles_s"]
     print(f"{r['ranks']:5d} {r['hidden']:6d} {r['tokens']:6d} {r['compute_s']*1e3:11.3f} {r['communication_s']*1e3:8.3f} "
-          f"{r['serial_s']*1e3:10.3f} {r['overlapped_s']*1e3:14.3f} {r['overlapped_over_serial']:11.3f} "
-          f"{r['overlapped_over_longer']:11.3f} {r['efficiency']:11.3f}")
+          f"{r['serial_s']*1e3:9.3f} ({sq[0]*1e3:.2f}-{sq[1]*1e3:.2f}) {r['overlapped_s']*1e3:11.3f} ({oq[0]*1e3:.2f}-{oq[1]*1e3:.2f}) "
+          f"{r['overlapped_over_serial']:11.3f} {r['overlapped_over_longer']:11.3f} {r['efficiency']:11.3f} "
+          f"{r['serial_communication_rank0_s']*1e3:10.3f}")
 ok = True
 for n in sorted({r["ranks"] for r in rows}):
     rs = [r for r in rows if r["ranks"] == n]

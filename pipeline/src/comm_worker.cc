@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "switchyard/common/error.h"
+#include "switchyard/pipeline/overlap.h"
 
 namespace switchyard::pipeline {
 
@@ -61,16 +62,21 @@ CommWorker::~CommWorker() {
   thread_.join();
 }
 
-std::function<void()> CommWorker::post(std::function<void()> job) {
+std::function<void()> CommWorker::post(std::function<void()> job) { return post(std::move(job), nullptr); }
+
+std::function<void()> CommWorker::post(std::function<void()> job, CommJobTimes* times) {
   auto state = std::make_shared<Job>();
+  if (times) *times = CommJobTimes{monotonic_seconds(), 0, 0};
   {
     std::lock_guard<std::mutex> lock(mu_);
-    queue_.push_back([state, job = std::move(job)] {
+    queue_.push_back([state, times, job = std::move(job)] {
+      if (times) times->started = monotonic_seconds();
       try {
         job();
       } catch (...) {
         state->error = std::current_exception();
       }
+      if (times) times->finished = monotonic_seconds();
       {
         std::lock_guard<std::mutex> l(state->mu);
         state->done.store(true, std::memory_order_release);

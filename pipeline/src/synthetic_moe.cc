@@ -27,14 +27,22 @@ const float* as_float(const std::vector<uint8_t>& v) { return reinterpret_cast<c
 
 // Posts a dispatch/combine: on the worker as a blocking call, else through the async form.
 // Returns the wait, which yields the result.
+// times (may be null): filled like CommWorker::post does; on the async path started = posted and
+// finished = when the wait returned (the helper thread's own times are not visible).
 std::function<dispatch::DispatchResult()> start_dispatch(dispatch::Buffer* buffer, CommWorker* worker,
-                                                         const dispatch::DispatchArgs& args) {
+                                                         const dispatch::DispatchArgs& args,
+                                                         std::shared_ptr<CommJobTimes> times) {
   if (!worker) {
+    if (times) times->posted = times->started = monotonic_seconds();
     auto pending = std::make_shared<dispatch::Pending<dispatch::DispatchResult>>(buffer->dispatch_async(args));
-    return [pending] { return pending->wait(); };
+    return [pending, times] {
+      auto r = pending->wait();
+      if (times) times->finished = monotonic_seconds();
+      return r;
+    };
   }
   auto out = std::make_shared<dispatch::DispatchResult>();
-  auto wait = worker->post([buffer, args, out] { *out = buffer->dispatch(args); });
+  auto wait = worker->post([buffer, args, out, times] { *out = buffer->dispatch(args); }, times.get());
   return [out, wait] {
     wait();
     return std::move(*out);
@@ -42,13 +50,19 @@ std::function<dispatch::DispatchResult()> start_dispatch(dispatch::Buffer* buffe
 }
 
 std::function<dispatch::CombineResult()> start_combine(dispatch::Buffer* buffer, CommWorker* worker,
-                                                       const dispatch::CombineArgs& args) {
+                                                       const dispatch::CombineArgs& args,
+                                                       std::shared_ptr<CommJobTimes> times) {
   if (!worker) {
+    if (times) times->posted = times->started = monotonic_seconds();
     auto pending = std::make_shared<dispatch::Pending<dispatch::CombineResult>>(buffer->combine_async(args));
-    return [pending] { return pending->wait(); };
+    return [pending, times] {
+      auto r = pending->wait();
+      if (times) times->finished = monotonic_seconds();
+      return r;
+    };
   }
   auto out = std::make_shared<dispatch::CombineResult>();
-  auto wait = worker->post([buffer, args, out] { *out = buffer->combine(args); });
+  auto wait = worker->post([buffer, args, out, times] { *out = buffer->combine(args); }, times.get());
   return [out, wait] {
     wait();
     return std::move(*out);
@@ -71,7 +85,8 @@ void SyntheticMoeStage::route(int stage, int mb, int ep_rank, int token, const S
 }
 
 struct SyntheticMoeStage::Saved {
-  std::vector<float> x, a, weights, h, gy, grad_h, g_expert_x, gz;
+  std::vector<float> x, a, weights, h, gy, grad_h, g_expert_x, ga, gz;
+  std::vector<uint8_t> dy_rows;  // COMBINE.B's received rows of dy, [P x H] FP32
   std::vector<int64_t> idx;
   dispatch::DispatchResult disp;
   float* y = nullptr;
@@ -134,7 +149,7 @@ std::vector<SubStepTask> SyntheticMoeStage::forward_tasks(int mb, const float* x
     for (int t = 0; t < T; ++t) route(stage_, mb, ep_rank_, t, opt_, &sv->idx[t * K], &sv->weights[t * K]);
   };
   tasks[1].step = step(SubStepKind::kDispatch);
-  tasks[1].start = [this, sv, T, K]() -> std::function<void()> {
+  tasks[1].start = [this, sv, T, K, mb]() -> std::function<void()> {
     dispatch::DispatchArgs args;
     args.x = sv->a.data();
     args.dtype = comm::DataType::kFloat32;
@@ -142,8 +157,12 @@ std::vector<SubStepTask> SyntheticMoeStage::forward_tasks(int mb, const float* x
     args.topk_weights = sv->weights.data();
     args.num_tokens = T;
     args.top_k = K;
-    auto pending = start_dispatch(buffer_.get(), worker_.get(), args);
-    return [sv, pending]() { sv->disp = pending(); };
+    auto times = log_ ? std::make_shared<CommJobTimes>() : nullptr;
+    auto pending = start_dispatch(buffer_.get(), worker_.get(), args, times);
+    return [this, sv, pending, times, mb]() {
+      sv->disp = pending();
+      record(SubStepKind::kDispatch, false, mb, times.get());
+    };
   };
   tasks[2].step = step(SubStepKind::kExperts);
   tasks[2].run = [this, sv, H, L]() {
@@ -164,15 +183,17 @@ std::vector<SubStepTask> SyntheticMoeStage::forward_tasks(int mb, const float* x
         }
   };
   tasks[3].step = step(SubStepKind::kCombine);
-  tasks[3].start = [this, sv, T, H]() -> std::function<void()> {
+  tasks[3].start = [this, sv, T, H, mb]() -> std::function<void()> {
     dispatch::CombineArgs args;
     args.expert_out = sv->h.data();
     args.dtype = comm::DataType::kFloat32;
     args.handle = &sv->disp.handle;
     args.weights = sv->disp.recv_topk_weights.data();
-    auto pending = start_combine(buffer_.get(), worker_.get(), args);
-    return [sv, pending, T, H]() {
+    auto times = log_ ? std::make_shared<CommJobTimes>() : nullptr;
+    auto pending = start_combine(buffer_.get(), worker_.get(), args, times);
+    return [this, sv, pending, times, mb, T, H]() {
       dispatch::CombineResult r = pending();
+      record(SubStepKind::kCombine, false, mb, times.get());
       const float* m = as_float(r.y);
       for (int i = 0; i < T * H; ++i) sv->y[i] = sv->a[i] + m[i];
     };
@@ -194,7 +215,7 @@ std::vector<SubStepTask> SyntheticMoeStage::backward_tasks(int mb, const float* 
   };
   std::vector<SubStepTask> tasks(4);
   tasks[0].step = step(SubStepKind::kCombine);
-  tasks[0].start = [this, sv, gy, T, H, K]() -> std::function<void()> {
+  tasks[0].start = [this, sv, gy, T, H, K, mb]() -> std::function<void()> {
     sv->gy.assign(gy, gy + T * H);
     dispatch::DispatchArgs args;
     args.x = sv->gy.data();
@@ -203,25 +224,27 @@ std::vector<SubStepTask> SyntheticMoeStage::backward_tasks(int mb, const float* 
     args.num_tokens = T;
     args.top_k = K;
     args.cached_handle = &sv->disp.handle;
-    auto pending = start_dispatch(buffer_.get(), worker_.get(), args);
-    return [sv, pending, H, K]() {
-      dispatch::DispatchResult r = pending();
-      const auto& d = sv->disp;
-      const int64_t P = static_cast<int64_t>(d.expert_row_token.size());
-      const float* g = as_float(r.expert_x);
-      sv->grad_h.assign(P * H, 0.0f);
-      for (int64_t row = 0; row < P; ++row) {
-        const int tok = d.expert_row_token[row];
-        if (tok < 0) continue;
-        const float w = d.recv_topk_weights[static_cast<size_t>(tok) * K + d.expert_row_slot[row]];
-        for (int i = 0; i < H; ++i) sv->grad_h[row * H + i] = w * g[row * H + i];
-      }
+    auto times = log_ ? std::make_shared<CommJobTimes>() : nullptr;
+    auto pending = start_dispatch(buffer_.get(), worker_.get(), args, times);
+    return [this, sv, pending, times, mb]() {
+      sv->dy_rows = std::move(pending().expert_x);
+      record(SubStepKind::kCombine, true, mb, times.get());
     };
   };
+  // The gate weighting of dy is compute: it belongs to EXPERTS.B, not to COMBINE.B's wait
+  // (which would count it as communication and run it after the overlapped compute).
   tasks[1].step = step(SubStepKind::kExperts);
-  tasks[1].run = [this, sv, H, L]() {
+  tasks[1].run = [this, sv, H, K, L]() {
     const auto& d = sv->disp;
     const int64_t P = static_cast<int64_t>(d.expert_row_token.size());
+    const float* g = as_float(sv->dy_rows);
+    sv->grad_h.assign(P * H, 0.0f);
+    for (int64_t row = 0; row < P; ++row) {
+      const int tok = d.expert_row_token[row];
+      if (tok < 0) continue;
+      const float w = d.recv_topk_weights[static_cast<size_t>(tok) * K + d.expert_row_slot[row]];
+      for (int i = 0; i < H; ++i) sv->grad_h[row * H + i] = w * g[row * H + i];
+    }
     sv->g_expert_x.assign(P * H, 0.0f);
     for (int rep = 0; rep < opt_.compute_repeat; ++rep)
       for (int l = 0; l < L; ++l)
@@ -236,23 +259,26 @@ std::vector<SubStepTask> SyntheticMoeStage::backward_tasks(int mb, const float* 
         }
   };
   tasks[2].step = step(SubStepKind::kDispatch);
-  tasks[2].start = [this, sv, T, H]() -> std::function<void()> {
+  tasks[2].start = [this, sv, T, H, mb]() -> std::function<void()> {
     dispatch::CombineArgs args;
     args.expert_out = sv->g_expert_x.data();
     args.dtype = comm::DataType::kFloat32;
     args.handle = &sv->disp.handle;
     args.weights = nullptr;
-    auto pending = start_combine(buffer_.get(), worker_.get(), args);
-    return [sv, pending, T, H]() {
+    auto times = log_ ? std::make_shared<CommJobTimes>() : nullptr;
+    auto pending = start_combine(buffer_.get(), worker_.get(), args, times);
+    return [this, sv, pending, times, mb, T, H]() {
       dispatch::CombineResult r = pending();
+      record(SubStepKind::kDispatch, true, mb, times.get());
       const float* m = as_float(r.y);
-      sv->gz.assign(T * H, 0.0f);
-      for (int i = 0; i < T * H; ++i) sv->gz[i] = sv->gy[i] + m[i];  // ga, turned into gz by ATTN.B
+      sv->ga.assign(T * H, 0.0f);
+      for (int i = 0; i < T * H; ++i) sv->ga[i] = sv->gy[i] + m[i];  // turned into gz by ATTN.B
     };
   };
   tasks[3].step = step(SubStepKind::kAttention);
   tasks[3].run = [this, sv, T, H]() {
-    for (int i = 0; i < T * H; ++i) sv->gz[i] *= 1.0f - sv->a[i] * sv->a[i];
+    sv->gz.resize(T * H);
+    for (int i = 0; i < T * H; ++i) sv->gz[i] = sv->ga[i] * (1.0f - sv->a[i] * sv->a[i]);
     if (!sv->gx) return;
     for (int rep = 0; rep < opt_.compute_repeat; ++rep)
       for (int t = 0; t < T; ++t)
@@ -263,6 +289,17 @@ std::vector<SubStepTask> SyntheticMoeStage::backward_tasks(int mb, const float* 
         }
   };
   return tasks;
+}
+
+void SyntheticMoeStage::record(SubStepKind kind, bool backward, int mb, const CommJobTimes* times) {
+  if (!log_ || !times) return;
+  CollectiveTimes c;
+  c.step.kind = kind;
+  c.step.backward = backward;
+  c.step.stage = stage_;
+  c.step.microbatch = mb;
+  c.times = *times;
+  log_->push_back(c);
 }
 
 void SyntheticMoeStage::weight_grads(int mb) {
@@ -346,11 +383,88 @@ void SyntheticMoeStage::Reference::backward(int mb, const std::vector<std::vecto
 }
 
 double OverlapMeasurement::efficiency() const {
-  return (serial_s - overlapped_s) / std::max(1e-12, std::min(compute_s, communication_s));
+  return (serial_s - overlapped_s) / std::max(1e-12, std::min(compute_max_s, communication_max_s));
 }
 
+double OverlapMeasurement::overlapped_over_longer() const {
+  return overlapped_s / std::max(1e-12, std::max(compute_max_s, communication_max_s));
+}
+
+namespace {
+
+// FbPairTrace <-> a fixed number of doubles, for the all_gather of measure_fb_overlap.
+constexpr size_t kTraceEvents = 8, kTraceCollectives = 4;
+constexpr size_t kTraceWords = 5 + kTraceEvents * 7 + kTraceCollectives * 7;
+
+void put_step(std::vector<double>& w, const SubStep& s) {
+  w.push_back(static_cast<double>(s.kind));
+  w.push_back(s.backward);
+  w.push_back(s.stage);
+  w.push_back(s.microbatch);
+}
+
+SubStep get_step(const double*& p) {
+  SubStep s;
+  s.kind = static_cast<SubStepKind>(static_cast<int>(p[0]));
+  s.backward = p[1] != 0;
+  s.stage = static_cast<int>(p[2]);
+  s.microbatch = static_cast<int>(p[3]);
+  p += 4;
+  return s;
+}
+
+void pack_trace(const FbPairTrace& t, std::vector<double>& w) {
+  SY_CHECK(t.events.size() == kTraceEvents && t.collectives.size() == kTraceCollectives);
+  w.push_back(t.rank);
+  w.push_back(t.rep);
+  w.push_back(t.overlapped);
+  w.push_back(t.begin);
+  w.push_back(t.end);
+  for (const SubStepEvent& e : t.events) {
+    put_step(w, e.step);
+    w.push_back(e.collective);
+    w.push_back(e.start);
+    w.push_back(e.end);
+  }
+  for (const auto& c : t.collectives) {
+    put_step(w, c.step);
+    w.push_back(c.times.posted);
+    w.push_back(c.times.started);
+    w.push_back(c.times.finished);
+  }
+}
+
+FbPairTrace unpack_trace(const double* p) {
+  FbPairTrace t;
+  t.rank = static_cast<int>(p[0]);
+  t.rep = static_cast<int>(p[1]);
+  t.overlapped = p[2] != 0;
+  t.begin = p[3];
+  t.end = p[4];
+  p += 5;
+  for (size_t i = 0; i < kTraceEvents; ++i) {
+    SubStepEvent e;
+    e.step = get_step(p);
+    e.collective = p[0] != 0;
+    e.start = p[1];
+    e.end = p[2];
+    p += 3;
+    t.events.push_back(e);
+  }
+  for (size_t i = 0; i < kTraceCollectives; ++i) {
+    SyntheticMoeStage::CollectiveTimes c;
+    c.step = get_step(p);
+    c.times = CommJobTimes{p[0], p[1], p[2]};
+    p += 3;
+    t.collectives.push_back(c);
+  }
+  return t;
+}
+
+}  // namespace
+
 OverlapMeasurement measure_fb_overlap(std::shared_ptr<comm::Communicator> ep, const SyntheticMoeOptions& opt, int reps,
-                                      int warmup, std::shared_ptr<CommWorker> worker) {
+                                      int warmup, std::shared_ptr<CommWorker> worker, std::vector<FbPairTrace>* trace) {
   SY_REQUIRE(reps >= 1 && warmup >= 0, "measure_fb_overlap: reps = " << reps << ", warmup = " << warmup);
   auto buffer = SyntheticMoeStage::make_buffer(ep, opt);
   SyntheticMoeStage stage(0, buffer, ep->rank(), ep->size(), opt);
@@ -361,10 +475,13 @@ OverlapMeasurement measure_fb_overlap(std::shared_ptr<comm::Communicator> ep, co
     x[i] = 0.001f * static_cast<float>(i % 997) - 0.5f;
     gy[i] = 0.002f * static_cast<float>(i % 991) - 1.0f;
   }
-  std::vector<double> serial, overlapped, compute, communication, paired;
+  // Per measured rep: this rank's pair times, the alone passes, the sums inside the serial pair.
+  std::vector<double> serial, overlapped, compute, communication, serial_compute, serial_communication;
+  std::vector<FbPairTrace> mine;
+  std::vector<SyntheticMoeStage::CollectiveTimes> coll_log;
   int mb = 0;
   for (int rep = 0; rep < warmup + reps; ++rep) {
-    for (int mode = 0; mode < 2; ++mode) {  // 0 serial, 1 overlapped, alternating
+    for (int mode = 0; mode < 2; ++mode) {  // 0 serial (then the alone passes), 1 overlapped
       const int a = mb++, b = mb++;
       auto fa = stage.forward_tasks(a, x.data(), y.data());
       run_serial(fa, nullptr);  // micro-batch a needs its forward before its backward
@@ -372,6 +489,8 @@ OverlapMeasurement measure_fb_overlap(std::shared_ptr<comm::Communicator> ep, co
       auto f = stage.forward_tasks(b, x.data(), y2.data());
       auto bw = stage.backward_tasks(a, gy.data(), gx.data());
       std::vector<SubStepEvent> ev;
+      coll_log.clear();
+      if (trace) stage.set_collective_log(&coll_log);
       const double t0 = monotonic_seconds();
       if (mode == 0) {
         run_serial(f, &ev);
@@ -379,38 +498,86 @@ OverlapMeasurement measure_fb_overlap(std::shared_ptr<comm::Communicator> ep, co
       } else {
         run_overlapped_pair(f, bw, &ev);
       }
-      const double t = monotonic_seconds() - t0;
+      const double t1 = monotonic_seconds(), t = t1 - t0;
+      stage.set_collective_log(nullptr);
+      const bool measured = rep >= warmup;
+      if (trace && measured) mine.push_back(FbPairTrace{ep->rank(), rep - warmup, mode == 1, t0, t1, ev, coll_log});
+      if (mode == 0) {
+        // The same pair's collectives alone (the serial order, nothing in between), then its
+        // compute alone, every rank at once: the tasks are re-runnable (synthetic_moe.h).
+        ep->barrier();
+        const double c0 = monotonic_seconds();
+        for (SubStepTask* task : {&f[1], &f[3], &bw[0], &bw[2]}) task->start()();
+        const double c1 = monotonic_seconds();
+        ep->barrier();
+        const double p0 = monotonic_seconds();
+        for (SubStepTask* task : {&f[0], &f[2], &bw[1], &bw[3]}) task->run();
+        const double p1 = monotonic_seconds();
+        if (measured) {
+          serial.push_back(t);
+          communication.push_back(c1 - c0);
+          compute.push_back(p1 - p0);
+          double c = 0, m = 0;
+          for (const auto& e : ev) (e.collective ? m : c) += e.end - e.start;
+          serial_compute.push_back(c);
+          serial_communication.push_back(m);
+        }
+      } else if (measured) {
+        overlapped.push_back(t);
+      }
       stage.weight_grads(a);
       auto bb = stage.backward_tasks(b, gy.data(), gx.data());
       run_serial(bb, nullptr);
       stage.weight_grads(b);
-      if (rep < warmup) continue;
-      if (mode == 1) {
-        overlapped.push_back(t);
-        paired.push_back(t / serial.back());
-        continue;
-      }
-      serial.push_back(t);
-      double c = 0, m = 0;
-      for (const auto& e : ev) (e.collective ? m : c) += e.end - e.start;
-      compute.push_back(c);
-      communication.push_back(m);
     }
+  }
+  if (trace) {
+    std::vector<double> send;
+    send.reserve(mine.size() * kTraceWords);
+    for (const FbPairTrace& t : mine) pack_trace(t, send);
+    SY_CHECK(send.size() == mine.size() * kTraceWords);
+    std::vector<double> all(send.size() * static_cast<size_t>(ep->size()));
+    ep->all_gather(send.data(), all.data(), send.size(), comm::DataType::kFloat64);
+    trace->clear();
+    for (size_t i = 0; i < all.size(); i += kTraceWords) trace->push_back(unpack_trace(&all[i]));
   }
   auto median = [](std::vector<double> v) {
     std::sort(v.begin(), v.end());
     return v[v.size() / 2];
   };
+  auto quartiles = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return std::make_pair(v[v.size() / 4], v[(3 * v.size()) / 4]);
+  };
   OverlapMeasurement out;
-  out.serial_s = median(serial);
-  out.overlapped_s = median(overlapped);
+  out.local_serial_s = median(serial);
+  out.local_overlapped_s = median(overlapped);
   out.compute_s = median(compute);
   out.communication_s = median(communication);
-  out.ratio_paired = median(paired);
-  out.serial_min_s = *std::min_element(serial.begin(), serial.end());
-  out.serial_max_s = *std::max_element(serial.begin(), serial.end());
-  out.overlapped_min_s = *std::min_element(overlapped.begin(), overlapped.end());
-  out.overlapped_max_s = *std::max_element(overlapped.begin(), overlapped.end());
+  out.serial_compute_s = median(serial_compute);
+  out.serial_communication_s = median(serial_communication);
+  // The group: a pair ends when its slowest rank ends; the alone times of the slowest rank.
+  const size_t R = serial.size();
+  std::vector<double> group(2 * R + 2);
+  std::copy(serial.begin(), serial.end(), group.begin());
+  std::copy(overlapped.begin(), overlapped.end(), group.begin() + R);
+  group[2 * R] = out.compute_s;
+  group[2 * R + 1] = out.communication_s;
+  std::vector<double> mine_times = group;
+  ep->all_reduce(mine_times.data(), group.data(), group.size(), comm::DataType::kFloat64, comm::ReduceOp::kMax);
+  std::vector<double> gs(group.begin(), group.begin() + R), go(group.begin() + R, group.begin() + 2 * R), ratio(R);
+  for (size_t i = 0; i < R; ++i) ratio[i] = go[i] / gs[i];
+  out.serial_s = median(gs);
+  out.overlapped_s = median(go);
+  out.compute_max_s = group[2 * R];
+  out.communication_max_s = group[2 * R + 1];
+  out.ratio_paired = median(ratio);
+  out.serial_min_s = *std::min_element(gs.begin(), gs.end());
+  out.serial_max_s = *std::max_element(gs.begin(), gs.end());
+  out.overlapped_min_s = *std::min_element(go.begin(), go.end());
+  out.overlapped_max_s = *std::max_element(go.begin(), go.end());
+  std::tie(out.serial_q1_s, out.serial_q3_s) = quartiles(gs);
+  std::tie(out.overlapped_q1_s, out.overlapped_q3_s) = quartiles(go);
   return out;
 }
 

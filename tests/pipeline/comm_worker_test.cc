@@ -5,11 +5,13 @@
 #include <gtest/gtest.h>
 #include <sched.h>
 
+#include <chrono>
 #include <stdexcept>
 #include <thread>
 #include <vector>
 
 #include "switchyard/common/error.h"
+#include "switchyard/pipeline/overlap.h"
 
 namespace switchyard::pipeline {
 namespace {
@@ -31,6 +33,25 @@ TEST(CommWorkerTest, RunsJobsInPostingOrderOffTheCallingThread) {
     EXPECT_EQ(id, ids[0]);  // one long-lived thread
     EXPECT_NE(id, std::this_thread::get_id());
   }
+}
+
+TEST(CommWorkerTest, RecordsWhenEachJobWasPostedStartedAndFinished) {
+  CommWorker worker;
+  CommJobTimes first, second;
+  // The first job holds the worker for 20 ms, so the second starts only after it finished.
+  const double before = monotonic_seconds();
+  auto w1 = worker.post([] { std::this_thread::sleep_for(std::chrono::milliseconds(20)); }, &first);
+  auto w2 = worker.post([] {}, &second);
+  w1();
+  w2();
+  const double after = monotonic_seconds();
+  EXPECT_LE(before, first.posted);
+  EXPECT_LE(first.posted, first.started);
+  EXPECT_GE(first.finished - first.started, 0.020);
+  EXPECT_LE(second.posted, first.finished);  // posted while the first still ran
+  EXPECT_GE(second.started, first.finished);
+  EXPECT_LE(second.started, second.finished);
+  EXPECT_LE(second.finished, after);
 }
 
 TEST(CommWorkerTest, WaitRethrowsTheJobsError) {

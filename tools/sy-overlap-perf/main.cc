@@ -27,6 +27,7 @@
 #include "switchyard/comm/launch_env.h"
 #include "switchyard/common/error.h"
 #include "switchyard/pipeline/comm_worker.h"
+#include "switchyard/pipeline/fb_overlap_report.h"
 #include "switchyard/pipeline/synthetic_moe.h"
 
 DEFINE_int32(tokens, 256, "tokens per rank and micro-batch");
@@ -43,6 +44,9 @@ DEFINE_string(collectives, "worker",
               "a new thread per collective, cannot be pinned)");
 DEFINE_string(label, "", "free text copied into the output (e.g. the configuration name)");
 DEFINE_bool(json, false, "print JSON");
+DEFINE_bool(phases, false,
+            "also print where each pair's time goes, per rank and phase (pipeline/fb_overlap_report.h; "
+            "with --json: a per-rank totals array)");
 
 using namespace switchyard;
 using namespace switchyard::pipeline;
@@ -95,8 +99,12 @@ int main(int argc, char** argv) {
     opt.experts = FLAGS_experts;
     opt.top_k = FLAGS_top_k;
     opt.compute_repeat = FLAGS_compute_repeat;
-    OverlapMeasurement m = measure_fb_overlap(world, opt, FLAGS_reps, FLAGS_warmup, worker);
-    const double longer = std::max(m.compute_s, m.communication_s);
+    std::vector<FbPairTrace> trace;
+    OverlapMeasurement m =
+        measure_fb_overlap(world, opt, FLAGS_reps, FLAGS_warmup, worker, FLAGS_phases ? &trace : nullptr);
+    std::string phases;
+    std::vector<FbRankPhases> totals;
+    if (FLAGS_phases && world->rank() == 0) phases = fb_phase_report(trace, &totals);
     if (world->rank() == 0) {
       if (FLAGS_json) {
         nlohmann::json j = {{"label", FLAGS_label},
@@ -110,32 +118,59 @@ int main(int argc, char** argv) {
                             {"collectives", FLAGS_collectives},
                             {"compute_cpus", FLAGS_compute_cpus},
                             {"comm_cpus", FLAGS_comm_cpus},
-                            {"compute_s", m.compute_s},
-                            {"communication_s", m.communication_s},
+                            {"compute_s", m.compute_max_s},
+                            {"communication_s", m.communication_max_s},
+                            {"compute_rank0_s", m.compute_s},
+                            {"communication_rank0_s", m.communication_s},
+                            {"serial_compute_rank0_s", m.serial_compute_s},
+                            {"serial_communication_rank0_s", m.serial_communication_s},
                             {"serial_s", m.serial_s},
                             {"overlapped_s", m.overlapped_s},
                             {"serial_range_s", {m.serial_min_s, m.serial_max_s}},
                             {"overlapped_range_s", {m.overlapped_min_s, m.overlapped_max_s}},
+                            {"serial_quartiles_s", {m.serial_q1_s, m.serial_q3_s}},
+                            {"overlapped_quartiles_s", {m.overlapped_q1_s, m.overlapped_q3_s}},
                             {"overlapped_over_serial", m.overlapped_s / m.serial_s},
                             {"overlapped_over_serial_paired", m.ratio_paired},
-                            {"overlapped_over_longer", m.overlapped_s / longer},
+                            {"overlapped_over_longer", m.overlapped_over_longer()},
                             {"efficiency", m.efficiency()}};
+        if (FLAGS_phases) {
+          j["phases"] = nlohmann::json::array();
+          for (const FbRankPhases& p : totals)
+            j["phases"].push_back({{"rank", p.rank},
+                                   {"serial_s", p.serial_s},
+                                   {"overlapped_s", p.overlapped_s},
+                                   {"serial_compute_s", p.serial_compute_s},
+                                   {"serial_comm_s", p.serial_comm_s},
+                                   {"serial_peers_s", p.serial_peers_s},
+                                   {"serial_xfer_s", p.serial_xfer_s},
+                                   {"overlapped_compute_s", p.overlapped_compute_s},
+                                   {"exposed_s", p.exposed_s},
+                                   {"exposed_peers_s", p.exposed_peers_s}});
+        }
         std::cout << j.dump() << "\n";
       } else {
         std::printf("%sranks %d tokens %d hidden %d experts %d top_k %d compute_repeat %d reps %d collectives %s "
-                    "compute_cpus [%s] comm_cpus [%s] (medians, rank 0)\n",
+                    "compute_cpus [%s] comm_cpus [%s]\n",
                     FLAGS_label.empty() ? "" : (FLAGS_label + ": ").c_str(), world->size(), opt.tokens, opt.hidden,
                     opt.experts, opt.top_k, opt.compute_repeat, FLAGS_reps, FLAGS_collectives.c_str(),
                     FLAGS_compute_cpus.c_str(), FLAGS_comm_cpus.c_str());
-        std::printf("%-14s %10s %10s %10s\n", "measure", "ms", "min", "max");
-        std::printf("%-14s %10.3f\n", "compute", m.compute_s * 1e3);
-        std::printf("%-14s %10.3f\n", "communication", m.communication_s * 1e3);
-        std::printf("%-14s %10.3f %10.3f %10.3f\n", "serial", m.serial_s * 1e3, m.serial_min_s * 1e3,
-                    m.serial_max_s * 1e3);
-        std::printf("%-14s %10.3f %10.3f %10.3f\n", "overlapped", m.overlapped_s * 1e3, m.overlapped_min_s * 1e3,
+        std::printf("alone: medians, slowest rank (rank 0 in brackets); pairs: medians over reps of the slowest rank\n");
+        std::printf("%-22s %10s %10s %10s %10s %10s\n", "measure", "ms", "min", "q1", "q3", "max");
+        std::printf("%-22s %10.3f   [%.3f]\n", "compute alone", m.compute_max_s * 1e3, m.compute_s * 1e3);
+        std::printf("%-22s %10.3f   [%.3f]\n", "communication alone", m.communication_max_s * 1e3,
+                    m.communication_s * 1e3);
+        std::printf("%-22s %10.3f %10.3f %10.3f %10.3f %10.3f\n", "serial", m.serial_s * 1e3, m.serial_min_s * 1e3,
+                    m.serial_q1_s * 1e3, m.serial_q3_s * 1e3, m.serial_max_s * 1e3);
+        std::printf("%-22s %10.3f %10.3f %10.3f %10.3f %10.3f\n", "overlapped", m.overlapped_s * 1e3,
+                    m.overlapped_min_s * 1e3, m.overlapped_q1_s * 1e3, m.overlapped_q3_s * 1e3,
                     m.overlapped_max_s * 1e3);
+        std::printf("%-22s %10.3f   (rank 0; communication includes waits for slower ranks)\n",
+                    "in serial: compute", m.serial_compute_s * 1e3);
+        std::printf("%-22s %10.3f\n", "in serial: comm", m.serial_communication_s * 1e3);
         std::printf("overlapped/serial %.3f (paired %.3f)  overlapped/max(compute,comm) %.3f  efficiency %.3f\n",
-                    m.overlapped_s / m.serial_s, m.ratio_paired, m.overlapped_s / longer, m.efficiency());
+                    m.overlapped_s / m.serial_s, m.ratio_paired, m.overlapped_over_longer(), m.efficiency());
+        std::fputs(phases.c_str(), stdout);
       }
     }
     world->barrier();

@@ -23,6 +23,12 @@
 
 namespace switchyard::pipeline {
 
+// When a job ran (CLOCK_MONOTONIC seconds, monotonic_seconds()): posted by post(), started and
+// finished on the worker thread. Valid once the job's wait has returned.
+struct CommJobTimes {
+  double posted = 0, started = 0, finished = 0;
+};
+
 class CommWorker {
  public:
   // cpu < 0: no pinning. Throws InvalidArgument if the CPU cannot be used.
@@ -33,6 +39,9 @@ class CommWorker {
 
   // Queues job; returns the wait, which blocks until the job ran and rethrows its error.
   std::function<void()> post(std::function<void()> job);
+  // The same, and records when the job was posted, started and finished into *times (which
+  // must stay valid until the wait returned; nullptr records nothing).
+  std::function<void()> post(std::function<void()> job, CommJobTimes* times);
 
   int cpu() const { return cpu_; }
 
