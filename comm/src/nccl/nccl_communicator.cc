@@ -1,5 +1,6 @@
 // NcclCommunicator over NCCL (nccl_communicator.h): the unique id through the store or the
-// host communicator, ncclCommInitRank on the rank's device, one stream per communicator.
+// host communicator, ncclCommInitRank on the rank's device, one stream per communicator;
+// the device-API all_to_all_v (lsa_all_to_all.h) when NcclOptions::device_window_bytes > 0.
 #include "switchyard/comm/nccl_communicator.h"
 
 #include <nccl.h>
@@ -8,6 +9,8 @@
 #include <utility>
 #include <vector>
 
+#include "lsa_all_to_all.h"
+#include "nccl_check.h"
 #include "switchyard/common/cuda_check.h"
 #include "switchyard/common/error.h"
 #include "switchyard/common/log.h"
@@ -50,8 +53,10 @@ ncclRedOp_t to_nccl(ReduceOp op) {
   SY_THROW(InvalidArgument, "nccl: unknown reduce op " << static_cast<int>(op));
 }
 
+}  // namespace
+
 // Throws the class matching an NCCL result (see the header), naming the call and the rank.
-void check_nccl(ncclResult_t r, ncclComm_t comm, const char* call, int rank, const char* file, int line) {
+void nccl_detail::check_nccl(ncclResult_t r, ncclComm_t comm, const char* call, int rank, const char* file, int line) {
   if (r == ncclSuccess) return;
   std::ostringstream m;
   m << "nccl: " << call << " on rank " << rank << " failed: " << ncclGetErrorString(r);
@@ -70,18 +75,35 @@ void check_nccl(ncclResult_t r, ncclComm_t comm, const char* call, int rank, con
   }
 }
 
-#define SY_NCCL_CHECK(call, comm) check_nccl((call), (comm), #call, rank_, __FILE__, __LINE__)
+namespace {
+
+#define SY_NCCL_CHECK(call, comm) SY_NCCL_CHECK_RANK(call, comm, rank_)
 
 class NcclCommunicatorImpl final : public NcclCommunicator {
  public:
-  NcclCommunicatorImpl(int rank, int size, int device, const ncclUniqueId& id) : rank_(rank), size_(size), device_(device) {
+  NcclCommunicatorImpl(int rank, int size, int device, const ncclUniqueId& id, const NcclOptions& options)
+      : rank_(rank), size_(size), device_(device) {
     cuda::set_device(device_);
     stream_ = std::make_unique<cuda::Stream>();
     SY_NCCL_CHECK(ncclCommInitRank(&comm_, size_, id, rank_), nullptr);
     SY_INFO("comm", "nccl: rank " << rank_ << " of " << size_ << " on device " << device_ << " ready");
+    if (options.device_window_bytes == 0) {
+      device_api_reason_ = "not requested (NcclOptions::device_window_bytes is 0)";
+    } else {
+      try {
+        lsa_ = nccl_detail::LsaAllToAll::create(comm_, rank_, size_, options.device_window_bytes, options.device_ctas,
+                                                &device_api_reason_);
+      } catch (...) {
+        ncclCommDestroy(comm_);
+        comm_ = nullptr;
+        throw;
+      }
+      if (!lsa_) SY_INFO("comm", "nccl: rank " << rank_ << ": no device API: " << device_api_reason_);
+    }
   }
 
   ~NcclCommunicatorImpl() override {
+    lsa_.reset();  // collective teardown of the window while the communicator lives
     if (comm_ == nullptr) return;
     const ncclResult_t r = ncclCommDestroy(comm_);
     if (r != ncclSuccess) SY_WARN("comm", "nccl: ncclCommDestroy failed: " << ncclGetErrorString(r));
@@ -96,17 +118,10 @@ class NcclCommunicatorImpl final : public NcclCommunicator {
                     const size_t* recv_counts, const size_t* recv_displs, DataType type,
                     cuda::StreamHandle stream) override {
     require_open("all_to_all_v");
-    SY_REQUIRE(send_counts && send_displs && recv_counts && recv_displs,
-               "nccl all_to_all_v on rank " << rank_ << ": count and displacement arrays must not be null");
+    require_all_to_all_v("all_to_all_v", send, send_counts, send_displs, recv, recv_counts, recv_displs);
     const size_t eb = dtype_size(type);
     const auto* s = static_cast<const char*>(send);
     auto* r = static_cast<char*>(recv);
-    for (int p = 0; p < size_; ++p) {
-      SY_REQUIRE(send_counts[p] == 0 || send != nullptr,
-                 "nccl all_to_all_v on rank " << rank_ << ": send is null but send_counts[" << p << "] = " << send_counts[p]);
-      SY_REQUIRE(recv_counts[p] == 0 || recv != nullptr,
-                 "nccl all_to_all_v on rank " << rank_ << ": recv is null but recv_counts[" << p << "] = " << recv_counts[p]);
-    }
     cudaStream_t st = pick(stream);
     SY_NCCL_CHECK(ncclGroupStart(), comm_);
     for (int p = 0; p < size_; ++p) {
@@ -116,6 +131,37 @@ class NcclCommunicatorImpl final : public NcclCommunicator {
         SY_NCCL_CHECK(ncclRecv(r + recv_displs[p] * eb, recv_counts[p], to_nccl(type), p, comm_, st), comm_);
     }
     SY_NCCL_CHECK(ncclGroupEnd(), comm_);
+  }
+
+  bool has_device_api() const override { return lsa_ != nullptr; }
+  std::string device_api_reason() const override { return device_api_reason_; }
+  size_t device_slot_bytes() const override { return lsa_ ? lsa_->slot_bytes() : 0; }
+
+  void all_to_all_v_device(const void* send, const size_t* send_counts, const size_t* send_displs, void* recv,
+                           const size_t* recv_counts, const size_t* recv_displs, DataType type,
+                           cuda::StreamHandle stream) override {
+    require_open("all_to_all_v_device");
+    if (!lsa_)
+      SY_THROW(Unsupported, "nccl all_to_all_v_device on rank " << rank_ << ": no device API: " << device_api_reason_
+                                                                << "; hint: use all_to_all_v");
+    require_all_to_all_v("all_to_all_v_device", send, send_counts, send_displs, recv, recv_counts, recv_displs);
+    const size_t eb = dtype_size(type);
+    const size_t slot = lsa_->slot_bytes();
+    std::vector<nccl_detail::PeerBlock> blocks(size_);
+    for (int p = 0; p < size_; ++p) {
+      nccl_detail::PeerBlock& b = blocks[p];
+      b.send_offset = send_displs[p] * eb;
+      b.send_bytes = send_counts[p] * eb;
+      b.recv_offset = recv_displs[p] * eb;
+      b.recv_bytes = recv_counts[p] * eb;
+      SY_REQUIRE(b.send_bytes <= slot && b.recv_bytes <= slot,
+                 "nccl all_to_all_v_device on rank " << rank_ << ": the block of peer " << p << " (send " << b.send_bytes
+                                                     << " bytes, recv " << b.recv_bytes << " bytes) exceeds the "
+                                                     << slot << "-byte slot; hint: raise NcclOptions::device_window_bytes"
+                                                     << " (now " << lsa_->window_bytes() << " for " << size_
+                                                     << " ranks)");
+    }
+    lsa_->run(send, recv, blocks.data(), pick(stream));
   }
 
   void all_to_all(const void* send, void* recv, size_t n, DataType type, cuda::StreamHandle stream) override {
@@ -184,6 +230,9 @@ class NcclCommunicatorImpl final : public NcclCommunicator {
 
   void abort() override {
     if (comm_ == nullptr) return;
+    // The window's registration goes with the communicator; its memory is freed by the
+    // destructor (a device-API kernel may still be waiting in an LSA barrier for a peer).
+    if (lsa_) lsa_->forget_comm();
     const ncclResult_t r = ncclCommAbort(comm_);
     if (r != ncclSuccess) SY_WARN("comm", "nccl: ncclCommAbort failed: " << ncclGetErrorString(r));
     comm_ = nullptr;
@@ -194,6 +243,19 @@ class NcclCommunicatorImpl final : public NcclCommunicator {
 
   void require_open(const char* what) const {
     if (comm_ == nullptr) SY_THROW(InvalidArgument, "nccl " << what << " on rank " << rank_ << ": communicator was aborted");
+  }
+  void require_all_to_all_v(const char* what, const void* send, const size_t* send_counts, const size_t* send_displs,
+                            const void* recv, const size_t* recv_counts, const size_t* recv_displs) const {
+    SY_REQUIRE(send_counts && send_displs && recv_counts && recv_displs,
+               "nccl " << what << " on rank " << rank_ << ": count and displacement arrays must not be null");
+    for (int p = 0; p < size_; ++p) {
+      SY_REQUIRE(send_counts[p] == 0 || send != nullptr,
+                 "nccl " << what << " on rank " << rank_ << ": send is null but send_counts[" << p
+                         << "] = " << send_counts[p]);
+      SY_REQUIRE(recv_counts[p] == 0 || recv != nullptr,
+                 "nccl " << what << " on rank " << rank_ << ": recv is null but recv_counts[" << p
+                         << "] = " << recv_counts[p]);
+    }
   }
   void require_peer(const char* what, int peer) const {
     SY_REQUIRE(peer >= 0 && peer < size_,
@@ -208,6 +270,8 @@ class NcclCommunicatorImpl final : public NcclCommunicator {
   ncclComm_t comm_ = nullptr;
   std::unique_ptr<cuda::Stream> stream_;
   std::unique_ptr<cuda::DeviceBuffer> barrier_buf_;
+  std::unique_ptr<nccl_detail::LsaAllToAll> lsa_;  // device API; null when unavailable
+  std::string device_api_reason_;                 // why lsa_ is null
 };
 
 int pick_device(int requested, int local_rank) {
@@ -227,6 +291,8 @@ int NcclCommunicator::runtime_version() {
   return v;
 }
 
+int NcclCommunicator::build_version() { return NCCL_VERSION_CODE; }
+
 std::unique_ptr<NcclCommunicator> NcclCommunicator::create(Store& store, int rank, int size, const NcclOptions& options) {
   SY_REQUIRE(size >= 1 && rank >= 0 && rank < size, "nccl create: rank = " << rank << ", size = " << size << " is invalid");
   const int device = pick_device(options.device, rank);
@@ -243,7 +309,7 @@ std::unique_ptr<NcclCommunicator> NcclCommunicator::create(Store& store, int ran
       SY_THROW(InternalError, "nccl create: the unique id in the store has " << v.size() << " bytes, not " << sizeof(id));
     std::memcpy(&id, v.data(), sizeof(id));
   }
-  return std::make_unique<NcclCommunicatorImpl>(rank, size, device, id);
+  return std::make_unique<NcclCommunicatorImpl>(rank, size, device, id, options);
 }
 
 std::unique_ptr<NcclCommunicator> NcclCommunicator::create(Communicator& host, const NcclOptions& options) {
@@ -257,7 +323,7 @@ std::unique_ptr<NcclCommunicator> NcclCommunicator::create(Communicator& host, c
   if (!ok) SY_THROW(InternalError, "nccl create: ncclGetUniqueId failed on rank 0");
   host.broadcast(&id, sizeof(id), DataType::kUint8, 0);
   const int device = pick_device(options.device, host.rank_map().local_rank(rank));
-  return std::make_unique<NcclCommunicatorImpl>(rank, host.size(), device, id);
+  return std::make_unique<NcclCommunicatorImpl>(rank, host.size(), device, id, options);
 }
 
 }  // namespace switchyard::comm

@@ -15,6 +15,7 @@ namespace {
 
 bool NcclCommunicator::available() { return false; }
 int NcclCommunicator::runtime_version() { return 0; }
+int NcclCommunicator::build_version() { return 0; }
 std::unique_ptr<NcclCommunicator> NcclCommunicator::create(Store&, int, int, const NcclOptions&) {
   missing("NcclCommunicator::create");
 }

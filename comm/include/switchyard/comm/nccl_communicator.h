@@ -14,6 +14,17 @@
 // all_to_all_v is one ncclGroupStart/End around an ncclSend and an ncclRecv per peer with a
 // non-zero count (the EP pattern); empty peers are skipped.
 //
+// all_to_all_v_device is the same exchange through NCCL's device API (NCCL >= 2.28), set up
+// at creation when NcclOptions::device_window_bytes > 0: a symmetric window per rank
+// (ncclMemAlloc + ncclCommWindowRegister, NCCL_WIN_COLL_SYMMETRIC) split into one slot per
+// source rank, a device communicator with one LSA barrier per CTA, and one kernel whose CTAs
+// store this rank's blocks straight into the peers' windows (ncclGetLsaPointer, load/store
+// over NVLink), meet in an LSA barrier and copy the arrived blocks out. It needs every rank
+// in one LSA team (one node, P2P-capable GPUs), NCCL's symmetric memory (cuMem), and the
+// same NCCL release at build and run time (the device structures' layouts change between
+// releases, even 2.28.3 to 2.28.9); otherwise creation still succeeds, has_device_api() is
+// false and all_to_all_v_device throws Unsupported saying why (use all_to_all_v).
+//
 // Limits: NCCL refuses two ranks on one GPU, so on a one-GPU machine this is usable (and
 // tested) at world size 1 only; several processes on one GPU share memory through
 // cuda_ipc.h instead.
@@ -44,6 +55,12 @@ struct NcclOptions {
   // Prefix of the store keys of this communicator; unique per NCCL communicator of the job.
   std::string key_prefix = "nccl";
   std::chrono::milliseconds timeout{60000};  // waiting for rank 0's unique id
+  // Device API (all_to_all_v_device): bytes of each rank's symmetric window, 0 = not set up.
+  // It is split into `size` slots, so one call moves at most about
+  // device_window_bytes / size bytes from each peer to each peer. Same value on every rank.
+  size_t device_window_bytes = 0;
+  // CTAs of the device all_to_all_v kernel, each with its own LSA barrier; same on every rank.
+  int device_ctas = 16;
 };
 
 class NcclCommunicator {
@@ -52,6 +69,9 @@ class NcclCommunicator {
   static bool available();
   // NCCL's version code at run time (e.g. 22809 for 2.28.9); 0 when unavailable.
   static int runtime_version();
+  // NCCL's version code of the headers this build compiled against; 0 when unavailable. The
+  // device API needs runtime_version() == build_version().
+  static int build_version();
 
   // Collective over the `size` ranks that use `store`. Blocking.
   static std::unique_ptr<NcclCommunicator> create(Store& store, int rank, int size, const NcclOptions& options = {});
@@ -82,6 +102,20 @@ class NcclCommunicator {
   // Point to point (bytes), stream-ordered; a matching recv must be posted by the peer.
   virtual void send(const void* buf, size_t bytes, int peer, cuda::StreamHandle stream = nullptr) = 0;
   virtual void recv(void* buf, size_t bytes, int peer, cuda::StreamHandle stream = nullptr) = 0;
+  // Device API (see the file comment). True when all_to_all_v_device can run; otherwise
+  // device_api_reason() says why (not requested, NCCL release, LSA team, symmetric memory).
+  virtual bool has_device_api() const = 0;
+  virtual std::string device_api_reason() const = 0;
+  // The most bytes one peer's block may have in all_to_all_v_device (0 without the device API).
+  virtual size_t device_slot_bytes() const = 0;
+  // all_to_all_v (same arguments and stream ordering) by one device-API kernel. Collective:
+  // every rank must make every call, also with all counts zero (the kernel waits for all).
+  // Calls must be ordered on the device (same stream, or events): they reuse the window.
+  // Throws Unsupported without the device API, InvalidArgument when a block exceeds
+  // device_slot_bytes().
+  virtual void all_to_all_v_device(const void* send, const size_t* send_counts, const size_t* send_displs, void* recv,
+                                   const size_t* recv_counts, const size_t* recv_displs, DataType type,
+                                   cuda::StreamHandle stream = nullptr) = 0;
   // A one-element all_reduce, then synchronize(): every rank has reached this point.
   virtual void barrier() = 0;
 
