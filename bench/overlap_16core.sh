@@ -17,7 +17,10 @@
 # median); serial and overlapped are the slowest rank's pair time, median over interleaved
 # reps, with the interquartile range. "comm in serial" is rank 0's collective time inside
 # the serial pair, which also counts waits for slower ranks (what the efficiency used to
-# divide by before 2026-11-26).
+# divide by before 2026-11-26). bound_ms: the overlapped pair with zero-time collectives,
+# from every rank's measured compute per stage (fb_overlap_report.h: includes the imbalance
+# between ranks); hidden = 1 - (overlapped - bound) / comm: the share of communication that
+# the overlap kept off the critical path (a diagnostic next to the target's efficiency).
 set -euo pipefail
 build=${1:-build}
 bin=$(cd "$build/bin" && pwd)
@@ -39,7 +42,7 @@ for n in $RANKS_LIST; do
   comm=$(seq -s, 1 2 $((2 * n - 1)))
   for h in $HIDDEN_LIST; do
     timeout 60 "$bin/sy-run" -n "$n" -- "$bin/sy-overlap-perf" --tokens "$TOKENS" --hidden "$h" \
-      --experts $((2 * n)) --top_k 2 --reps "$REPS" --json --compute_cpus "$compute" --comm_cpus "$comm" \
+      --experts $((2 * n)) --top_k 2 --reps "$REPS" --json --phases --compute_cpus "$compute" --comm_cpus "$comm" \
       --label "r$n" | sed -n 's/^\[0\] {/{/p' >>"$out" || echo "run ranks $n hidden $h failed" >&2
   done
 done
@@ -47,13 +50,15 @@ echo "overlap_16core.sh: load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$out" <<'PY'
 import json, math, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print("ranks hidden tokens  compute_ms  comm_ms  serial_ms (q1-q3)        overlapped_ms (q1-q3)    ovl/serial  ovl/longer  efficiency  comm_in_serial_ms")
+print("ranks hidden tokens  compute_ms  comm_ms  serial_ms (q1-q3)        overlapped_ms (q1-q3)    ovl/serial  ovl/longer  efficiency  comm_in_serial_ms  bound_ms  hidden")
 for r in rows:
     sq, oq = r["serial_quartiles_s"], r["overlapped_quartiles_s"]
+    g = r.get("phases_group", {})
+    hidden = 1 - g["exposed_s"] / r["communication_s"] if g else float("nan")
     print(f"{r['ranks']:5d} {r['hidden']:6d} {r['tokens']:6d} {r['compute_s']*1e3:11.3f} {r['communication_s']*1e3:8.3f} "
           f"{r['serial_s']*1e3:9.3f} ({sq[0]*1e3:.2f}-{sq[1]*1e3:.2f}) {r['overlapped_s']*1e3:11.3f} ({oq[0]*1e3:.2f}-{oq[1]*1e3:.2f}) "
           f"{r['overlapped_over_serial']:11.3f} {r['overlapped_over_longer']:11.3f} {r['efficiency']:11.3f} "
-          f"{r['serial_communication_rank0_s']*1e3:10.3f}")
+          f"{r['serial_communication_rank0_s']*1e3:10.3f} {g.get('compute_bound_s', float('nan'))*1e3:9.3f} {hidden:7.2f}")
 ok = True
 for n in sorted({r["ranks"] for r in rows}):
     rs = [r for r in rows if r["ranks"] == n]

@@ -74,7 +74,14 @@ std::vector<FbPairTrace> two_rank_traces() {
 
 TEST(FbOverlapReportTest, SplitsHandMadeTimelinesAsWorkedOutByHand) {
   std::vector<FbRankPhases> tot;
-  const std::string text = fb_phase_report(two_rank_traces(), &tot);
+  FbGroupPhases group;
+  const std::string text = fb_phase_report(two_rank_traces(), &tot, &group);
+  // Group, with zero-time collectives: stage starts (rank 0, rank 1) 0,0 -> 3,3 -> 7,11 ->
+  // 11,12 (rank 0 waits for rank 1's post of collective 2 at 11) -> ends 13,14: bound 14.
+  // Both pairs took 15 (rank 0's stage-3 collective finished at 15): 1 s exposed.
+  EXPECT_DOUBLE_EQ(group.overlapped_s, 15);
+  EXPECT_DOUBLE_EQ(group.compute_bound_s, 14);
+  EXPECT_DOUBLE_EQ(group.exposed_s, 1);
   ASSERT_EQ(tot.size(), 2u);
   const FbRankPhases& a = tot[0];
   const FbRankPhases& b = tot[1];

@@ -104,7 +104,8 @@ int main(int argc, char** argv) {
         measure_fb_overlap(world, opt, FLAGS_reps, FLAGS_warmup, worker, FLAGS_phases ? &trace : nullptr);
     std::string phases;
     std::vector<FbRankPhases> totals;
-    if (FLAGS_phases && world->rank() == 0) phases = fb_phase_report(trace, &totals);
+    FbGroupPhases group;
+    if (FLAGS_phases && world->rank() == 0) phases = fb_phase_report(trace, &totals, &group);
     if (world->rank() == 0) {
       if (FLAGS_json) {
         nlohmann::json j = {{"label", FLAGS_label},
@@ -135,6 +136,9 @@ int main(int argc, char** argv) {
                             {"overlapped_over_longer", m.overlapped_over_longer()},
                             {"efficiency", m.efficiency()}};
         if (FLAGS_phases) {
+          j["phases_group"] = {{"overlapped_s", group.overlapped_s},
+                               {"compute_bound_s", group.compute_bound_s},
+                               {"exposed_s", group.exposed_s}};
           j["phases"] = nlohmann::json::array();
           for (const FbRankPhases& p : totals)
             j["phases"].push_back({{"rank", p.rank},

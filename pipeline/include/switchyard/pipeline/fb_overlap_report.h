@@ -31,9 +31,24 @@ struct FbRankPhases {
   double exposed_peers_s = 0;                        // part of exposed_s spent waiting for peers to join
 };
 
+// The group (medians over reps, seconds). compute_bound: the pair's time if every
+// collective took no time, from the measured compute of every rank and stage: rank r posts
+// collective k when its stage k starts, and stage k+1 starts at max(its stage-k compute end,
+// the last rank's post of collective k) (the collective needs every rank); the pair ends
+// with the last rank's last compute. It includes the imbalance between ranks (a slow rank
+// delays everybody at the next collective), so exposed = overlapped - compute_bound is the
+// communication the overlap left visible.
+struct FbGroupPhases {
+  double overlapped_s = 0;     // per rep the slowest rank's pair
+  double compute_bound_s = 0;  // per rep, collectives taking no time
+  double exposed_s = 0;        // per rep overlapped - compute_bound
+};
+
 // Text report (one table for the overlapped stages, one for the serial collectives, one of
-// per-rank totals) and the per-rank totals. Throws InvalidArgument if traces are not whole
-// pairs of one MoE layer (8 sub-steps, 4 collectives) for every rank and rep.
-std::string fb_phase_report(const std::vector<FbPairTrace>& traces, std::vector<FbRankPhases>* totals = nullptr);
+// per-rank totals, the group line) and the per-rank totals and the group figures. Throws
+// InvalidArgument if traces are not whole pairs of one MoE layer (8 sub-steps, 4
+// collectives) for every rank and rep.
+std::string fb_phase_report(const std::vector<FbPairTrace>& traces, std::vector<FbRankPhases>* totals = nullptr,
+                            FbGroupPhases* group = nullptr);
 
 }  // namespace switchyard::pipeline
