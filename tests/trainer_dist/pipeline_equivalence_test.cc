@@ -28,6 +28,7 @@
 #include "switchyard/trainer/dist/pipeline_trainer.h"
 #include "switchyard/trainer/model.h"
 #include "switchyard/trainer/router.h"
+#include "switchyard/trainer/train/linear_backend.h"
 #include "switchyard/trainer/train/optimizer.h"
 
 namespace switchyard::trainer::dist {
@@ -59,10 +60,11 @@ ModelConfig test_config() {
   return c;
 }
 
-std::vector<std::vector<int64_t>> make_batches(const ModelConfig& c) {
+// kSteps batches of `rows` sequences (kGlobalBatch per schedule round).
+std::vector<std::vector<int64_t>> make_batches(const ModelConfig& c, int64_t rows = kGlobalBatch) {
   std::mt19937_64 rng(2468);
   const int64_t window = kSeq + c.num_nextn_predict_layers + 1;
-  std::vector<std::vector<int64_t>> out(kSteps, std::vector<int64_t>(kGlobalBatch * window));
+  std::vector<std::vector<int64_t>> out(kSteps, std::vector<int64_t>(rows * window));
   for (auto& b : out)
     for (auto& t : b) t = static_cast<int64_t>(rng() % uint64_t(c.vocab_size));
   return out;
@@ -73,11 +75,15 @@ struct RunResult {
   TensorMap weights;
 };
 
-// One process: micro-batch m is rows [m * G/M, (m+1) * G/M) run whole; gradients summed / M.
-RunResult reference_run(const ModelConfig& c, const std::vector<std::vector<int64_t>>& batches) {
+// One process: micro-batch m is rows [m * G/M, (m+1) * G/M) run whole (G/M = 4 rows, `micro`
+// micro-batches per step); gradients summed / micro. fp8: the FP8 Linear recipe.
+RunResult reference_run(const ModelConfig& c, const std::vector<std::vector<int64_t>>& batches,
+                        int64_t micro = kMicro, bool fp8 = false) {
   Model<float> model(c);
   model.init_random(kSeed, 0.02);
   AdamW opt(model.parameters(), AdamWConfig{});
+  std::unique_ptr<Fp8Linear> fp8_linear;
+  if (fp8) fp8_linear = std::make_unique<Fp8Linear>(model.parameters(), Fp8Options{});
   const int64_t window = kSeq + c.num_nextn_predict_layers + 1, E = c.n_routed_experts, rows = kGlobalBatch / kMicro;
   const std::vector<int64_t> moe = model.moe_layer_indices();
   RunResult r;
@@ -85,14 +91,14 @@ RunResult reference_run(const ModelConfig& c, const std::vector<std::vector<int6
     model.zero_grad();
     double loss = 0;
     std::vector<double> counts(moe.size() * E, 0.0);
-    for (int64_t m = 0; m < kMicro; ++m) {
-      loss += model.forward(batch.data() + m * rows * window, rows, kSeq).total / kMicro;
+    for (int64_t m = 0; m < micro; ++m) {
+      loss += model.forward(batch.data() + m * rows * window, rows, kSeq).total / double(micro);
       model.backward();
       for (size_t i = 0; i < moe.size(); ++i)
         for (int64_t e = 0; e < E; ++e) counts[i * E + e] += model.expert_counts(moe[i])[e];
     }
     for (const auto& p : model.parameters().all())
-      for (float& g : p->grad) g *= 1.0f / float(kMicro);
+      for (float& g : p->grad) g *= 1.0f / float(micro);
     r.losses.push_back(loss);
     r.grad_norms.push_back(clip_grad_norm(model.parameters(), kClip));
     opt.step(kLr);
@@ -114,10 +120,14 @@ struct OverlapSeen {
   StepBreakdown breakdown;
 };
 
+// accum rounds of the schedule per step (batches of accum * kGlobalBatch rows); fp8_gemms:
+// set to the GEMMs run in FP8 (the recipe is on when non-null).
 RunResult pipeline_run(const ModelConfig& c, const std::vector<std::vector<int64_t>>& batches, ParallelLayout layout,
-                       pipeline::ScheduleKind schedule, bool fb_overlap = true, OverlapSeen* seen = nullptr) {
+                       pipeline::ScheduleKind schedule, bool fb_overlap = true, OverlapSeen* seen = nullptr,
+                       int64_t accum = 1, int64_t* fp8_gemms = nullptr) {
   PipelineOptions o;
   o.fb_overlap = fb_overlap;
+  o.dist.fp8 = fp8_gemms != nullptr;
   o.dist.layout = layout;
   o.dist.wire = ExpertWire::kFloat32;
   o.dist.clip = kClip;
@@ -129,11 +139,12 @@ RunResult pipeline_run(const ModelConfig& c, const std::vector<std::vector<int64
   t.trace().set_enabled(seen != nullptr);
   RunResult r;
   for (const auto& batch : batches) {
-    DistStepMetrics m = t.step(batch.data(), kGlobalBatch, kSeq, kLr, kBiasRate);
+    DistStepMetrics m = t.step_accumulated(batch.data(), accum, kGlobalBatch, kSeq, kLr, kBiasRate);
     r.losses.push_back(m.losses.total);
     r.grad_norms.push_back(m.grad_norm);
   }
   r.weights = t.gather_weights();
+  if (fp8_gemms) *fp8_gemms = t.fp8_gemms();
   if (seen) {
     if (t.overlap()) {
       seen->pairs = t.overlap()->pairs_run();
@@ -287,6 +298,59 @@ TEST(PipelineTrainerTest, FbOverlapMatchesSerialPairsBitwiseAndHidesCommunicatio
                 what.c_str(), static_cast<long long>(on.pairs), static_cast<long long>(on.collectives),
                 static_cast<long long>(on.overlapping), on.longest * 1e3, 100 * on.breakdown.hidden_share(),
                 100 * off.breakdown.hidden_share());
+}
+
+// --grad_accum with stages: 2 rounds of DualPipe (mirrored copies, whose REDUCE then runs
+// twice) per step, 8 micro-batches in all, against one process with the same 8 micro-batches.
+TEST(PipelineTrainerTest, GradAccumulationOverScheduleRoundsMatchesOneProcess) {
+  const ModelConfig c = test_config();
+  constexpr int64_t kAccum = 2;
+  const auto batches = make_batches(c, kAccum * kGlobalBatch);
+  const ParallelLayout layout{world()->size() / 2, 2, 1};
+  const std::string what = layout.to_string() + " dualpipe, accum 2, rank " + std::to_string(world()->rank());
+  const RunResult ref = reference_run(c, batches, kAccum * kMicro);
+  const RunResult got = pipeline_run(c, batches, layout, ScheduleKind::kDualPipe, true, nullptr, kAccum);
+  for (int64_t s = 0; s < kSteps; ++s) {
+    EXPECT_LE(std::abs(got.losses[s] - ref.losses[s]), 1e-5 * std::abs(ref.losses[s])) << what << " step " << s;
+    EXPECT_LE(std::abs(got.grad_norms[s] - ref.grad_norms[s]), 1e-4 * ref.grad_norms[s]) << what << " step " << s;
+  }
+  std::string worst;
+  const double rel = worst_normwise(got.weights, ref.weights, &worst);
+  EXPECT_LE(rel, 1e-5) << what << ": parameter " << worst << " differs by " << rel;
+  // The second round matters: one process over the first round only differs.
+  const RunResult first_only = reference_run(c, batches, kMicro);
+  EXPECT_GT(std::abs(first_only.losses[1] - ref.losses[1]), 1e-5 * ref.losses[1]) << what;
+}
+
+TensorMap without_router_biases(TensorMap w) {
+  for (auto it = w.begin(); it != w.end();)
+    it = it->first.find("e_score_correction_bias") != std::string::npos ? w.erase(it) : std::next(it);
+  return w;
+}
+
+// --fp8 with stages: the FP8 Linear recipe on every model copy (the experts' GEMMs on the
+// dispatched rows too) against one process running the recipe on the same micro-batches.
+// The step-0 loss (before any update) agrees to 1e-6; afterwards FP8 rounding turns
+// summation-order differences into larger ones (bounds of the EP x DP FP8 test).
+TEST(PipelineTrainerTest, Fp8LinearRecipeWithStagesMatchesOneProcessFp8) {
+  const ModelConfig c = test_config();
+  const auto batches = make_batches(c);
+  const ParallelLayout layout{world()->size() / 2, 2, 1};
+  const std::string what = layout.to_string() + " dualpipev fp8, rank " + std::to_string(world()->rank());
+  const RunResult one32 = reference_run(c, batches);
+  const RunResult one8 = reference_run(c, batches, kMicro, /*fp8=*/true);
+  int64_t gemms = 0;
+  const RunResult got = pipeline_run(c, batches, layout, ScheduleKind::kDualPipeV, true, nullptr, 1, &gemms);
+  const double l0 = one8.losses[0];
+  EXPECT_GT(std::abs(one32.losses[0] - l0), 1e-5 * l0) << "FP8 should change the step-0 loss";
+  EXPECT_GT(gemms, 0) << what;
+  EXPECT_LE(std::abs(got.losses[0] - l0), 1e-6 * l0) << what << ": step-0 loss " << got.losses[0] << " vs " << l0;
+  for (int64_t s = 1; s < kSteps; ++s)
+    EXPECT_LE(std::abs(got.losses[s] - one8.losses[s]), 3e-4 * one8.losses[s]) << what << " step " << s;
+  EXPECT_LE(std::abs(got.grad_norms[0] - one8.grad_norms[0]), 2e-3 * one8.grad_norms[0]) << what;
+  std::string worst;
+  const double rel = worst_normwise(without_router_biases(got.weights), without_router_biases(one8.weights), &worst);
+  EXPECT_LE(rel, 1e-2) << what << ": " << worst << " differs by " << rel;
 }
 
 PipelineOptions checkpoint_options(ParallelLayout layout, pipeline::ScheduleKind schedule, uint64_t seed) {

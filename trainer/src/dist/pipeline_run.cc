@@ -38,9 +38,6 @@ DistRunResult run_pipeline_training(std::shared_ptr<comm::Communicator> world, c
   train.validate();
   run.layout.validate(world->size());
   const char* kWhat = "pipeline training (--pp > 1): ";
-  if (train.grad_accum != 1)
-    SY_THROW(Unsupported, kWhat << "--grad_accum " << train.grad_accum << ": use --microbatches (the accumulation)");
-  if (train.fp8) SY_THROW(Unsupported, kWhat << "--fp8 (Linear GEMMs) is not implemented yet with stages");
   const bool lead = world->rank() == 0;
 
   auto tokenizer = make_tokenizer(train.tokenizer);
@@ -52,6 +49,8 @@ DistRunResult run_pipeline_training(std::shared_ptr<comm::Communicator> world, c
   o.dist.layout = run.layout;
   o.dist.wire = run.wire;
   o.dist.zero1 = run.zero1;
+  o.dist.fp8 = train.fp8;
+  o.dist.fp8_pow2 = train.fp8_pow2;
   o.dist.adam.weight_decay = train.weight_decay;
   o.dist.clip = train.clip;
   o.dist.seed = train.seed;
@@ -113,7 +112,8 @@ DistRunResult run_pipeline_training(std::shared_ptr<comm::Communicator> world, c
     if (lead) out << "checkpoint " << folder << "\n" << std::flush;
   };
 
-  std::vector<int64_t> tokens(train.batch * dataset.window());
+  // One step: grad_accum rounds of the schedule, each on a global batch read in order.
+  std::vector<int64_t> tokens(train.grad_accum * train.batch * dataset.window());
   std::vector<double> losses, tok_s;
   DistRunResult result;
   const auto t0 = std::chrono::steady_clock::now();
@@ -134,11 +134,13 @@ DistRunResult run_pipeline_training(std::shared_ptr<comm::Communicator> world, c
     const_cast<ModelConfig&>(trainer.model().config()).mtp_loss_lambda = mtp_weight.at(step);
     trainer.trace().set_enabled(step >= train.steps - run.trace_steps ||
                                 (run.time_budget_s > 0 && step >= 1 && step <= run.trace_steps));
-    dataset.next_batch(train.batch, tokens.data());
-    DistStepMetrics m = trainer.step(tokens.data(), train.batch, train.seq, lr.at(step), bias_rate.at(step));
+    for (int64_t a = 0; a < train.grad_accum; ++a)
+      dataset.next_batch(train.batch, tokens.data() + a * train.batch * dataset.window());
+    DistStepMetrics m = trainer.step_accumulated(tokens.data(), train.grad_accum, train.batch, train.seq,
+                                                 lr.at(step), bias_rate.at(step));
     step_time = step_time == 0 ? m.seconds : 0.9 * step_time + 0.1 * m.seconds;
     losses.push_back(m.losses.main);
-    const double tps = double(train.batch * train.seq) / std::max(m.seconds, 1e-9);
+    const double tps = double(train.grad_accum * train.batch * train.seq) / std::max(m.seconds, 1e-9);
     if (step > first_step) tok_s.push_back(tps);
     double mtp = 0;
     for (double x : m.losses.mtp) mtp += x;

@@ -10,6 +10,7 @@
 #include "switchyard/common/error.h"
 #include "switchyard/trainer/dist/sharded_checkpoint.h"
 #include "switchyard/trainer/router.h"
+#include "switchyard/trainer/train/linear_backend.h"
 
 namespace switchyard::trainer::dist {
 namespace {
@@ -28,6 +29,48 @@ int64_t layer_of(const std::string& name) {
 }
 
 }  // namespace
+
+// The FP8 Linear recipe over every model copy: one Fp8Linear per copy (each claims its copy's
+// weights by the address of their buffers), this router in the process-global slot. The
+// lanes of an overlapped pair call it one at a time (they compute in turns).
+class PipelineTrainer::Fp8Copies : public LinearBackend {
+ public:
+  Fp8Copies(const std::vector<std::unique_ptr<Model<float>>>& models, Fp8Options options) {
+    SY_REQUIRE(linear_backend() == nullptr, "PipelineTrainer: --fp8: another Linear back-end is already installed");
+    for (const auto& m : models) {
+      copies_.push_back(std::make_unique<Fp8Linear>(m->parameters(), options));  // installs itself
+      set_linear_backend(nullptr);
+    }
+    set_linear_backend(this);
+  }
+  ~Fp8Copies() override {
+    if (linear_backend() == this) set_linear_backend(nullptr);
+  }
+  bool forward(const float* x, const float* W, int64_t n, int64_t in, int64_t out, float* y) override {
+    for (auto& c : copies_)
+      if (c->forward(x, W, n, in, out, y)) return true;
+    return false;
+  }
+  bool backward_input(const float* dy, const float* W, int64_t n, int64_t in, int64_t out, float* dx,
+                      bool accumulate) override {
+    for (auto& c : copies_)
+      if (c->backward_input(dy, W, n, in, out, dx, accumulate)) return true;
+    return false;
+  }
+  bool backward_weight(const float* dy, const float* x, int64_t n, int64_t in, int64_t out, float* dW) override {
+    for (auto& c : copies_)
+      if (c->backward_weight(dy, x, n, in, out, dW)) return true;
+    return false;
+  }
+  int64_t fp8_gemms() const {
+    int64_t n = 0;
+    for (const auto& c : copies_) n += c->fp8_gemms();
+    return n;
+  }
+
+ private:
+  std::vector<std::unique_ptr<Fp8Linear>> copies_;
+};
 
 std::vector<StagePlan> plan_stages(const ModelConfig& config, int num_stages) {
   SY_REQUIRE(num_stages >= 1, "plan_stages: " << num_stages << " stages");
@@ -129,10 +172,13 @@ PipelineTrainer::PipelineTrainer(std::shared_ptr<comm::Communicator> world, cons
   if (mirrored_) sync_->set_counts_in_norm(groups_.pp_index < layout.pp / 2);
   trace_ = std::make_unique<StepTrace>(world);
   mb_losses_.resize(options_.microbatches);
+  if (options_.dist.fp8) fp8_ = std::make_unique<Fp8Copies>(models_, Fp8Options{options_.dist.fp8_pow2});
   if (options_.dist.max_tokens_per_rank > 0) ensure_buffer(options_.dist.max_tokens_per_rank);
 }
 
 PipelineTrainer::~PipelineTrainer() = default;
+
+int64_t PipelineTrainer::fp8_gemms() const { return fp8_ ? fp8_->fp8_gemms() : 0; }
 
 int PipelineTrainer::stage_of(const std::string& name) const {
   const int64_t L = config_.num_hidden_layers, l = layer_of(name);
@@ -275,11 +321,11 @@ void PipelineTrainer::refresh_copies() {
   for (auto& model : models_) model->zero_grad();
 }
 
-void PipelineTrainer::accumulate_copies() {
+void PipelineTrainer::accumulate_copies(double num_microbatches) {
   const auto& dst = models_[0]->parameters().all();
-  const float scale = 1.0f / static_cast<float>(models_.size());
+  const float scale = 1.0f / static_cast<float>(num_microbatches);
   if (mirrored_) {  // the executor's REDUCE summed them (FP64): the mean over micro-batches
-    const double M = static_cast<double>(models_.size());
+    const double M = num_microbatches;
     for (const auto& [stage, params] : mirror_params_) {
       const std::vector<double>& buf = mirror_buf_.at(stage);
       size_t at = 0;
@@ -298,15 +344,21 @@ void PipelineTrainer::accumulate_copies() {
       const std::vector<float>& c = models_[m]->parameters().all()[i]->grad;
       for (size_t j = 0; j < g.size(); ++j) g[j] += c[j];
     }
-    if (models_.size() > 1)
+    if (num_microbatches > 1)
       for (float& x : g) x *= scale;
   }
 }
 
 DistStepMetrics PipelineTrainer::step(const int64_t* global_tokens, int64_t global_batch, int64_t seq, double lr,
                                       double bias_rate) {
+  return step_accumulated(global_tokens, 1, global_batch, seq, lr, bias_rate);
+}
+
+DistStepMetrics PipelineTrainer::step_accumulated(const int64_t* global_tokens, int64_t accum, int64_t global_batch,
+                                                  int64_t seq, double lr, double bias_rate) {
   const auto t0 = Clock::now();
   const int M = options_.microbatches, R = groups_.data_ranks();
+  SY_REQUIRE(accum >= 1, "PipelineTrainer: " << accum << " accumulation rounds per step; need >= 1");
   SY_REQUIRE(global_batch > 0 && global_batch % (int64_t(M) * R) == 0,
              "PipelineTrainer: global batch " << global_batch << " does not divide into " << M
                                               << " micro-batches over " << R << " data ranks ("
@@ -322,29 +374,41 @@ DistStepMetrics PipelineTrainer::step(const int64_t* global_tokens, int64_t glob
   const double t_begin = tr.now();
   tr.begin_step(step_index, t_begin);
   refresh_copies();
-  for (int m = 0; m < M; ++m) {
-    const int64_t row0 = m * (global_batch / M) + groups_.data_rank() * rows;
-    models_[m]->stage_begin(global_tokens + row0 * window, rows, seq);
-    mb_losses_[m] = Losses{};
-  }
   ensure_executor(static_cast<size_t>(rows * seq * config_.hidden_size));
-  executor_->run();
-  const double t_run = tr.now();
-
-  // Losses: this rank's pieces (means over its micro-batches), summed over the pipeline,
-  // averaged over the data ranks.
+  // Losses: this rank's pieces (means over all its micro-batches), summed over the pipeline,
+  // averaged over the data ranks. Load counts of the held MoE layers summed over every
+  // micro-batch (and below over the data ranks).
   std::vector<double> l(2 + D, 0.0);  // main, balance, mtp[D]
-  for (int m = 0; m < M; ++m) {
-    for (const StagePlan& s : mine_) {
-      if (!runs_here(s.stage, m)) continue;  // DualPipe: the other direction's copy
-      l[1] += models_[m]->balance_loss(s.first, s.last) / M;
-      if (s.head) {
-        l[0] += mb_losses_[m].main / M;
-        l[1] += mb_losses_[m].balance / M;
-        for (int64_t k = 0; k < D; ++k) l[2 + k] += mb_losses_[m].mtp[k] / M;
+  std::vector<double> counts(held_moe_.size() * E, 0.0);
+  const double n_mb = double(M) * double(accum);
+  for (int64_t a = 0; a < accum; ++a) {  // gradients add up in the copies over the rounds
+    const int64_t* tokens = global_tokens + a * global_batch * window;
+    for (int m = 0; m < M; ++m) {
+      const int64_t row0 = m * (global_batch / M) + groups_.data_rank() * rows;
+      models_[m]->stage_begin(tokens + row0 * window, rows, seq);
+      mb_losses_[m] = Losses{};
+    }
+    executor_->run();
+    for (int m = 0; m < M; ++m) {
+      for (const StagePlan& s : mine_) {
+        if (!runs_here(s.stage, m)) continue;  // DualPipe: the other direction's copy
+        l[1] += models_[m]->balance_loss(s.first, s.last) / n_mb;
+        if (s.head) {
+          l[0] += mb_losses_[m].main / n_mb;
+          l[1] += mb_losses_[m].balance / n_mb;
+          for (int64_t k = 0; k < D; ++k) l[2 + k] += mb_losses_[m].mtp[k] / n_mb;
+        }
+      }
+      for (size_t i = 0; i < held_moe_.size(); ++i) {
+        const int64_t layer = held_moe_[i];
+        if (!runs_here(stage_of("model.layers." + std::to_string(layer) + "."), m)) continue;
+        const std::vector<double>& c = models_[m]->expert_counts(layer);
+        for (int64_t e = 0; e < E; ++e) counts[i * E + e] += c[e];
       }
     }
   }
+  const double t_run = tr.now();
+
   std::vector<double> sum(l.size());
   groups_.world->all_reduce(l.data(), sum.data(), l.size(), comm::DataType::kFloat64, comm::ReduceOp::kSum);
   out.losses.main = sum[0] / R;
@@ -355,15 +419,6 @@ DistStepMetrics PipelineTrainer::step(const int64_t* global_tokens, int64_t glob
     out.losses.total += models_[0]->config().mtp_loss_lambda / D * out.losses.mtp.back();
   }
 
-  // Load counts of the held MoE layers over every micro-batch and data rank.
-  std::vector<double> counts(held_moe_.size() * E, 0.0);
-  for (int m = 0; m < M; ++m)
-    for (size_t i = 0; i < held_moe_.size(); ++i) {
-      const int64_t layer = held_moe_[i];
-      if (!runs_here(stage_of("model.layers." + std::to_string(layer) + "."), m)) continue;
-      const std::vector<double>& c = models_[m]->expert_counts(layer);
-      for (int64_t e = 0; e < E; ++e) counts[i * E + e] += c[e];
-    }
   if (mirrored_ && !counts.empty()) {  // the other direction's micro-batches, on the mirror rank
     std::vector<double> both(counts.size());
     mirror_->all_reduce(counts.data(), both.data(), counts.size(), comm::DataType::kFloat64, comm::ReduceOp::kSum);
@@ -372,7 +427,7 @@ DistStepMetrics PipelineTrainer::step(const int64_t* global_tokens, int64_t glob
   sync_->sum_over_replica(counts);
 
   const double sync_before = sync_->comm_seconds();
-  accumulate_copies();
+  accumulate_copies(n_mb);
   Model<float>& master = *models_[0];
   Parameter<float>& embed = master.parameters().at(kEmbedding);
   if (shares_embedding_ && groups_.layout.pp > 1) {
@@ -465,6 +520,10 @@ std::string PipelineTrainer::load_sharded(const std::string& dir) {
   Model<float>& master = *models_[0];
   ShardedCheckpoint ck = read_sharded_checkpoint(dir, master.parameters());
   master.load_weights(ck.weights);  // names every missing tensor; copies refresh at the next step
+  if (fp8_) {  // claims the weights by address: take them again
+    fp8_.reset();
+    fp8_ = std::make_unique<Fp8Copies>(models_, Fp8Options{options_.dist.fp8_pow2});
+  }
   const int64_t step = ck.meta.value("step", int64_t(0));
   ck.moments["step"] = HostTensor::from_vector<int64_t>({step}, {1});
   optimizer_->load_state(ck.moments);

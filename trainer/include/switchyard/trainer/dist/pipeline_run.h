@@ -4,11 +4,11 @@
 // Same tokenizer, data stream, LR/MTP/bias schedules, progress lines, JSONL, time budget
 // (decided on rank 0, broadcast), trace/timeline and closing sample as the EP x DP loop
 // (dist_run.h); TrainOptions::batch is the global batch, split into
-// DistRunOptions::microbatches micro-batches and over the ep * dp data ranks.
-// Checkpoints (TrainOptions::ckpt_dir, ckpt_every) are sharded (PipelineTrainer::save_sharded)
-// into ckpt_dir/step-<N> with the data position; --resume continues from the newest.
-// Not implemented with stages yet (Unsupported): --grad_accum (micro-batches are the
-// accumulation), the FP8 Linear recipe, ZeRO-1.
+// DistRunOptions::microbatches micro-batches and over the ep * dp data ranks; --grad_accum A
+// runs A rounds of the schedule per step (A global batches, one update). --fp8 runs the FP8
+// Linear recipe on every stage. Checkpoints (TrainOptions::ckpt_dir, ckpt_every) are sharded
+// (PipelineTrainer::save_sharded) into ckpt_dir/step-<N> with the data position; --resume
+// continues from the newest.
 //
 // Collective over world: call on every rank.
 #pragma once

@@ -60,7 +60,7 @@
 namespace switchyard::trainer::dist {
 
 struct PipelineOptions {
-  DistOptions dist;  // layout (any pp >= 1), wire, AdamW, clip, seed; zero1 is refused
+  DistOptions dist;  // layout (any pp >= 1), wire, AdamW, clip, seed, fp8; zero1 is refused
   pipeline::ScheduleKind schedule = pipeline::ScheduleKind::kDualPipeV;
   int microbatches = 2;  // per step; valid counts depend on the schedule (generate())
   // FB pairs of the schedule overlap one micro-batch's dispatch/combine with the other's
@@ -97,10 +97,18 @@ class PipelineTrainer {
   const FbOverlap* overlap() const { return overlap_.get(); }
   const dispatch::Buffer* buffer() const { return buffer_.get(); }
   int64_t steps_done() const { return steps_; }
+  // GEMMs run through the FP8 recipe so far on this rank (0 without DistOptions::fp8).
+  int64_t fp8_gemms() const;
 
   // global_tokens: [global_batch, seq + D + 1] int64, identical on every rank; global_batch
   // divisible by microbatches * ep * dp (InvalidArgument otherwise).
   DistStepMetrics step(const int64_t* global_tokens, int64_t global_batch, int64_t seq, double lr, double bias_rate);
+  // Gradient accumulation over `accum` rounds of the schedule: global_tokens is
+  // [accum * global_batch, seq + D + 1], round a runs rows [a * global_batch, (a+1) *
+  // global_batch) split as in step(); one update with the mean gradient of all accum * M
+  // micro-batches (as one process with accum * M micro-batches).
+  DistStepMetrics step_accumulated(const int64_t* global_tokens, int64_t accum, int64_t global_batch, int64_t seq,
+                                   double lr, double bias_rate);
 
   // Every parameter and router bias, each taken from a rank that holds it (collective).
   TensorMap gather_weights();
@@ -135,7 +143,8 @@ class PipelineTrainer {
   void backward_input_chunk(int stage, int mb, const double* grad_out, double* grad_in, Staging& st);
   void backward_weight_chunk(int stage, int mb);
   void refresh_copies();
-  void accumulate_copies();
+  // Held gradients of the master = sum over the copies (and rounds) / num_microbatches.
+  void accumulate_copies(double num_microbatches);
   int stage_of(const std::string& name) const;  // the stage a parameter (or "model.layers.<l>.") belongs to
   bool runs_here(int stage, int mb) const;       // this pipeline rank runs (stage, mb)
 
@@ -165,6 +174,8 @@ class PipelineTrainer {
   std::vector<Losses> mb_losses_;  // [microbatches] head losses of this rank's last stage
   Staging staging_[2];  // [0]: plain chunks and a pair's forward, [1]: a pair's backward
   std::unique_ptr<FbOverlap> overlap_;  // when options_.fb_overlap
+  class Fp8Copies;
+  std::unique_ptr<Fp8Copies> fp8_;  // with DistOptions::fp8: the recipe on every model copy
 };
 
 }  // namespace switchyard::trainer::dist
