@@ -10,37 +10,14 @@
 
 namespace switchyard::dispatch::detail {
 
-// Reads n elements of a BF16 or FP32 row and adds scale * value into acc (FP32).
-inline void accumulate_row(const uint8_t* row, comm::DataType t, int64_t n, float scale, float* acc) {
-  if (t == comm::DataType::kFloat32) {
-    const float* v = reinterpret_cast<const float*>(row);
-    for (int64_t i = 0; i < n; ++i) acc[i] += scale * v[i];
-  } else {
-    const uint16_t* v = reinterpret_cast<const uint16_t*>(row);
-    for (int64_t i = 0; i < n; ++i) acc[i] += scale * bf16_to_float(v[i]);
-  }
-}
-
+// Row kernels (payload.cc; AVX-512 where the CPU has it, the same bits as the scalar loops).
+// Reads n elements of a BF16 or FP32 row and adds scale * value into acc (FP32; one
+// rounded multiply, one rounded add, never fused).
+void accumulate_row(const uint8_t* row, comm::DataType t, int64_t n, float scale, float* acc);
 // Adds an unscaled row (exact reduction of partial sums).
-inline void add_row(const uint8_t* row, comm::DataType t, int64_t n, float* acc) {
-  if (t == comm::DataType::kFloat32) {
-    const float* v = reinterpret_cast<const float*>(row);
-    for (int64_t i = 0; i < n; ++i) acc[i] += v[i];
-  } else {
-    const uint16_t* v = reinterpret_cast<const uint16_t*>(row);
-    for (int64_t i = 0; i < n; ++i) acc[i] += bf16_to_float(v[i]);
-  }
-}
-
-// Writes n FP32 values as a BF16 or FP32 row.
-inline void store_row(const float* v, int64_t n, comm::DataType t, uint8_t* row) {
-  if (t == comm::DataType::kFloat32) {
-    if (n > 0) std::memcpy(row, v, n * sizeof(float));
-  } else {
-    uint16_t* out = reinterpret_cast<uint16_t*>(row);
-    for (int64_t i = 0; i < n; ++i) out[i] = bf16_from_float(v[i]);
-  }
-}
+void add_row(const uint8_t* row, comm::DataType t, int64_t n, float* acc);
+// Writes n FP32 values as a BF16 (round to nearest even, NaN kept quiet) or FP32 row.
+void store_row(const float* v, int64_t n, comm::DataType t, uint8_t* row);
 
 inline float load_elem(const uint8_t* row, comm::DataType t, int64_t i) {
   return t == comm::DataType::kFloat32 ? reinterpret_cast<const float*>(row)[i]

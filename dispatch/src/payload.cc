@@ -1,0 +1,117 @@
+// Row kernels of combine and the references (payload.h): BF16/FP32 rows into FP32 sums and
+// FP32 sums back to BF16.
+//
+// On x86-64 CPUs with AVX-512F the BF16 forms run 16 lanes at a time (chosen at run time);
+// elsewhere, and for the tails, the scalar loops. Both do the same per-element operations
+// (bf16 -> float is exact; acc + scale * v is one rounded multiply and one rounded add: this
+// file is compiled with -ffp-contract=off, so no fused multiply-add appears in either form;
+// float -> BF16 rounds to nearest even and keeps NaN quiet with its sign), so results are the
+// same bits on every CPU; tests/dispatch/row_kernels_test.cc checks them element by element.
+#include "payload.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace switchyard::dispatch::detail {
+
+namespace {
+
+void accumulate_bf16_scalar(const uint16_t* v, int64_t n, float scale, float* acc) {
+  for (int64_t i = 0; i < n; ++i) acc[i] += scale * bf16_to_float(v[i]);
+}
+void add_bf16_scalar(const uint16_t* v, int64_t n, float* acc) {
+  for (int64_t i = 0; i < n; ++i) acc[i] += bf16_to_float(v[i]);
+}
+void store_bf16_scalar(const float* v, int64_t n, uint16_t* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = bf16_from_float(v[i]);
+}
+
+#if defined(__x86_64__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+__attribute__((target("avx512f"))) inline __m512 load_bf16x16(const uint16_t* p) {
+  const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+}
+
+__attribute__((target("avx512f"))) void accumulate_bf16_avx512(const uint16_t* v, int64_t n, float scale,
+                                                                float* acc) {
+  const __m512 s = _mm512_set1_ps(scale);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(acc + i, _mm512_add_ps(_mm512_loadu_ps(acc + i), _mm512_mul_ps(s, load_bf16x16(v + i))));
+  accumulate_bf16_scalar(v + i, n - i, scale, acc + i);
+}
+
+__attribute__((target("avx512f"))) void add_bf16_avx512(const uint16_t* v, int64_t n, float* acc) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(acc + i, _mm512_add_ps(_mm512_loadu_ps(acc + i), load_bf16x16(v + i)));
+  add_bf16_scalar(v + i, n - i, acc + i);
+}
+
+// bf16_from_float 16 lanes at a time: NaN -> (u >> 16) | 0x40, else (u + 0x7fff + lsb) >> 16.
+__attribute__((target("avx512f"))) void store_bf16_avx512(const float* v, int64_t n, uint16_t* out) {
+  const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), inf_bits = _mm512_set1_epi32(0x7f800000),
+                round = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1), quiet = _mm512_set1_epi32(0x40);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512i u = _mm512_castps_si512(_mm512_loadu_ps(v + i));
+    const __m512i hi = _mm512_srli_epi32(u, 16);
+    const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, round), _mm512_and_si512(hi, one)), 16);
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, abs_mask), inf_bits);
+    const __m512i r = _mm512_mask_blend_epi32(nan, rounded, _mm512_or_si512(hi, quiet));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), _mm512_cvtepi32_epi16(r));
+  }
+  store_bf16_scalar(v + i, n - i, out + i);
+}
+#pragma GCC diagnostic pop
+
+bool have_avx512() {
+  static const bool yes = __builtin_cpu_supports("avx512f");
+  return yes;
+}
+#endif
+
+}  // namespace
+
+void accumulate_row(const uint8_t* row, comm::DataType t, int64_t n, float scale, float* acc) {
+  if (t == comm::DataType::kFloat32) {
+    const float* v = reinterpret_cast<const float*>(row);
+    for (int64_t i = 0; i < n; ++i) acc[i] += scale * v[i];
+    return;
+  }
+  const uint16_t* v = reinterpret_cast<const uint16_t*>(row);
+#if defined(__x86_64__)
+  if (have_avx512()) return accumulate_bf16_avx512(v, n, scale, acc);
+#endif
+  accumulate_bf16_scalar(v, n, scale, acc);
+}
+
+void add_row(const uint8_t* row, comm::DataType t, int64_t n, float* acc) {
+  if (t == comm::DataType::kFloat32) {
+    const float* v = reinterpret_cast<const float*>(row);
+    for (int64_t i = 0; i < n; ++i) acc[i] += v[i];
+    return;
+  }
+  const uint16_t* v = reinterpret_cast<const uint16_t*>(row);
+#if defined(__x86_64__)
+  if (have_avx512()) return add_bf16_avx512(v, n, acc);
+#endif
+  add_bf16_scalar(v, n, acc);
+}
+
+void store_row(const float* v, int64_t n, comm::DataType t, uint8_t* row) {
+  if (t == comm::DataType::kFloat32) {
+    if (n > 0) std::memcpy(row, v, n * sizeof(float));
+    return;
+  }
+  uint16_t* out = reinterpret_cast<uint16_t*>(row);
+#if defined(__x86_64__)
+  if (have_avx512()) return store_bf16_avx512(v, n, out);
+#endif
+  store_bf16_scalar(v, n, out);
+}
+
+}  // namespace switchyard::dispatch::detail

@@ -1,0 +1,122 @@
+// Row kernels of combine (dispatch/src/payload.h, private): accumulate_row, add_row and
+// store_row against per-element references written here (bf16 -> float by shifting the
+// bits, acc + scale * v computed in double and rounded twice as float ops, round to nearest
+// even by comparing the two BF16 neighbours in double). Lengths that are not multiples of
+// the 16-lane vector, odd offsets, rounding ties, NaN, +-inf, subnormals, overflow to inf.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "payload.h"
+
+namespace {
+
+using namespace switchyard;
+using namespace switchyard::dispatch;
+
+float bits_to_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+uint32_t float_to_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+
+// Nearest BF16 (ties to even), NaN -> quiet NaN with the sign and the top payload bits.
+uint16_t ref_bf16(float x) {
+  const uint32_t u = float_to_bits(x);
+  if (std::isnan(x)) return static_cast<uint16_t>((u >> 16) | 0x40);
+  const uint16_t lo = static_cast<uint16_t>(u >> 16);  // truncation toward zero
+  const uint16_t hi = static_cast<uint16_t>(lo + 1);
+  const double a = std::fabs(static_cast<double>(bits_to_float(static_cast<uint32_t>(lo) << 16)));
+  // Past the largest finite BF16 the next value up is 2^128 (it rounds to inf).
+  const double b = (hi & 0x7fff) == 0x7f80 ? std::ldexp(1.0, 128)
+                                          : std::fabs(static_cast<double>(bits_to_float(static_cast<uint32_t>(hi) << 16)));
+  const double v = std::fabs(static_cast<double>(x));
+  if (std::isinf(x)) return lo;
+  if (v - a < b - v) return lo;
+  if (v - a > b - v) return hi;
+  return (lo & 1) ? hi : lo;
+}
+
+// Interesting float bit patterns plus random ones.
+std::vector<float> test_values(size_t n, uint32_t seed) {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> v = {0.f, -0.f, 1.f, -1.f, inf, -inf, nan, -nan, 3.0e38f, -3.4e38f, 1e-40f, -1e-45f,
+                          bits_to_float(0x3f808000u),   // tie, even -> down
+                          bits_to_float(0x3f818000u),   // tie, odd -> up
+                          bits_to_float(0x3f807fffu), bits_to_float(0x3f808001u),
+                          bits_to_float(0x7f7fffffu),   // rounds to inf
+                          bits_to_float(0x7fa00001u),   // signalling NaN
+                          bits_to_float(0xffc00001u)};
+  std::mt19937 rng(seed);
+  while (v.size() < n) v.push_back(bits_to_float(static_cast<uint32_t>(rng())));
+  v.resize(n);
+  return v;
+}
+
+TEST(RowKernelsTest, StoreRowBf16MatchesNearestEven) {
+  for (int64_t n : {0, 1, 15, 16, 17, 100, 7168, 7171}) {
+    const std::vector<float> v = test_values(n + 3, 11 + n);
+    for (int64_t off : {0, 3}) {
+      std::vector<uint16_t> out(n + 1, 0xdead);
+      detail::store_row(v.data() + off, n, comm::DataType::kBfloat16, reinterpret_cast<uint8_t*>(out.data()));
+      for (int64_t i = 0; i < n; ++i)
+        ASSERT_EQ(out[i], ref_bf16(v[off + i])) << "n " << n << " i " << i << " bits " << std::hex
+                                                << float_to_bits(v[off + i]);
+      EXPECT_EQ(out[n], 0xdead) << "wrote past the row, n " << n;
+    }
+  }
+}
+
+TEST(RowKernelsTest, AccumulateAndAddRowsMatchElementwiseFloatOps) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> g(0.f, 3.f);
+  for (int64_t n : {1, 15, 16, 33, 7168, 7175}) {
+    std::vector<uint16_t> row(n);
+    for (auto& b : row) b = static_cast<uint16_t>(float_to_bits(g(rng)) >> 16);
+    std::vector<float> rowf(n);
+    for (int64_t i = 0; i < n; ++i) rowf[i] = g(rng);
+    if (n > 4) {  // specials in the BF16 row
+      row[0] = 0x7f80;  // +inf
+      row[1] = 0x0001;  // subnormal
+      row[2] = 0xffc0;  // -NaN
+    }
+    for (float scale : {1.0f, 0.3f, -2.5f}) {
+      std::vector<float> acc(n), want(n);
+      for (int64_t i = 0; i < n; ++i) acc[i] = want[i] = g(rng);
+      detail::accumulate_row(reinterpret_cast<const uint8_t*>(row.data()), comm::DataType::kBfloat16, n, scale,
+                             acc.data());
+      for (int64_t i = 0; i < n; ++i) {
+        const float prod = static_cast<float>(static_cast<double>(scale) * bits_to_float(uint32_t(row[i]) << 16));
+        want[i] = static_cast<float>(static_cast<double>(want[i]) + prod);
+      }
+      for (int64_t i = 0; i < n; ++i)
+        ASSERT_TRUE(float_to_bits(acc[i]) == float_to_bits(want[i]) || (std::isnan(acc[i]) && std::isnan(want[i])))
+            << "bf16 accumulate n " << n << " i " << i << " scale " << scale << ": " << acc[i] << " vs " << want[i];
+      detail::accumulate_row(reinterpret_cast<const uint8_t*>(rowf.data()), comm::DataType::kFloat32, n, scale,
+                             acc.data());
+      for (int64_t i = 0; i < n; ++i)
+        want[i] = static_cast<float>(static_cast<double>(want[i]) +
+                                     static_cast<float>(static_cast<double>(scale) * rowf[i]));
+      for (int64_t i = 0; i < n; ++i)
+        ASSERT_TRUE(float_to_bits(acc[i]) == float_to_bits(want[i]) || (std::isnan(acc[i]) && std::isnan(want[i])))
+            << "fp32 accumulate n " << n << " i " << i;
+      detail::add_row(reinterpret_cast<const uint8_t*>(row.data()), comm::DataType::kBfloat16, n, acc.data());
+      for (int64_t i = 0; i < n; ++i)
+        want[i] = static_cast<float>(static_cast<double>(want[i]) + bits_to_float(uint32_t(row[i]) << 16));
+      for (int64_t i = 0; i < n; ++i)
+        ASSERT_TRUE(float_to_bits(acc[i]) == float_to_bits(want[i]) || (std::isnan(acc[i]) && std::isnan(want[i])))
+            << "bf16 add n " << n << " i " << i;
+    }
+  }
+}
+
+}  // namespace
