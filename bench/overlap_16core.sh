@@ -2,7 +2,7 @@
 # F&B overlap target (c) of issue 6: overlap efficiency >= 80% on a machine with spare cores
 # (the 16-core device machine). Runs from a carried build, no network, in well under 3 min.
 #
-#   bench/overlap_16core.sh [BUILD_DIR]     RANKS_LIST="2 4 8" HIDDEN_LIST="32 64 128" REPS=15
+#   bench/overlap_16core.sh [BUILD_DIR]     RANKS_LIST="2 4 8" HIDDEN_LIST="16 32 64 128" REPS=15
 #
 # Every rank gets two cores of its own: compute on core 2r, its CommWorker (and the
 # communicator's progress thread) on core 2r+1, so nothing competes for a core. Rank counts
@@ -25,7 +25,7 @@ set -euo pipefail
 build=${1:-build}
 bin=$(cd "$build/bin" && pwd)
 RANKS_LIST=${RANKS_LIST:-"2 4 8"}
-HIDDEN_LIST=${HIDDEN_LIST:-"32 64 128"}
+HIDDEN_LIST=${HIDDEN_LIST:-"16 32 64 128"}
 TOKENS=${TOKENS:-1024}
 REPS=${REPS:-15}
 export OPENBLAS_NUM_THREADS=1

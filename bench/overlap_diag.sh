@@ -3,7 +3,7 @@
 # communication that overlapped pairs fail to hide goes, per rank and per phase
 # (sy-overlap-perf --phases; pipeline/fb_overlap_report.h). Prints to stdout; < 90 s on 16 cores.
 #
-#   bench/overlap_diag.sh [BUILD_DIR]        RANKS_LIST="4 8" HIDDEN_LIST="64 128" REPS=9
+#   bench/overlap_diag.sh [BUILD_DIR]        RANKS_LIST="4 8" HIDDEN_LIST="16 64 128" REPS=9
 #
 # 1. The CPU topology (which logical CPUs share a physical core: a compute thread and a
 #    communication thread on two hyperthreads of one core slow each other down).
@@ -15,7 +15,7 @@ set -uo pipefail
 build=${1:-build}
 bin=$(cd "$build/bin" && pwd)
 RANKS_LIST=${RANKS_LIST:-"4 8"}
-HIDDEN_LIST=${HIDDEN_LIST:-"64 128"}
+HIDDEN_LIST=${HIDDEN_LIST:-"16 64 128"}
 TOKENS=${TOKENS:-1024}
 REPS=${REPS:-9}
 export OPENBLAS_NUM_THREADS=1
