@@ -8,6 +8,7 @@
 #include <set>
 
 #include "switchyard/common/error.h"
+#include "switchyard/trainer/dist/sharded_adamw.h"
 #include "switchyard/trainer/dist/sharded_checkpoint.h"
 #include "switchyard/trainer/router.h"
 #include "switchyard/trainer/train/linear_backend.h"
@@ -99,7 +100,6 @@ PipelineTrainer::PipelineTrainer(std::shared_ptr<comm::Communicator> world, cons
   SY_REQUIRE(world != nullptr, "PipelineTrainer: no world communicator");
   const ParallelLayout& layout = options_.dist.layout;
   layout.validate(world->size());
-  if (options_.dist.zero1) SY_THROW(Unsupported, "PipelineTrainer: --zero1 with --pp > 1 is not implemented yet");
   SY_REQUIRE(config.n_routed_experts % layout.ep == 0,
              "PipelineTrainer: " << config.n_routed_experts << " routed experts do not divide over --ep " << layout.ep);
   pipeline::GeneratorOptions g;
@@ -170,6 +170,11 @@ PipelineTrainer::PipelineTrainer(std::shared_ptr<comm::Communicator> world, cons
   sync_ = std::make_unique<GradientSync>(master.parameters(), config.n_routed_experts, groups_, sync_params);
   // Mirrored copies count once in the gradient norm: on the pipeline ranks r < P/2.
   if (mirrored_) sync_->set_counts_in_norm(groups_.pp_index < layout.pp / 2);
+  if (options_.dist.zero1) {  // optimizer state of the stage's parameters sharded over their replicas
+    zero_ = std::make_unique<ShardedAdamW>(master.parameters(), config.n_routed_experts, groups_, options_.dist.adam,
+                                           sync_params);
+    if (mirrored_) zero_->set_counts_in_norm(groups_.pp_index < layout.pp / 2);
+  }
   trace_ = std::make_unique<StepTrace>(world);
   mb_losses_.resize(options_.microbatches);
   if (options_.dist.fp8) fp8_ = std::make_unique<Fp8Copies>(models_, Fp8Options{options_.dist.fp8_pow2});
@@ -440,11 +445,17 @@ DistStepMetrics PipelineTrainer::step_accumulated(const int64_t* global_tokens, 
                            comm::ReduceOp::kSum);
     embed.grad.swap(total);
   }
-  sync_->reduce();
-  out.grad_norm = sync_->clip(options_.dist.clip);
-  tr.record_reduce(step_index, t_run, tr.now());
-  out.grad_sync_seconds = sync_->comm_seconds() - sync_before;
-  optimizer_->step(lr);
+  if (zero_) {
+    out.grad_norm = zero_->step(lr, options_.dist.clip);  // reduce-scatter, clip, shard update, all-gather
+    tr.record_reduce(step_index, t_run, tr.now());
+    out.grad_sync_seconds = tr.now() - t_run;
+  } else {
+    sync_->reduce();
+    out.grad_norm = sync_->clip(options_.dist.clip);
+    tr.record_reduce(step_index, t_run, tr.now());
+    out.grad_sync_seconds = sync_->comm_seconds() - sync_before;
+    optimizer_->step(lr);
+  }
   if (shares_embedding_ && groups_.layout.pp > 1)
     groups_.pp->broadcast(embed.value.data(), embed.value.size(), comm::DataType::kFloat32,
                           schedule_.rank_of(0, 0));
@@ -494,20 +505,25 @@ TensorMap PipelineTrainer::gather_weights() {
 
 void PipelineTrainer::save_sharded(const std::string& dir, const std::string& extra_json) {
   const TensorMap weights = models_[0]->weights();
-  const TensorMap moments = optimizer_->state();
+  // Without zero1 the holder writes whole moments; with it every rank writes its slices (of
+  // DualPipe's two copies, the ranks r < P/2).
+  const TensorMap moments = zero_ ? zero_->state_shards() : optimizer_->state();
   const int me = groups_.world->rank();
   TensorMap mine;
   for (const auto& [name, t] : weights) {
     if (holder_rank(name) != me) continue;
     mine[name] = t;
+    if (zero_) continue;
     for (const char* key : {"exp_avg.", "exp_avg_sq."}) {
       auto m = moments.find(key + name);
       if (m != moments.end()) mine[m->first] = m->second;  // router biases have none
     }
   }
+  if (zero_ && (!mirrored_ || groups_.pp_index < groups_.layout.pp / 2))
+    for (const auto& [name, t] : moments) mine[name] = t;
   write_sharded_checkpoint(*groups_.world, dir, mine,
-                           {{"step", optimizer_->steps()},
-                            {"zero1", false},
+                           {{"step", zero_ ? zero_->steps() : optimizer_->steps()},
+                            {"zero1", zero_ != nullptr},
                             {"ep", groups_.layout.ep},
                             {"pp", groups_.layout.pp},
                             {"dp", groups_.layout.dp},
@@ -525,8 +541,12 @@ std::string PipelineTrainer::load_sharded(const std::string& dir) {
     fp8_ = std::make_unique<Fp8Copies>(models_, Fp8Options{options_.dist.fp8_pow2});
   }
   const int64_t step = ck.meta.value("step", int64_t(0));
-  ck.moments["step"] = HostTensor::from_vector<int64_t>({step}, {1});
-  optimizer_->load_state(ck.moments);
+  if (zero_) {
+    zero_->load_state(ck.moments, step);
+  } else {
+    ck.moments["step"] = HostTensor::from_vector<int64_t>({step}, {1});
+    optimizer_->load_state(ck.moments);
+  }
   steps_ = step;
   return ck.meta.value("extra", std::string());
 }

@@ -14,7 +14,7 @@
 namespace switchyard::trainer::dist {
 
 ShardedAdamW::ShardedAdamW(ParameterSet<float>& params, int64_t num_experts, const ParallelGroups& groups,
-                           AdamWConfig config)
+                           AdamWConfig config, const std::vector<const Parameter<float>*>& stage_params)
     : config_(config), groups_(groups) {
   SY_REQUIRE(num_experts > 0 && num_experts % groups.layout.ep == 0,
              "ShardedAdamW: " << num_experts << " routed experts do not divide over EP " << groups.layout.ep);
@@ -23,6 +23,8 @@ ShardedAdamW::ShardedAdamW(ParameterSet<float>& params, int64_t num_experts, con
   dense.group = groups.replica;
   experts.group = groups.dp;
   for (const auto& p : params.all()) {
+    if (!stage_params.empty() && std::find(stage_params.begin(), stage_params.end(), p.get()) == stage_params.end())
+      continue;
     const int64_t e = routed_expert_of(p->name);
     if (e < 0)
       dense.params.push_back(p.get());
@@ -131,6 +133,7 @@ double ShardedAdamW::step(double lr, double max_norm) {
   }
   if (groups_.pp->size() > 1) {
     double out = 0;
+    if (!counts_in_norm_) ss = 0;
     groups_.pp->all_reduce(&ss, &out, 1, comm::DataType::kFloat64, comm::ReduceOp::kSum);
     ss = out;
   }

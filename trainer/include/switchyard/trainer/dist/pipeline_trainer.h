@@ -53,6 +53,7 @@
 #include "switchyard/trainer/dist/fb_overlap.h"
 #include "switchyard/trainer/dist/grad_sync.h"
 #include "switchyard/trainer/dist/parallel_layout.h"
+#include "switchyard/trainer/dist/sharded_adamw.h"
 #include "switchyard/trainer/dist/step_trace.h"
 #include "switchyard/trainer/model.h"
 #include "switchyard/trainer/train/optimizer.h"
@@ -60,7 +61,7 @@
 namespace switchyard::trainer::dist {
 
 struct PipelineOptions {
-  DistOptions dist;  // layout (any pp >= 1), wire, AdamW, clip, seed, fp8; zero1 is refused
+  DistOptions dist;  // layout (any pp >= 1), wire, AdamW, clip, seed, fp8, zero1
   pipeline::ScheduleKind schedule = pipeline::ScheduleKind::kDualPipeV;
   int microbatches = 2;  // per step; valid counts depend on the schedule (generate())
   // FB pairs of the schedule overlap one micro-batch's dispatch/combine with the other's
@@ -164,6 +165,7 @@ class PipelineTrainer {
   std::map<int, std::vector<int>> mirror_params_;  // stage -> held parameters (no embedding)
   std::map<int, std::vector<double>> mirror_buf_;  // stage -> gradients summed by REDUCE
   std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<ShardedAdamW> zero_;  // with DistOptions::zero1 (then optimizer_ is unused)
   std::unique_ptr<GradientSync> sync_;
   std::shared_ptr<dispatch::Buffer> buffer_;
   std::unique_ptr<pipeline::Executor> executor_;

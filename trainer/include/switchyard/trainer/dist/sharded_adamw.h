@@ -30,10 +30,16 @@ namespace switchyard::trainer::dist {
 
 class ShardedAdamW {
  public:
-  ShardedAdamW(ParameterSet<float>& params, int64_t num_experts, const ParallelGroups& groups, AdamWConfig config);
+  // stage_params: the parameters of this rank's pipeline stages (empty = all); others are
+  // left alone.
+  ShardedAdamW(ParameterSet<float>& params, int64_t num_experts, const ParallelGroups& groups, AdamWConfig config,
+               const std::vector<const Parameter<float>*>& stage_params = {});
   // Returns the global gradient norm before clipping (max_norm <= 0: no clipping).
   double step(double lr, double max_norm);
   int64_t steps() const { return step_; }
+  // false: this rank's stages are mirrored copies (DualPipe) counted by another pipeline
+  // rank; it adds nothing to the norm (it still joins the collectives).
+  void set_counts_in_norm(bool on) { counts_in_norm_ = on; }
   // Elements of optimizer state (each of m and v) held by this rank.
   int64_t state_elements() const;
 
@@ -62,6 +68,7 @@ class ShardedAdamW {
   ParallelGroups groups_;
   std::vector<Segment> segments_;
   int64_t step_ = 0;
+  bool counts_in_norm_ = true;
 };
 
 }  // namespace switchyard::trainer::dist
