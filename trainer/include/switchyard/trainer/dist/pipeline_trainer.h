@@ -22,7 +22,8 @@
 //   3. gradients of the held parameters summed over the copies / M (gradient accumulation),
 //      the shared embedding summed over the PP ranks holding it, then GradientSync (non-expert
 //      over EP x DP, experts over DP, / ep * dp) and its global clip (every parameter once,
-//      summed over PP), AdamW;
+//      summed over PP), AdamW; with DistOptions::zero1 ShardedAdamW over the stage's
+//      parameters instead (reduce-scatter, clip, shard update, all-gather);
 //   4. the aux-loss-free bias update of the held MoE layers from counts summed over every
 //      micro-batch and data rank.
 // The FB pairs of the schedule (DualPipeV's steady phase) run under FbOverlap: the backward
