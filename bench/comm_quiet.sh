@@ -15,7 +15,8 @@
 #   one node     sy-a2a-perf all_to_all, 2 ranks (1-16 MiB per peer) and 4 ranks (1-16 MiB)
 #   tag_bw       ucx_perftest -t tag_bw one way over tcp on lo at 1, 4, 16 MiB
 #   two nodes    sy-a2a-perf p2p (rank 0 -> 1) and a 2-rank all_to_all, one rank on each of
-#                2 virtual nodes (UCX tcp on lo between them)
+#                2 virtual nodes (UCX tcp on lo between them); p2p once more with the RMA put
+#                path forced (SWITCHYARD_COMM_UCX_RMA=1; information, no target)
 # The summary (bench/comm/summarize.py) takes every ratio within one run, then the median
 # over runs, and prints each target with "met"/"NOT met". Runs stop early when the time
 # budget (BUDGET_S, default 105 s) would be exceeded by another run; the summary says how
@@ -147,6 +148,8 @@ for ((r = 1; r <= RUNS; r++)); do
     done
     a2a "p2p.$r" 2 2 --op p2p -b 1M -e 16M -f 4
     a2a "a2a.vn2.$r" 2 2 --op all_to_all -b 2M -e 32M -f 4
+    # The RMA put path forced over tcp (where UCX emulates puts; auto keeps tagged messages).
+    SWITCHYARD_COMM_UCX_RMA=1 a2a "p2prma.$r" 2 2 --op p2p -b 1M -e 16M -f 4
   fi
   runs_done=$r
   run_s=$(( SECONDS - rs ))

@@ -108,8 +108,10 @@ def ucx():
         print("\nucx: no results")
         return
     print("\n### Two virtual nodes over UCX tcp (lo), 1 rank each\n")
-    print("| message / per peer | tag_bw one way GB/s | p2p GB/s | p2p / tag_bw | a2a per direction GB/s | a2a dir / tag_bw |")
-    print("|---|---|---|---|---|---|")
+    rma = [load_json(os.path.join(out, f"p2prma.{r}.json")) for r in range(1, runs + 1)]
+    print("| message / per peer | tag_bw one way GB/s | p2p GB/s | p2p / tag_bw | a2a per direction GB/s | a2a dir / tag_bw |"
+          + (" p2p RMA put forced GB/s | RMA / tagged p2p |" if any(rma) else ""))
+    print("|---|---|---|---|---|---|" + ("---|---|" if any(rma) else ""))
     for size in (1 << 20, 1 << 22, 1 << 24):
         tag = [load_float(os.path.join(out, f"tag_bw.{size}.{r}")) for r in range(1, runs + 1)]
         p, pr, a, ar = [], [], [], []
@@ -128,7 +130,16 @@ def ucx():
                     a.append(per_dir)
                     if t:
                         ar.append(per_dir / t)
-        print(f"| {human(size)} | {med(tag)} | {med(p)} | {med(pr)} | {med(a)} | {med(ar)} |")
+        q, qr = [], []
+        for r in range(runs):
+            row = rma[r] and next((x for x in rma[r]["results"] if x["size"] == size), None)
+            tagged = p2p[r] and next((x for x in p2p[r]["results"] if x["size"] == size), None)
+            if row:
+                q.append(row["switchyard"]["algbw_gbps"])
+                if tagged:
+                    qr.append(row["switchyard"]["algbw_gbps"] / tagged["switchyard"]["algbw_gbps"])
+        extra = f" {med(q)} | {med(qr)} |" if any(rma) else ""
+        print(f"| {human(size)} | {med(tag)} | {med(p)} | {med(pr)} | {med(a)} | {med(ar)} |{extra}")
         medians[f"2 virtual nodes, p2p {human(size)}: % of tag_bw"] = (
             None if median_or_none(pr) is None else 100 * median_or_none(pr), 80, 0)
         medians[f"2 virtual nodes, 2-rank all_to_all {human(size)} per peer: per direction % of tag_bw"] = (

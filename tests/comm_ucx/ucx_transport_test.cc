@@ -227,12 +227,23 @@ void wait_all(Transport& t, std::vector<std::unique_ptr<TransportRequest>>& reqs
   }
 }
 
+// Forces the RMA put path (messages of at least kRmaMinBytes) in this child process; the
+// knobs are read when the transport connects.
+constexpr size_t kRmaMinBytes = 8192;
+void force_rma_path() {
+  setenv("SWITCHYARD_COMM_UCX_RMA", "1", 1);
+  setenv("SWITCHYARD_COMM_UCX_RMA_MIN_BYTES", std::to_string(kRmaMinBytes).c_str(), 1);
+}
+
 // Every rank sends kMessages messages of uneven sizes to every other rank and checks every
-// byte it receives; tags repeat so same-(peer, tag) ordering is exercised.
-void exchange_random_messages(int n) {
+// byte it receives; tags repeat so same-(peer, tag) ordering is exercised. rma: with the
+// RMA put path forced, every message of at least kRmaMinBytes must have gone by put (the
+// counters against a count of the sizes); without it (the default, auto, over tcp) none.
+void exchange_random_messages(int n, bool rma = false) {
   constexpr int kMessages = 15;
   fs::path dir = make_store_dir();
   auto results = run_ranks(n, milliseconds(60000), [&](int rank) {
+    if (rma) force_rma_path();
     DirStore store(dir);
     auto transport = make_ucx_transport(rank, n, store, "ucx/", all_but(rank, n));
     std::vector<std::vector<uint8_t>> send_bufs, recv_bufs;
@@ -269,6 +280,19 @@ void exchange_random_messages(int n) {
       }
     }
     for (size_t k = 0; k < sends.size(); ++k) RANK_CHECK(sends[k]->bytes() == send_bufs[k].size(), "send size");
+    uint64_t large_sent = 0, large_received = 0, large_bytes = 0;
+    for (int peer : all_but(rank, n)) {
+      for (int i = 0; i < kMessages; ++i) {
+        size_t out = message_size(rank, peer, i), in = message_size(peer, rank, i);
+        large_sent += out >= kRmaMinBytes;
+        large_bytes += out >= kRmaMinBytes ? out : 0;
+        large_received += in >= kRmaMinBytes;
+      }
+    }
+    UcxRmaCounters counters = ucx_rma_counters(*transport);
+    RANK_CHECK(counters.puts_sent == (rma ? large_sent : 0), "puts sent " << counters.puts_sent);
+    RANK_CHECK(counters.bytes_put == (rma ? large_bytes : 0), "bytes put " << counters.bytes_put);
+    RANK_CHECK(counters.puts_received == (rma ? large_received : 0), "puts received " << counters.puts_received);
     transport->check_peers();
   });
   fs::remove_all(dir);
@@ -284,16 +308,29 @@ TEST(UcxTransportTest, RandomSizedMessagesArriveIntactThreeRanks) {
 TEST(UcxTransportTest, RandomSizedMessagesArriveIntactFourRanks) {
   exchange_random_messages(4);
 }
+// The RMA put path, forced over tcp (on InfiniBand it is chosen by itself).
+TEST(UcxTransportTest, RmaPutPathMessagesArriveIntactTwoRanks) {
+  exchange_random_messages(2, true);
+}
+TEST(UcxTransportTest, RmaPutPathMessagesArriveIntactFourRanks) {
+  exchange_random_messages(4, true);
+}
 
 // A rank SIGKILLed after connecting is named by PeerFailure on the pending receive and by
 // check_peers() of every survivor, within a few seconds; the survivors still talk.
-TEST(UcxTransportTest, KilledPeerIsNamedBySurvivors) {
+// rma: with the RMA path forced, a large send to the victim posted before it died (waiting
+// for its ready-to-receive) fails with PeerFailure too.
+void killed_peer_is_named(bool rma) {
   constexpr int kRanks = 3;
   constexpr int kVictim = 2;
   fs::path dir = make_store_dir();
   auto results = run_ranks(kRanks, milliseconds(40000), [&](int rank) {
+    if (rma) force_rma_path();
     DirStore store(dir);
     auto transport = make_ucx_transport(rank, kRanks, store, "ucx/", all_but(rank, kRanks));
+    std::vector<uint8_t> large(4 * kRmaMinBytes, 3);
+    std::unique_ptr<TransportRequest> large_send;
+    if (rma && rank != kVictim) large_send = transport->isend(kVictim, 4, large.data(), large.size());
     if (rank == kVictim) raise(SIGKILL);
     uint64_t value = 0;
     auto recv = transport->irecv(kVictim, 5, &value, sizeof(value));
@@ -327,6 +364,15 @@ TEST(UcxTransportTest, KilledPeerIsNamedBySurvivors) {
       send_failed = e.peer() == kVictim;
     }
     RANK_CHECK(send_failed, "send to the dead rank did not fail with PeerFailure(2)");
+    if (large_send) {
+      bool large_failed = false;
+      try {
+        while (!large_send->done() && Clock::now() - start < std::chrono::seconds(10)) transport->progress();
+      } catch (const PeerFailure& e) {
+        large_failed = e.peer() == kVictim;
+      }
+      RANK_CHECK(large_failed, "RMA-path send to the dead rank did not fail with PeerFailure(2)");
+    }
     // The two survivors still exchange a message.
     int other = 1 - rank;
     uint64_t out = 1000 + rank, in = 0;
@@ -342,12 +388,18 @@ TEST(UcxTransportTest, KilledPeerIsNamedBySurvivors) {
   EXPECT_EQ(results[kVictim].status, -SIGKILL);
 }
 
+TEST(UcxTransportTest, KilledPeerIsNamedBySurvivors) { killed_peer_is_named(false); }
+TEST(UcxTransportTest, KilledPeerIsNamedBySurvivorsOnRmaPath) { killed_peer_is_named(true); }
+
 // A message larger than the posted receive is an InvalidArgument on the receiver, not a
 // silent truncation; a reserved tag is refused; a peer that shut down cleanly is not
 // reported by check_peers().
-TEST(UcxTransportTest, OversizedMessageAndCleanShutdown) {
+// rma: on the RMA put path the sender learns the receive buffer's size from the
+// ready-to-receive, so its send fails with the same InvalidArgument.
+void oversized_message_and_clean_shutdown(bool rma) {
   fs::path dir = make_store_dir();
   auto results = run_ranks(2, milliseconds(30000), [&](int rank) {
+    if (rma) force_rma_path();
     DirStore store(dir);
     auto transport = make_ucx_transport(rank, 2, store, "ucx/", {1 - rank});
     std::vector<uint8_t> big(20000, 7);
@@ -362,6 +414,19 @@ TEST(UcxTransportTest, OversizedMessageAndCleanShutdown) {
       std::vector<std::unique_ptr<TransportRequest>> reqs;
       reqs.push_back(transport->isend(1, 9, big.data(), big.size()));
       reqs.push_back(transport->isend(1, 10, big.data(), 100));
+      if (rma) {
+        bool refused = false;
+        try {
+          std::vector<std::unique_ptr<TransportRequest>> first;
+          first.push_back(std::move(reqs[0]));
+          wait_all(*transport, first, milliseconds(10000));
+        } catch (const InvalidArgument& e) {
+          refused = std::string(e.what()).find("message of 20000 bytes is larger than the receive buffer of 1000 "
+                                               "bytes") != std::string::npos;
+        }
+        RANK_CHECK(refused, "the RMA-path send of an oversized message did not fail with InvalidArgument");
+        reqs.erase(reqs.begin());
+      }
       wait_all(*transport, reqs, milliseconds(10000));
       // Keep progressing (as a live rank does) until rank 1 has closed, then a little more.
       const auto start = Clock::now();
@@ -397,6 +462,9 @@ TEST(UcxTransportTest, OversizedMessageAndCleanShutdown) {
   EXPECT_EQ(results[0].status, 0);
   EXPECT_EQ(results[1].status, 0);
 }
+
+TEST(UcxTransportTest, OversizedMessageAndCleanShutdown) { oversized_message_and_clean_shutdown(false); }
+TEST(UcxTransportTest, OversizedMessageAndCleanShutdownOnRmaPath) { oversized_message_and_clean_shutdown(true); }
 
 // wait_for_event() sleeps until a message arrives (not for its whole timeout), and
 // interrupt_wait() from another thread wakes it.
@@ -462,6 +530,32 @@ TEST(UcxTransportTest, MissingPeerTimesOutNamingIt) {
   });
   fs::remove_all(dir);
   EXPECT_EQ(results[0].status, 0);
+}
+
+// The auto choice of the RMA path reads UCX's endpoint description: the tcp endpoint of this
+// machine (UCX 1.13, captured) has no RMA lane; an InfiniBand endpoint has native ones; a
+// mix with a tcp RMA lane is not native.
+TEST(UcxTransportTest, NativeRmaIsReadFromEndpointInfo) {
+  const std::string tcp =
+      "#\n# UCP endpoint \n#\n#               peer: <no debug data>\n"
+      "#                 lane[0]:  1:tcp/lo.0 md[1]                -> md[1]/tcp/sysdev[255] am am_bw#0 keepalive "
+      "wireup\n#\n#                tag_send: 0..<egr/short>..8185..<egr/zcopy>..20553..<rndv>..(inf)\n"
+      "#\n#                  rma_bw: mds rndv_rkey_size 9\n#\n";
+  const std::string ib =
+      "#                 lane[0]:  8:rc_mlx5/mlx5_0:1.0 md[4]      -> md[4]/ib/sysdev[255] rma_bw#0 am am_bw#0\n"
+      "#                 lane[1]:  9:rc_mlx5/mlx5_1:1.0 md[5]      -> md[5]/ib/sysdev[255] rma_bw#1 am_bw#1\n"
+      "#                 lane[2]:  3:ud_mlx5/mlx5_0:1.0 md[4]      -> md[4]/ib/sysdev[255] keepalive wireup\n"
+      "#                  rma_bw: mds [4] [5] rndv_rkey_size 19\n";
+  const std::string mixed =
+      "#                 lane[0]:  8:rc_mlx5/mlx5_0:1.0 md[4]      -> md[4]/ib/sysdev[255] rma_bw#0 am\n"
+      "#                 lane[1]:  1:tcp/eth0.0 md[1]              -> md[1]/tcp/sysdev[255] rma_bw#1 am_bw#0\n";
+  std::string lanes;
+  EXPECT_FALSE(ucx_ep_info_has_native_rma(tcp, &lanes));
+  EXPECT_EQ(lanes, "");
+  EXPECT_TRUE(ucx_ep_info_has_native_rma(ib, &lanes));
+  EXPECT_EQ(lanes, "8:rc_mlx5/mlx5_0:1.0; 9:rc_mlx5/mlx5_1:1.0; ");
+  EXPECT_FALSE(ucx_ep_info_has_native_rma(mixed, nullptr));
+  EXPECT_FALSE(ucx_ep_info_has_native_rma("", nullptr));
 }
 
 // Bad arguments are InvalidArgument naming the value.

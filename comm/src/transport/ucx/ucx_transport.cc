@@ -8,7 +8,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <exception>
 #include <sstream>
 
 #include "switchyard/common/error.h"
@@ -23,8 +26,22 @@ const Param<int64_t> kConnectTimeoutMs("COMM_UCX_CONNECT_TIMEOUT_MS", 60000, "ms
 const Param<int64_t> kCloseTimeoutMs("COMM_UCX_CLOSE_TIMEOUT_MS", 5000, "ms",
                                      "how long UCX transport shutdown waits to flush goodbyes and close endpoints");
 
+const Param<int64_t> kRmaMode("COMM_UCX_RMA", -1, "mode",
+                               "large messages by RMA put into the receiver's registered buffer: -1 where the "
+                               "endpoint's RMA lane is native (not tcp), 0 never, 1 always (also over tcp: slow)");
+const Param<int64_t> kRmaMinBytes("COMM_UCX_RMA_MIN_BYTES", 256 << 10, "bytes",
+                                  "smallest message sent by RMA put when the RMA path is on for a peer");
+
+// UCX tag layout: bit 63 marks a request-to-send of the RMA path (it travels on the user's
+// (sender, tag) so it keeps the post order), bit 62 the RMA path's control messages,
+// bits 44-61 the sender's rank, bits 0-43 the transport tag (control messages: bit 43 the
+// kind, bits 0-42 the data sender's message id).
 constexpr int kRankShift = 44;
-constexpr int kMaxRanks = 1 << 20;
+constexpr int kMaxRanks = 1 << 18;
+constexpr ucp_tag_t kRtsBit = ucp_tag_t{1} << 63;
+constexpr ucp_tag_t kCtrlBit = ucp_tag_t{1} << 62;
+constexpr ucp_tag_t kFinKind = ucp_tag_t{1} << 43;  // data sender -> receiver: the data landed
+constexpr uint64_t kRmaIdMask = (uint64_t{1} << 43) - 1;
 constexpr uint64_t kHelloTag = kMaxUcxTag;  // zero-byte message that brings a connection up
 constexpr uint64_t kByeTag = kMaxUcxTag + 1;  // zero-byte message sent before a clean shutdown
 constexpr uint64_t kBeatTag = kMaxUcxTag + 2;  // zero-byte heartbeat (hung-peer detection)
@@ -44,6 +61,26 @@ int64_t heartbeat_timeout_ms() {
 ucp_tag_t ucx_tag(int sender, uint64_t tag) {
   return (static_cast<uint64_t>(sender) << kRankShift) | tag;
 }
+
+// UCX tag of an RMA control message sent by `sender` for message `id` of the data sender.
+ucp_tag_t ctrl_tag(int sender, bool fin, uint64_t id) {
+  return kCtrlBit | (static_cast<uint64_t>(sender) << kRankShift) | (fin ? kFinKind : 0) | (id & kRmaIdMask);
+}
+
+// RMA path messages. The request-to-send lands in the receiver's posted buffer (it is later
+// overwritten by the put); the ready-to-receive carries the packed rkey; the fin the size.
+struct RtsHeader {
+  uint64_t id;  // data sender's message id
+  uint64_t bytes;  // message size
+};
+struct RtrHeader {
+  uint64_t id;
+  uint64_t status;  // 0: put `bytes` at addr; 1: the receive buffer (capacity) is too small
+  uint64_t addr;
+  uint64_t capacity;
+  uint64_t rkey_bytes;  // packed rkey follows
+};
+constexpr size_t kRtrBytes = 4096;  // receive buffer of a ready-to-receive (header + rkey)
 
 // A byte to point zero-size messages at (UCX wants a valid address).
 uint8_t zero_size_byte;
@@ -101,7 +138,8 @@ class UcxWorker {
   UcxWorker(const UcxWorker&) = delete;
   UcxWorker& operator=(const UcxWorker&) = delete;
 
-  void open() {
+  // use_rma: also open UCP_FEATURE_RMA (puts into registered buffers).
+  void open(bool use_rma) {
     ucp_config_t* config = nullptr;
     throw_on_ucs_error(ucp_config_read(nullptr, nullptr, &config), "ucp_config_read");
     // Shared memory would let two virtual nodes on one machine skip the network; every
@@ -109,7 +147,7 @@ class UcxWorker {
     if (std::getenv("UCX_TLS") == nullptr) ucp_config_modify(config, "TLS", "^shm");
     ucp_params_t params{};
     params.field_mask = UCP_PARAM_FIELD_FEATURES;
-    params.features = UCP_FEATURE_TAG | UCP_FEATURE_WAKEUP;
+    params.features = UCP_FEATURE_TAG | UCP_FEATURE_WAKEUP | (use_rma ? UCP_FEATURE_RMA : 0);
     ucs_status_t status = ucp_init(&params, config, &context_);
     ucp_config_release(config);
     throw_on_ucs_error(status, "ucp_init");
@@ -190,7 +228,35 @@ class UcxWorker {
     return s.str();
   }
 
+  // True when the endpoint to `peer` carries RMA on a native lane (ucx_ep_info_has_native_rma).
+  bool native_rma(int peer, std::string* lanes) {
+    char* text = nullptr;
+    size_t len = 0;
+    FILE* f = open_memstream(&text, &len);
+    if (f == nullptr) return false;
+    ucp_ep_print_info(peers_[peer].ep, f);
+    fclose(f);
+    std::string info(text, len);
+    free(text);
+    return ucx_ep_info_has_native_rma(info, lanes);
+  }
+
+  // Operations of the RMA path with several steps; the transport's progress() advances them
+  // (so a request waiting behind another in the comm core still answers its peer).
+  struct Stepper {
+    virtual ~Stepper() = default;
+    virtual void step() = 0;  // never throws (keeps the error for done())
+  };
+  void add_stepper(Stepper* s) { steppers_.push_back(s); }
+  void remove_stepper(Stepper* s) { steppers_.erase(std::remove(steppers_.begin(), steppers_.end(), s), steppers_.end()); }
+  void step_all() {
+    for (size_t i = 0; i < steppers_.size(); ++i) steppers_[i]->step();
+  }
+  uint64_t next_rma_id() { return next_rma_id_++ & kRmaIdMask; }
+  UcxRmaCounters& rma_counters() { return rma_counters_; }
+
   ucp_worker_h worker() const { return worker_; }
+  ucp_context_h context() const { return context_; }
   PeerState& peer(int rank) { return peers_[rank]; }
   int rank() const { return rank_; }
   int world_size() const { return static_cast<int>(peers_.size()); }
@@ -207,6 +273,9 @@ class UcxWorker {
   ucp_worker_h worker_ = nullptr;
   int event_fd_ = -1;  // owned by the worker
   std::vector<PeerState> peers_;  // indexed by rank; rank == -1 for ranks that are not peers
+  std::vector<Stepper*> steppers_;  // live RMA-path requests (owned by their callers)
+  uint64_t next_rma_id_ = 0;
+  UcxRmaCounters rma_counters_;
 };
 
 // One posted send or receive.
@@ -260,12 +329,15 @@ class UcxRequest : public TransportRequest {
   }
 
   size_t bytes() const override { return bytes_; }
+  // The UCX tag the matched message carried (receives, once done()).
+  ucp_tag_t sender_tag() const { return sender_tag_; }
 
  private:
   void finish(ucs_status_t status, const ucp_tag_recv_info_t* info) {
     status_ = status;
     if (is_recv_ && status == UCS_OK && info != nullptr) {
       bytes_ = info->length;
+      sender_tag_ = info->sender_tag;
       // Any message is a sign of life (a heartbeat can queue behind a long transfer).
       worker_->peer(peer_).heard = std::chrono::steady_clock::now();
     }
@@ -282,6 +354,270 @@ class UcxRequest : public TransportRequest {
   size_t bytes_;  // capacity until a receive finishes, then the received size
   void* req_ = nullptr;
   ucs_status_t status_ = UCS_OK;
+  ucp_tag_t sender_tag_ = 0;
+};
+
+// True once a raw UCX request (put, flush) finished; frees it. nullptr counts as finished.
+// Throws PeerFailure when it failed or its peer's connection broke while it was pending.
+bool raw_request_done(UcxWorker& worker, void*& req, int peer, const char* what) {
+  if (req == nullptr) return true;
+  ucs_status_t status = ucp_request_check_status(req);
+  if (status == UCS_INPROGRESS) {
+    if (!worker.failed(peer)) return false;
+    status = worker.peer(peer).error;
+  } else {
+    ucp_request_free(req);
+    req = nullptr;
+  }
+  if (status != UCS_OK) {
+    std::string cause = worker.failed(peer) ? worker.failure_text(peer) : ucs_status_string(status);
+    SY_UCX_PEER_FAILURE(peer, "ucx: rank " << worker.rank() << " " << what << " to rank " << peer << " failed: " << cause);
+  }
+  return true;
+}
+
+// Takes the result of ucp_put_nbx / ucp_ep_flush_nbx: the pending request, or nullptr when
+// it finished at once; throws PeerFailure on an immediate error.
+void* take_raw_request(UcxWorker& worker, ucs_status_ptr_t r, int peer, const char* what) {
+  if (UCS_PTR_IS_ERR(r)) {
+    SY_UCX_PEER_FAILURE(peer, "ucx: rank " << worker.rank() << " " << what << " to rank " << peer
+                                           << " failed: " << ucs_status_string(UCS_PTR_STATUS(r)));
+  }
+  return r;
+}
+
+// The RMA path, sending side: request-to-send (id, size) on the user's (peer, tag) with
+// kRtsBit; wait for the receiver's ready-to-receive (address, rkey); ucp_put_nbx the whole
+// message into the receiver's buffer; flush the endpoint (the data is in remote memory);
+// fin (the size) as a control message. Advanced by the transport's progress() and done().
+class UcxRmaSend : public TransportRequest, public UcxWorker::Stepper {
+ public:
+  UcxRmaSend(std::shared_ptr<UcxWorker> worker, int peer, uint64_t tag, const void* buf, size_t bytes)
+      : worker_(std::move(worker)), peer_(peer), tag_(tag), buf_(buf), bytes_(bytes), rtr_(kRtrBytes) {
+    header_ = {worker_->next_rma_id(), bytes};
+    ucp_request_param_t rparam{};
+    rparam.op_attr_mask = UCP_OP_ATTR_FIELD_MEMORY_TYPE | UCP_OP_ATTR_FLAG_NO_IMM_CMPL;
+    rparam.memory_type = UCS_MEMORY_TYPE_HOST;
+    rtr_recv_ = std::make_unique<UcxRequest>(worker_, true, peer, tag, kRtrBytes);
+    rtr_recv_->start(ucp_tag_recv_nbx(worker_->worker(), rtr_.data(), kRtrBytes, ctrl_tag(peer, false, header_.id),
+                                      kFullMask, &rparam));
+    ucp_request_param_t sparam{};
+    sparam.op_attr_mask = UCP_OP_ATTR_FIELD_MEMORY_TYPE;
+    sparam.memory_type = UCS_MEMORY_TYPE_HOST;
+    rts_send_ = std::make_unique<UcxRequest>(worker_, false, peer, tag, sizeof(header_));
+    rts_send_->start(ucp_tag_send_nbx(worker_->peer(peer).ep, &header_, sizeof(header_),
+                                      kRtsBit | ucx_tag(worker_->rank(), tag), &sparam));
+    worker_->add_stepper(this);
+  }
+  ~UcxRmaSend() override {
+    worker_->remove_stepper(this);
+    for (void* r : {put_, flush_})
+      if (r != nullptr) ucp_request_free(r);
+    if (rkey_ != nullptr) ucp_rkey_destroy(rkey_);
+  }
+
+  void step() override {
+    if (error_ || state_ == State::kDone) return;
+    try {
+      advance();
+    } catch (...) {
+      error_ = std::current_exception();
+    }
+  }
+  bool done() override {
+    step();
+    if (error_) std::rethrow_exception(error_);
+    return state_ == State::kDone;
+  }
+  size_t bytes() const override { return bytes_; }
+
+ private:
+  enum class State { kWaitRtr, kPut, kFlush, kFin, kDone };
+
+  void advance() {
+    UcxWorker& w = *worker_;
+    if (state_ == State::kWaitRtr) {
+      if (!rts_send_->done() || !rtr_recv_->done()) return;
+      RtrHeader h{};
+      SY_CHECK(rtr_recv_->bytes() >= sizeof(h));
+      std::memcpy(&h, rtr_.data(), sizeof(h));
+      if (h.status != 0) {
+        SY_THROW(InvalidArgument, "ucx: rank " << w.rank() << " send to rank " << peer_ << " (tag " << tag_
+                                               << "): the message of " << bytes_
+                                               << " bytes is larger than the receive buffer of " << h.capacity
+                                               << " bytes");
+      }
+      SY_CHECK(sizeof(h) + h.rkey_bytes <= rtr_recv_->bytes());
+      throw_on_ucs_error(ucp_ep_rkey_unpack(w.peer(peer_).ep, rtr_.data() + sizeof(h), &rkey_), "ucp_ep_rkey_unpack");
+      ucp_request_param_t param{};
+      param.op_attr_mask = UCP_OP_ATTR_FIELD_MEMORY_TYPE;
+      param.memory_type = UCS_MEMORY_TYPE_HOST;
+      put_ = take_raw_request(w, ucp_put_nbx(w.peer(peer_).ep, buf_, bytes_, h.addr, rkey_, &param), peer_, "put");
+      state_ = State::kPut;
+    }
+    if (state_ == State::kPut) {
+      if (!raw_request_done(w, put_, peer_, "put")) return;
+      // Remote completion of the put before the fin goes out.
+      ucp_request_param_t param{};
+      flush_ = take_raw_request(w, ucp_ep_flush_nbx(w.peer(peer_).ep, &param), peer_, "flush after a put");
+      state_ = State::kFlush;
+    }
+    if (state_ == State::kFlush) {
+      if (!raw_request_done(w, flush_, peer_, "flush after a put")) return;
+      ucp_rkey_destroy(rkey_);
+      rkey_ = nullptr;
+      fin_ = bytes_;
+      ucp_request_param_t param{};
+      param.op_attr_mask = UCP_OP_ATTR_FIELD_MEMORY_TYPE;
+      param.memory_type = UCS_MEMORY_TYPE_HOST;
+      fin_send_ = std::make_unique<UcxRequest>(worker_, false, peer_, tag_, sizeof(fin_));
+      fin_send_->start(
+          ucp_tag_send_nbx(w.peer(peer_).ep, &fin_, sizeof(fin_), ctrl_tag(w.rank(), true, header_.id), &param));
+      state_ = State::kFin;
+    }
+    if (state_ == State::kFin && fin_send_->done()) {
+      state_ = State::kDone;
+      ++w.rma_counters().puts_sent;
+      w.rma_counters().bytes_put += bytes_;
+    }
+  }
+
+  std::shared_ptr<UcxWorker> worker_;
+  int peer_;
+  uint64_t tag_;
+  const void* buf_;
+  size_t bytes_;
+  RtsHeader header_{};
+  std::vector<uint8_t> rtr_;  // the ready-to-receive lands here
+  uint64_t fin_ = 0;
+  std::unique_ptr<UcxRequest> rts_send_, rtr_recv_, fin_send_;
+  ucp_rkey_h rkey_ = nullptr;
+  void* put_ = nullptr;
+  void* flush_ = nullptr;
+  State state_ = State::kWaitRtr;
+  std::exception_ptr error_;
+};
+
+// The RMA path, receiving side (every receive from a peer on the RMA path): the posted
+// receive matches the user's (peer, tag) with or without kRtsBit, in post order. A plain
+// message finishes it as before; a request-to-send (it lands in the buffer, which the put
+// overwrites) makes it register the buffer (ucp_mem_map), answer with the address and the
+// packed rkey, and finish when the fin arrives. A message larger than the buffer fails both
+// sides with InvalidArgument.
+class UcxRmaRecv : public TransportRequest, public UcxWorker::Stepper {
+ public:
+  UcxRmaRecv(std::shared_ptr<UcxWorker> worker, int peer, uint64_t tag, void* buf, size_t capacity)
+      : worker_(std::move(worker)), peer_(peer), tag_(tag), buf_(buf), capacity_(capacity) {
+    ucp_request_param_t param{};
+    param.op_attr_mask = UCP_OP_ATTR_FIELD_MEMORY_TYPE | UCP_OP_ATTR_FLAG_NO_IMM_CMPL;
+    param.memory_type = UCS_MEMORY_TYPE_HOST;
+    msg_ = std::make_unique<UcxRequest>(worker_, true, peer, tag, capacity);
+    void* data = capacity == 0 ? &zero_size_byte : buf;
+    msg_->start(ucp_tag_recv_nbx(worker_->worker(), data, capacity, ucx_tag(peer, tag), ~kRtsBit, &param));
+    worker_->add_stepper(this);
+  }
+  ~UcxRmaRecv() override {
+    worker_->remove_stepper(this);
+    fin_recv_.reset();  // cancels a pending fin receive
+    if (memh_ != nullptr) ucp_mem_unmap(worker_->context(), memh_);
+  }
+
+  void step() override {
+    if (error_ || state_ == State::kDone) return;
+    try {
+      advance();
+    } catch (...) {
+      error_ = std::current_exception();
+    }
+  }
+  bool done() override {
+    step();
+    if (error_) std::rethrow_exception(error_);
+    return state_ == State::kDone;
+  }
+  size_t bytes() const override { return bytes_; }
+
+ private:
+  enum class State { kWaitMessage, kWaitFin, kDone };
+
+  void advance() {
+    UcxWorker& w = *worker_;
+    if (state_ == State::kWaitMessage) {
+      if (!msg_->done()) return;
+      if ((msg_->sender_tag() & kRtsBit) == 0) {
+        bytes_ = msg_->bytes();
+        state_ = State::kDone;
+        return;
+      }
+      RtsHeader rts{};
+      SY_CHECK(msg_->bytes() == sizeof(rts));
+      std::memcpy(&rts, buf_, sizeof(rts));
+      std::vector<uint8_t> rtr(sizeof(RtrHeader));
+      RtrHeader h{rts.id, 0, reinterpret_cast<uintptr_t>(buf_), capacity_, 0};
+      if (rts.bytes > capacity_) {
+        h.status = 1;
+        std::memcpy(rtr.data(), &h, sizeof(h));
+        send_rtr(rtr, rts.id);
+        SY_THROW(InvalidArgument, "ucx: rank " << w.rank() << " receive from rank " << peer_ << " (tag " << tag_
+                                               << "): the message of " << rts.bytes
+                                               << " bytes is larger than the receive buffer of " << capacity_
+                                               << " bytes");
+      }
+      ucp_mem_map_params_t mp{};
+      mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
+      mp.address = buf_;
+      mp.length = rts.bytes;
+      throw_on_ucs_error(ucp_mem_map(w.context(), &mp, &memh_), "ucp_mem_map of a receive buffer");
+      void* packed = nullptr;
+      size_t packed_bytes = 0;
+      throw_on_ucs_error(ucp_rkey_pack(w.context(), memh_, &packed, &packed_bytes), "ucp_rkey_pack");
+      h.rkey_bytes = packed_bytes;
+      rtr.resize(sizeof(h) + packed_bytes);
+      std::memcpy(rtr.data(), &h, sizeof(h));
+      std::memcpy(rtr.data() + sizeof(h), packed, packed_bytes);
+      ucp_rkey_buffer_release(packed);
+      SY_CHECK(rtr.size() <= kRtrBytes);
+      ucp_request_param_t param{};
+      param.op_attr_mask = UCP_OP_ATTR_FIELD_MEMORY_TYPE | UCP_OP_ATTR_FLAG_NO_IMM_CMPL;
+      param.memory_type = UCS_MEMORY_TYPE_HOST;
+      fin_recv_ = std::make_unique<UcxRequest>(worker_, true, peer_, tag_, sizeof(fin_));
+      fin_recv_->start(
+          ucp_tag_recv_nbx(w.worker(), &fin_, sizeof(fin_), ctrl_tag(peer_, true, rts.id), kFullMask, &param));
+      send_rtr(rtr, rts.id);
+      state_ = State::kWaitFin;
+    }
+    if (state_ == State::kWaitFin) {
+      if (!rtr_send_->done() || !fin_recv_->done()) return;
+      bytes_ = fin_;
+      ucp_mem_unmap(w.context(), memh_);
+      memh_ = nullptr;
+      state_ = State::kDone;
+      ++w.rma_counters().puts_received;
+    }
+  }
+
+  void send_rtr(std::vector<uint8_t>& rtr, uint64_t id) {
+    rtr_ = std::move(rtr);
+    ucp_request_param_t param{};
+    param.op_attr_mask = UCP_OP_ATTR_FIELD_MEMORY_TYPE;
+    param.memory_type = UCS_MEMORY_TYPE_HOST;
+    rtr_send_ = std::make_unique<UcxRequest>(worker_, false, peer_, tag_, rtr_.size());
+    rtr_send_->start(ucp_tag_send_nbx(worker_->peer(peer_).ep, rtr_.data(), rtr_.size(),
+                                      ctrl_tag(worker_->rank(), false, id), &param));
+  }
+
+  std::shared_ptr<UcxWorker> worker_;
+  int peer_;
+  uint64_t tag_;
+  void* buf_;
+  size_t capacity_;
+  size_t bytes_ = 0;
+  std::unique_ptr<UcxRequest> msg_, fin_recv_, rtr_send_;
+  std::vector<uint8_t> rtr_;  // the ready-to-receive being sent
+  uint64_t fin_ = 0;
+  ucp_mem_h memh_ = nullptr;
+  State state_ = State::kWaitMessage;
+  std::exception_ptr error_;
 };
 
 class UcxTransport : public Transport {
@@ -299,6 +635,8 @@ class UcxTransport : public Transport {
 
   std::unique_ptr<TransportRequest> isend(int peer, uint64_t tag, const void* buf, size_t bytes) override {
     check_args("isend", peer, tag, buf, bytes);
+    if (rma_peer_[peer] && bytes >= rma_min_bytes_ && !worker_->failed(peer))
+      return std::make_unique<UcxRmaSend>(worker_, peer, tag, buf, bytes);
     auto req = std::make_unique<UcxRequest>(worker_, false, peer, tag, bytes);
     if (worker_->failed(peer)) {
       req->fail(worker_->peer(peer).error);
@@ -314,6 +652,7 @@ class UcxTransport : public Transport {
 
   std::unique_ptr<TransportRequest> irecv(int peer, uint64_t tag, void* buf, size_t bytes) override {
     check_args("irecv", peer, tag, buf, bytes);
+    if (rma_peer_[peer]) return std::make_unique<UcxRmaRecv>(worker_, peer, tag, buf, bytes);
     auto req = std::make_unique<UcxRequest>(worker_, true, peer, tag, bytes);
     // No immediate completion: the received size then always comes from the request.
     ucp_request_param_t param{};
@@ -326,6 +665,7 @@ class UcxTransport : public Transport {
 
   bool progress() override {
     bool moved = worker_->progress();
+    worker_->step_all();
     if (beat_timeout_ms_ > 0 && (++progress_calls_ & 15) == 0) heartbeat();
     return moved;
   }
@@ -358,9 +698,12 @@ class UcxTransport : public Transport {
     }
   }
 
+  UcxRmaCounters rma_counters() const { return worker_->rma_counters(); }
+
   // Publishes the address, connects to every peer and exchanges hellos (see the header).
   void connect(Store& store, const std::string& key_prefix) {
-    worker_->open();
+    const int64_t rma_mode = kRmaMode.get();
+    worker_->open(rma_mode != 0);
     store.set(key_prefix + std::to_string(worker_->rank()), worker_->address());
     const auto deadline = Clock::now() + std::chrono::milliseconds(kConnectTimeoutMs.get());
     for (int peer : peers_) {
@@ -396,6 +739,20 @@ class UcxTransport : public Transport {
       sched_yield();
     }
     SY_DEBUG("comm", "ucx: rank " << worker_->rank() << " connected to " << peers_.size() << " peers");
+    // Large messages by RMA put where the endpoint's RMA lane is native (or when forced).
+    // The receiving side assumes the same choice (lane selection is symmetric).
+    rma_min_bytes_ = static_cast<size_t>(std::max<int64_t>(kRmaMinBytes.get(), sizeof(RtsHeader)));
+    rma_peer_.assign(worker_->world_size(), false);
+    for (int peer : peers_) {
+      std::string lanes;
+      bool native = rma_mode != 0 && worker_->native_rma(peer, &lanes);
+      rma_peer_[peer] = rma_mode == 1 || (rma_mode == -1 && native);
+      SY_DEBUG("comm", "ucx: rank " << worker_->rank() << " to rank " << peer << ": messages >= " << rma_min_bytes_
+                                    << " bytes by " << (rma_peer_[peer] ? "RMA put" : "tagged messages")
+                                    << " (SWITCHYARD_COMM_UCX_RMA=" << rma_mode << ", rma lanes: "
+                                    << (lanes.empty() ? "none; " : lanes) << (native ? "native" : "not native")
+                                    << ")");
+    }
     beat_timeout_ms_ = heartbeat_timeout_ms();
     beats_.resize(peers_.size());
     for (size_t i = 0; i < peers_.size(); ++i) {
@@ -472,7 +829,10 @@ class UcxTransport : public Transport {
       if (req != nullptr && !UCS_PTR_IS_ERR(req)) closing.push_back(req);
     }
     wait_requests(closing, deadline);
-    SY_DEBUG("comm", "ucx: rank " << worker_->rank() << " closed its endpoints");
+    const UcxRmaCounters& rma = worker_->rma_counters();
+    SY_DEBUG("comm", "ucx: rank " << worker_->rank() << " closed its endpoints (RMA path: " << rma.puts_sent
+                                  << " messages put, " << rma.bytes_put << " bytes, " << rma.puts_received
+                                  << " received)");
   }
 
   // Progresses until every UCX request completed or the deadline passed, then frees them.
@@ -516,6 +876,8 @@ class UcxTransport : public Transport {
 
   std::shared_ptr<UcxWorker> worker_;
   std::vector<int> peers_;
+  std::vector<bool> rma_peer_;  // by rank: large messages to/from it go by RMA put
+  size_t rma_min_bytes_ = 0;
   int64_t beat_timeout_ms_ = 0;
   std::vector<Beat> beats_;  // per peers_ entry
   Clock::time_point last_beat_sent_{};
@@ -523,6 +885,31 @@ class UcxTransport : public Transport {
 };
 
 }  // namespace
+
+bool ucx_ep_info_has_native_rma(const std::string& ep_info, std::string* lanes) {
+  // Lane lines look like "#  lane[1]:  3:rc_mlx5/mlx5_0:1.0 md[2] -> md[2]/ib/sysdev[255] rma_bw#0";
+  // over tcp UCX 1.13 opens no RMA lane at all (puts are emulated on the active-message lane).
+  std::istringstream in(ep_info);
+  bool any = false, all_native = true;
+  for (std::string line; std::getline(in, line);) {
+    size_t start = line.find("lane[");
+    if (start == std::string::npos || line.find(" rma_bw#") == std::string::npos) continue;
+    any = true;
+    size_t colon = line.find(':', start);
+    size_t name_start = line.find_first_not_of(' ', colon + 1);
+    size_t name_end = line.find(' ', name_start);
+    std::string name = line.substr(name_start, name_end - name_start);  // "3:rc_mlx5/mlx5_0:1.0"
+    if (lanes) *lanes += name + "; ";
+    if (name.find(":tcp/") != std::string::npos) all_native = false;
+  }
+  return any && all_native;
+}
+
+UcxRmaCounters ucx_rma_counters(const Transport& transport) {
+  const auto* ucx = dynamic_cast<const UcxTransport*>(&transport);
+  SY_REQUIRE(ucx != nullptr, "ucx_rma_counters: transport " << transport.name() << " is not the UCX transport");
+  return ucx->rma_counters();
+}
 
 std::unique_ptr<Transport> make_ucx_transport(int rank, int world_size, Store& store, const std::string& key_prefix,
                                               const std::vector<int>& peers) {

@@ -12,9 +12,22 @@
 // different nodes talk over tcp as real hosts would, and on an InfiniBand cluster UCX still
 // picks rc/dc/ud. A UCX_TLS set by the user is used unchanged.
 //
-// Tags: the UCX tag is (sender rank << 44) | tag, so a Transport tag must be below
-// kMaxUcxTag (2^44 - 16; the top 16 values are reserved for connection set-up and
-// shutdown) and ranks below 2^20. Messages with the same (peer, tag) match in post order.
+// Large messages by RMA put (SWITCHYARD_COMM_UCX_RMA: -1 auto, 0 off, 1 forced): for a peer
+// whose endpoint has a native RMA lane (InfiniBand rc/dc; not tcp, where UCX 1.13 emulates
+// puts 10-100x slower) a message of at least SWITCHYARD_COMM_UCX_RMA_MIN_BYTES goes as a
+// request-to-send on the user's (peer, tag); the receiver registers its posted buffer
+// (ucp_mem_map), answers with the address and packed rkey; the sender puts the message
+// there with ucp_put_nbx, flushes the endpoint and sends a fin with the size. The receiver
+// never polls remote memory and nothing is staged. Receives from such a peer match either
+// form in post order. progress() advances these exchanges, so a request the caller is not
+// polling yet still answers its peer. The choice is made per peer at connection time and
+// logged (debug); both sides must make the same choice (same knob; lane selection is
+// symmetric).
+//
+// Tags: the UCX tag is (sender rank << 44) | tag (bits 62-63 mark the RMA path's messages),
+// so a Transport tag must be below kMaxUcxTag (2^44 - 16; the top 16 values are reserved
+// for connection set-up, heartbeats and shutdown) and ranks below 2^18. Messages with the
+// same (peer, tag) match in post order.
 //
 // Threading: the comm core drives a Transport from its progress thread or from a caller
 // holding the communicator's lock, but calls wait_for_event() (ucp_worker_arm) without
@@ -42,6 +55,21 @@ namespace switchyard::comm {
 
 // Largest tag (exclusive) a caller may pass to the UCX transport's isend/irecv.
 inline constexpr uint64_t kMaxUcxTag = (uint64_t{1} << 44) - 16;
+
+// Counters of the RMA path of one UCX transport (tests, debug logs).
+struct UcxRmaCounters {
+  uint64_t puts_sent = 0;  // messages this rank put into peers' buffers
+  uint64_t bytes_put = 0;
+  uint64_t puts_received = 0;  // messages peers put into this rank's buffers
+};
+// The counters of `transport`, which must come from make_ucx_transport (else InvalidArgument).
+// Call from the thread that drives the transport.
+UcxRmaCounters ucx_rma_counters(const Transport& transport);
+
+// True when a ucp_ep_print_info() text shows RMA lanes (role rma_bw) and none of them is tcp
+// (UCX 1.13 opens no RMA lane over tcp: its puts there are emulated). Appends the lanes'
+// transport names to *lanes when given. Used for SWITCHYARD_COMM_UCX_RMA=-1 (auto).
+bool ucx_ep_info_has_native_rma(const std::string& ep_info, std::string* lanes);
 
 // Opens the UCX transport of `rank` (of `world_size`) to `peers` (ranks, none equal to
 // `rank`). Collective over `rank` and all of `peers`: each publishes its worker address
