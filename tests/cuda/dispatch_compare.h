@@ -1,6 +1,8 @@
 // The comparison behind ipc_dispatch_check and the world-size-1 test: IntranodeBuffer (GPU,
-// CUDA IPC) against the CPU Buffer (the reference) on the same inputs, for BF16, FP32 (with
-// expert alignment 4) and FP8 payloads: received rows and scales, sources, local top-k,
+// CUDA IPC) against the CPU Buffer (the reference) on the same inputs, for BF16 (expert
+// alignment 1 and 3), FP32 (alignment 4) and FP8 payloads, with SM budgets of 1 CTA, the
+// default and every SM, synchronous and async calls (results read after their event),
+// fresh results and results reused from the previous case: received rows and scales, sources, local top-k,
 // weights, per-expert counts and offsets, expert-major rows, and combine's y, bit for bit.
 // Collective over `comm`; every rank must be on GPU 0's node. Returns the number of
 // mismatches on this rank (each printed to `out`).
@@ -56,13 +58,16 @@ void same(const std::vector<T>& cpu, const std::vector<T>& gpu, const std::strin
 
 }  // namespace detail
 
-inline int compare_ipc_dispatch_with_cpu(const std::shared_ptr<comm::Communicator>& comm, std::ostream& out) {
+// hidden 200 moves BF16/FP32 rows in 16-byte words and FP8 rows in 4-byte words; an odd
+// hidden (129) takes the 1-byte copy and the element-wise combine paths.
+inline int compare_ipc_dispatch_with_cpu(const std::shared_ptr<comm::Communicator>& comm, std::ostream& out,
+                                         int64_t hidden = 200) {
   using namespace detail;
   int g_failures = 0;
   const int R = comm->size(), me = comm->rank();
   cuda::set_device(0);
   const int E = 4 * R, K = 3;
-  const int64_t H = 200, S = dispatch::fp8_num_tiles(H), Tmax = 96;
+  const int64_t H = hidden, S = dispatch::fp8_num_tiles(H), Tmax = 96;
   const int64_t T = 40 + 13 * me;  // different on every rank
   std::mt19937 g(1234 + me);
   std::uniform_real_distribution<float> u(-2.0f, 2.0f);
@@ -99,14 +104,24 @@ inline int compare_ipc_dispatch_with_cpu(const std::shared_ptr<comm::Communicato
   auto d_idx = up(idx);
   auto d_w = up(w);
 
+  // num_sms: 1 makes every warp loop over several tokens, -1 gives every SM, 0 the
+  // default budget. async: the call returns once enqueued on a non-blocking stream and the
+  // results are read after result.done (the next call enters the deferred barrier).
   struct Case {
     comm::DataType dtype;
     int64_t alignment;
+    int num_sms;
+    bool async;
+    bool reuse;  // dispatch and combine into the previous case's results (no allocation)
     const char* name;
   };
-  const Case cases[] = {{comm::DataType::kBfloat16, 1, "bf16"},
-                        {comm::DataType::kFloat32, 4, "fp32 align 4"},
-                        {comm::DataType::kFloat8E4M3, 1, "fp8"}};
+  const Case cases[] = {{comm::DataType::kBfloat16, 1, 1, false, false, "bf16 1 SM"},
+                        {comm::DataType::kFloat32, 4, 0, true, false, "fp32 align 4 async"},
+                        {comm::DataType::kFloat8E4M3, 1, -1, false, true, "fp8 all SMs reuse"},
+                        {comm::DataType::kBfloat16, 3, -1, true, true, "bf16 align 3 async reuse"}};
+  cuda::Stream side;
+  dispatch::gpu::DeviceDispatchResult kept;
+  dispatch::gpu::DeviceCombineResult kept_y;
   for (const Case& c : cases) {
     const void* host_x = c.dtype == comm::DataType::kBfloat16  ? static_cast<const void*>(xb.data())
                          : c.dtype == comm::DataType::kFloat32 ? static_cast<const void*>(xf.data())
@@ -136,7 +151,15 @@ inline int compare_ipc_dispatch_with_cpu(const std::shared_ptr<comm::Communicato
     da.num_tokens = T;
     da.top_k = K;
     da.expert_alignment = c.alignment;
-    const dispatch::gpu::DeviceDispatchResult got = gpu.dispatch(da);
+    da.num_sms = c.num_sms;
+    da.async = c.async;
+    da.stream = c.async ? side.get() : nullptr;
+    if (c.reuse)
+      gpu.dispatch(da, kept);
+    else
+      kept = gpu.dispatch(da);
+    const dispatch::gpu::DeviceDispatchResult& got = kept;
+    if (c.async) got.done->synchronize();
     const std::string n = c.name;
     const int64_t M = got.num_recv_tokens;
     if (M != want.num_recv_tokens) {
@@ -182,10 +205,18 @@ inline int compare_ipc_dispatch_with_cpu(const std::shared_ptr<comm::Communicato
     dc.dtype = c.dtype;
     dc.handle = &got.handle;
     dc.weights = got.recv_topk_weights.as<float>();
-    const dispatch::gpu::DeviceCombineResult ygot = gpu.combine(dc);
+    dc.num_sms = c.num_sms;
+    dc.async = c.async;
+    dc.stream = da.stream;
+    if (c.reuse)
+      gpu.combine(dc, kept_y);
+    else
+      kept_y = gpu.combine(dc);
+    const dispatch::gpu::DeviceCombineResult& ygot = kept_y;
+    if (c.async) ygot.done->synchronize();
     same(ywant.y, down<uint8_t>(ygot.y, T * H * eb), n + " combine y", me, out, g_failures);
   }
-  out << "rank " << me << " of " << R << ": ipc dispatch/combine vs CPU Buffer: "
+  out << "rank " << me << " of " << R << ", hidden " << H << ": ipc dispatch/combine vs CPU Buffer: "
       << (g_failures == 0 ? "all equal" : std::to_string(g_failures) + " mismatches") << "\n";
   return g_failures;
 }

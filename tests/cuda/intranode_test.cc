@@ -30,7 +30,8 @@ TEST(IntranodeBufferTest, WorldSizeOneMatchesCpuBuffer) {
   SY_SKIP_WITHOUT_GPU();
   auto comm = comm::Communicator::init(comm::LaunchEnv{});
   std::ostringstream log;
-  EXPECT_EQ(testing::compare_ipc_dispatch_with_cpu(comm, log), 0) << log.str();
+  EXPECT_EQ(testing::compare_ipc_dispatch_with_cpu(comm, log, 200), 0) << log.str();
+  EXPECT_EQ(testing::compare_ipc_dispatch_with_cpu(comm, log, 129), 0) << log.str();
   std::printf("%s", log.str().c_str());
 }
 
@@ -39,6 +40,9 @@ TEST(IntranodeBufferTest, RejectsBadArguments) {
   auto comm = comm::Communicator::init(comm::LaunchEnv{});
   auto bad = small_options();
   bad.num_experts = 0;
+  EXPECT_THROW(dispatch::gpu::IntranodeBuffer(comm, bad), InvalidArgument);
+  bad = small_options();
+  bad.max_top_k = 33;  // a warp holds one slot per lane
   EXPECT_THROW(dispatch::gpu::IntranodeBuffer(comm, bad), InvalidArgument);
   dispatch::gpu::IntranodeBuffer buf(comm, small_options());
   dispatch::gpu::DeviceDispatchArgs a;

@@ -4,6 +4,8 @@
 #include <gflags/gflags.h>
 
 #include <iostream>
+#include <sstream>
+#include <string>
 
 #include "switchyard/dispatch/cuda/gpu_perf.h"
 
@@ -15,6 +17,7 @@ DEFINE_int32(iters, 10, "timed runs (median)");
 DEFINE_int32(warmup, 2, "untimed runs first");
 DEFINE_bool(nccl, true, "include the NCCL rows");
 DEFINE_bool(json, false, "print JSON instead of text");
+DEFINE_string(sms, "8,16,24,32,48,64,96", "SM budgets (CTAs of the copy kernels) of the @N rows, comma-separated");
 
 int main(int argc, char** argv) {
   gflags::SetUsageMessage("sy-cuda-perf [--tokens 4096] [--hidden 7168] [--json]");
@@ -28,6 +31,10 @@ int main(int argc, char** argv) {
     o.iters = FLAGS_iters;
     o.warmup = FLAGS_warmup;
     o.nccl = FLAGS_nccl;
+    o.sm_budgets.clear();
+    std::stringstream list(FLAGS_sms);
+    for (std::string item; std::getline(list, item, ',');)
+      if (!item.empty()) o.sm_budgets.push_back(std::stoi(item));
     const auto rep = switchyard::dispatch::gpu::run_gpu_perf(o);
     std::cout << (FLAGS_json ? rep.json() + "\n" : rep.text()) << std::flush;
     return 0;

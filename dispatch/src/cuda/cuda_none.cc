@@ -39,6 +39,12 @@ int IntranodeBuffer::num_local_experts() const { return 0; }
 double IntranodeBuffer::last_kernel_us() const { return 0; }
 DeviceDispatchResult IntranodeBuffer::dispatch(const DeviceDispatchArgs&) { no_cuda("gpu::IntranodeBuffer::dispatch"); }
 DeviceCombineResult IntranodeBuffer::combine(const DeviceCombineArgs&) { no_cuda("gpu::IntranodeBuffer::combine"); }
+void IntranodeBuffer::dispatch(const DeviceDispatchArgs&, DeviceDispatchResult&) {
+  no_cuda("gpu::IntranodeBuffer::dispatch");
+}
+void IntranodeBuffer::combine(const DeviceCombineArgs&, DeviceCombineResult&) { no_cuda("gpu::IntranodeBuffer::combine"); }
+int IntranodeBuffer::num_sms() const { return 0; }
+double IntranodeBuffer::last_layout_us() const { return 0; }
 
 }  // namespace switchyard::dispatch::gpu
 

@@ -3,8 +3,9 @@
 // per lane, the whole warp touching one contiguous 256/512-byte input and 128-byte output
 // span. A warp takes kTilesPerWarp consecutive tiles and issues all their loads before any
 // arithmetic, so each lane has several loads in flight. The amax is taken on the float bits
-// with NaN mapped to 0 (as the CPU loop does), the scale and the codes come from
-// fp8_device.cuh: bit-identical to dispatch::quantize_fp8_tiles. Short last tiles, columns
+// with NaN mapped to 0 (as the CPU loop does), the scale, the division and the codes come
+// from fp8_device.cuh (the codes from the hardware E4M3 conversion, two per instruction):
+// bit-identical to dispatch::quantize_fp8_tiles. Short last tiles, columns
 // not a multiple of 4 and unaligned pointers take a guarded per-element path in the same kernel.
 #include <cuda_runtime.h>
 
@@ -48,16 +49,18 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   float v[kTilesPerWarp][kPerLane];
   int64_t base[kTilesPerWarp];  // flat index of the tile's first channel
   int n[kTilesPerWarp];         // channels in the tile (0: past the end)
+  // One division per warp (64-bit division is emulated); the next tiles step along the row.
+  int64_t r = first / tiles, t = first - (first / tiles) * tiles;
 #pragma unroll
   for (int w = 0; w < kTilesPerWarp; ++w) {
-    const int64_t tile = first + w;
     n[w] = 0;
     base[w] = 0;
-    if (tile < total) {
-      const int64_t r = tile / tiles, c0 = (tile % tiles) * kFp8TileSize;
+    if (first + w < total) {
+      const int64_t c0 = t * kFp8TileSize;
       base[w] = r * cols + c0;
       n[w] = static_cast<int>(min(static_cast<int64_t>(kFp8TileSize), cols - c0));
     }
+    if (++t == tiles) t = 0, ++r;
     if (vector && n[w] == kFp8TileSize) {
       load4(x, base[w] + kPerLane * lane, v[w]);
     } else {
@@ -86,17 +89,13 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     const float scale = tile_scale(__uint_as_float(amax_bits), pow2_scale);
     if (lane == 0) scales[first + w] = scale;
     const TileDivider div = make_tile_divider(scale);
-    uint8_t c[kPerLane];
-#pragma unroll
-    for (int j = 0; j < kPerLane; ++j) c[j] = tile_code(v[w][j], div);
+    const uint32_t packed = tile_codes4(v[w], div);
     if (vector && n[w] == kFp8TileSize) {
-      const uint32_t packed = static_cast<uint32_t>(c[0]) | static_cast<uint32_t>(c[1]) << 8 |
-                              static_cast<uint32_t>(c[2]) << 16 | static_cast<uint32_t>(c[3]) << 24;
       *reinterpret_cast<uint32_t*>(q + base[w] + kPerLane * lane) = packed;
     } else {
 #pragma unroll
       for (int j = 0; j < kPerLane; ++j)
-        if (kPerLane * lane + j < n[w]) q[base[w] + kPerLane * lane + j] = c[j];
+        if (kPerLane * lane + j < n[w]) q[base[w] + kPerLane * lane + j] = static_cast<uint8_t>(packed >> (8 * j));
     }
   }
 }

@@ -41,18 +41,6 @@ double time_events(const GpuPerfOptions& o, cudaStream_t stream, const std::func
   return median(us);
 }
 
-// Median microseconds of a call that synchronizes itself (wall clock).
-double time_wall(const GpuPerfOptions& o, const std::function<void()>& fn) {
-  for (int i = 0; i < o.warmup; ++i) fn();
-  std::vector<double> us;
-  for (int i = 0; i < o.iters; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    fn();
-    us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return median(us);
-}
-
 GpuPerfRow row(const std::string& name, double us, int64_t bytes) {
   GpuPerfRow r;
   r.name = name;
@@ -125,7 +113,10 @@ GpuPerfReport run_gpu_perf(const GpuPerfOptions& o) {
     io.hidden = H;
     io.max_tokens_per_rank = T;
     io.max_top_k = K;
+    io.num_sms = -1;  // every SM unless a call says otherwise
     IntranodeBuffer buf(host, io);
+    rep.device_sms = buf.num_sms();
+    rep.default_sms = IntranodeOptions::kDefaultNumSms;
     std::vector<int64_t> idx(T * K);
     std::vector<float> w(T * K);
     std::vector<int> perm(o.num_experts);
@@ -148,30 +139,101 @@ GpuPerfReport run_gpu_perf(const GpuPerfOptions& o) {
     a.num_tokens = T;
     a.top_k = K;
     a.stream = st;
+    const int64_t row_bytes = H * 2;
+
+    // Runs one budget: medians of the call's wall time, its copy kernels and its layout.
+    struct Times {
+      double call = 0, kernels = 0, layout = 0;
+    };
     DeviceDispatchResult last;
-    std::vector<double> kernel_us;
-    const double us = time_wall(o, [&] {
-      last = buf.dispatch(a);
-      kernel_us.push_back(buf.last_kernel_us());
-    });
-    const int64_t M = last.num_recv_tokens, P = last.expert_offsets.back(), row_bytes = H * 2;
-    rep.rows.push_back(row("dispatch-bf16-call", us, 2 * row_bytes * (T + M + P)));
-    kernel_us.erase(kernel_us.begin(), kernel_us.begin() + o.warmup);  // timed runs only
-    rep.rows.push_back(row("dispatch-bf16-kernels", median(kernel_us), 2 * row_bytes * (T + M + P)));
+    // reuse: dispatch into the previous result (no allocation); else fresh outputs.
+    auto run_dispatch = [&](int sms, bool reuse) {
+      a.num_sms = sms;
+      std::vector<double> call, kern, lay;
+      for (int i = 0; i < o.warmup + o.iters; ++i) {
+        DeviceDispatchResult r;
+        const auto t0 = std::chrono::steady_clock::now();
+        if (reuse)
+          buf.dispatch(a, last);
+        else
+          r = buf.dispatch(a);
+        const auto t1 = std::chrono::steady_clock::now();
+        if (i >= o.warmup) {
+          call.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+          kern.push_back(buf.last_kernel_us());
+          lay.push_back(buf.last_layout_us());
+        }
+        if (!reuse) last = std::move(r);  // frees the previous result outside the timed part
+      }
+      return Times{median(call), median(kern), median(lay)};
+    };
+    const Times all = run_dispatch(-1, false);
+    const Times reused = run_dispatch(-1, true);
+    const int64_t M = last.num_recv_tokens, P = last.expert_offsets.back();
+    const int64_t dispatch_bytes = row_bytes * (T + 3 * M + P);
+    {
+      // Reference: a copy the size of expert_x (P rows).
+      cuda::DeviceBuffer big_src(P * row_bytes);
+      const double big_us = time_events(o, st, [&] {
+        SY_CUDA_CHECK(cudaMemcpyAsync(last.expert_x.data(), big_src.data(), P * row_bytes, cudaMemcpyDeviceToDevice, st),
+                      "memcpy large");
+      });
+      rep.rows.push_back(row("memcpy-large", big_us, 2 * P * row_bytes));
+    }
+    rep.rows.push_back(row("dispatch-bf16-kernels", all.kernels, dispatch_bytes));
+    rep.rows.push_back(row("dispatch-bf16-layout", all.layout, 0));
+    rep.rows.push_back(row("dispatch-bf16-call", all.call, dispatch_bytes));
+    rep.rows.push_back(row("dispatch-bf16-call-reuse", reused.call, dispatch_bytes));
+    for (int sms : o.sm_budgets) {
+      if (sms <= 0 || sms >= rep.device_sms) continue;
+      rep.rows.push_back(row("dispatch-bf16-kernels@" + std::to_string(sms), run_dispatch(sms, true).kernels, dispatch_bytes));
+    }
+    run_dispatch(-1, false);  // the handle of the combine rows
+
     DeviceCombineArgs c;
     c.expert_out = last.expert_x.data();
     c.dtype = comm::DataType::kBfloat16;
     c.handle = &last.handle;
     c.weights = last.recv_topk_weights.as<float>();
     c.stream = st;
-    kernel_us.clear();
-    const double cus = time_wall(o, [&] {
-      buf.combine(c);
-      kernel_us.push_back(buf.last_kernel_us());
-    });
-    rep.rows.push_back(row("combine-bf16-call", cus, row_bytes * (P + M) + row_bytes * (M + T)));
-    kernel_us.erase(kernel_us.begin(), kernel_us.begin() + o.warmup);
-    rep.rows.push_back(row("combine-bf16-kernels", median(kernel_us), row_bytes * (P + M) + row_bytes * (M + T)));
+    DeviceCombineResult y;
+    auto run_combine = [&](int sms, bool reuse) {
+      c.num_sms = sms;
+      std::vector<double> call, kern;
+      for (int i = 0; i < o.warmup + o.iters; ++i) {
+        DeviceCombineResult r;
+        const auto t0 = std::chrono::steady_clock::now();
+        if (reuse)
+          buf.combine(c, y);
+        else
+          r = buf.combine(c);
+        const auto t1 = std::chrono::steady_clock::now();
+        if (i >= o.warmup) {
+          call.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+          kern.push_back(buf.last_kernel_us());
+        }
+      }
+      return Times{median(call), median(kern), 0};
+    };
+    const int64_t combine_bytes = row_bytes * (P + 2 * M + T);
+    const Times call = run_combine(-1, false);
+    const Times call_reused = run_combine(-1, true);
+    rep.rows.push_back(row("combine-bf16-kernels", call.kernels, combine_bytes));
+    rep.rows.push_back(row("combine-bf16-call", call.call, combine_bytes));
+    rep.rows.push_back(row("combine-bf16-call-reuse", call_reused.call, combine_bytes));
+    for (int sms : o.sm_budgets) {
+      if (sms <= 0 || sms >= rep.device_sms) continue;
+      rep.rows.push_back(row("combine-bf16-kernels@" + std::to_string(sms), run_combine(sms, true).kernels, combine_bytes));
+    }
+
+    // FP8 payload (H bytes per row plus S scales, not counted): the copy kernels only.
+    cuda::DeviceBuffer d_q8(T * H), d_s8(T * S * 4);
+    quantize_fp8_tiles(d_x.as<uint16_t>(), T, H, false, d_q8.as<uint8_t>(), d_s8.as<float>(), st);
+    a.x = d_q8.data();
+    a.x_scales = d_s8.as<float>();
+    a.dtype = comm::DataType::kFloat8E4M3;
+    const Times f8 = run_dispatch(-1, false);
+    rep.rows.push_back(row("dispatch-fp8-kernels", f8.kernels, H * (T + 3 * M + P)));
   }
 
   if (o.nccl && comm::NcclCommunicator::available()) {

@@ -12,11 +12,11 @@ std::string GpuPerfReport::text() const {
   std::ostringstream s;
   s << "sy-cuda-perf: " << device << ", NCCL " << nccl_version << ", T=" << options.num_tokens
     << " H=" << options.hidden << " K=" << options.top_k << " E=" << options.num_experts << ", median of "
-    << options.iters << "\n";
-  s << std::left << std::setw(26) << "kernel" << std::right << std::setw(12) << "median_us" << std::setw(14) << "bytes"
+    << options.iters << ", " << device_sms << " SMs, default SM budget " << default_sms << "\n";
+  s << std::left << std::setw(34) << "kernel" << std::right << std::setw(12) << "median_us" << std::setw(14) << "bytes"
     << std::setw(10) << "GB/s" << std::setw(12) << "vs_memcpy" << "\n";
   for (const auto& r : rows)
-    s << std::left << std::setw(26) << r.name << std::right << std::fixed << std::setprecision(1) << std::setw(12)
+    s << std::left << std::setw(34) << r.name << std::right << std::fixed << std::setprecision(1) << std::setw(12)
       << r.median_us << std::setw(14) << r.bytes << std::setw(10) << r.gbps << std::setprecision(3) << std::setw(12)
       << r.vs_memcpy << "\n";
   return s.str();
@@ -31,6 +31,8 @@ std::string GpuPerfReport::json() const {
   j["top_k"] = options.top_k;
   j["experts"] = options.num_experts;
   j["iters"] = options.iters;
+  j["device_sms"] = device_sms;
+  j["default_sms"] = default_sms;
   for (const auto& r : rows)
     j["rows"].push_back({{"name", r.name}, {"median_us", r.median_us}, {"bytes", r.bytes}, {"gbps", r.gbps},
                          {"vs_memcpy", r.vs_memcpy}});

@@ -9,24 +9,43 @@
 // bit-identical to the CPU Buffer's for the same inputs. tests/cuda checks that with several
 // processes on one GPU.
 //
-// Legend as in buffer.h: R ranks (all on this node), E experts, L = E / R local experts,
-// T tokens, K top-k slots, H hidden, S = ceil(H / 128) scales, M received tokens, P rows.
+// Legend as in buffer.h: R ranks (all on this node, at most 32), E experts, L = E / R local
+// experts, T tokens, K top-k slots (at most 32), H hidden, S = ceil(H / 128) scales,
+// M received tokens, P expert-major rows.
 //
 // Memory: one device window per rank, exported once by CUDA IPC at construction:
-//   [int64 count from each source: R, padded to 256 B]
+//   [header: per source, its row count and its per-local-expert counts: R x (1 + L) int64,
+//    padded to 256 B]
 //   [dispatch slots: R sources x max_tokens_per_rank x slot], slot = [H x 4 B payload]
 //     [S x 4 B scales][int32 src_token][int32 expert[max_top_k]][float weight[max_top_k]]
+//     [int32 position of the token in the expert's rows at its source[max_top_k]]
 //     (each part 16 B aligned)
 //   [combine slots: R sources x max_tokens_per_rank x H x 4 B]
+//
+// Kernels (dispatch/src/cuda/intranode.cu): a sender writes each token once per destination
+// rank, one warp per token, 16-byte words, the row read once for all destinations; the
+// receiver's one pass copies each received row into recv_x and into every expert-major row
+// it belongs to (positions known from the counts and per-expert positions the senders
+// wrote), so no receiver-side scan is needed. Combine: one warp per received token sums its
+// expert rows into the source's combine slot, one warp per own token sums the slots of the
+// ranks it went to.
+//
+// SM budget: the copy kernels run num_sms CTAs of 1024 threads (one per SM), so the rest of
+// the GPU stays free for compute on other streams. The small layout and scan kernels are
+// not budgeted (they take a few microseconds).
+//
 // Ordering between processes uses the host communicator: after a rank's writing kernels
-// finish (stream synchronize) it enters a host barrier; dispatch and combine each contain
-// two barriers (data visible; window free for reuse). This is the correctness path
-// (processes sharing one GPU take turns); it is not tuned for speed.
+// finish (stream synchronize) it enters a host barrier; a dispatch and a combine each hold
+// one barrier in the middle (data visible) and one when the window is free again; the
+// second is deferred to the start of the next call when the call is asynchronous (args
+// `async`). At world size 1 no barrier is entered, and a combine does not synchronize the
+// stream in the middle. Dispatch always waits once for its counts (the outputs are sized by
+// them): that is the one host synchronization of an asynchronous dispatch.
 //
 // Threading: one thread at a time; every rank makes the same sequence of calls (collective).
 // Inputs are device pointers of the current device; results own device memory. Errors:
 // InvalidArgument for bad input (before any data moves when detectable locally; a bad
-// topk_idx is found after the layout kernel, and peers then time out in the barrier naming
+// topk_idx is found after the send kernel, and peers then time out in the barrier naming
 // this rank), Unsupported without a GPU or when the group spans several nodes.
 #pragma once
 
@@ -44,7 +63,11 @@ struct IntranodeOptions {
   int num_experts = 0;              // E, divisible by the group size
   int64_t hidden = 0;               // H
   int64_t max_tokens_per_rank = 0;  // dispatch rejects T above this
-  int max_top_k = 8;                // dispatch rejects K above this
+  int max_top_k = 8;                // dispatch rejects K above this (at most 32)
+  // CTAs (of 1024 threads, one per SM) of the dispatch and combine copy kernels; <= 0 means
+  // every SM. The default leaves most of an H100/H200's 132 SMs to compute.
+  int num_sms = kDefaultNumSms;
+  static constexpr int kDefaultNumSms = 24;
 };
 
 // Routing of one dispatch, reused by combine (opaque; shared, immutable).
@@ -67,6 +90,8 @@ struct DeviceDispatchArgs {
   int top_k = 0;                                     // K
   int64_t expert_alignment = 1;                      // pad each expert's rows to a multiple
   cuda::StreamHandle stream = nullptr;
+  int num_sms = 0;     // SM budget of this call: 0 = the buffer's options.num_sms, < 0 = all
+  bool async = false;  // return once the receive kernels are enqueued (see result.done)
 };
 
 struct DeviceDispatchResult {
@@ -85,6 +110,10 @@ struct DeviceDispatchResult {
   cuda::DeviceBuffer expert_x;                      // [P x H] of dtype, padding rows zero
   cuda::DeviceBuffer expert_x_scales;               // [P x S] FP32 (FP8 only)
   IntranodeHandle handle;
+  // Recorded on args.stream after the last kernel writing the outputs: a compute stream
+  // makes its work wait for the outputs with cudaStreamWaitEvent(stream, done->get()). Already
+  // complete when the call was not async.
+  std::shared_ptr<cuda::Event> done;
 };
 
 struct DeviceCombineArgs {
@@ -93,11 +122,14 @@ struct DeviceCombineArgs {
   const IntranodeHandle* handle = nullptr;
   const float* weights = nullptr;                    // [M x K] FP32 (device) or nullptr = 1
   cuda::StreamHandle stream = nullptr;
+  int num_sms = 0;     // as in DeviceDispatchArgs
+  bool async = false;  // as in DeviceDispatchArgs: return once the kernels are enqueued
 };
 
 struct DeviceCombineResult {
   comm::DataType dtype = comm::DataType::kBfloat16;
-  cuda::DeviceBuffer y;  // [T x H] of dtype
+  cuda::DeviceBuffer y;               // [T x H] of dtype
+  std::shared_ptr<cuda::Event> done;  // recorded after the kernel writing y (as in dispatch)
 };
 
 class IntranodeBuffer {
@@ -112,13 +144,29 @@ class IntranodeBuffer {
   int rank() const;
   int num_ranks() const;
   int num_local_experts() const;
-  // Microseconds the last dispatch or combine spent in its kernels (the send and receive
-  // phases, timed with events; host barriers, allocation and the count read-back excluded).
+  // SM budget the next call uses when its args say 0 (options.num_sms clamped to the
+  // device's SM count).
+  int num_sms() const;
+  // Microseconds the last dispatch or combine spent in its copy kernels (the send and
+  // receive phases, timed with events; the layout and scan kernels, host barriers,
+  // allocation and the count read-back excluded). Waits for the last call's kernels.
   double last_kernel_us() const;
+  // Microseconds of the last dispatch's layout and position-scan kernels (0 after a combine).
+  double last_layout_us() const;
 
-  // Collective; returns when this rank's outputs are complete (the stream is synchronized).
+  // Collective. Returns when this rank's outputs are complete (the stream is synchronized),
+  // or, with args.async, once the work is enqueued on args.stream: then the outputs are
+  // ready when result.done has fired, and the next call (or the destructor) first waits
+  // for it and, with several ranks, enters the deferred barrier.
   DeviceDispatchResult dispatch(const DeviceDispatchArgs& args);
   DeviceCombineResult combine(const DeviceCombineArgs& args);
+  // The same into a previous result, whose device buffers (and handle, when no other handle
+  // shares it) are reused where large enough, so a steady-state loop allocates nothing. The
+  // caller must not use `out`'s old contents any more (pending work on them must be ordered
+  // before this call on args.stream). After an error `out` holds unspecified contents. For
+  // non-FP8 payloads the scale buffers keep whatever they held.
+  void dispatch(const DeviceDispatchArgs& args, DeviceDispatchResult& out);
+  void combine(const DeviceCombineArgs& args, DeviceCombineResult& out);
 
   struct State;
 
