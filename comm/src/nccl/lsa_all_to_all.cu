@@ -66,15 +66,26 @@ __device__ inline void cta_share(uint64_t len, uint64_t& lo, uint64_t& hi) {
   hi = min(len, lo + chunk);
 }
 
-// Copies n bytes (a multiple of sizeof(T); both pointers aligned to it) with the CTA.
-// kL2Only reads through L2 (ld.global.cg): the window is written by peers during the kernel.
+// Copies n bytes (a multiple of sizeof(T); both pointers aligned to it) with the CTA. Each
+// thread issues kUnroll loads before its stores, so a CTA keeps 512 x 8 x 16 bytes in
+// flight (a dependent load/store pair per step leaves a CTA latency-bound). kL2Only reads
+// through L2 (ld.global.cg): the window is written by peers during the kernel.
 template <class T, bool kL2Only>
-__device__ inline void cta_copy_as(char* dst, const char* src, uint64_t n) {
-  T* d = reinterpret_cast<T*>(dst);
-  const T* s = reinterpret_cast<const T*>(src);
+__device__ inline void cta_copy_as(char* __restrict__ dst, const char* __restrict__ src, uint64_t n) {
+  constexpr int kUnroll = 8;
+  T* __restrict__ d = reinterpret_cast<T*>(dst);
+  const T* __restrict__ s = reinterpret_cast<const T*>(src);
   const uint64_t count = n / sizeof(T);
-#pragma unroll 4
-  for (uint64_t i = threadIdx.x; i < count; i += blockDim.x) d[i] = kL2Only ? __ldcg(s + i) : s[i];
+  const uint64_t stride = blockDim.x;
+  uint64_t i = threadIdx.x;
+  for (; i + (kUnroll - 1) * stride < count; i += kUnroll * stride) {
+    T v[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) v[u] = kL2Only ? __ldcg(s + i + u * stride) : s[i + u * stride];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) d[i + u * stride] = v[u];
+  }
+  for (; i < count; i += stride) d[i] = kL2Only ? __ldcg(s + i) : s[i];
 }
 
 // The widest element that the pointers and the length allow.
