@@ -21,6 +21,8 @@
 # from every rank's measured compute per stage (fb_overlap_report.h: includes the imbalance
 # between ranks); hidden = 1 - (overlapped - bound) / comm: the share of communication that
 # the overlap kept off the critical path (a diagnostic next to the target's efficiency).
+# efficiency (paired): the median over reps of serial - overlapped of adjacent pairs, over
+# the same denominator (less sensitive to drifts in CPU speed; the target uses the first).
 set -euo pipefail
 build=${1:-build}
 bin=$(cd "$build/bin" && pwd)
@@ -50,14 +52,14 @@ echo "overlap_16core.sh: load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$out" <<'PY'
 import json, math, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print("ranks hidden tokens  compute_ms  comm_ms  serial_ms (q1-q3)        overlapped_ms (q1-q3)    ovl/serial  ovl/longer  efficiency  comm_in_serial_ms  bound_ms  hidden")
+print("ranks hidden tokens  compute_ms  comm_ms  serial_ms (q1-q3)        overlapped_ms (q1-q3)    ovl/serial  ovl/longer  efficiency (paired)  comm_in_serial_ms  bound_ms  hidden")
 for r in rows:
     sq, oq = r["serial_quartiles_s"], r["overlapped_quartiles_s"]
     g = r.get("phases_group", {})
     hidden = 1 - g["exposed_s"] / r["communication_s"] if g else float("nan")
     print(f"{r['ranks']:5d} {r['hidden']:6d} {r['tokens']:6d} {r['compute_s']*1e3:11.3f} {r['communication_s']*1e3:8.3f} "
           f"{r['serial_s']*1e3:9.3f} ({sq[0]*1e3:.2f}-{sq[1]*1e3:.2f}) {r['overlapped_s']*1e3:11.3f} ({oq[0]*1e3:.2f}-{oq[1]*1e3:.2f}) "
-          f"{r['overlapped_over_serial']:11.3f} {r['overlapped_over_longer']:11.3f} {r['efficiency']:11.3f} "
+          f"{r['overlapped_over_serial']:11.3f} {r['overlapped_over_longer']:11.3f} {r['efficiency']:11.3f} ({r['efficiency_paired']:6.3f}) "
           f"{r['serial_communication_rank0_s']*1e3:10.3f} {g.get('compute_bound_s', float('nan'))*1e3:9.3f} {hidden:7.2f}")
 ok = True
 for n in sorted({r["ranks"] for r in rows}):

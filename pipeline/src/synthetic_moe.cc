@@ -386,6 +386,10 @@ double OverlapMeasurement::efficiency() const {
   return (serial_s - overlapped_s) / std::max(1e-12, std::min(compute_max_s, communication_max_s));
 }
 
+double OverlapMeasurement::efficiency_paired() const {
+  return saved_paired_s / std::max(1e-12, std::min(compute_max_s, communication_max_s));
+}
+
 double OverlapMeasurement::overlapped_over_longer() const {
   return overlapped_s / std::max(1e-12, std::max(compute_max_s, communication_max_s));
 }
@@ -565,8 +569,13 @@ OverlapMeasurement measure_fb_overlap(std::shared_ptr<comm::Communicator> ep, co
   group[2 * R + 1] = out.communication_s;
   std::vector<double> mine_times = group;
   ep->all_reduce(mine_times.data(), group.data(), group.size(), comm::DataType::kFloat64, comm::ReduceOp::kMax);
-  std::vector<double> gs(group.begin(), group.begin() + R), go(group.begin() + R, group.begin() + 2 * R), ratio(R);
-  for (size_t i = 0; i < R; ++i) ratio[i] = go[i] / gs[i];
+  std::vector<double> gs(group.begin(), group.begin() + R), go(group.begin() + R, group.begin() + 2 * R), ratio(R),
+      saved(R);
+  for (size_t i = 0; i < R; ++i) {
+    ratio[i] = go[i] / gs[i];
+    saved[i] = gs[i] - go[i];
+  }
+  out.saved_paired_s = median(saved);
   out.serial_s = median(gs);
   out.overlapped_s = median(go);
   out.compute_max_s = group[2 * R];

@@ -134,7 +134,8 @@ int main(int argc, char** argv) {
                             {"overlapped_over_serial", m.overlapped_s / m.serial_s},
                             {"overlapped_over_serial_paired", m.ratio_paired},
                             {"overlapped_over_longer", m.overlapped_over_longer()},
-                            {"efficiency", m.efficiency()}};
+                            {"efficiency", m.efficiency()},
+                            {"efficiency_paired", m.efficiency_paired()}};
         if (FLAGS_phases) {
           j["phases_group"] = {{"overlapped_s", group.overlapped_s},
                                {"compute_bound_s", group.compute_bound_s},
@@ -172,8 +173,10 @@ int main(int argc, char** argv) {
         std::printf("%-22s %10.3f   (rank 0; communication includes waits for slower ranks)\n",
                     "in serial: compute", m.serial_compute_s * 1e3);
         std::printf("%-22s %10.3f\n", "in serial: comm", m.serial_communication_s * 1e3);
-        std::printf("overlapped/serial %.3f (paired %.3f)  overlapped/max(compute,comm) %.3f  efficiency %.3f\n",
-                    m.overlapped_s / m.serial_s, m.ratio_paired, m.overlapped_over_longer(), m.efficiency());
+        std::printf("overlapped/serial %.3f (paired %.3f)  overlapped/max(compute,comm) %.3f  efficiency %.3f "
+                    "(paired %.3f)\n",
+                    m.overlapped_s / m.serial_s, m.ratio_paired, m.overlapped_over_longer(), m.efficiency(),
+                    m.efficiency_paired());
         std::fputs(phases.c_str(), stdout);
       }
     }

@@ -126,6 +126,7 @@ struct OverlapMeasurement {
   // The group's pair times: per rep the slowest rank's, then the median (and spread) over reps.
   double serial_s = 0, overlapped_s = 0;
   double ratio_paired = 0;  // median over reps of overlapped / serial of the same rep
+  double saved_paired_s = 0;  // median over reps of serial - overlapped of the same rep
   double serial_min_s = 0, serial_max_s = 0, overlapped_min_s = 0, overlapped_max_s = 0;
   double serial_q1_s = 0, serial_q3_s = 0, overlapped_q1_s = 0, overlapped_q3_s = 0;  // quartiles
   // This rank's medians.
@@ -138,6 +139,9 @@ struct OverlapMeasurement {
   double compute_max_s = 0, communication_max_s = 0;
   // (serial - overlapped) / min(compute_max, communication_max)
   double efficiency() const;
+  // The same with the median of per-rep differences (adjacent pairs: less sensitive to
+  // drifts in CPU speed between reps than the difference of the two medians).
+  double efficiency_paired() const;
   // overlapped / max(compute_max, communication_max)
   double overlapped_over_longer() const;
 };
