@@ -382,33 +382,53 @@ namespace {
 // float* out) produces the FP32 row of canonical received token c; it is converted to dtype
 // for the wire. Two-hop: the forwarder sums the rows of its node per stage-A row and sends
 // the sum on in dtype (one row per (token, node) crosses the network).
+// Overlap: at each hop the rows for the other ranks are made first and sent while this
+// rank makes the rows it keeps (its own block), which it needs only after the wait.
 template <class RowFn>
 void reduce_to_sources(PeerExchange& ex, Buffer::Workspace& ws, const Handle::Plan& plan, RowFn row_fn,
                        comm::DataType dtype, int64_t width, uint8_t* out, comm::DataType out_dtype,
                        TrafficStats& stats) {
+  const int R = ex.size(), me = ex.rank();
   const int64_t M = plan.num_recv;
   const size_t eb = payload_elem_bytes(dtype), row_bytes = static_cast<size_t>(width) * eb;
   detail::PhaseTimer timer(plan.two_hop ? "combine two-hop" : "combine flat");
   detail::RawBytes& wire = ws.wire;
   wire.resize(M * row_bytes);
   std::vector<float> tmp(width);
-  for (int64_t a = 0; a < M; ++a) {
-    row_fn(plan.arrival_to_canonical[a], tmp.data());
-    detail::store_row(tmp.data(), width, dtype, wire.data() + a * row_bytes);
+  auto sums = [&](int64_t a0, int64_t a1) {
+    for (int64_t a = a0; a < a1; ++a) {
+      row_fn(plan.arrival_to_canonical[a], tmp.data());
+      detail::store_row(tmp.data(), width, dtype, wire.data() + a * row_bytes);
+    }
+  };
+  // The last stage of dispatch is reduced first: B on the two-hop path, A on the flat one.
+  const auto& last_send = plan.two_hop ? plan.b_send : plan.a_send;
+  const auto& last_recv = plan.two_hop ? plan.b_recv : plan.a_recv;
+  const std::vector<int64_t> last_off = detail::block_offsets(last_recv);
+  sums(0, last_off[me]);
+  sums(last_off[me + 1], last_off[R]);
+  timer.lap("expert-side sums (sent)");
+  detail::ReduceBack last(ex, wire.data(), dtype, width, last_send, last_recv, ws.returned,
+                          plan.two_hop ? kTagBackB : kTagBackA, stats);
+  sums(last_off[me], last_off[me + 1]);
+  timer.lap("expert-side sums (kept)");
+  const char* last_name = plan.two_hop ? "B" : "flat";
+  last.wait(plan.two_hop ? detail::block_offsets(plan.a_recv)[R] : plan.num_tokens, timer, last_name);
+  if (!plan.two_hop) {
+    last.reduce(0, plan.num_tokens, out, out_dtype, timer, last_name);
+    return;
   }
-  timer.lap("expert-side sums");
-  const uint8_t* back = wire.data();
-  if (plan.two_hop) {
-    int64_t rows_a = 0;
-    for (int64_t n : plan.a_recv) rows_a += n;
-    detail::RawBytes& wire_a = ws.wire_a;
-    wire_a.resize(rows_a * row_bytes);
-    detail::reduce_back(ex, back, dtype, width, plan.b_send, plan.b_recv, rows_a, wire_a.data(), dtype, ws.returned,
-                        kTagBackB, stats, timer, "B");
-    back = wire_a.data();
-  }
-  detail::reduce_back(ex, back, dtype, width, plan.a_send, plan.a_recv, plan.num_tokens, out, out_dtype, ws.returned,
-                      kTagBackA, stats, timer, plan.two_hop ? "A" : "flat");
+  // Forwarder: one sum per stage-A row (this node's part of a token), sent on to its source.
+  const std::vector<int64_t> a_off = detail::block_offsets(plan.a_recv);
+  detail::RawBytes& wire_a = ws.wire_a;
+  wire_a.resize(a_off[R] * row_bytes);
+  last.reduce(0, a_off[me], wire_a.data(), dtype, timer, "B (sent)");
+  last.reduce(a_off[me + 1], a_off[R], wire_a.data(), dtype, timer, "B (sent)");
+  detail::ReduceBack first(ex, wire_a.data(), dtype, width, plan.a_send, plan.a_recv, ws.returned_a, kTagBackA,
+                          stats);
+  last.reduce(a_off[me], a_off[me + 1], wire_a.data(), dtype, timer, "B (kept)");
+  first.wait(plan.num_tokens, timer, "A");
+  first.reduce(0, plan.num_tokens, out, out_dtype, timer, "A");
 }
 
 const Handle::Plan& require_plan(const Handle* h, const char* what) {

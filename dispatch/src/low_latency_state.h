@@ -17,7 +17,8 @@ namespace switchyard::dispatch {
 struct Buffer::Workspace {
   detail::Arrival arrival_a, arrival_b;
   detail::RawBytes wire, wire_a;
-  std::vector<detail::RawBytes> packed, returned;
+  std::vector<detail::RawBytes> packed;
+  std::vector<detail::RawBytes> returned, returned_a;  // combine: rows back in stage B (or flat), stage A
 };
 
 struct Buffer::LowLatencyState {

@@ -101,26 +101,27 @@ void post_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::vector
   }
 }
 
-void reduce_back(PeerExchange& ex, const uint8_t* rows_back, comm::DataType dtype, int64_t width,
-                 const std::vector<std::vector<int32_t>>& send, const std::vector<int64_t>& recv, int64_t num_out,
-                 uint8_t* out, comm::DataType out_dtype, std::vector<RawBytes>& returned, int tag,
-                 TrafficStats& stats, PhaseTimer& timer, const char* stage) {
+std::vector<int64_t> block_offsets(const std::vector<int64_t>& counts) {
+  std::vector<int64_t> off(counts.size() + 1, 0);
+  for (size_t p = 0; p < counts.size(); ++p) off[p + 1] = off[p] + counts[p];
+  return off;
+}
+
+ReduceBack::ReduceBack(PeerExchange& ex, const uint8_t* rows_back, comm::DataType dtype, int64_t width,
+                       const std::vector<std::vector<int32_t>>& send, const std::vector<int64_t>& recv,
+                       std::vector<RawBytes>& returned, int tag, TrafficStats& stats)
+    : ex_(ex), rows_back_(rows_back), dtype_(dtype), width_(width), send_(send), recv_(recv), returned_(returned) {
   const int R = ex.size(), me = ex.rank();
   const auto& map = ex.rank_map();
   const size_t row_bytes = static_cast<size_t>(width) * payload_elem_bytes(dtype);
-  const size_t out_row_bytes = static_cast<size_t>(width) * payload_elem_bytes(out_dtype);
   returned.resize(R);
   std::vector<PeerSend> sends;
   std::vector<PeerRecv> recvs;
-  const uint8_t* self_rows = nullptr;
   int64_t offset = 0;
   for (int p = 0; p < R; ++p) {
-    const uint8_t* block = rows_back + offset * row_bytes;
-    if (p == me) {
-      self_rows = block;
-    } else {
+    if (p != me) {
       if (recv[p] > 0) {
-        sends.push_back({p, block, recv[p] * row_bytes});
+        sends.push_back({p, rows_back + offset * row_bytes, recv[p] * row_bytes});
         if (!map.same_node(me, p)) stats.wire_bytes += static_cast<int64_t>(recv[p] * row_bytes);
       }
       if (!send[p].empty()) {
@@ -130,28 +131,40 @@ void reduce_back(PeerExchange& ex, const uint8_t* rows_back, comm::DataType dtyp
     }
     offset += recv[p];
   }
-  ex.exchange(sends, recvs, tag);
+  pending_ = ex.post(sends, recvs, tag);
+}
+
+void ReduceBack::wait(int64_t num_out, PhaseTimer& timer, const char* stage) {
+  const int R = ex_.size(), me = ex_.rank();
+  const size_t row_bytes = static_cast<size_t>(width_) * payload_elem_bytes(dtype_);
+  pending_->wait();
   if (timer.on()) timer.lap(std::string("exchange ") + stage);
   // Gather list: the returned rows of each output row, in peer order (a counting sort over
   // the send lists, which visits the peers in ascending order).
-  std::vector<int64_t> first(num_out + 1, 0);
+  first_.assign(num_out + 1, 0);
   for (int p = 0; p < R; ++p)
-    for (int32_t d : send[p]) {
+    for (int32_t d : send_[p]) {
       if (d < 0 || d >= num_out) SY_THROW(InternalError, "reduce_back: row " << d << " outside [0, " << num_out << ")");
-      ++first[d + 1];
+      ++first_[d + 1];
     }
-  for (int64_t d = 0; d < num_out; ++d) first[d + 1] += first[d];
-  std::vector<const uint8_t*> src(first[num_out]);
-  std::vector<int64_t> fill(first.begin(), first.end() - 1);
+  for (int64_t d = 0; d < num_out; ++d) first_[d + 1] += first_[d];
+  src_.resize(first_[num_out]);
+  std::vector<int64_t> fill(first_.begin(), first_.end() - 1);
+  const uint8_t* self_rows = rows_back_ + block_offsets(recv_)[me] * row_bytes;
   for (int p = 0; p < R; ++p) {
-    const uint8_t* rows = p == me ? self_rows : returned[p].data();
-    for (size_t i = 0; i < send[p].size(); ++i) src[fill[send[p][i]]++] = rows + i * row_bytes;
+    const uint8_t* rows = p == me ? self_rows : returned_[p].data();
+    for (size_t i = 0; i < send_[p].size(); ++i) src_[fill[send_[p][i]]++] = rows + i * row_bytes;
   }
-  std::vector<float> acc(width);
-  for (int64_t d = 0; d < num_out; ++d) {
-    std::fill(acc.begin(), acc.end(), 0.0f);
-    for (int64_t s = first[d]; s < first[d + 1]; ++s) add_row(src[s], dtype, width, acc.data());
-    store_row(acc.data(), width, out_dtype, out + d * out_row_bytes);
+  acc_.resize(width_);
+}
+
+void ReduceBack::reduce(int64_t d0, int64_t d1, uint8_t* out, comm::DataType out_dtype, PhaseTimer& timer,
+                        const char* stage) {
+  const size_t out_row_bytes = static_cast<size_t>(width_) * payload_elem_bytes(out_dtype);
+  for (int64_t d = d0; d < d1; ++d) {
+    std::fill(acc_.begin(), acc_.end(), 0.0f);
+    for (int64_t s = first_[d]; s < first_[d + 1]; ++s) add_row(src_[s], dtype_, width_, acc_.data());
+    store_row(acc_.data(), width_, out_dtype, out + d * out_row_bytes);
   }
   if (timer.on()) timer.lap(std::string("reduce ") + stage);
 }

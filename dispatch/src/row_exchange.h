@@ -76,17 +76,44 @@ void exchange_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::ve
                    const std::vector<int>& peers, int64_t max_rows_per_peer, const StageFingerprint& fp,
                    WriteRow write_row, Arrival& arrival, std::vector<RawBytes>& packed, int tag, TrafficStats& stats);
 
-// Reverse of a row exchange. rows_back holds one row (width elements of dtype) per arrival
-// row of the forward stage; each goes back to the peer it came from. Output row d
-// (d < num_out) = the sum, in FP32 starting from 0, of the rows returned for it: peer
-// p = 0, 1, ..., R-1 in that order (p's i-th returned row belongs to d = send[p][i]),
-// written as out_dtype (kFloat32 or kBfloat16). The sum is formed per output row in a
-// one-row FP32 scratch and stored at once (no [num_out x width] FP32 array, no second pass).
-// timer gets the phases "exchange <stage>" and "reduce <stage>".
-void reduce_back(PeerExchange& ex, const uint8_t* rows_back, comm::DataType dtype, int64_t width,
-                 const std::vector<std::vector<int32_t>>& send, const std::vector<int64_t>& recv, int64_t num_out,
-                 uint8_t* out, comm::DataType out_dtype, std::vector<RawBytes>& returned, int tag,
-                 TrafficStats& stats, PhaseTimer& timer, const char* stage);
+// Reverse of a row exchange, in three steps so that the caller can compute while rows
+// travel. rows_back holds one row (width elements of dtype) per arrival row of the forward
+// stage, in arrival order (blocks by peer ascending, block_offsets()); each block goes back
+// to the peer it came from. Output row d (d < num_out) = the sum, in FP32 starting from 0,
+// of the rows returned for it: peer p = 0, 1, ..., R-1 in that order (p's i-th returned row
+// belongs to d = send[p][i]), written as out_dtype (kFloat32 or kBfloat16). Each sum is
+// formed in a one-row FP32 scratch and stored at once (no [num_out x width] FP32 array).
+//   ReduceBack rb(...)  posts: sends every other peer's block (they must be written) and
+//                       posts the receives; this rank's own block may be written later;
+//   rb.wait(num_out)    waits for the returned rows (the own block must be complete) and
+//                       builds the gather lists;
+//   rb.reduce(d0, d1, out, out_dtype)  sums output rows [d0, d1).
+// rows_back, send, recv and returned must outlive the object; one ReduceBack at a time per
+// exchange. timer gets "exchange <stage>" (post to end of wait) and "reduce <stage>".
+class ReduceBack {
+ public:
+  ReduceBack(PeerExchange& ex, const uint8_t* rows_back, comm::DataType dtype, int64_t width,
+             const std::vector<std::vector<int32_t>>& send, const std::vector<int64_t>& recv,
+             std::vector<RawBytes>& returned, int tag, TrafficStats& stats);
+  void wait(int64_t num_out, PhaseTimer& timer, const char* stage);
+  void reduce(int64_t d0, int64_t d1, uint8_t* out, comm::DataType out_dtype, PhaseTimer& timer, const char* stage);
+
+ private:
+  PeerExchange& ex_;
+  const uint8_t* rows_back_;
+  comm::DataType dtype_;
+  int64_t width_;
+  const std::vector<std::vector<int32_t>>& send_;
+  const std::vector<int64_t>& recv_;
+  std::vector<RawBytes>& returned_;
+  std::unique_ptr<PendingExchange> pending_;
+  std::vector<int64_t> first_;       // [num_out + 1] gather list offsets
+  std::vector<const uint8_t*> src_;  // returned rows per output row, peers ascending
+  std::vector<float> acc_;           // one row
+};
+
+// Start of each peer's block in a stage's arrival order: [R + 1] prefix sums of counts.
+std::vector<int64_t> block_offsets(const std::vector<int64_t>& counts);
 
 // ---- implementation of the template ----
 
