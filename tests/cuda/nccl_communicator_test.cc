@@ -4,7 +4,7 @@
 // Communicator. Without a GPU: create throws Unsupported. The device-API all_to_all_v
 // (NCCL >= 2.28) is checked at world size 1 too (an LSA team of one: the kernel, the window
 // and the barriers run, the peer stores stay on the one GPU) against the host-API
-// all_to_all_v and the CPU Communicator, byte for byte.
+// all_to_all_v and the CPU Communicator, byte for byte, also read in place from the window.
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -122,6 +122,7 @@ TEST(NcclCommunicatorTest, DeviceApiNotRequestedThrowsUnsupported) {
   const size_t count = 4, displ = 0;
   EXPECT_THROW(nccl->all_to_all_v_device(buf.data(), &count, &displ, buf.data(), &count, &displ, comm::DataType::kInt32),
                Unsupported);
+  EXPECT_THROW(nccl->device_recv_slot(0), Unsupported);
 }
 
 TEST(NcclCommunicatorTest, DeviceApiRejectsBadCtaCount) {
@@ -219,6 +220,23 @@ TEST(NcclCommunicatorTest, DeviceAllToAllVMatchesHostApiAndCpuCommunicator) {
     EXPECT_EQ(testing::first_byte_difference(device_api.data(), bufs[k].want.data(), n, eb), "")
         << "device API, case " << k << " (count " << c.count << ", sd " << c.sd << ", rd " << c.rd << ")";
   }
+
+  // In place: recv == nullptr leaves the block in this rank's slot; read it there (copied
+  // out by the host API on the same stream, so before any later device call).
+  {
+    const size_t k = 3;  // bf16, 12345 elements from send offset 7
+    const A2aCase& c = cases[k];
+    const size_t eb = comm::dtype_size(c.type), zero = 0;
+    cuda::DeviceBuffer d_out(c.count * eb);
+    nccl->all_to_all_v_device(bufs[k].d_send.data(), &c.count, &c.sd, nullptr, &c.count, &c.rd, c.type, stream.get());
+    nccl->all_to_all_v(nccl->device_recv_slot(0), &c.count, &zero, d_out.data(), &c.count, &zero, c.type,
+                       stream.get());
+    stream.synchronize();
+    const std::vector<uint8_t> got = testing::to_host<uint8_t>(d_out, c.count * eb);
+    EXPECT_EQ(testing::first_byte_difference(got.data(), bufs[k].want.data() + c.rd * eb, c.count * eb, eb), "")
+        << "device API in place (recv = nullptr, read through device_recv_slot)";
+  }
+  EXPECT_THROW(nccl->device_recv_slot(1), InvalidArgument);
 
   // A block one element over the slot is refused before anything is enqueued.
   const size_t over = nccl->device_slot_bytes() / 4 + 1, zero = 0;

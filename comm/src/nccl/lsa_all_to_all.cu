@@ -130,8 +130,8 @@ __global__ void __launch_bounds__(kThreads) lsa_all_to_all_kernel(ncclDevComm co
   // 3. Release this CTA's stores, acquire the peers' CTA b stores into this window.
   barrier.sync(cta, ::cuda::memory_order_acq_rel);
 
-  // 4. Copy each peer's slot out to the receive buffer.
-  for (int peer = 0; peer < args.size; ++peer) {
+  // 4. Copy each peer's slot out to the receive buffer (none: the caller reads in place).
+  for (int peer = 0; args.recv != nullptr && peer < args.size; ++peer) {
     uint64_t lo, hi;
     cta_share(blocks[peer].recv_bytes, lo, hi);
     if (hi <= lo) continue;
@@ -184,6 +184,10 @@ class LsaAllToAllImpl final : public LsaAllToAll {
     for (int p = 0; p < size_; ++p) args.blocks[p] = blocks[p];
     lsa_all_to_all_kernel<<<ctas_, kThreads, 0, stream>>>(dev_, window_, args);
     SY_CUDA_CHECK_LAUNCH("nccl all_to_all_v_device on rank " << rank_ << " (" << ctas_ << " CTAs)");
+  }
+
+  const void* local_slot(int peer) const override {
+    return static_cast<const char*>(buffer_) + static_cast<size_t>(peer) * slot_bytes_;
   }
 
   void forget_comm() override { comm_ = nullptr; }

@@ -11,7 +11,8 @@
 //   2. push: copy this rank's block for peer q into q's window, slot `rank`, with plain
 //      stores through ncclGetLsaPointer (NVLink or PCIe P2P load/store);
 //   3. barrier (release/acquire at system scope): the peers' blocks have arrived;
-//   4. copy out: slot p of this rank's window to recv + recv offset of p.
+//   4. copy out: slot p of this rank's window to recv + recv offset of p (skipped when recv
+//      is null: the caller reads the slots in place, local_slot()).
 // Needs every rank in one LSA team (one node, P2P-capable GPUs) and the same NCCL (>= 2.28)
 // at build and run time; create() says why not otherwise.
 //
@@ -64,9 +65,14 @@ class LsaAllToAll {
   virtual int ctas() const = 0;
 
   // Enqueues the exchange on `stream`. `blocks` has `size` entries whose byte counts the
-  // caller checked against slot_bytes(); send/recv are device pointers (null only where the
-  // matching byte counts are all zero).
+  // caller checked against slot_bytes(); send is a device pointer (null only where the
+  // send byte counts are all zero); recv is a device pointer, or null to leave the blocks in
+  // the slots (step 4 skipped).
   virtual void run(const void* send, void* recv, const PeerBlock* blocks, CUstream_st* stream) = 0;
+
+  // This rank's slot for blocks from `peer` (device memory, slot_bytes() long): after run()
+  // it holds the peer's block until the next run() on this communicator.
+  virtual const void* local_slot(int peer) const = 0;
 
   // The NCCL communicator was aborted: the destructor then frees only the memory.
   virtual void forget_comm() = 0;

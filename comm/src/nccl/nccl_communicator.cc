@@ -144,7 +144,9 @@ class NcclCommunicatorImpl final : public NcclCommunicator {
     if (!lsa_)
       SY_THROW(Unsupported, "nccl all_to_all_v_device on rank " << rank_ << ": no device API: " << device_api_reason_
                                                                 << "; hint: use all_to_all_v");
-    require_all_to_all_v("all_to_all_v_device", send, send_counts, send_displs, recv, recv_counts, recv_displs);
+    // recv == nullptr keeps the blocks in the window (device_recv_slot).
+    require_all_to_all_v("all_to_all_v_device", send, send_counts, send_displs, recv, recv_counts, recv_displs,
+                         /*recv_may_be_null=*/true);
     const size_t eb = dtype_size(type);
     const size_t slot = lsa_->slot_bytes();
     std::vector<nccl_detail::PeerBlock> blocks(size_);
@@ -162,6 +164,13 @@ class NcclCommunicatorImpl final : public NcclCommunicator {
                                                      << " ranks)");
     }
     lsa_->run(send, recv, blocks.data(), pick(stream));
+  }
+
+  const void* device_recv_slot(int peer) const override {
+    if (!lsa_)
+      SY_THROW(Unsupported, "nccl device_recv_slot on rank " << rank_ << ": no device API: " << device_api_reason_);
+    require_peer("device_recv_slot", peer);
+    return lsa_->local_slot(peer);
   }
 
   void all_to_all(const void* send, void* recv, size_t n, DataType type, cuda::StreamHandle stream) override {
@@ -245,14 +254,15 @@ class NcclCommunicatorImpl final : public NcclCommunicator {
     if (comm_ == nullptr) SY_THROW(InvalidArgument, "nccl " << what << " on rank " << rank_ << ": communicator was aborted");
   }
   void require_all_to_all_v(const char* what, const void* send, const size_t* send_counts, const size_t* send_displs,
-                            const void* recv, const size_t* recv_counts, const size_t* recv_displs) const {
+                            const void* recv, const size_t* recv_counts, const size_t* recv_displs,
+                            bool recv_may_be_null = false) const {
     SY_REQUIRE(send_counts && send_displs && recv_counts && recv_displs,
                "nccl " << what << " on rank " << rank_ << ": count and displacement arrays must not be null");
     for (int p = 0; p < size_; ++p) {
       SY_REQUIRE(send_counts[p] == 0 || send != nullptr,
                  "nccl " << what << " on rank " << rank_ << ": send is null but send_counts[" << p
                          << "] = " << send_counts[p]);
-      SY_REQUIRE(recv_counts[p] == 0 || recv != nullptr,
+      SY_REQUIRE(recv_counts[p] == 0 || recv != nullptr || recv_may_be_null,
                  "nccl " << what << " on rank " << rank_ << ": recv is null but recv_counts[" << p
                          << "] = " << recv_counts[p]);
     }

@@ -111,11 +111,18 @@ class NcclCommunicator {
   // all_to_all_v (same arguments and stream ordering) by one device-API kernel. Collective:
   // every rank must make every call, also with all counts zero (the kernel waits for all).
   // Calls must be ordered on the device (same stream, or events): they reuse the window.
+  // recv may be nullptr: the blocks then stay in the window (read them in place through
+  // device_recv_slot), saving the copy out; recv_counts still give each block's size.
   // Throws Unsupported without the device API, InvalidArgument when a block exceeds
   // device_slot_bytes().
   virtual void all_to_all_v_device(const void* send, const size_t* send_counts, const size_t* send_displs, void* recv,
                                    const size_t* recv_counts, const size_t* recv_displs, DataType type,
                                    cuda::StreamHandle stream = nullptr) = 0;
+  // Device pointer to the block that `peer` sent in the last all_to_all_v_device
+  // (recv_counts[peer] elements, from the slot's start). Valid, stream-ordered, until the next
+  // all_to_all_v_device: read it on the call's stream (or after an event), before the next
+  // call. Throws Unsupported without the device API, InvalidArgument for a bad peer.
+  virtual const void* device_recv_slot(int peer) const = 0;
   // A one-element all_reduce, then synchronize(): every rank has reached this point.
   virtual void barrier() = 0;
 
