@@ -7,6 +7,7 @@
 #include <functional>
 #include <random>
 
+#include "busy_kernel.h"
 #include "switchyard/comm/communicator.h"
 #include "switchyard/comm/nccl_communicator.h"
 #include "switchyard/comm/store.h"
@@ -224,6 +225,53 @@ GpuPerfReport run_gpu_perf(const GpuPerfOptions& o) {
     for (int sms : o.sm_budgets) {
       if (sms <= 0 || sms >= rep.device_sms) continue;
       rep.rows.push_back(row("combine-bf16-kernels@" + std::to_string(sms), run_combine(sms, true).kernels, combine_bytes));
+    }
+
+    // Overlap: an async dispatch with the default SM budget on `st` while a compute stand-in
+    // (busy_kernel.h) fills the other SMs on a second stream; the busy kernel is sized to
+    // take about as long as the dispatch alone. Wall-clock medians.
+    {
+      const int budget = std::min(IntranodeOptions::kDefaultNumSms, rep.device_sms - 1);
+      const int ctas = rep.device_sms - budget;
+      cuda::Stream compute;
+      cuda::DeviceBuffer sink(sizeof(float));
+      a.num_sms = budget;
+      a.async = true;
+      auto wall = [&](const std::function<void()>& fn) {
+        std::vector<double> us;
+        for (int i = 0; i < o.warmup + o.iters; ++i) {
+          const auto t0 = std::chrono::steady_clock::now();
+          fn();
+          const auto t1 = std::chrono::steady_clock::now();
+          if (i >= o.warmup) us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+        }
+        return median(us);
+      };
+      auto dispatch_alone = [&] {
+        buf.dispatch(a, last);
+        last.done->synchronize();
+      };
+      int64_t iters = 1 << 16;
+      auto busy = [&] {
+        launch_busy_kernel(ctas, iters, sink.as<float>(), compute.get());
+        compute.synchronize();
+      };
+      const double t_d = wall(dispatch_alone);
+      const double t_probe = wall(busy);
+      iters = std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(iters) * t_d / std::max(t_probe, 1.0)));
+      const double t_c = wall(busy);
+      const double t_both = wall([&] {
+        launch_busy_kernel(ctas, iters, sink.as<float>(), compute.get());
+        buf.dispatch(a, last);
+        last.done->synchronize();
+        compute.synchronize();
+      });
+      a.num_sms = 0;
+      a.async = false;
+      rep.rows.push_back(row("overlap-dispatch@" + std::to_string(budget) + "-alone", t_d, 0));
+      rep.rows.push_back(row("overlap-compute@" + std::to_string(ctas) + "-alone", t_c, 0));
+      rep.rows.push_back(row("overlap-both", t_both, 0));
+      rep.overlap_hidden = (t_d + t_c - t_both) / std::max(std::min(t_d, t_c), 1e-9);
     }
 
     // FP8 payload (H bytes per row plus S scales, not counted): the copy kernels only.

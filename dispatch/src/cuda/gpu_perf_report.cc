@@ -19,6 +19,8 @@ std::string GpuPerfReport::text() const {
     s << std::left << std::setw(34) << r.name << std::right << std::fixed << std::setprecision(1) << std::setw(12)
       << r.median_us << std::setw(14) << r.bytes << std::setw(10) << r.gbps << std::setprecision(3) << std::setw(12)
       << r.vs_memcpy << "\n";
+  s << "overlap_hidden " << std::setprecision(3) << overlap_hidden
+    << " (dispatch with the default SM budget vs compute on the other SMs; 1 = fully hidden)\n";
   return s.str();
 }
 
@@ -33,6 +35,7 @@ std::string GpuPerfReport::json() const {
   j["iters"] = options.iters;
   j["device_sms"] = device_sms;
   j["default_sms"] = default_sms;
+  j["overlap_hidden"] = overlap_hidden;
   for (const auto& r : rows)
     j["rows"].push_back({{"name", r.name}, {"median_us", r.median_us}, {"bytes", r.bytes}, {"gbps", r.gbps},
                          {"vs_memcpy", r.vs_memcpy}});

@@ -23,6 +23,10 @@
 //                  reads P expert rows and writes M slots, the reduce reads M slots and
 //                  writes T rows: row x (P + 2M + T); "-call", "-call-reuse" and "@N" as
 //                  above (combine at world size 1 synchronizes only at its end)
+//   overlap-*      an async dispatch with the default SM budget (24) alone, a compute
+//                  stand-in on the other SMs alone (a second stream, sized to take about
+//                  as long), and both at once (wall clock); overlap_hidden = (alone +
+//                  alone - both) / the shorter alone: 1 = fully hidden, 0 = serialized
 //   nccl-*         NcclCommunicator all_reduce and all_to_all_v at world size 1 (a self copy)
 // Times are medians of `iters` runs after `warmup` runs (CUDA events, or wall clock for
 // calls that synchronize internally). Requires a GPU: throws Unsupported without one.
@@ -61,6 +65,7 @@ struct GpuPerfReport {
   int nccl_version = 0;
   int device_sms = 0;      // SMs of the device
   int default_sms = 0;     // IntranodeOptions::kDefaultNumSms
+  double overlap_hidden = 0;  // see overlap-* above
   std::vector<GpuPerfRow> rows;
   std::string text() const;
   std::string json() const;
