@@ -23,7 +23,9 @@
 // in one LSA team (one node, P2P-capable GPUs), NCCL's symmetric memory (cuMem), and the
 // same NCCL release at build and run time (the device structures' layouts change between
 // releases, even 2.28.3 to 2.28.9); otherwise creation still succeeds, has_device_api() is
-// false and all_to_all_v_device throws Unsupported saying why (use all_to_all_v).
+// false and all_to_all_v_device throws Unsupported saying why (use all_to_all_v). With the
+// device API set up, destruction is collective (window deregistration) and waits for the
+// device; a rank that skips a device call leaves its peers' kernels waiting (no timeout).
 //
 // Limits: NCCL refuses two ranks on one GPU, so on a one-GPU machine this is usable (and
 // tested) at world size 1 only; several processes on one GPU share memory through
