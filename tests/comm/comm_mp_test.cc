@@ -188,6 +188,12 @@ TEST(CommunicatorTest, RmaPutPathTwoNodesEveryOp) {
     std::smatch m;
     ASSERT_TRUE(std::regex_search(log, m, std::regex("RMA path: ([0-9]+) messages put"))) << log.substr(0, 2000);
     EXPECT_GT(std::stoll(m[1]), 0) << m[0];
+    // The last rank puts into rank 0's registered receive buffer, 3 messages into each of
+    // the 6 buffers of the scenario (one per round of test_p2p): each buffer's rkey was
+    // unpacked once, not per message.
+    const std::string& last = rs[n - 1].output;
+    ASSERT_TRUE(std::regex_search(last, m, std::regex("([0-9]+) region rkeys unpacked"))) << last.substr(0, 2000);
+    EXPECT_EQ(m[1], "6") << m[0];
   }
 }
 

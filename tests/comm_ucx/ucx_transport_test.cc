@@ -532,6 +532,72 @@ TEST(UcxTransportTest, MissingPeerTimesOutNamingIt) {
   EXPECT_EQ(results[0].status, 0);
 }
 
+// Registered memory on the RMA path: messages into a registered region reuse its one
+// registration and its rkey goes to the sender once; a message into plain memory is
+// registered for itself; a region whose owner is gone is dropped and a new one gets its
+// own rkey. Counters against the counts of this test; every byte checked.
+TEST(UcxTransportTest, RegisteredMemoryIsMappedOnceAndItsRkeySentOnce) {
+  constexpr size_t kMessage = 256 << 10;
+  constexpr int kIntoRegion = 4;
+  fs::path dir = make_store_dir();
+  auto results = run_ranks(2, milliseconds(30000), [&](int rank) {
+    force_rma_path();
+    DirStore store(dir);
+    auto transport = make_ucx_transport(rank, 2, store, "ucx/", {1 - rank});
+    if (rank == 0) {
+      // Round 1: kIntoRegion messages into rank 1's region, one into plain memory; round 2:
+      // one into its second region.
+      std::vector<std::vector<uint8_t>> bufs;
+      std::vector<std::unique_ptr<TransportRequest>> sends;
+      for (int i = 0; i < kIntoRegion + 2; ++i) {
+        bufs.emplace_back(kMessage);
+        for (size_t j = 0; j < kMessage; ++j) bufs.back()[j] = pattern_byte(0, 1, i, j);
+        sends.push_back(transport->isend(1, 11, bufs.back().data(), kMessage));
+      }
+      wait_all(*transport, sends, milliseconds(20000));
+      UcxRmaCounters c = ucx_rma_counters(*transport);
+      RANK_CHECK(c.puts_sent == kIntoRegion + 2, "puts sent " << c.puts_sent);
+      RANK_CHECK(c.rkeys_unpacked == 2, "region rkeys unpacked " << c.rkeys_unpacked << ", want 2");
+      store.get("rank1-done", milliseconds(20000));
+      return;
+    }
+    auto check = [&](const uint8_t* got, int index) {
+      for (size_t j = 0; j < kMessage; ++j)
+        RANK_CHECK(got[j] == pattern_byte(0, 1, index, j), "message " << index << " byte " << j);
+    };
+    auto region = std::make_shared<std::vector<uint8_t>>(kIntoRegion * kMessage + 4096, 0xEE);
+    transport->add_registered_memory(region->data(), region->size(), region);
+    std::vector<uint8_t> plain(kMessage, 0xEE);
+    std::vector<std::unique_ptr<TransportRequest>> recvs;
+    for (int i = 0; i < kIntoRegion; ++i)
+      recvs.push_back(transport->irecv(0, 11, region->data() + 4096 + i * kMessage, kMessage));
+    recvs.push_back(transport->irecv(0, 11, plain.data(), kMessage));
+    wait_all(*transport, recvs, milliseconds(20000));
+    for (int i = 0; i < kIntoRegion; ++i) check(region->data() + 4096 + i * kMessage, i);
+    check(plain.data(), kIntoRegion);
+    UcxRmaCounters c = ucx_rma_counters(*transport);
+    RANK_CHECK(c.puts_received == kIntoRegion + 1, "puts received " << c.puts_received);
+    RANK_CHECK(c.receive_registrations == 1, "per-message registrations " << c.receive_registrations);
+    RANK_CHECK(c.rkeys_sent == 2, "rkeys sent " << c.rkeys_sent << ", want 2 (region once, plain once)");
+    // The first region's owner goes away; a second region (possibly at the same address)
+    // gets a registration and an rkey of its own.
+    region.reset();
+    auto second = std::make_shared<std::vector<uint8_t>>(kMessage, 0xEE);
+    transport->add_registered_memory(second->data(), second->size(), second);
+    std::vector<std::unique_ptr<TransportRequest>> last;
+    last.push_back(transport->irecv(0, 11, second->data(), kMessage));
+    wait_all(*transport, last, milliseconds(20000));
+    check(second->data(), kIntoRegion + 1);
+    c = ucx_rma_counters(*transport);
+    RANK_CHECK(c.receive_registrations == 1 && c.rkeys_sent == 3,
+               "after the second region: registrations " << c.receive_registrations << ", rkeys sent " << c.rkeys_sent);
+    store.set("rank1-done", {1});
+  });
+  fs::remove_all(dir);
+  EXPECT_EQ(results[0].status, 0);
+  EXPECT_EQ(results[1].status, 0);
+}
+
 // The auto choice of the RMA path reads UCX's endpoint description: the tcp endpoint of this
 // machine (UCX 1.13, captured) has no RMA lane; an InfiniBand endpoint has native ones; a
 // mix with a tcp RMA lane is not native.

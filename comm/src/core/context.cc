@@ -155,6 +155,7 @@ void Context::shutdown() {
 void Context::register_region(const std::shared_ptr<SharedRegion>& region) {
   std::lock_guard<std::mutex> lock(mu_);
   shm_->add_region(region);
+  if (remote_) remote_->add_registered_memory(region->base(), region->bytes(), region);
 }
 
 uint32_t Context::next_comm_id() {

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <map>
 #include <sstream>
 
 #include "switchyard/common/error.h"
@@ -78,7 +79,8 @@ struct RtrHeader {
   uint64_t status;  // 0: put `bytes` at addr; 1: the receive buffer (capacity) is too small
   uint64_t addr;
   uint64_t capacity;
-  uint64_t rkey_bytes;  // packed rkey follows
+  uint64_t rkey_bytes;  // packed rkey follows (0: the sender has the region's rkey already)
+  uint64_t region_id;  // 0: a buffer registered for this message only; else a registered region
 };
 constexpr size_t kRtrBytes = 4096;  // receive buffer of a ready-to-receive (header + rkey)
 
@@ -119,6 +121,7 @@ class UcxWorker {
  public:
   UcxWorker(int rank, int world_size) : rank_(rank), peers_(world_size) {}
   ~UcxWorker() {
+    release_rkeys_and_regions();
     for (PeerState& p : peers_) {
       if (p.bye_recv != nullptr) {
         ucp_request_cancel(worker_, p.bye_recv);
@@ -255,6 +258,68 @@ class UcxWorker {
   uint64_t next_rma_id() { return next_rma_id_++ & kRmaIdMask; }
   UcxRmaCounters& rma_counters() { return rma_counters_; }
 
+  // Registered memory (Transport::add_registered_memory): mapped once, its packed rkey sent
+  // to each peer once. Regions whose owner expired are unmapped at the next lookup.
+  struct Region {
+    uint64_t id = 0;
+    uintptr_t base = 0;
+    size_t bytes = 0;
+    std::weak_ptr<const void> owner;
+    ucp_mem_h memh = nullptr;
+    std::vector<uint8_t> rkey;  // packed
+    std::vector<bool> rkey_sent;  // by peer rank
+  };
+  void add_region(void* base, size_t bytes, std::weak_ptr<const void> owner) {
+    auto r = std::make_unique<Region>();
+    r->id = ++last_region_id_;
+    r->base = reinterpret_cast<uintptr_t>(base);
+    r->bytes = bytes;
+    r->owner = std::move(owner);
+    ucp_mem_map_params_t mp{};
+    mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
+    mp.address = base;
+    mp.length = bytes;
+    throw_on_ucs_error(ucp_mem_map(context_, &mp, &r->memh), "ucp_mem_map of a registered buffer");
+    void* packed = nullptr;
+    size_t packed_bytes = 0;
+    ucs_status_t status = ucp_rkey_pack(context_, r->memh, &packed, &packed_bytes);
+    if (status != UCS_OK) ucp_mem_unmap(context_, r->memh);
+    throw_on_ucs_error(status, "ucp_rkey_pack of a registered buffer");
+    r->rkey.assign(static_cast<uint8_t*>(packed), static_cast<uint8_t*>(packed) + packed_bytes);
+    ucp_rkey_buffer_release(packed);
+    r->rkey_sent.assign(peers_.size(), false);
+    regions_.push_back(std::move(r));
+  }
+  // The live region holding [p, p + bytes), or nullptr. Unmaps regions whose owner expired.
+  Region* find_region(const void* p, size_t bytes) {
+    uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    Region* found = nullptr;
+    for (size_t i = 0; i < regions_.size();) {
+      Region& r = *regions_[i];
+      if (r.owner.expired()) {
+        ucp_mem_unmap(context_, r.memh);
+        regions_.erase(regions_.begin() + static_cast<std::ptrdiff_t>(i));
+        continue;
+      }
+      if (a >= r.base && a + bytes <= r.base + r.bytes) found = &r;
+      ++i;
+    }
+    return found;
+  }
+  // Unpacked rkeys of peers' regions, by (peer, region id); destroyed before the endpoints.
+  ucp_rkey_h& cached_rkey(int peer, uint64_t region_id) { return rkeys_[{peer, region_id}]; }
+  ucp_rkey_h find_cached_rkey(int peer, uint64_t region_id) const {
+    auto it = rkeys_.find({peer, region_id});
+    return it == rkeys_.end() ? nullptr : it->second;
+  }
+  void release_rkeys_and_regions() {
+    for (auto& [key, rkey] : rkeys_)
+      if (rkey != nullptr) ucp_rkey_destroy(rkey);
+    rkeys_.clear();
+    for (auto& r : regions_) ucp_mem_unmap(context_, r->memh);
+    regions_.clear();
+  }
+
   ucp_worker_h worker() const { return worker_; }
   ucp_context_h context() const { return context_; }
   PeerState& peer(int rank) { return peers_[rank]; }
@@ -276,6 +341,9 @@ class UcxWorker {
   std::vector<Stepper*> steppers_;  // live RMA-path requests (owned by their callers)
   uint64_t next_rma_id_ = 0;
   UcxRmaCounters rma_counters_;
+  std::vector<std::unique_ptr<Region>> regions_;
+  uint64_t last_region_id_ = 0;
+  std::map<std::pair<int, uint64_t>, ucp_rkey_h> rkeys_;
 };
 
 // One posted send or receive.
@@ -448,11 +516,29 @@ class UcxRmaSend : public TransportRequest, public UcxWorker::Stepper {
                                                << " bytes");
       }
       SY_CHECK(sizeof(h) + h.rkey_bytes <= rtr_recv_->bytes());
-      throw_on_ucs_error(ucp_ep_rkey_unpack(w.peer(peer_).ep, rtr_.data() + sizeof(h), &rkey_), "ucp_ep_rkey_unpack");
+      ucp_rkey_h rkey = nullptr;
+      if (h.region_id == 0) {
+        throw_on_ucs_error(ucp_ep_rkey_unpack(w.peer(peer_).ep, rtr_.data() + sizeof(h), &rkey_),
+                           "ucp_ep_rkey_unpack");
+        rkey = rkey_;
+      } else if (h.rkey_bytes > 0) {
+        ucp_rkey_h& cached = w.cached_rkey(peer_, h.region_id);
+        if (cached == nullptr) {
+          throw_on_ucs_error(ucp_ep_rkey_unpack(w.peer(peer_).ep, rtr_.data() + sizeof(h), &cached),
+                             "ucp_ep_rkey_unpack");
+          ++w.rma_counters().rkeys_unpacked;
+        }
+        rkey = cached;
+      } else {
+        // The region's rkey came with an earlier ready-to-receive, which may belong to a
+        // request stepped after this one: wait for it.
+        rkey = w.find_cached_rkey(peer_, h.region_id);
+        if (rkey == nullptr) return;
+      }
       ucp_request_param_t param{};
       param.op_attr_mask = UCP_OP_ATTR_FIELD_MEMORY_TYPE;
       param.memory_type = UCS_MEMORY_TYPE_HOST;
-      put_ = take_raw_request(w, ucp_put_nbx(w.peer(peer_).ep, buf_, bytes_, h.addr, rkey_, &param), peer_, "put");
+      put_ = take_raw_request(w, ucp_put_nbx(w.peer(peer_).ep, buf_, bytes_, h.addr, rkey, &param), peer_, "put");
       state_ = State::kPut;
     }
     if (state_ == State::kPut) {
@@ -464,7 +550,7 @@ class UcxRmaSend : public TransportRequest, public UcxWorker::Stepper {
     }
     if (state_ == State::kFlush) {
       if (!raw_request_done(w, flush_, peer_, "flush after a put")) return;
-      ucp_rkey_destroy(rkey_);
+      if (rkey_ != nullptr) ucp_rkey_destroy(rkey_);
       rkey_ = nullptr;
       fin_ = bytes_;
       ucp_request_param_t param{};
@@ -491,7 +577,7 @@ class UcxRmaSend : public TransportRequest, public UcxWorker::Stepper {
   std::vector<uint8_t> rtr_;  // the ready-to-receive lands here
   uint64_t fin_ = 0;
   std::unique_ptr<UcxRequest> rts_send_, rtr_recv_, fin_send_;
-  ucp_rkey_h rkey_ = nullptr;
+  ucp_rkey_h rkey_ = nullptr;  // unpacked for this message only (region_id 0)
   void* put_ = nullptr;
   void* flush_ = nullptr;
   State state_ = State::kWaitRtr;
@@ -553,7 +639,7 @@ class UcxRmaRecv : public TransportRequest, public UcxWorker::Stepper {
       SY_CHECK(msg_->bytes() == sizeof(rts));
       std::memcpy(&rts, buf_, sizeof(rts));
       std::vector<uint8_t> rtr(sizeof(RtrHeader));
-      RtrHeader h{rts.id, 0, reinterpret_cast<uintptr_t>(buf_), capacity_, 0};
+      RtrHeader h{rts.id, 0, reinterpret_cast<uintptr_t>(buf_), capacity_, 0, 0};
       if (rts.bytes > capacity_) {
         h.status = 1;
         std::memcpy(rtr.data(), &h, sizeof(h));
@@ -563,19 +649,34 @@ class UcxRmaRecv : public TransportRequest, public UcxWorker::Stepper {
                                                << " bytes is larger than the receive buffer of " << capacity_
                                                << " bytes");
       }
-      ucp_mem_map_params_t mp{};
-      mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
-      mp.address = buf_;
-      mp.length = rts.bytes;
-      throw_on_ucs_error(ucp_mem_map(w.context(), &mp, &memh_), "ucp_mem_map of a receive buffer");
-      void* packed = nullptr;
-      size_t packed_bytes = 0;
-      throw_on_ucs_error(ucp_rkey_pack(w.context(), memh_, &packed, &packed_bytes), "ucp_rkey_pack");
-      h.rkey_bytes = packed_bytes;
-      rtr.resize(sizeof(h) + packed_bytes);
+      if (UcxWorker::Region* region = w.find_region(buf_, rts.bytes)) {
+        // Registered once; its rkey goes to each peer once.
+        h.region_id = region->id;
+        if (!region->rkey_sent[peer_]) {
+          h.rkey_bytes = region->rkey.size();
+          region->rkey_sent[peer_] = true;
+          ++w.rma_counters().rkeys_sent;
+        }
+        rtr.resize(sizeof(h) + h.rkey_bytes);
+        std::memcpy(rtr.data() + sizeof(h), region->rkey.data(), h.rkey_bytes);
+      } else {
+        // Registered for this message only.
+        ucp_mem_map_params_t mp{};
+        mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
+        mp.address = buf_;
+        mp.length = rts.bytes;
+        throw_on_ucs_error(ucp_mem_map(w.context(), &mp, &memh_), "ucp_mem_map of a receive buffer");
+        ++w.rma_counters().receive_registrations;
+        void* packed = nullptr;
+        size_t packed_bytes = 0;
+        throw_on_ucs_error(ucp_rkey_pack(w.context(), memh_, &packed, &packed_bytes), "ucp_rkey_pack");
+        h.rkey_bytes = packed_bytes;
+        rtr.resize(sizeof(h) + packed_bytes);
+        std::memcpy(rtr.data() + sizeof(h), packed, packed_bytes);
+        ucp_rkey_buffer_release(packed);
+        ++w.rma_counters().rkeys_sent;
+      }
       std::memcpy(rtr.data(), &h, sizeof(h));
-      std::memcpy(rtr.data() + sizeof(h), packed, packed_bytes);
-      ucp_rkey_buffer_release(packed);
       SY_CHECK(rtr.size() <= kRtrBytes);
       ucp_request_param_t param{};
       param.op_attr_mask = UCP_OP_ATTR_FIELD_MEMORY_TYPE | UCP_OP_ATTR_FLAG_NO_IMM_CMPL;
@@ -589,7 +690,7 @@ class UcxRmaRecv : public TransportRequest, public UcxWorker::Stepper {
     if (state_ == State::kWaitFin) {
       if (!rtr_send_->done() || !fin_recv_->done()) return;
       bytes_ = fin_;
-      ucp_mem_unmap(w.context(), memh_);
+      if (memh_ != nullptr) ucp_mem_unmap(w.context(), memh_);
       memh_ = nullptr;
       state_ = State::kDone;
       ++w.rma_counters().puts_received;
@@ -668,6 +769,12 @@ class UcxTransport : public Transport {
     worker_->step_all();
     if (beat_timeout_ms_ > 0 && (++progress_calls_ & 15) == 0) heartbeat();
     return moved;
+  }
+
+  // Registered only when some peer is on the RMA path (else nothing would use it).
+  void add_registered_memory(void* base, size_t bytes, std::weak_ptr<const void> owner) override {
+    if (bytes == 0 || std::find(rma_peer_.begin(), rma_peer_.end(), true) == rma_peer_.end()) return;
+    worker_->add_region(base, bytes, std::move(owner));
   }
 
   void wait_for_event(std::chrono::microseconds max_wait) override { worker_->wait_for_event(max_wait); }
@@ -806,6 +913,8 @@ class UcxTransport : public Transport {
         // The peer is gone already; nothing to say goodbye to.
       }
     }
+    // Peers' rkeys go before the endpoints they were unpacked on.
+    worker_->release_rkeys_and_regions();
     // Flush (everything posted has left this rank), then close without the disconnect
     // handshake, which would wait for the peer to progress.
     std::vector<void*> flushing;
@@ -832,7 +941,9 @@ class UcxTransport : public Transport {
     const UcxRmaCounters& rma = worker_->rma_counters();
     SY_DEBUG("comm", "ucx: rank " << worker_->rank() << " closed its endpoints (RMA path: " << rma.puts_sent
                                   << " messages put, " << rma.bytes_put << " bytes, " << rma.puts_received
-                                  << " received)");
+                                  << " received, " << rma.receive_registrations << " receive buffers registered "
+                                  << "per message, " << rma.rkeys_sent << " rkeys sent, " << rma.rkeys_unpacked
+                                  << " region rkeys unpacked)");
   }
 
   // Progresses until every UCX request completed or the deadline passed, then frees them.

@@ -16,8 +16,9 @@
 // whose endpoint has a native RMA lane (InfiniBand rc/dc; not tcp, where UCX 1.13 emulates
 // puts 10-100x slower) a message of at least SWITCHYARD_COMM_UCX_RMA_MIN_BYTES goes as a
 // request-to-send on the user's (peer, tag); the receiver registers its posted buffer
-// (ucp_mem_map), answers with the address and packed rkey; the sender puts the message
-// there with ucp_put_nbx, flushes the endpoint and sends a fin with the size. The receiver
+// (ucp_mem_map; once per region for memory announced by add_registered_memory, whose rkey
+// then goes to each peer once), answers with the address and packed rkey; the sender puts
+// the message there with ucp_put_nbx, flushes the endpoint and sends a fin with the size. The receiver
 // never polls remote memory and nothing is staged. Receives from such a peer match either
 // form in post order. progress() advances these exchanges, so a request the caller is not
 // polling yet still answers its peer. The choice is made per peer at connection time and
@@ -61,6 +62,9 @@ struct UcxRmaCounters {
   uint64_t puts_sent = 0;  // messages this rank put into peers' buffers
   uint64_t bytes_put = 0;
   uint64_t puts_received = 0;  // messages peers put into this rank's buffers
+  uint64_t receive_registrations = 0;  // receive buffers registered for one message (not in a region)
+  uint64_t rkeys_sent = 0;  // packed rkeys sent in ready-to-receives (per message, or once per region and peer)
+  uint64_t rkeys_unpacked = 0;  // peers' region rkeys unpacked (once per region and peer)
 };
 // The counters of `transport`, which must come from make_ucx_transport (else InvalidArgument).
 // Call from the thread that drives the transport.

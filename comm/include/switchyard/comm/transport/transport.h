@@ -54,6 +54,12 @@ class Transport {
   virtual void interrupt_wait() {}
   // Marks this rank aborted so peers' check_peers() fail fast (shm header flag). Any thread.
   virtual void announce_abort() {}
+  // Memory the communicator registered (alloc_registered) that stays valid while `owner`
+  // lives: a transport may prepare it for remote access once (UCX: ucp_mem_map, rkey sent
+  // to each peer once) and forget it when `owner` expires. Called by the driving thread.
+  virtual void add_registered_memory(void* base, size_t bytes, std::weak_ptr<const void> owner) {
+    (void)base, (void)bytes, (void)owner;
+  }
 };
 
 }  // namespace switchyard::comm
