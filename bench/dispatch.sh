@@ -57,6 +57,28 @@ wait_quiet() {
   echo "$1 idle=$idle% load=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/idle.log"
 }
 
+# One line per finished run (so that a run cut short by a time limit still leaves numbers).
+run_line() {
+  /usr/bin/python3 - "$OUT" "$1" <<'EOF_LINE'
+import json, os, sys
+out, r = sys.argv[1], sys.argv[2]
+def load(name):
+    try:
+        t = open(os.path.join(out, name)).read()
+        return json.loads(t[t.index("{"):])
+    except (OSError, ValueError):
+        return None
+a, b = load(f"2x2.{r}.json"), load(f"ll.{r}.json")
+parts = []
+if a:
+    parts.append("2x2 speedup vs rank-dedup %.2fx, fp8/bf16 %.2f, checks %s" %
+                 (a["speedup_vs_rank_dedup"], a["fp8_over_bf16_dispatch"], "ok" if a["checks_passed"] else "FAIL"))
+if b:
+    parts.append("low-latency / memcpy %.2fx" % b["low_latency_over_memcpy"])
+print(f"[dispatch bench] run {r}: " + ("; ".join(parts) if parts else "no results"), flush=True)
+EOF_LINE
+}
+
 for ((r = 1; r <= RUNS; r++)); do
   if has 2x2; then
     log "run $r/$RUNS: 2 virtual nodes x 2 ranks, T $TOKENS"
@@ -66,13 +88,15 @@ for ((r = 1; r <= RUNS; r++)); do
       log "2x2 run $r failed: $(tail -3 "$OUT/2x2.$r.err")"
     echo "2x2.$r after load=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/idle.log"
   fi
-  has ll || continue
-  log "run $r/$RUNS: low-latency, 1 node x 2 ranks, $LL_TOKENS tokens"
-  wait_quiet "ll.$r"
-  "$bin/sy-run" -n 2 --timeout 300 --notag_output -- "$bin/sy-dispatch-perf" --tokens "$LL_TOKENS" \
-    --low_latency --ll_tokens "$LL_TOKENS" --json >"$OUT/ll.$r.json" 2>"$OUT/ll.$r.err" ||
-    log "ll run $r failed: $(tail -3 "$OUT/ll.$r.err")"
-  echo "ll.$r after load=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/idle.log"
+  if has ll; then
+    log "run $r/$RUNS: low-latency, 1 node x 2 ranks, $LL_TOKENS tokens"
+    wait_quiet "ll.$r"
+    "$bin/sy-run" -n 2 --timeout 300 --notag_output -- "$bin/sy-dispatch-perf" --tokens "$LL_TOKENS" \
+      --low_latency --ll_tokens "$LL_TOKENS" --json >"$OUT/ll.$r.json" 2>"$OUT/ll.$r.err" ||
+      log "ll run $r failed: $(tail -3 "$OUT/ll.$r.err")"
+    echo "ll.$r after load=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/idle.log"
+  fi
+  run_line "$r"
 done
 
 echo "conditions: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), UCX $(ucx_info -v 2>/dev/null | awk '/Version/{print $3; exit}'), git $(git -C "$(dirname "$0")" rev-parse --short HEAD 2>/dev/null)"
