@@ -1,0 +1,341 @@
+// The GPU model (trainer/cuda/model.h) against the CPU Model<float> on the `tiny` preset:
+// same weights and tokens, losses and every gradient compared, then AdamW steps and the
+// loss going down. Without a GPU the GPU tests skip; the no-GPU error path is checked.
+//
+// Tolerances (docs/cuda-model.md explains them):
+// - kFloat32: both sides are FP32 with different summation orders (cuBLASLt vs OpenBLAS,
+//   tree reductions vs loops, online softmax vs the CPU's full rows), a few 1e-7 relative
+//   per operation, grown over ~20 dependent operations: losses within 1e-5 relative; each
+//   gradient within 1e-4 of its largest |value| elementwise and 1e-4 relative in L2 norm.
+// - kBfloat16: the CPU reference rounds the same GEMM operands to BF16 (a LinearBackend,
+//   test-local, that mirrors linear.cc: every Linear but the MoE gates), so both sides
+//   compute the same products and differ by FP32 sums plus the odd operand whose BF16
+//   rounding flips (one BF16 ulp, 2^-8 relative, on a few elements): losses within 2^-12
+//   relative, gradients within 2^-6 of their largest |value| and 2^-8 in L2 norm.
+// The routing decisions must agree on both sides, so the seed is chosen (on the CPU, with
+// the reference's arithmetic) for a smallest routing margin above 1e-4, far above both
+// differences.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "gpu_test_util.h"
+#include "switchyard/common/error.h"
+#include "switchyard/dispatch/fp8.h"
+#include "switchyard/trainer/config.h"
+#include "switchyard/trainer/cuda/model.h"
+#include "switchyard/trainer/model.h"
+#include "switchyard/trainer/train/linear_backend.h"
+#include "switchyard/trainer/train/optimizer.h"
+
+namespace switchyard {
+namespace {
+
+namespace tg = trainer::gpu;
+using trainer::Losses;
+using trainer::ModelConfig;
+using trainer::TensorMap;
+
+constexpr int64_t kBatch = 2, kSeq = 32;
+
+std::vector<int64_t> make_tokens(const ModelConfig& c, uint64_t seed) {
+  const int64_t W = kSeq + c.num_nextn_predict_layers + 1;
+  std::vector<int64_t> t(kBatch * W);
+  uint64_t s = seed * 7919 + 17;
+  for (auto& x : t) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    x = static_cast<int64_t>((s >> 33) % static_cast<uint64_t>(c.vocab_size));
+  }
+  return t;
+}
+
+float bf16_round(float x) { return dispatch::bf16_to_float(dispatch::bf16_from_float(x)); }
+
+// CPU twin of the GPU's kBfloat16 Linear layers: operands rounded to BF16, products summed
+// in double (the GPU sums in FP32; the difference is far inside the tolerance). Claims every
+// Linear weight but the MoE gates (FP32 on the GPU) by the address of its value or gradient.
+class Bf16RoundingLinear : public trainer::LinearBackend {
+ public:
+  explicit Bf16RoundingLinear(const trainer::ParameterSet<float>& params) {
+    for (const auto& p : params.all()) {
+      if (p->shape.size() != 2 || p->name == "model.embed_tokens.weight") continue;
+      if (p->name.find("mlp.gate.weight") != std::string::npos) continue;
+      weights_.insert(p->value.data());
+      grads_.insert(p->grad.data());
+    }
+    trainer::set_linear_backend(this);
+  }
+  ~Bf16RoundingLinear() override { trainer::set_linear_backend(nullptr); }
+
+  bool forward(const float* x, const float* W, int64_t n, int64_t in, int64_t out, float* y) override {
+    if (!weights_.count(W)) return false;
+    const auto xb = rounded(x, n * in), wb = rounded(W, out * in);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t o = 0; o < out; ++o) {
+        double s = 0;
+        for (int64_t k = 0; k < in; ++k) s += double(xb[i * in + k]) * wb[o * in + k];
+        y[i * out + o] = float(s);
+      }
+    return true;
+  }
+  bool backward_input(const float* dy, const float* W, int64_t n, int64_t in, int64_t out, float* dx,
+                      bool accumulate) override {
+    if (!weights_.count(W)) return false;
+    const auto db = rounded(dy, n * out), wb = rounded(W, out * in);
+    std::vector<double> acc(in);
+    for (int64_t i = 0; i < n; ++i) {
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int64_t o = 0; o < out; ++o) {
+        const double g = db[i * out + o];
+        for (int64_t k = 0; k < in; ++k) acc[k] += g * wb[o * in + k];
+      }
+      for (int64_t k = 0; k < in; ++k) dx[i * in + k] = float(accumulate ? dx[i * in + k] + acc[k] : acc[k]);
+    }
+    return true;
+  }
+  bool backward_weight(const float* dy, const float* x, int64_t n, int64_t in, int64_t out, float* dW) override {
+    if (!grads_.count(dW)) return false;
+    const auto db = rounded(dy, n * out), xb = rounded(x, n * in);
+    std::vector<double> acc(out * in, 0.0);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t o = 0; o < out; ++o) {
+        const double g = db[i * out + o];
+        if (g == 0) continue;
+        for (int64_t k = 0; k < in; ++k) acc[o * in + k] += g * xb[i * in + k];
+      }
+    for (int64_t j = 0; j < out * in; ++j) dW[j] = float(dW[j] + acc[j]);
+    return true;
+  }
+
+ private:
+  static std::vector<float> rounded(const float* x, int64_t n) {
+    std::vector<float> v(n);
+    for (int64_t i = 0; i < n; ++i) v[i] = bf16_round(x[i]);
+    return v;
+  }
+  std::set<const float*> weights_, grads_;
+};
+
+struct Tolerance {
+  double loss_rel;   // |gpu - cpu| <= loss_rel * max(1, |cpu|)
+  double max_rel;    // max_i |gpu_i - cpu_i| <= max_rel * max_i |cpu_i|
+  double norm_rel;   // ||gpu - cpu||_2 <= norm_rel * ||cpu||_2
+};
+
+// Compares two tensor maps name by name; every failure names the tensor, the worst element
+// (index, both values) and both measures. Prints the five tensors closest to failing.
+void expect_close_maps(const TensorMap& gpu, const TensorMap& cpu, const Tolerance& tol, const std::string& what) {
+  struct Row {
+    double ratio;
+    std::string text;
+  };
+  std::vector<Row> rows;
+  ASSERT_EQ(gpu.size(), cpu.size()) << what << ": tensor counts differ";
+  for (const auto& [name, ct] : cpu) {
+    auto it = gpu.find(name);
+    if (it == gpu.end()) {
+      ADD_FAILURE() << what << ": GPU lacks \"" << name << "\"";
+      continue;
+    }
+    const auto c = ct.to_vector<double>(), g = it->second.to_vector<double>();
+    if (c.size() != g.size()) {
+      ADD_FAILURE() << what << ": \"" << name << "\" has " << g.size() << " elements on the GPU, " << c.size()
+                    << " on the CPU";
+      continue;
+    }
+    double cmax = 0, dmax = 0, dn = 0, cn = 0;
+    size_t worst = 0;
+    for (size_t i = 0; i < c.size(); ++i) {
+      const double diff = std::abs(g[i] - c[i]);
+      cmax = std::max(cmax, std::abs(c[i]));
+      if (diff > dmax || std::isnan(diff)) dmax = diff, worst = i;
+      dn += diff * diff;
+      cn += c[i] * c[i];
+    }
+    dn = std::sqrt(dn), cn = std::sqrt(cn);
+    const double lim_max = tol.max_rel * cmax + 1e-30, lim_norm = tol.norm_rel * cn + 1e-30;
+    std::ostringstream s;
+    s << what << " " << name << ": max |diff| " << dmax << " at " << worst << " (gpu " << g[worst] << ", cpu "
+      << c[worst] << "), limit " << lim_max << " (max|cpu| " << cmax << "); L2 diff " << dn << ", limit " << lim_norm;
+    const double ratio = std::max(dmax / lim_max, dn / lim_norm);
+    rows.push_back({std::isnan(ratio) ? 1e30 : ratio, s.str()});
+    if (!(dmax <= lim_max && dn <= lim_norm)) ADD_FAILURE() << s.str();
+  }
+  std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) { return a.ratio > b.ratio; });
+  for (size_t i = 0; i < std::min<size_t>(5, rows.size()); ++i)
+    std::printf("[closest %zu, %.3g of the limit] %s\n", i + 1, rows[i].ratio, rows[i].text.c_str());
+}
+
+void expect_close_losses(const Losses& g, const Losses& c, double rel, const std::string& what) {
+  auto near = [&](double a, double b, const char* name) {
+    EXPECT_LE(std::abs(a - b), rel * std::max(1.0, std::abs(b)))
+        << what << " loss " << name << ": gpu " << a << ", cpu " << b;
+  };
+  near(g.main, c.main, "main");
+  ASSERT_EQ(g.mtp.size(), c.mtp.size());
+  for (size_t k = 0; k < c.mtp.size(); ++k) near(g.mtp[k], c.mtp[k], "mtp");
+  near(g.balance, c.balance, "balance");
+  near(g.total, c.total, "total");
+  std::printf("%s losses: gpu main %.9g total %.9g balance %.9g; cpu main %.9g total %.9g balance %.9g\n",
+              what.c_str(), g.main, g.total, g.balance, c.main, c.total, c.balance);
+}
+
+// A CPU tiny model with a seed whose routing margin (with the reference's arithmetic) is
+// above 1e-4, and its tokens.
+struct Reference {
+  uint64_t seed = 0;
+  std::vector<int64_t> tokens;
+};
+Reference pick_seed(trainer::Model<float>& cpu) {
+  for (uint64_t seed = 1; seed < 40; ++seed) {
+    cpu.init_random(seed, 0.1);
+    Reference r{seed, make_tokens(cpu.config(), seed)};
+    cpu.forward(r.tokens.data(), kBatch, kSeq);
+    if (cpu.min_routing_margin() > 1e-4) return r;
+  }
+  ADD_FAILURE() << "no seed in 1..39 gives a routing margin above 1e-4";
+  return {};
+}
+
+void compare_one_step(tg::Precision precision, const Tolerance& tol) {
+  const ModelConfig config = trainer::model_config_preset("tiny");
+  trainer::Model<float> cpu(config);
+  std::unique_ptr<Bf16RoundingLinear> rounding;
+  if (precision == tg::Precision::kBfloat16) rounding = std::make_unique<Bf16RoundingLinear>(cpu.parameters());
+  const Reference ref = pick_seed(cpu);
+  cpu.init_random(ref.seed, 0.1);
+  cpu.zero_grad();
+  const Losses lc = cpu.forward(ref.tokens.data(), kBatch, kSeq);
+  cpu.backward();
+  std::printf("seed %llu, CPU routing margin %.3g\n", static_cast<unsigned long long>(ref.seed),
+              cpu.min_routing_margin());
+
+  tg::Model gpu(config, precision);
+  gpu.load_weights(cpu.weights());
+  gpu.zero_grad();
+  const Losses lg = gpu.forward(ref.tokens.data(), kBatch, kSeq);
+  gpu.backward();
+  const std::string what = tg::precision_name(precision);
+  expect_close_losses(lg, lc, tol.loss_rel, what);
+  for (int64_t l : cpu.moe_layer_indices())
+    EXPECT_EQ(gpu.expert_counts(l), cpu.expert_counts(l)) << what << ": expert counts of layer " << l;
+  expect_close_maps(gpu.gradients(), cpu.gradients(), tol, what + " gradient");
+}
+
+TEST(GpuModelTest, PrecisionNames) {
+  EXPECT_EQ(tg::precision_from_name("fp32"), tg::Precision::kFloat32);
+  EXPECT_EQ(tg::precision_from_name("bf16"), tg::Precision::kBfloat16);
+  EXPECT_EQ(tg::precision_from_name("fp8"), tg::Precision::kFp8);
+  EXPECT_STREQ(tg::precision_name(tg::Precision::kBfloat16), "bf16");
+  EXPECT_THROW(tg::precision_from_name("fp16"), InvalidArgument);
+}
+
+// trainer/configs/small.json (the sy-gpu-train-perf preset) is the C++ preset "small".
+TEST(GpuModelTest, SmallConfigFileIsThePreset) {
+  const ModelConfig file = trainer::model_config_from_file(std::string(SY_SOURCE_DIR) + "/trainer/configs/small.json");
+  EXPECT_EQ(trainer::model_config_to_json(file), trainer::model_config_to_json(trainer::model_config_preset("small")));
+}
+
+TEST(GpuModelTest, WithoutGpuThrowsUnsupported) {
+  if (cuda::built() && cuda::device_count() > 0) GTEST_SKIP() << "a GPU is present; this checks the no-GPU path";
+  EXPECT_THROW(tg::Model(trainer::model_config_preset("nano"), tg::Precision::kFloat32), Unsupported);
+}
+
+TEST(GpuModelTest, Float32MatchesCpuModel) {
+  SY_SKIP_WITHOUT_GPU();
+  compare_one_step(tg::Precision::kFloat32, Tolerance{1e-5, 1e-4, 1e-4});
+}
+
+TEST(GpuModelTest, Bfloat16MatchesBf16RoundedCpuModel) {
+  SY_SKIP_WITHOUT_GPU();
+  compare_one_step(tg::Precision::kBfloat16, Tolerance{0x1p-12, 0x1p-6, 0x1p-8});
+}
+
+// Three steps of AdamW (and the expert-bias update) on both sides in FP32: the parameter
+// updates agree. AdamW normalises each update to about lr, so where a gradient is FP32
+// noise on both sides its sign may differ: the check is on the updates w - w0, norm-wise
+// within 1e-3 and elementwise within 2 lr per step.
+TEST(GpuModelTest, AdamWStepsMatchCpu) {
+  SY_SKIP_WITHOUT_GPU();
+  const ModelConfig config = trainer::model_config_preset("tiny");
+  trainer::Model<float> cpu(config);
+  const Reference ref = pick_seed(cpu);
+  cpu.init_random(ref.seed, 0.1);
+  tg::Model gpu(config, tg::Precision::kFloat32);
+  const TensorMap w0 = cpu.weights();
+  gpu.load_weights(w0);
+  trainer::AdamWConfig ac;
+  trainer::AdamW opt(cpu.parameters(), ac);
+  gpu.set_optimizer(ac);
+  constexpr int kSteps = 3;
+  constexpr double kLr = 1e-3, kBiasRate = 1e-3;
+  for (int step = 0; step < kSteps; ++step) {
+    cpu.zero_grad();
+    cpu.forward(ref.tokens.data(), kBatch, kSeq);
+    cpu.backward();
+    opt.step(kLr);
+    cpu.update_expert_biases(kBiasRate);
+    gpu.zero_grad();
+    gpu.forward(ref.tokens.data(), kBatch, kSeq);
+    gpu.backward();
+    gpu.adamw_step(kLr);
+    gpu.update_expert_biases(kBiasRate);
+  }
+  EXPECT_EQ(gpu.optimizer_steps(), kSteps);
+  const TensorMap wc = cpu.weights(), wg = gpu.weights();
+  TensorMap dc, dg;
+  for (const auto& [name, t] : w0) {
+    const auto a = t.to_vector<double>(), c = wc.at(name).to_vector<double>(), g = wg.at(name).to_vector<double>();
+    std::vector<double> uc(a.size()), ug(a.size());
+    for (size_t i = 0; i < a.size(); ++i) uc[i] = c[i] - a[i], ug[i] = g[i] - a[i];
+    dc[name] = trainer::HostTensor::from_vector(uc, t.shape);
+    dg[name] = trainer::HostTensor::from_vector(ug, t.shape);
+  }
+  // Elementwise: 2 lr per step, i.e. twice the largest update (about lr per step).
+  expect_close_maps(dg, dc, Tolerance{0, 2.0, 1e-3}, "fp32 AdamW update");
+}
+
+TEST(GpuModelTest, LossDecreasesOverSteps) {
+  SY_SKIP_WITHOUT_GPU();
+  const ModelConfig config = trainer::model_config_preset("tiny");
+  tg::Model gpu(config, tg::Precision::kBfloat16);
+  gpu.init_random(3, 0.02);
+  const std::vector<int64_t> tokens = make_tokens(config, 3);
+  std::vector<double> losses;
+  for (int step = 0; step < 12; ++step) {
+    gpu.zero_grad();
+    losses.push_back(gpu.forward(tokens.data(), kBatch, kSeq).total);
+    gpu.backward();
+    gpu.adamw_step(3e-3);
+    gpu.update_expert_biases(1e-3);
+  }
+  std::printf("bf16 losses:");
+  for (double l : losses) std::printf(" %.4f", l);
+  std::printf("\n");
+  for (double l : losses) ASSERT_TRUE(std::isfinite(l));
+  // One batch, memorised: well below the start (about ln 4096 = 8.3).
+  EXPECT_LT(losses.back(), losses.front() - 0.5);
+}
+
+TEST(GpuModelTest, RejectsBadTokensAndNames) {
+  SY_SKIP_WITHOUT_GPU();
+  const ModelConfig config = trainer::model_config_preset("nano");
+  tg::Model gpu(config, tg::Precision::kFloat32);
+  std::vector<int64_t> tokens = make_tokens(config, 1);
+  tokens[3] = config.vocab_size;
+  EXPECT_THROW(gpu.forward(tokens.data(), kBatch, kSeq), InvalidArgument);
+  EXPECT_THROW(gpu.backward(), InvalidArgument);  // no forward yet
+  TensorMap w = gpu.weights();
+  w.erase("lm_head.weight");
+  EXPECT_THROW(gpu.load_weights(w), InvalidArgument);
+  EXPECT_THROW(gpu.expert_counts(0), InvalidArgument);  // layer 0 is dense
+}
+
+}  // namespace
+}  // namespace switchyard
