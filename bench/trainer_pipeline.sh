@@ -8,9 +8,11 @@
 #            first with the FB pairs run forward then backward (SWITCHYARD_TRAIN_FB_OVERLAP=0,
 #            the before), then overlapped (the default, the after)
 #   4 ranks: EP 4 x DP 1 without stages (DistTrainer, --grad_accum 4), for reference
+#   then PP 2 x EP 2 with 8 micro-batches (more FB pairs per step), serial and overlapped.
 # Each prints the median tokens/s over the steps after the first and, for the distributed
 # runs, the step breakdown of the last 4 (traced) steps: compute, exposed communication,
-# other (pipeline bubble + optimizer), and the share of communication hidden.
+# other (pipeline bubble + optimizer), and the share of communication hidden; with
+# overlapped FB pairs also the communication issued from them and the share of it hidden.
 # Knobs: STEPS (default 12), OUT (default runs/bench-pipeline).
 set -euo pipefail
 build=${1:-build}
@@ -30,6 +32,7 @@ print(round(statistics.median(v)) if v else "n/a")
 PY
 )
   printf '%-34s %8s tokens/s  %s\n' "$1" "$tps" "$(grep -o 'step time.*hidden [0-9]*%' "$2" | head -1 || true)"
+  grep -o 'FB pairs (traced steps).*' "$2" | head -1 | sed 's/^/    /' || true
 }
 run1() {
   rm -f "$out/one.jsonl"
@@ -55,4 +58,9 @@ SWITCHYARD_TRAIN_FB_OVERLAP=0 runn "4 ranks PP 2 x EP 2, serial FB pairs" -n 4 \
 runn "4 ranks PP 2 x EP 2 dualpipev" -n 4 --rank-map "$here/../scripts/demo-ranks-interleaved.json" -- \
   --pp=2 --ep=2 --schedule=dualpipev --microbatches=4
 runn "4 ranks EP 4 (no stages, accum 4)" -n 4 --nodes 2 -- --ep=4 --batch=4 --grad_accum=4
+# More FB pairs per step: 8 micro-batches of 2 sequences (same global batch).
+SWITCHYARD_TRAIN_FB_OVERLAP=0 runn "4 ranks PP 2 x EP 2, M 8, serial" -n 4 \
+  --rank-map "$here/../scripts/demo-ranks-interleaved.json" -- --pp=2 --ep=2 --schedule=dualpipev --microbatches=8
+runn "4 ranks PP 2 x EP 2, M 8, overlapped" -n 4 --rank-map "$here/../scripts/demo-ranks-interleaved.json" -- \
+  --pp=2 --ep=2 --schedule=dualpipev --microbatches=8
 uptime

@@ -186,6 +186,10 @@ DistRunResult run_pipeline_training(std::shared_ptr<comm::Communicator> world, c
     result.tokens_per_s = tok_s[tok_s.size() / 2];
   }
   result.breakdown = trainer.trace().breakdown();
+  if (lead && result.breakdown.async_comm > 0)
+    out << "FB pairs (traced steps): " << result.breakdown.async_comm
+        << " s of communication overlapped with the other micro-batch's compute, "
+        << static_cast<int>(100 * result.breakdown.pair_hidden_share() + 0.5) << "% of it hidden\n";
   trainer.trace().write(run.trace_path, run.timeline_path,
                         "sy-train " + run.layout.to_string() + " " + trainer.schedule().name + " (measured, rank rows)");
 

@@ -162,7 +162,7 @@ StepBreakdown StepTrace::breakdown() const {
     for (const auto& [s, t] : merged) c += std::max(0.0, std::min(b, t) - std::max(a, s));
     return c;
   };
-  double compute = 0, exposed = 0, hidden = 0, wall = 0;
+  double compute = 0, exposed = 0, hidden = 0, async = 0, wall = 0;
   for (size_t i = 0; i < events_.size(); ++i) {
     const auto& e = events_[i];
     const double len = e.end - e.start;
@@ -170,6 +170,7 @@ StepBreakdown StepTrace::breakdown() const {
       compute += len;
     } else if (async_[i]) {
       const double h = std::min(len, covered(e.start, e.end));
+      async += len;
       hidden += h;
       exposed += len - h;
     } else {
@@ -186,6 +187,7 @@ StepBreakdown StepTrace::breakdown() const {
   b.compute = sum_over(*world_, compute) / n;
   b.exposed_comm = sum_over(*world_, exposed) / n;
   b.hidden_comm = sum_over(*world_, hidden) / n;
+  b.async_comm = sum_over(*world_, async) / n;
   b.idle = std::max(0.0, b.wall - b.compute - b.exposed_comm);
   return b;
 }

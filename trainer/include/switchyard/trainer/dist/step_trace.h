@@ -36,9 +36,12 @@ struct StepBreakdown {
   double exposed_comm = 0;  // communication not overlapped by compute, mean over ranks
   double hidden_comm = 0;   // communication overlapped by compute, mean over ranks
   double idle = 0;          // wall - compute - exposed_comm (waiting, optimizer, data)
+  double async_comm = 0;    // the part issued asynchronously (overlapped FB pairs), mean over ranks
   double hidden_share() const {
     return exposed_comm + hidden_comm > 0 ? hidden_comm / (exposed_comm + hidden_comm) : 0;
   }
+  // Share of the asynchronous (FB pair) communication that compute covered.
+  double pair_hidden_share() const { return async_comm > 0 ? hidden_comm / async_comm : 0; }
 };
 
 class StepTrace {
