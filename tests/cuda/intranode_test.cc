@@ -3,7 +3,10 @@
 // checks. The multi-process form is ipc_dispatch_test.cc. Without a GPU: Unsupported.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "dispatch_compare.h"
 #include "gpu_test_util.h"
@@ -54,6 +57,55 @@ TEST(IntranodeBufferTest, RejectsBadArguments) {
   EXPECT_THROW(buf.dispatch(a), InvalidArgument);
   dispatch::gpu::DeviceCombineArgs c;  // no handle
   EXPECT_THROW(buf.combine(c), InvalidArgument);
+}
+
+// The SM budget: the default leaves most SMs free, <= 0 means every SM, larger requests
+// are clamped to the device's SM count.
+TEST(IntranodeBufferTest, SmBudgetDefaultsAndClamps) {
+  SY_SKIP_WITHOUT_GPU();
+  auto comm = comm::Communicator::init(comm::LaunchEnv{});
+  int sms = 0;
+  {
+    dispatch::gpu::IntranodeOptions o = small_options();
+    o.num_sms = 1 << 20;  // clamped to the device
+    sms = dispatch::gpu::IntranodeBuffer(comm, o).num_sms();
+  }
+  EXPECT_GT(sms, 0);
+  dispatch::gpu::IntranodeBuffer def(comm, small_options());
+  EXPECT_EQ(def.num_sms(), std::min(dispatch::gpu::IntranodeOptions::kDefaultNumSms, sms));
+  auto all = small_options();
+  all.num_sms = 0;
+  EXPECT_EQ(dispatch::gpu::IntranodeBuffer(comm, all).num_sms(), sms);
+}
+
+// A bad expert index is found after the layout kernel: the call throws InvalidArgument
+// naming the entry, and the buffer stays usable (the next valid dispatch delivers every
+// token that selects an expert: all of them at world size 1).
+TEST(IntranodeBufferTest, BadExpertThrowsAndBufferStaysUsable) {
+  SY_SKIP_WITHOUT_GPU();
+  auto comm = comm::Communicator::init(comm::LaunchEnv{});
+  dispatch::gpu::IntranodeBuffer buf(comm, small_options());  // 8 experts, hidden 256
+  const std::vector<uint16_t> x(4 * 256, 0x3f80);                // BF16 1.0
+  auto d_x = testing::to_device(x);
+  const std::vector<int64_t> bad = {0, 1, 2, 3, 4, 99, 6, -1};
+  auto d_bad = testing::to_device(bad);
+  dispatch::gpu::DeviceDispatchArgs a;
+  a.x = d_x.data();
+  a.topk_idx = d_bad.as<int64_t>();
+  a.num_tokens = 4;
+  a.top_k = 2;
+  try {
+    buf.dispatch(a);
+    FAIL() << "no error";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("topk_idx[2][1]"), std::string::npos) << e.what();
+  }
+  const std::vector<int64_t> good = {0, 1, 2, 3, 4, -1, -1, -1};  // token 3 selects nothing
+  auto d_good = testing::to_device(good);
+  a.topk_idx = d_good.as<int64_t>();
+  const auto r = buf.dispatch(a);
+  EXPECT_EQ(r.num_recv_tokens, 3);
+  EXPECT_EQ(r.expert_offsets.back(), 5);
 }
 
 }  // namespace
