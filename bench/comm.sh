@@ -44,16 +44,8 @@ has() { [[ " $SECTIONS " == *" $1 "* ]]; }
 gcc -O2 -o "$OUT/memcpy_rate" "$here/comm/memcpy_rate.c" || exit 1
 perf=(-n 3 -w 2 --min_ms 30 --repeat 1 -c 1 --json)
 
-# Two pinned glibc memcpy processes at once; prints their summed GB/s.
-memcpy_pair() {
-  local t0=$(( $(date +%s%N) + 200000000 ))
-  taskset -c 0 "$OUT/memcpy_rate" "$1" 0.5 "$t0" >"$OUT/m0" &
-  local p0=$!
-  taskset -c 1 "$OUT/memcpy_rate" "$1" 0.5 "$t0" >"$OUT/m1" &
-  local p1=$!
-  wait "$p0" "$p1"
-  awk '{s += $2} END {printf "%.3f\n", s}' "$OUT/m0" "$OUT/m1"
-}
+OUT_DIR=$OUT memcpy_rate=$OUT/memcpy_rate
+source "$here/comm/common.sh"  # memcpy_pair, tag_bw, tag_lat
 
 # The machine is shared: before each measurement wait (up to QUIET_MAX s) until the CPUs are
 # at least QUIET_IDLE % idle over half a second; the idle % seen goes to $OUT/idle.log.
@@ -73,35 +65,6 @@ wait_quiet() {
     (( idle >= QUIET_IDLE || SECONDS - start >= QUIET_MAX )) && break
   done
   echo "$1 idle=$idle% load=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/idle.log"
-}
-
-port_listening() {
-  local hex; hex=$(printf ':%04X ' "$1")
-  grep -q "$hex[0-9A-F]*:0000 0A" /proc/net/tcp /proc/net/tcp6 2>/dev/null
-}
-# ucx_perftest tag_bw one way over tcp on lo; prints GB/s (1e9) of the "overall" bandwidth.
-tag_bw() {
-  local size=$1 iters=$2 port=$(( 30000 + RANDOM % 20000 ))
-  while port_listening "$port"; do port=$(( port + 1 )); done
-  UCX_TLS=tcp UCX_NET_DEVICES=lo timeout 60 ucx_perftest -p "$port" >"$OUT/srv.log" 2>&1 &
-  local srv=$!; bg_pids+=("$srv")
-  for _ in $(seq 100); do port_listening "$port" && break; sleep 0.05; done
-  UCX_TLS=tcp UCX_NET_DEVICES=lo timeout 60 ucx_perftest 127.0.0.1 -p "$port" -t tag_bw -s "$size" -n "$iters" \
-    -w 20 -f 2>&1 | awk 'NF == 8 && $1 ~ /^[0-9]+$/ {l = $0} END {split(l, f, " "); printf "%.3f\n", f[6] * 1048576 / 1e9}'
-  kill "$srv" 2>/dev/null; wait "$srv" 2>/dev/null; bg_pids=()
-}
-
-# ucx_perftest tag_lat over tcp on lo, 1 KiB; prints the typical (median-like) latency in us
-# (its average, which includes the scheduling stalls of a loaded host, goes to $OUT/tag_lat_avg.*).
-tag_lat() {
-  local port=$(( 30000 + RANDOM % 20000 ))
-  while port_listening "$port"; do port=$(( port + 1 )); done
-  UCX_TLS=tcp UCX_NET_DEVICES=lo timeout 60 ucx_perftest -p "$port" >"$OUT/srv.log" 2>&1 &
-  local srv=$!; bg_pids+=("$srv")
-  for _ in $(seq 100); do port_listening "$port" && break; sleep 0.05; done
-  UCX_TLS=tcp UCX_NET_DEVICES=lo timeout 60 ucx_perftest 127.0.0.1 -p "$port" -t tag_lat -s 1024 -n 2000 -w 100 \
-    2>&1 | awk '$1 == "Final:" {print $3; print $4 > "/dev/stderr"}'
-  kill "$srv" 2>/dev/null; wait "$srv" 2>/dev/null; bg_pids=()
 }
 
 if has latency; then

@@ -91,32 +91,8 @@ fi
 cores=($(taskset -pc $$ | sed 's/.*: //' | tr ',' '\n' | while IFS=- read -r a b; do seq "$a" "${b:-$a}"; done))
 if (( ${#cores[@]} >= 4 )); then c0=${cores[2]}; c1=${cores[3]}; else c0=${cores[0]}; c1=${cores[1]:-${cores[0]}}; fi
 
-# memcpy_pair BYTES: two pinned memcpy_rate processes starting at the same instant; summed GB/s.
-memcpy_pair() {
-  local start=$(( $(date +%s%N) + 200000000 ))
-  taskset -c "$c0" "$memcpy_rate" "$1" 0.4 "$start" >"$OUT_DIR/m0" &
-  local p0=$!
-  taskset -c "$c1" "$memcpy_rate" "$1" 0.4 "$start" >"$OUT_DIR/m1" &
-  local p1=$!
-  wait "$p0" "$p1"
-  awk '{s += $2} END {printf "%.3f\n", s}' "$OUT_DIR/m0" "$OUT_DIR/m1"
-}
-
-port_listening() {
-  local hex; hex=$(printf ':%04X ' "$1")
-  grep -q "$hex[0-9A-F]*:0000 0A" /proc/net/tcp /proc/net/tcp6 2>/dev/null
-}
-# tag_bw SIZE ITERS: ucx_perftest tag_bw one way over tcp on lo; prints GB/s (1e9) overall.
-tag_bw() {
-  local size=$1 iters=$2 port=$(( 30000 + RANDOM % 20000 ))
-  while port_listening "$port"; do port=$(( port + 1 )); done
-  UCX_TLS=tcp UCX_NET_DEVICES=lo timeout 30 "$perftest" -p "$port" >"$OUT_DIR/srv.log" 2>&1 &
-  local srv=$!; bg_pids+=("$srv")
-  for _ in $(seq 100); do port_listening "$port" && break; sleep 0.05; done
-  UCX_TLS=tcp UCX_NET_DEVICES=lo timeout 30 "$perftest" 127.0.0.1 -p "$port" -t tag_bw -s "$size" -n "$iters" \
-    -w 20 -f 2>&1 | awk 'NF == 8 && $1 ~ /^[0-9]+$/ {l = $0} END {split(l, f, " "); printf "%.3f\n", f[6] * 1048576 / 1e9}'
-  kill "$srv" 2>/dev/null; wait "$srv" 2>/dev/null; bg_pids=()
-}
+memcpy_secs=0.4
+source "$here/comm/common.sh"  # memcpy_pair, tag_bw
 
 perf=(-n 3 -w 2 --min_ms 30 --repeat 1 -c 1 --json)
 # a2a NAME RANKS NODES ARGS...: one sy-a2a-perf job under sy-run, JSON to $OUT_DIR/NAME.json.

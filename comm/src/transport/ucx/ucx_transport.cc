@@ -454,14 +454,48 @@ void* take_raw_request(UcxWorker& worker, ucs_status_ptr_t r, int peer, const ch
   return r;
 }
 
+// A request of the RMA path: advance() moves it through its steps, from the transport's
+// progress() (it is on the worker's stepper list while it lives) and from done(); an error
+// is kept and rethrown by done().
+class UcxRmaRequest : public TransportRequest, public UcxWorker::Stepper {
+ public:
+  explicit UcxRmaRequest(std::shared_ptr<UcxWorker> worker) : worker_(std::move(worker)) {
+    worker_->add_stepper(this);
+  }
+  ~UcxRmaRequest() override { worker_->remove_stepper(this); }
+
+  void step() final {
+    if (error_ || finished_) return;
+    try {
+      advance();
+    } catch (...) {
+      error_ = std::current_exception();
+    }
+  }
+  bool done() final {
+    step();
+    if (error_) std::rethrow_exception(error_);
+    return finished_;
+  }
+
+ protected:
+  virtual void advance() = 0;  // sets finished_ at the end
+
+  std::shared_ptr<UcxWorker> worker_;
+  bool finished_ = false;
+
+ private:
+  std::exception_ptr error_;
+};
+
 // The RMA path, sending side: request-to-send (id, size) on the user's (peer, tag) with
 // kRtsBit; wait for the receiver's ready-to-receive (address, rkey); ucp_put_nbx the whole
 // message into the receiver's buffer; flush the endpoint (the data is in remote memory);
 // fin (the size) as a control message. Advanced by the transport's progress() and done().
-class UcxRmaSend : public TransportRequest, public UcxWorker::Stepper {
+class UcxRmaSend : public UcxRmaRequest {
  public:
   UcxRmaSend(std::shared_ptr<UcxWorker> worker, int peer, uint64_t tag, const void* buf, size_t bytes)
-      : worker_(std::move(worker)), peer_(peer), tag_(tag), buf_(buf), bytes_(bytes), rtr_(kRtrBytes) {
+      : UcxRmaRequest(std::move(worker)), peer_(peer), tag_(tag), buf_(buf), bytes_(bytes), rtr_(kRtrBytes) {
     header_ = {worker_->next_rma_id(), bytes};
     ucp_request_param_t rparam{};
     rparam.op_attr_mask = UCP_OP_ATTR_FIELD_MEMORY_TYPE | UCP_OP_ATTR_FLAG_NO_IMM_CMPL;
@@ -475,34 +509,19 @@ class UcxRmaSend : public TransportRequest, public UcxWorker::Stepper {
     rts_send_ = std::make_unique<UcxRequest>(worker_, false, peer, tag, sizeof(header_));
     rts_send_->start(ucp_tag_send_nbx(worker_->peer(peer).ep, &header_, sizeof(header_),
                                       kRtsBit | ucx_tag(worker_->rank(), tag), &sparam));
-    worker_->add_stepper(this);
   }
   ~UcxRmaSend() override {
-    worker_->remove_stepper(this);
     for (void* r : {put_, flush_})
       if (r != nullptr) ucp_request_free(r);
     if (rkey_ != nullptr) ucp_rkey_destroy(rkey_);
   }
 
-  void step() override {
-    if (error_ || state_ == State::kDone) return;
-    try {
-      advance();
-    } catch (...) {
-      error_ = std::current_exception();
-    }
-  }
-  bool done() override {
-    step();
-    if (error_) std::rethrow_exception(error_);
-    return state_ == State::kDone;
-  }
   size_t bytes() const override { return bytes_; }
 
  private:
   enum class State { kWaitRtr, kPut, kFlush, kFin, kDone };
 
-  void advance() {
+  void advance() override {
     UcxWorker& w = *worker_;
     if (state_ == State::kWaitRtr) {
       if (!rts_send_->done() || !rtr_recv_->done()) return;
@@ -563,12 +582,12 @@ class UcxRmaSend : public TransportRequest, public UcxWorker::Stepper {
     }
     if (state_ == State::kFin && fin_send_->done()) {
       state_ = State::kDone;
+      finished_ = true;
       ++w.rma_counters().puts_sent;
       w.rma_counters().bytes_put += bytes_;
     }
   }
 
-  std::shared_ptr<UcxWorker> worker_;
   int peer_;
   uint64_t tag_;
   const void* buf_;
@@ -581,7 +600,6 @@ class UcxRmaSend : public TransportRequest, public UcxWorker::Stepper {
   void* put_ = nullptr;
   void* flush_ = nullptr;
   State state_ = State::kWaitRtr;
-  std::exception_ptr error_;
 };
 
 // The RMA path, receiving side (every receive from a peer on the RMA path): the posted
@@ -590,49 +608,35 @@ class UcxRmaSend : public TransportRequest, public UcxWorker::Stepper {
 // overwrites) makes it register the buffer (ucp_mem_map), answer with the address and the
 // packed rkey, and finish when the fin arrives. A message larger than the buffer fails both
 // sides with InvalidArgument.
-class UcxRmaRecv : public TransportRequest, public UcxWorker::Stepper {
+class UcxRmaRecv : public UcxRmaRequest {
  public:
   UcxRmaRecv(std::shared_ptr<UcxWorker> worker, int peer, uint64_t tag, void* buf, size_t capacity)
-      : worker_(std::move(worker)), peer_(peer), tag_(tag), buf_(buf), capacity_(capacity) {
+      : UcxRmaRequest(std::move(worker)), peer_(peer), tag_(tag), buf_(buf), capacity_(capacity) {
     ucp_request_param_t param{};
     param.op_attr_mask = UCP_OP_ATTR_FIELD_MEMORY_TYPE | UCP_OP_ATTR_FLAG_NO_IMM_CMPL;
     param.memory_type = UCS_MEMORY_TYPE_HOST;
     msg_ = std::make_unique<UcxRequest>(worker_, true, peer, tag, capacity);
     void* data = capacity == 0 ? &zero_size_byte : buf;
     msg_->start(ucp_tag_recv_nbx(worker_->worker(), data, capacity, ucx_tag(peer, tag), ~kRtsBit, &param));
-    worker_->add_stepper(this);
   }
   ~UcxRmaRecv() override {
-    worker_->remove_stepper(this);
     fin_recv_.reset();  // cancels a pending fin receive
     if (memh_ != nullptr) ucp_mem_unmap(worker_->context(), memh_);
   }
 
-  void step() override {
-    if (error_ || state_ == State::kDone) return;
-    try {
-      advance();
-    } catch (...) {
-      error_ = std::current_exception();
-    }
-  }
-  bool done() override {
-    step();
-    if (error_) std::rethrow_exception(error_);
-    return state_ == State::kDone;
-  }
   size_t bytes() const override { return bytes_; }
 
  private:
   enum class State { kWaitMessage, kWaitFin, kDone };
 
-  void advance() {
+  void advance() override {
     UcxWorker& w = *worker_;
     if (state_ == State::kWaitMessage) {
       if (!msg_->done()) return;
       if ((msg_->sender_tag() & kRtsBit) == 0) {
         bytes_ = msg_->bytes();
         state_ = State::kDone;
+        finished_ = true;
         return;
       }
       RtsHeader rts{};
@@ -693,6 +697,7 @@ class UcxRmaRecv : public TransportRequest, public UcxWorker::Stepper {
       if (memh_ != nullptr) ucp_mem_unmap(w.context(), memh_);
       memh_ = nullptr;
       state_ = State::kDone;
+      finished_ = true;
       ++w.rma_counters().puts_received;
     }
   }
@@ -707,7 +712,6 @@ class UcxRmaRecv : public TransportRequest, public UcxWorker::Stepper {
                                       ctrl_tag(worker_->rank(), false, id), &param));
   }
 
-  std::shared_ptr<UcxWorker> worker_;
   int peer_;
   uint64_t tag_;
   void* buf_;
@@ -718,7 +722,6 @@ class UcxRmaRecv : public TransportRequest, public UcxWorker::Stepper {
   uint64_t fin_ = 0;
   ucp_mem_h memh_ = nullptr;
   State state_ = State::kWaitMessage;
-  std::exception_ptr error_;
 };
 
 class UcxTransport : public Transport {
