@@ -81,7 +81,17 @@ perftest=$bin/ucx_perftest
 [[ -x $perftest ]] || perftest=$(command -v ucx_perftest || true)
 if [[ -z $perftest ]]; then
   log "no ucx_perftest (bundle bin/ or PATH): the UCX section is skipped"
-elif ldd "$perftest" | grep -q 'not found'; then
+elif ldd "$perftest" | grep -q 'libgomp.so.1 => not found'; then
+  # The bundle may lack ucx_perftest's OpenMP runtime: borrow a libgomp that ships with
+  # Python packages (torch wheels carry one under another file name).
+  gomp=$(timeout 10 find /usr/lib /lib /usr/local /opt -name 'libgomp*.so*' -type f 2>/dev/null | head -1)
+  if [[ -n $gomp ]]; then
+    mkdir -p "$OUT_DIR/gomp" && ln -sf "$gomp" "$OUT_DIR/gomp/libgomp.so.1"
+    export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$OUT_DIR/gomp
+    log "ucx_perftest: libgomp.so.1 taken from $gomp"
+  fi
+fi
+if [[ -n $perftest ]] && ldd "$perftest" | grep -q 'not found'; then
   log "ucx_perftest cannot load: $(ldd "$perftest" | grep 'not found' | tr -s ' \t' ' ')" \
     "(the bundle must pack its libraries); the UCX section is skipped"
   perftest=
@@ -106,6 +116,17 @@ a2a() {
 
 runs_done=0
 run_s=0
+# The conditions and the tables of the runs finished so far (also when stopped by a signal,
+# e.g. the caller's timeout).
+summary() {
+  echo "conditions: $(nproc) cores,$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(ldd --version | head -1)," \
+    "memcpy pair on cores $c0,$c1 with $memcpy_tool, UCX_TLS=tcp on lo, $runs_done runs in $(( SECONDS - t0 )) s"
+  sed 's/^/  /' "$OUT_DIR/idle.log" 2>/dev/null
+  (( runs_done > 0 )) || { echo "comm_quiet: no run finished"; return 1; }
+  command -v python3 >/dev/null || { echo "comm_quiet: no python3 for the summary; raw results in $OUT_DIR" >&2; KEEP=1; return 1; }
+  python3 "$here/comm/summarize.py" "$OUT_DIR" "$runs_done" "onenode ucx targets"
+}
+trap 'log "stopped by a signal during run $(( runs_done + 1 ))"; summary; exit 143' INT TERM
 for ((r = 1; r <= RUNS; r++)); do
   if (( runs_done > 0 && SECONDS - t0 + run_s > BUDGET_S )); then
     log "stopping after $runs_done runs (time budget ${BUDGET_S}s; one run takes ${run_s}s)"
@@ -131,8 +152,4 @@ for ((r = 1; r <= RUNS; r++)); do
   run_s=$(( SECONDS - rs ))
 done
 
-echo "conditions: $(nproc) cores,$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(ldd --version | head -1)," \
-  "memcpy pair on cores $c0,$c1 with $memcpy_tool, UCX_TLS=tcp on lo, $runs_done runs in $(( SECONDS - t0 )) s"
-sed 's/^/  /' "$OUT_DIR/idle.log"
-command -v python3 >/dev/null || { echo "comm_quiet: no python3 for the summary; raw results in $OUT_DIR" >&2; KEEP=1; exit 1; }
-python3 "$here/comm/summarize.py" "$OUT_DIR" "$runs_done" "onenode ucx targets"
+summary
