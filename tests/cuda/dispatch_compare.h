@@ -59,14 +59,16 @@ void same(const std::vector<T>& cpu, const std::vector<T>& gpu, const std::strin
 }  // namespace detail
 
 // hidden 200 moves BF16/FP32 rows in 16-byte words and FP8 rows in 4-byte words; an odd
-// hidden (129) takes the 1-byte copy and the element-wise combine paths.
+// hidden (129) takes the 1-byte copy and the element-wise combine paths. top_k 32 fills
+// every lane of the warps that hold one slot per lane (experts: at least 4 per rank and
+// at least top_k in all).
 inline int compare_ipc_dispatch_with_cpu(const std::shared_ptr<comm::Communicator>& comm, std::ostream& out,
-                                         int64_t hidden = 200) {
+                                         int64_t hidden = 200, int top_k = 3) {
   using namespace detail;
   int g_failures = 0;
   const int R = comm->size(), me = comm->rank();
   cuda::set_device(0);
-  const int E = 4 * R, K = 3;
+  const int K = top_k, E = R * std::max(4, (K + R - 1) / R);
   const int64_t H = hidden, S = dispatch::fp8_num_tiles(H), Tmax = 96;
   const int64_t T = 40 + 13 * me;  // different on every rank
   std::mt19937 g(1234 + me);
@@ -99,7 +101,7 @@ inline int compare_ipc_dispatch_with_cpu(const std::shared_ptr<comm::Communicato
   io.num_experts = E;
   io.hidden = H;
   io.max_tokens_per_rank = Tmax;
-  io.max_top_k = 4;
+  io.max_top_k = std::max(4, K);
   dispatch::gpu::IntranodeBuffer gpu(comm, io);
   auto d_idx = up(idx);
   auto d_w = up(w);
@@ -216,7 +218,7 @@ inline int compare_ipc_dispatch_with_cpu(const std::shared_ptr<comm::Communicato
     if (c.async) ygot.done->synchronize();
     same(ywant.y, down<uint8_t>(ygot.y, T * H * eb), n + " combine y", me, out, g_failures);
   }
-  out << "rank " << me << " of " << R << ", hidden " << H << ": ipc dispatch/combine vs CPU Buffer: "
+  out << "rank " << me << " of " << R << ", hidden " << H << ", top_k " << K << ": ipc dispatch/combine vs CPU Buffer: "
       << (g_failures == 0 ? "all equal" : std::to_string(g_failures) + " mismatches") << "\n";
   return g_failures;
 }

@@ -35,6 +35,7 @@ TEST(IntranodeBufferTest, WorldSizeOneMatchesCpuBuffer) {
   std::ostringstream log;
   EXPECT_EQ(testing::compare_ipc_dispatch_with_cpu(comm, log, 200), 0) << log.str();
   EXPECT_EQ(testing::compare_ipc_dispatch_with_cpu(comm, log, 129), 0) << log.str();
+  EXPECT_EQ(testing::compare_ipc_dispatch_with_cpu(comm, log, 200, 32), 0) << log.str();
   std::printf("%s", log.str().c_str());
 }
 

@@ -194,22 +194,20 @@ __global__ void __launch_bounds__(kCopyThreads, 1) send_kernel(SendParams p) {
         const float v = p.x_scales[t * p.num_scales + j];
         for (int d = 0; d < nd; ++d) reinterpret_cast<float*>(s_dst[warp][d] + p.fmt.scales)[j] = v;
       }
-    if (lane <= p.top_k) {  // lane 0: the source token; lane 1 + k: slot k
-      const int k = lane - 1;
-      const int32_t e = k < 0 ? static_cast<int32_t>(t) : static_cast<int32_t>(p.topk_idx[t * p.top_k + k]);
-      const float w = k < 0 ? 0.0f : (p.topk_weights ? p.topk_weights[t * p.top_k + k] : 0.0f);
-      const int32_t ep = k < 0 || e < 0 ? -1 : p.epos[t * p.top_k + k];
+    if (lane < p.top_k) {  // lane k: slot k (expert, weight, position in the expert's rows)
+      const int k = lane;
+      const int32_t e = static_cast<int32_t>(p.topk_idx[t * p.top_k + k]);
+      const float w = p.topk_weights ? p.topk_weights[t * p.top_k + k] : 0.0f;
+      const int32_t ep = e < 0 ? -1 : p.epos[t * p.top_k + k];
       for (int d = 0; d < nd; ++d) {
         int32_t* meta = reinterpret_cast<int32_t*>(s_dst[warp][d] + p.fmt.meta);
-        if (k < 0) {
-          meta[0] = e;
-        } else {
-          meta[1 + k] = e;
-          reinterpret_cast<float*>(meta + 1 + p.max_top_k)[k] = w;
-          meta[1 + 2 * p.max_top_k + k] = ep;
-        }
+        meta[1 + k] = e;
+        reinterpret_cast<float*>(meta + 1 + p.max_top_k)[k] = w;
+        meta[1 + 2 * p.max_top_k + k] = ep;
       }
     }
+    if (lane == 0)  // the source token
+      for (int d = 0; d < nd; ++d) reinterpret_cast<int32_t*>(s_dst[warp][d] + p.fmt.meta)[0] = static_cast<int32_t>(t);
     __syncwarp();  // s_dst is rewritten for the next token
   }
 }
