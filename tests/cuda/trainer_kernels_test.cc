@@ -765,8 +765,8 @@ TEST(GpuAdamWTest, StepsMatchCpuOptimizerBitwise) {
 // Element-wise helpers
 // ------------------------------------------------------------------------------------------
 
-// add, add_inplace, scale, copy_rows and fill_zero bitwise; the BF16 cast bitwise against
-// dispatch::bf16_from_float including ties, infinities and NaN; the double sum of squares
+// add, add_inplace, scale, copy_rows and fill_zero bitwise; the BF16 casts bitwise against
+// dispatch::bf16_from_float / bf16_to_float including ties, infinities and NaN; the double sum of squares
 // rtol 1e-12 against a loop.
 TEST(GpuElementwiseTest, HelpersMatchHostLoops) {
   SY_SKIP_WITHOUT_GPU();
@@ -796,6 +796,12 @@ TEST(GpuElementwiseTest, HelpersMatchHostLoops) {
   }
   EXPECT_TRUE(same("add", to_host<float>(sum, n), sum_ref));
   EXPECT_TRUE(same("cast_to_bf16", to_host<uint16_t>(bf, n), bf_ref));
+  cuda::DeviceBuffer back(n * sizeof(float));
+  tg::cast_from_bf16(bf.as<uint16_t>(), n, back.as<float>(), nullptr);
+  sync();
+  std::vector<float> back_ref(n);
+  for (int64_t i = 0; i < n; ++i) back_ref[i] = dispatch::bf16_to_float(bf_ref[i]);
+  EXPECT_TRUE(same("cast_from_bf16", to_host<float>(back, n), back_ref));
   EXPECT_TRUE(close("sum_squares", to_host<double>(ss, 1), std::vector<double>{ss_ref}, 1e-12, 0));
 
   tg::add_inplace(dbb.as<float>(), da.as<float>(), n, nullptr);  // b += a

@@ -62,10 +62,17 @@ __device__ void load_keys(const Dims& d, const float* kv, const float* k_pe, int
   if (Vs) load_rows(Vs, d.pv, kv_rows + d.dn, d.ldkv(), j0, valid, d.dv);
 }
 
-__device__ __forceinline__ float dot(const float* a, const float* b, int n) {
-  float s = 0;
-  for (int k = 0; k < n; ++k) s += a[k] * b[k];
-  return s;
+// out[u] = a . rows[u * stride] (n terms each, summed in k order) for u < kEntries: one row
+// of a against kEntries rows of a tile, reading each a[k] once.
+__device__ __forceinline__ void dots_one_row(const float* a, const float* rows, int stride, int n,
+                                             float (&out)[kEntries]) {
+#pragma unroll
+  for (int u = 0; u < kEntries; ++u) out[u] = 0;
+  for (int k = 0; k < n; ++k) {
+    const float x = a[k];
+#pragma unroll
+    for (int u = 0; u < kEntries; ++u) out[u] += x * rows[u * stride + k];
+  }
 }
 
 // Reductions over the 8 lanes of one row (consecutive lanes of a warp).
@@ -103,12 +110,12 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(Dims d, con
     load_keys(d, kv, k_pe, b, h, j0, Ks, Vs);
     __syncthreads();
     float s[kEntries];
+    dots_one_row(Qs + r * d.pq, Ks + sub * d.pq, kLanesPerRow * d.pq, d.dqk, s);
     float tile_max = -INFINITY;
 #pragma unroll
     for (int u = 0; u < kEntries; ++u) {
-      const int c = sub + kLanesPerRow * u;
-      const int64_t j = j0 + c;
-      s[u] = (j <= i && j < d.T) ? d.scale * dot(Qs + r * d.pq, Ks + c * d.pq, d.dqk) : -INFINITY;
+      const int64_t j = j0 + sub + kLanesPerRow * u;
+      s[u] = (j <= i && j < d.T) ? d.scale * s[u] : -INFINITY;
       tile_max = fmaxf(tile_max, s[u]);
     }
     const float m_new = fmaxf(m, row_max(tile_max));  // finite: key j0 <= i is always in the tile
@@ -198,16 +205,17 @@ __global__ void __launch_bounds__(kThreads) attention_dkv_kernel(Dims d, const f
       delta_s[threadIdx.x] = ok ? delta[(b * d.H + h) * d.T + i0 + threadIdx.x] : 0.0f;
     }
     __syncthreads();
+    float s[kEntries], dp[kEntries];
+    dots_one_row(Ks + c * d.pq, Qs + sub * d.pq, kLanesPerRow * d.pq, d.dqk, s);
+    dots_one_row(Vs + c * d.pv, dOs + sub * d.pv, kLanesPerRow * d.pv, d.dv, dp);
 #pragma unroll
     for (int u = 0; u < kEntries; ++u) {
       const int r = sub + kLanesPerRow * u;
       const int64_t i = i0 + r;
       float p = 0, ds = 0;
       if (i < d.T && j <= i) {
-        const float s = d.scale * dot(Qs + r * d.pq, Ks + c * d.pq, d.dqk);
-        p = expf(s - lse_s[r]);
-        const float dp = dot(dOs + r * d.pv, Vs + c * d.pv, d.dv);
-        ds = p * (dp - delta_s[r]) * d.scale;
+        p = expf(d.scale * s[u] - lse_s[r]);
+        ds = p * (dp[u] - delta_s[r]) * d.scale;
       }
       Ps[r * kPitchS + c] = p;
       dSs[r * kPitchS + c] = ds;
@@ -268,16 +276,17 @@ __global__ void __launch_bounds__(kThreads) attention_dq_kernel(Dims d, const fl
     __syncthreads();
     load_keys(d, kv, k_pe, b, h, j0, Ks, Vs);
     __syncthreads();
+    float s[kEntries], dp[kEntries];
+    dots_one_row(Qs + r * d.pq, Ks + sub * d.pq, kLanesPerRow * d.pq, d.dqk, s);
+    dots_one_row(dOs + r * d.pv, Vs + sub * d.pv, kLanesPerRow * d.pv, d.dv, dp);
 #pragma unroll
     for (int u = 0; u < kEntries; ++u) {
       const int c = sub + kLanesPerRow * u;
       const int64_t j = j0 + c;
       float ds = 0;
       if (i < d.T && j <= i) {
-        const float s = d.scale * dot(Qs + r * d.pq, Ks + c * d.pq, d.dqk);
-        const float p = expf(s - lse_r);
-        const float dp = dot(dOs + r * d.pv, Vs + c * d.pv, d.dv);
-        ds = p * (dp - delta_r) * d.scale;
+        const float p = expf(d.scale * s[u] - lse_r);
+        ds = p * (dp[u] - delta_r) * d.scale;
       }
       dSs[r * kPitchS + c] = ds;
     }

@@ -1,5 +1,5 @@
 // Element-wise helpers of the GPU model (model_kernels.h): zero, add, scale, strided row
-// copies, the FP32 -> BF16 cast of the BF16 GEMM path, and the double sum of squares of
+// copies, the FP32 <-> BF16 casts of the BF16 GEMM path, and the double sum of squares of
 // gradient clipping. Grid-stride loops; the sum uses a fixed grid, so its order is fixed.
 #include "kernel_util.cuh"
 #include "model_kernels.h"
@@ -31,6 +31,11 @@ __global__ void scale_kernel(float* __restrict__ x, int64_t n, float s) {
 __global__ void cast_bf16_kernel(const float* __restrict__ x, int64_t n, uint16_t* __restrict__ y) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     y[i] = detail::bf16_from_float(x[i]);
+}
+
+__global__ void cast_from_bf16_kernel(const uint16_t* __restrict__ x, int64_t n, float* __restrict__ y) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = detail::bf16_to_float(x[i]);
 }
 
 // partial[block] = sum of double(x)^2 over the block's grid-stride elements.
@@ -97,6 +102,13 @@ void cast_to_bf16(const float* x, int64_t n, uint16_t* y, cuda::StreamHandle str
   if (n == 0) return;
   cast_bf16_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(x, n, y);
   SY_CUDA_CHECK_LAUNCH("gpu::cast_to_bf16 of " << n);
+}
+
+void cast_from_bf16(const uint16_t* x, int64_t n, float* y, cuda::StreamHandle stream) {
+  SY_GPU_REQUIRE_NONNEG("cast_from_bf16", n);
+  if (n == 0) return;
+  cast_from_bf16_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(x, n, y);
+  SY_CUDA_CHECK_LAUNCH("gpu::cast_from_bf16 of " << n);
 }
 
 void sum_squares(const float* x, int64_t n, double* out, cuda::StreamHandle stream) {

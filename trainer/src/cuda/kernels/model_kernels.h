@@ -48,6 +48,8 @@ void copy_rows(const float* src, int64_t ld_src, int64_t rows, int64_t cols, flo
                cuda::StreamHandle stream);
 // y[n] = bf16(x[n]), round to nearest even; NaN stays NaN (dispatch::bf16_from_float bits).
 void cast_to_bf16(const float* x, int64_t n, uint16_t* y, cuda::StreamHandle stream);
+// y[n] = float(x[n]) for BF16 bits x (exact: the bits shifted left by 16).
+void cast_from_bf16(const uint16_t* x, int64_t n, float* y, cuda::StreamHandle stream);
 // out[0] = sum_i double(x[i])^2 in double (clip_grad_norm's sum; tree order). Scratch.
 void sum_squares(const float* x, int64_t n, double* out, cuda::StreamHandle stream);
 
