@@ -45,28 +45,12 @@ gcc -O2 -o "$OUT/memcpy_rate" "$here/comm/memcpy_rate.c" || exit 1
 perf=(-n 3 -w 2 --min_ms 30 --repeat 1 -c 1 --json)
 
 OUT_DIR=$OUT memcpy_rate=$OUT/memcpy_rate
-source "$here/comm/common.sh"  # memcpy_pair, tag_bw, tag_lat
+source "$here/comm/common.sh"  # memcpy_pair, tag_bw, tag_lat, wait_quiet
 
 # The machine is shared: before each measurement wait (up to QUIET_MAX s) until the CPUs are
 # at least QUIET_IDLE % idle over half a second; the idle % seen goes to $OUT/idle.log.
 QUIET_IDLE=${QUIET_IDLE:-85}
 QUIET_MAX=${QUIET_MAX:-60}
-cpu_idle_pct() {
-  local a b
-  a=($(head -1 /proc/stat)); sleep 0.5; b=($(head -1 /proc/stat))
-  local total=0 i
-  for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
-  echo $(( total > 0 ? 100 * (b[4] - a[4] + b[5] - a[5]) / total : 100 ))
-}
-wait_quiet() {
-  local start=$SECONDS idle
-  while :; do
-    idle=$(cpu_idle_pct)
-    (( idle >= QUIET_IDLE || SECONDS - start >= QUIET_MAX )) && break
-  done
-  echo "$1 idle=$idle% load=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/idle.log"
-}
-
 if has latency; then
   lat=(-n 2000 -w 100 --min_ms 0 --repeat 5 -c 1 --json --baseline mpi)
   for ((r = 1; r <= RUNS; r++)); do

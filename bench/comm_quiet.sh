@@ -102,7 +102,11 @@ cores=($(taskset -pc $$ | sed 's/.*: //' | tr ',' '\n' | while IFS=- read -r a b
 if (( ${#cores[@]} >= 4 )); then c0=${cores[2]}; c1=${cores[3]}; else c0=${cores[0]}; c1=${cores[1]:-${cores[0]}}; fi
 
 memcpy_secs=0.4
-source "$here/comm/common.sh"  # memcpy_pair, tag_bw
+# On a shared machine: QUIET_MAX=S waits up to S s before each measurement for QUIET_IDLE %
+# idle CPUs (default 0: no wait; the idle % and load seen go to the summary either way).
+QUIET_IDLE=${QUIET_IDLE:-85}
+QUIET_MAX=${QUIET_MAX:-0}
+source "$here/comm/common.sh"  # memcpy_pair, tag_bw, wait_quiet
 
 perf=(-n 3 -w 2 --min_ms 30 --repeat 1 -c 1 --json)
 # a2a NAME RANKS NODES ARGS...: one sy-a2a-perf job under sy-run, JSON to $OUT_DIR/NAME.json.
@@ -121,6 +125,7 @@ run_s=0
 summary() {
   echo "conditions: $(nproc) cores,$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(ldd --version | head -1)," \
     "memcpy pair on cores $c0,$c1 with $memcpy_tool, UCX_TLS=tcp on lo, $runs_done runs in $(( SECONDS - t0 )) s"
+  echo "before each measurement (QUIET_IDLE=$QUIET_IDLE%, waited up to ${QUIET_MAX}s; idle n/a: not sampled):"
   sed 's/^/  /' "$OUT_DIR/idle.log" 2>/dev/null
   (( runs_done > 0 )) || { echo "comm_quiet: no run finished"; return 1; }
   command -v python3 >/dev/null || { echo "comm_quiet: no python3 for the summary; raw results in $OUT_DIR" >&2; KEEP=1; return 1; }
@@ -134,19 +139,18 @@ for ((r = 1; r <= RUNS; r++)); do
   fi
   rs=$SECONDS
   log "run $r/$RUNS (load $(cut -d' ' -f1-3 /proc/loadavg))"
-  echo "run $r: load $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT_DIR/idle.log"
-  memcpy_pair 268435456 >"$OUT_DIR/memcpy.$r"
-  memcpy_pair 8388608 >"$OUT_DIR/memcpy8m.$r"
-  a2a "a2a.np2.$r" 2 1 --op all_to_all -b 2M -e 32M -f 4
-  a2a "a2a.np4.$r" 4 1 --op all_to_all -b 4M -e 64M -f 4
+  wait_quiet "memcpy.$r"; memcpy_pair 268435456 >"$OUT_DIR/memcpy.$r"
+  wait_quiet "memcpy8m.$r"; memcpy_pair 8388608 >"$OUT_DIR/memcpy8m.$r"
+  wait_quiet "a2a.np2.$r"; a2a "a2a.np2.$r" 2 1 --op all_to_all -b 2M -e 32M -f 4
+  wait_quiet "a2a.np4.$r"; a2a "a2a.np4.$r" 4 1 --op all_to_all -b 4M -e 64M -f 4
   if [[ -n $perftest ]]; then
     for s in 1048576 4194304 16777216; do
-      tag_bw "$s" $(( s >= 16777216 ? 60 : 300 )) >"$OUT_DIR/tag_bw.$s.$r"
+      wait_quiet "tag_bw.$s.$r"; tag_bw "$s" $(( s >= 16777216 ? 60 : 300 )) >"$OUT_DIR/tag_bw.$s.$r"
     done
-    a2a "p2p.$r" 2 2 --op p2p -b 1M -e 16M -f 4
-    a2a "a2a.vn2.$r" 2 2 --op all_to_all -b 2M -e 32M -f 4
+    wait_quiet "p2p.$r"; a2a "p2p.$r" 2 2 --op p2p -b 1M -e 16M -f 4
+    wait_quiet "a2a.vn2.$r"; a2a "a2a.vn2.$r" 2 2 --op all_to_all -b 2M -e 32M -f 4
     # The RMA put path forced over tcp (where UCX emulates puts; auto keeps tagged messages).
-    SWITCHYARD_COMM_UCX_RMA=1 a2a "p2prma.$r" 2 2 --op p2p -b 1M -e 16M -f 4
+    wait_quiet "p2prma.$r"; SWITCHYARD_COMM_UCX_RMA=1 a2a "p2prma.$r" 2 2 --op p2p -b 1M -e 16M -f 4
   fi
   runs_done=$r
   run_s=$(( SECONDS - rs ))
