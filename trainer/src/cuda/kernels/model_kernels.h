@@ -151,7 +151,7 @@ void attention_backward(const AttentionShape& shape, const float* q, const float
 // ---------------------------------------------------------------------------------------
 
 // scores [n, E] = sigmoid(logits [n, E]) (scores may alias logits); selection over
-// biased = scores + bias [E] exactly as dispatch::route_group_limited: group score = sum of
+// biased = scores + bias [E] (FP32; null = zeros) exactly as dispatch::route_group_limited: group score = sum of
 // the two largest biased scores of the group (its first/second scan), the top_groups groups
 // by group score (ties: lower group), then top_k experts among them by biased score (ties:
 // lower expert). topk_idx [n, K] in that order; topk_weight [n, K] = s / sum(selected s, in
