@@ -141,6 +141,8 @@ TEST(GpuKernelArgsTest, BadSizesThrowInvalidArgumentNamingTheArgument) {
   expect_invalid([] { tg::swiglu_forward(nullptr, nullptr, 3, 2, 4, nullptr, nullptr, nullptr); }, "ld_ab");
   tg::AttentionShape s{1, 16, 2, 64, 32, 300, 0.1};
   expect_invalid([&] { tg::attention_forward(s, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr); }, "d_v");
+  s.d_v = 30;  // not a multiple of 4 (float4 shared-memory reads)
+  expect_invalid([&] { tg::attention_forward(s, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr); }, "multiples");
   s.d_v = 64;
   s.seq_len = 0;
   expect_invalid([&] { tg::attention_forward(s, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr); }, "seq_len");
@@ -398,11 +400,12 @@ TEST(GpuAttentionTest, TinyDimsMatchFp64Reference) {
 }
 
 // DeepSeek-V3's head dims (d_qk = 192, d_v = 128: the shared-memory opt-in path), seq 33
-// (one full tile and one row), odd dims in a second case (d_nope 40, d_rope 8, d_v 24).
-TEST(GpuAttentionTest, V3DimsAndOddDimsMatchFp64Reference) {
+// (one full tile and one row); dims that are not multiples of the 32-column lane groups
+// (d_nope 42, d_rope 6, d_v 24: k_nope/k_pe meet inside a float4 group) and seq 7.
+TEST(GpuAttentionTest, V3DimsAndUnevenDimsMatchFp64Reference) {
   SY_SKIP_WITHOUT_GPU();
   check_attention(tg::AttentionShape{1, 33, 2, 128, 64, 128, 1.0 / std::sqrt(192.0) * 1.3}, 51);
-  check_attention(tg::AttentionShape{3, 7, 1, 40, 8, 24, 0.2}, 61);
+  check_attention(tg::AttentionShape{3, 7, 1, 42, 6, 24, 0.2}, 61);
 }
 
 // ------------------------------------------------------------------------------------------

@@ -16,9 +16,11 @@
 // that a last kernel sums over the heads in order 0..H-1 into dk_pe.
 //
 // Thread layout (256 threads): a tile element (row r, column c) of S belongs to the 8 lanes
-// of row r (tid / 8); each lane owns columns sub + 8u (sub = tid % 8) of the row's output
-// vector, so head dimensions up to kMaxDim = 256 fit in 32 registers per accumulator.
-// Shared-memory rows are padded to an odd pitch (no bank conflicts along rows).
+// of row r (tid / 8); each lane owns the float4 column groups 4 sub + 32 g (sub = tid % 8,
+// g < 8) of the row's output vector, so head dimensions up to kMaxDim = 256 fit in 32
+// registers per accumulator. Shared memory is read as float4 (head dims must be multiples
+// of 4); rows are padded to a pitch of 4 mod 8 floats, so the 8 rows one quarter-warp reads
+// fall on distinct banks.
 #include "kernel_util.cuh"
 #include "model_kernels.h"
 
@@ -31,13 +33,15 @@ constexpr int kThreads = 256;
 constexpr int kLanesPerRow = kThreads / kTile;  // 8
 constexpr int kMaxDim = 256;
 constexpr int kMaxCols = kMaxDim / kLanesPerRow;       // 32 accumulator columns per lane
+constexpr int kVec = 4;                                // floats per shared-memory load
+constexpr int kColGroups = kMaxCols / kVec;            // 8 float4 column groups per lane
 constexpr int kEntries = kTile * kTile / kThreads;     // 4 S entries per thread
 constexpr int kPitchS = kTile + 1;
 
 struct Dims {
   int64_t T, H;
   int dn, dr, dv, dqk;
-  int pq, pv;  // shared-memory pitches: dqk + 1, dv + 1
+  int pq, pv;  // shared-memory pitches (floats) for q/k rows and v/do rows: 4 mod 8
   float scale;
   __host__ __device__ int64_t ldq() const { return H * dqk; }
   __host__ __device__ int64_t ldkv() const { return H * (dn + dv); }
@@ -62,16 +66,44 @@ __device__ void load_keys(const Dims& d, const float* kv, const float* k_pe, int
   if (Vs) load_rows(Vs, d.pv, kv_rows + d.dn, d.ldkv(), j0, valid, d.dv);
 }
 
+__device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+
 // out[u] = a . rows[u * stride] (n terms each, summed in k order) for u < kEntries: one row
-// of a against kEntries rows of a tile, reading each a[k] once.
+// of a against kEntries rows of a tile, reading each a[k] once. n, stride and the row
+// starts are multiples of 4 floats (16-byte aligned shared memory).
 __device__ __forceinline__ void dots_one_row(const float* a, const float* rows, int stride, int n,
                                              float (&out)[kEntries]) {
 #pragma unroll
   for (int u = 0; u < kEntries; ++u) out[u] = 0;
-  for (int k = 0; k < n; ++k) {
-    const float x = a[k];
+  for (int k = 0; k < n; k += kVec) {
+    const float4 x = load4(a + k);
 #pragma unroll
-    for (int u = 0; u < kEntries; ++u) out[u] += x * rows[u * stride + k];
+    for (int u = 0; u < kEntries; ++u) {
+      const float4 y = load4(rows + u * stride + k);
+      out[u] += x.x * y.x;
+      out[u] += x.y * y.y;
+      out[u] += x.z * y.z;
+      out[u] += x.w * y.w;
+    }
+  }
+}
+
+// The lane's first column of float4 group g.
+__device__ __forceinline__ int col_of(int sub, int g) { return kVec * sub + kVec * kLanesPerRow * g; }
+
+// acc[4 g + e] += p * row[col_of(sub, g) + e] over the lane's columns below n (n a multiple
+// of 4, so a group is either whole or absent).
+__device__ __forceinline__ void axpy_cols(float (&acc)[kMaxCols], float p, const float* row, int sub, int n) {
+#pragma unroll
+  for (int g = 0; g < kColGroups; ++g) {
+    const int col = col_of(sub, g);
+    if (col < n) {
+      const float4 y = load4(row + col);
+      acc[kVec * g] += p * y.x;
+      acc[kVec * g + 1] += p * y.y;
+      acc[kVec * g + 2] += p * y.z;
+      acc[kVec * g + 3] += p * y.w;
+    }
   }
 }
 
@@ -89,7 +121,7 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(Dims d, con
                                                                      const float* __restrict__ kv,
                                                                      const float* __restrict__ k_pe,
                                                                      float* __restrict__ o, float* __restrict__ lse) {
-  extern __shared__ float smem[];
+  extern __shared__ __align__(16) float smem[];
   float* Qs = smem;
   float* Ks = Qs + kTile * d.pq;
   float* Vs = Ks + kTile * d.pq;
@@ -132,20 +164,16 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(Dims d, con
     __syncwarp();  // the row's 8 lanes are in this warp
 #pragma unroll
     for (int u = 0; u < kMaxCols; ++u) acc[u] *= alpha;
-    for (int jj = 0; jj < kTile; ++jj) {
-      const float p = Ps[r * kPitchS + jj];
-      const float* v = Vs + jj * d.pv + sub;
-#pragma unroll
-      for (int u = 0; u < kMaxCols; ++u)
-        if (sub + kLanesPerRow * u < d.dv) acc[u] += p * v[kLanesPerRow * u];
-    }
+    for (int jj = 0; jj < kTile; ++jj) axpy_cols(acc, Ps[r * kPitchS + jj], Vs + jj * d.pv, sub, d.dv);
   }
   if (i >= d.T) return;
   const float inv = 1.0f / l;
   float* out = o + (b * d.T + i) * d.ldo() + h * d.dv;
 #pragma unroll
-  for (int u = 0; u < kMaxCols; ++u)
-    if (sub + kLanesPerRow * u < d.dv) out[sub + kLanesPerRow * u] = acc[u] * inv;
+  for (int u = 0; u < kMaxCols; ++u) {
+    const int col = col_of(sub, u / kVec) + u % kVec;
+    if (col < d.dv) out[col] = acc[u] * inv;
+  }
   if (sub == 0) lse[(b * d.H + h) * d.T + i] = m + logf(l);
 }
 
@@ -175,7 +203,7 @@ __global__ void __launch_bounds__(kThreads) attention_dkv_kernel(Dims d, const f
                                                                  const float* __restrict__ lse,
                                                                  const float* __restrict__ delta,
                                                                  float* __restrict__ dkv, float* __restrict__ dk_pe_h) {
-  extern __shared__ float smem[];
+  extern __shared__ __align__(16) float smem[];
   float* Ks = smem;
   float* Qs = Ks + kTile * d.pq;
   float* Vs = Qs + kTile * d.pq;
@@ -222,14 +250,8 @@ __global__ void __launch_bounds__(kThreads) attention_dkv_kernel(Dims d, const f
     }
     __syncthreads();
     for (int rr = 0; rr < kTile; ++rr) {
-      const float p = Ps[rr * kPitchS + c], ds = dSs[rr * kPitchS + c];
-      const float* gq = Qs + rr * d.pq + sub;
-      const float* go = dOs + rr * d.pv + sub;
-#pragma unroll
-      for (int u = 0; u < kMaxCols; ++u) {
-        if (sub + kLanesPerRow * u < d.dqk) dk[u] += ds * gq[kLanesPerRow * u];
-        if (sub + kLanesPerRow * u < d.dv) dv[u] += p * go[kLanesPerRow * u];
-      }
+      axpy_cols(dk, dSs[rr * kPitchS + c], Qs + rr * d.pq, sub, d.dqk);
+      axpy_cols(dv, Ps[rr * kPitchS + c], dOs + rr * d.pv, sub, d.dv);
     }
   }
   if (j >= d.T) return;
@@ -237,7 +259,7 @@ __global__ void __launch_bounds__(kThreads) attention_dkv_kernel(Dims d, const f
   float* out_pe = dk_pe_h + ((b * d.T + j) * d.H + h) * d.dr;
 #pragma unroll
   for (int u = 0; u < kMaxCols; ++u) {
-    const int col = sub + kLanesPerRow * u;
+    const int col = col_of(sub, u / kVec) + u % kVec;
     if (col < d.dn) out[col] = dk[u];
     else if (col < d.dqk) out_pe[col - d.dn] = dk[u];
     if (col < d.dv) out[d.dn + col] = dv[u];
@@ -253,7 +275,7 @@ __global__ void __launch_bounds__(kThreads) attention_dq_kernel(Dims d, const fl
                                                                 const float* __restrict__ lse,
                                                                 const float* __restrict__ delta,
                                                                 float* __restrict__ dq) {
-  extern __shared__ float smem[];
+  extern __shared__ __align__(16) float smem[];
   float* Qs = smem;
   float* Ks = Qs + kTile * d.pq;
   float* dOs = Ks + kTile * d.pq;
@@ -291,19 +313,15 @@ __global__ void __launch_bounds__(kThreads) attention_dq_kernel(Dims d, const fl
       dSs[r * kPitchS + c] = ds;
     }
     __syncwarp();  // the row's 8 lanes are in this warp
-    for (int cc = 0; cc < kTile; ++cc) {
-      const float ds = dSs[r * kPitchS + cc];
-      const float* k = Ks + cc * d.pq + sub;
-#pragma unroll
-      for (int u = 0; u < kMaxCols; ++u)
-        if (sub + kLanesPerRow * u < d.dqk) acc[u] += ds * k[kLanesPerRow * u];
-    }
+    for (int cc = 0; cc < kTile; ++cc) axpy_cols(acc, dSs[r * kPitchS + cc], Ks + cc * d.pq, sub, d.dqk);
   }
   if (i >= d.T) return;
   float* out = dq + (b * d.T + i) * d.ldq() + h * d.dqk;
 #pragma unroll
-  for (int u = 0; u < kMaxCols; ++u)
-    if (sub + kLanesPerRow * u < d.dqk) out[sub + kLanesPerRow * u] = acc[u];
+  for (int u = 0; u < kMaxCols; ++u) {
+    const int col = col_of(sub, u / kVec) + u % kVec;
+    if (col < d.dqk) out[col] = acc[u];
+  }
 }
 
 // dk_pe[n, c] = sum_{h = 0..H-1} dk_pe_h[n, h, c] (heads in order).
@@ -325,6 +343,9 @@ Dims make_dims(const char* fn, const AttentionShape& s) {
   SY_GPU_REQUIRE(s.d_nope >= 0 && s.d_rope >= 0 && s.d_nope + s.d_rope >= 1 && s.d_nope + s.d_rope <= kMaxDim, fn,
                  "d_nope = " << s.d_nope << " + d_rope = " << s.d_rope << " must be in [1, " << kMaxDim << "]");
   SY_GPU_REQUIRE(s.d_v >= 1 && s.d_v <= kMaxDim, fn, "d_v = " << s.d_v << " must be in [1, " << kMaxDim << "]");
+  SY_GPU_REQUIRE((s.d_nope + s.d_rope) % kVec == 0 && s.d_v % kVec == 0, fn,
+                 "d_nope + d_rope = " << s.d_nope + s.d_rope << " and d_v = " << s.d_v << " must be multiples of "
+                                      << kVec);
   SY_GPU_REQUIRE(s.scale > 0 && s.scale < 1e30, fn, "scale = " << s.scale << " must be positive and finite");
   Dims d;
   d.T = s.seq_len;
@@ -333,8 +354,10 @@ Dims make_dims(const char* fn, const AttentionShape& s) {
   d.dr = int(s.d_rope);
   d.dv = int(s.d_v);
   d.dqk = d.dn + d.dr;
-  d.pq = d.dqk % 2 == 0 ? d.dqk + 1 : d.dqk;  // odd pitch: rows fall on distinct banks
-  d.pv = d.dv % 2 == 0 ? d.dv + 1 : d.dv;
+  // Pitch = 4 mod 8 floats: 8 rows read as float4 by a quarter-warp hit distinct banks,
+  // and every row start stays 16-byte aligned.
+  d.pq = (d.dqk + 7) / 8 * 8 + 4;
+  d.pv = (d.dv + 7) / 8 * 8 + 4;
   d.scale = static_cast<float>(s.scale);
   return d;
 }

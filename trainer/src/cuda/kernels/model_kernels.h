@@ -132,6 +132,7 @@ struct AttentionShape {
 //   lse  [batch, H, seq_len]    the softmax statistics m + log(sum exp(S - m)) per query.
 // FlashAttention-style: P is never stored (the CPU keeps it); the backward recomputes it
 // from lse. Online softmax, so sums run in a different order than the CPU's.
+// Limits: d_qk and d_v multiples of 4 and at most 256 (V3: 192 and 128).
 void attention_forward(const AttentionShape& shape, const float* q, const float* kv, const float* k_pe, float* o,
                        float* lse, cuda::StreamHandle stream);
 // From d_o [N, H * d_v] and the forward's q, kv, k_pe, o, lse: sets
