@@ -9,6 +9,8 @@
 #pragma once
 
 #include <algorithm>
+#include <map>
+#include <utility>
 #include <cstring>
 #include <memory>
 #include <ostream>
@@ -20,6 +22,7 @@
 #include "switchyard/common/cuda.h"
 #include "switchyard/dispatch/buffer.h"
 #include "switchyard/dispatch/cuda/intranode.h"
+#include "switchyard/dispatch/cuda/low_latency.h"
 #include "switchyard/dispatch/fp8.h"
 
 namespace switchyard::testing {
@@ -219,6 +222,142 @@ inline int compare_ipc_dispatch_with_cpu(const std::shared_ptr<comm::Communicato
     same(ywant.y, down<uint8_t>(ygot.y, T * H * eb), n + " combine y", me, out, g_failures);
   }
   out << "rank " << me << " of " << R << ", hidden " << H << ", top_k " << K << ": ipc dispatch/combine vs CPU Buffer: "
+      << (g_failures == 0 ? "all equal" : std::to_string(g_failures) + " mismatches") << "\n";
+  return g_failures;
+}
+
+// The low-latency mode: gpu::LowLatencyBuffer against the CPU Buffer's low-latency mode on
+// the same inputs (FP8 with plain and power-of-two scales, BF16), two calls each. Rows of an
+// expert come in the order the sources claimed their blocks (it differs between the two),
+// so each expert's rows are compared as a map (src_rank, src_token) -> payload and scales;
+// expert_out is a function of (expert, src_rank, src_token, channel) on both sides, so
+// combine's y must be bit-identical. Collective over `comm`; returns the mismatches here.
+inline int compare_low_latency_with_cpu(const std::shared_ptr<comm::Communicator>& comm, std::ostream& out) {
+  using namespace detail;
+  int g_failures = 0;
+  const int R = comm->size(), me = comm->rank();
+  cuda::set_device(0);
+  const int E = 4 * R, L = 4, K = 3;
+  const int64_t H = 256, S = dispatch::fp8_num_tiles(H), Tmax = 24, slots = R * Tmax;
+  dispatch::BufferOptions bo;
+  bo.num_experts = E;
+  bo.hidden = H;
+  bo.max_tokens_per_rank = Tmax;
+  bo.low_latency_max_tokens = Tmax;
+  dispatch::Buffer cpu(comm, bo);
+  dispatch::gpu::LowLatencyOptions lo;
+  lo.num_experts = E;
+  lo.hidden = H;
+  lo.max_tokens = Tmax;
+  dispatch::gpu::LowLatencyBuffer gpu(comm, lo);
+  std::mt19937 g(777 + me);
+  std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+  struct Case {
+    bool fp8, pow2;
+    const char* name;
+  };
+  const Case cases[] = {{true, false, "ll fp8"}, {true, true, "ll fp8 pow2"}, {false, false, "ll bf16"}};
+  for (const Case& c : cases) {
+    const int64_t T = 10 + 5 * me + (c.pow2 ? 3 : 0);  // different on every rank and call
+    std::vector<float> xf(T * H);
+    for (float& v : xf) v = u(g);
+    xf[0] = 1e4f;  // a large value: saturated codes in its tile
+    std::vector<uint16_t> xb(T * H);
+    dispatch::bf16_from_float(xf.data(), T * H, xb.data());
+    std::vector<int64_t> idx(T * K);
+    std::vector<float> w(T * K);
+    std::vector<int> perm(E);
+    for (int64_t t = 0; t < T; ++t) {
+      for (int e = 0; e < E; ++e) perm[e] = e;
+      std::shuffle(perm.begin(), perm.end(), g);
+      for (int k = 0; k < K; ++k) {
+        idx[t * K + k] = (g() % 6 == 0) ? -1 : perm[k];
+        w[t * K + k] = u(g);
+      }
+    }
+    dispatch::LowLatencyDispatchArgs a;
+    a.x = xb.data();
+    a.topk_idx = idx.data();
+    a.topk_weights = w.data();
+    a.num_tokens = T;
+    a.top_k = K;
+    a.use_fp8 = c.fp8;
+    a.pow2_scales = c.pow2;
+    const dispatch::LowLatencyView want = cpu.low_latency_dispatch(a);
+    auto d_x = up(xb);
+    auto d_idx = up(idx);
+    auto d_w = up(w);
+    dispatch::gpu::DeviceLowLatencyArgs da;
+    da.x = d_x.as<uint16_t>();
+    da.topk_idx = d_idx.as<int64_t>();
+    da.topk_weights = d_w.as<float>();
+    da.num_tokens = T;
+    da.top_k = K;
+    da.use_fp8 = c.fp8;
+    da.pow2_scales = c.pow2;
+    const dispatch::gpu::DeviceLowLatencyView got = gpu.dispatch(da);
+    const std::string n = c.name;
+    const int64_t row_bytes = c.fp8 ? H : 2 * H;
+    const size_t area = static_cast<size_t>(L * slots);
+    std::vector<uint8_t> gx(area * row_bytes);
+    std::vector<float> gs(c.fp8 ? area * S : 0);
+    std::vector<int32_t> gr(area), gt(area);
+    dispatch::gpu::copy_device_to_host(gx.data(), got.x, gx.size());
+    if (c.fp8) dispatch::gpu::copy_device_to_host(gs.data(), got.scales, gs.size() * 4);
+    dispatch::gpu::copy_device_to_host(gr.data(), got.src_rank, gr.size() * 4);
+    dispatch::gpu::copy_device_to_host(gt.data(), got.src_token, gt.size() * 4);
+    std::vector<uint16_t> expert_cpu(area * H, 0), expert_gpu(area * H, 0);
+    auto value = [](int j, int sr, int st, int64_t h) {
+      return dispatch::bf16_from_float(static_cast<float>((j * 131 + sr * 31 + st * 7 + h * 3) % 97 - 48) / 16.0f);
+    };
+    for (int j = 0; j < L; ++j) {
+      if (got.count[j] != static_cast<int32_t>(want.count[j])) {
+        out << "rank " << me << ": " << n << ": expert " << j << " has " << got.count[j] << " rows, CPU "
+            << want.count[j] << "\n";
+        ++g_failures;
+        continue;
+      }
+      std::map<std::pair<int, int>, int64_t> cpu_rows, gpu_rows;
+      for (int64_t i = 0; i < want.count[j]; ++i) {
+        const int64_t rc = j * slots + i;
+        cpu_rows[{want.src_rank[rc], want.src_token[rc]}] = rc;
+        gpu_rows[{gr[rc], gt[rc]}] = rc;
+        for (int64_t h = 0; h < H; ++h) {
+          expert_cpu[rc * H + h] = value(j, want.src_rank[rc], want.src_token[rc], h);
+          expert_gpu[rc * H + h] = value(j, gr[rc], gt[rc], h);
+        }
+      }
+      if (cpu_rows.size() != gpu_rows.size() || cpu_rows.size() != static_cast<size_t>(want.count[j])) {
+        out << "rank " << me << ": " << n << ": expert " << j << ": the (src_rank, src_token) rows differ\n";
+        ++g_failures;
+        continue;
+      }
+      for (const auto& [key, rc] : cpu_rows) {
+        auto it = gpu_rows.find(key);
+        if (it == gpu_rows.end()) {
+          out << "rank " << me << ": " << n << ": expert " << j << ": row of rank " << key.first << " token "
+              << key.second << " missing\n";
+          ++g_failures;
+          break;
+        }
+        const int64_t rg = it->second;
+        if (std::memcmp(want.x + rc * row_bytes, gx.data() + rg * row_bytes, row_bytes) != 0 ||
+            (c.fp8 && std::memcmp(want.scales + rc * S, gs.data() + rg * S, S * 4) != 0)) {
+          out << "rank " << me << ": " << n << ": expert " << j << ": row of rank " << key.first << " token "
+              << key.second << " differs from the CPU reference\n";
+          ++g_failures;
+          break;
+        }
+      }
+    }
+    const uint16_t* ywant = cpu.low_latency_combine(expert_cpu.data());
+    auto d_out = up(expert_gpu);
+    const uint16_t* ygot_d = gpu.combine(d_out.as<uint16_t>());
+    std::vector<uint16_t> ygot(T * H);
+    dispatch::gpu::copy_device_to_host(ygot.data(), ygot_d, ygot.size() * 2);
+    same(std::vector<uint16_t>(ywant, ywant + T * H), ygot, n + " combine y", me, out, g_failures);
+  }
+  out << "rank " << me << " of " << R << ": gpu low-latency dispatch/combine vs CPU Buffer: "
       << (g_failures == 0 ? "all equal" : std::to_string(g_failures) + " mismatches") << "\n";
   return g_failures;
 }

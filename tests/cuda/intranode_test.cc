@@ -39,6 +39,24 @@ TEST(IntranodeBufferTest, WorldSizeOneMatchesCpuBuffer) {
   std::printf("%s", log.str().c_str());
 }
 
+TEST(LowLatencyBufferTest, WorldSizeOneMatchesCpuLowLatency) {
+  SY_SKIP_WITHOUT_GPU();
+  auto comm = comm::Communicator::init(comm::LaunchEnv{});
+  std::ostringstream log;
+  EXPECT_EQ(testing::compare_low_latency_with_cpu(comm, log), 0) << log.str();
+  std::printf("%s", log.str().c_str());
+}
+
+TEST(LowLatencyBufferTest, WithoutGpuThrowsUnsupported) {
+  if (cuda::device_count() > 0) GTEST_SKIP() << "a GPU is present; this checks the no-GPU error path";
+  auto comm = comm::Communicator::init(comm::LaunchEnv{});
+  dispatch::gpu::LowLatencyOptions o;
+  o.num_experts = 8;
+  o.hidden = 256;
+  o.max_tokens = 8;
+  EXPECT_THROW(dispatch::gpu::LowLatencyBuffer(comm, o), Unsupported);
+}
+
 TEST(IntranodeBufferTest, RejectsBadArguments) {
   SY_SKIP_WITHOUT_GPU();
   auto comm = comm::Communicator::init(comm::LaunchEnv{});

@@ -13,6 +13,7 @@ int main() {
     int failures = 0;
     for (int64_t hidden : {200, 129}) failures += switchyard::testing::compare_ipc_dispatch_with_cpu(comm, std::cout, hidden);
     failures += switchyard::testing::compare_ipc_dispatch_with_cpu(comm, std::cout, 200, 32);
+    failures += switchyard::testing::compare_low_latency_with_cpu(comm, std::cout);
     return failures == 0 ? 0 : 1;
   } catch (const std::exception& e) {
     std::cerr << "ipc_dispatch_check: " << e.what() << "\n";

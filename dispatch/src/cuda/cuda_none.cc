@@ -3,6 +3,7 @@
 #include "switchyard/dispatch/cuda/gpu_perf.h"
 #include "switchyard/dispatch/cuda/intranode.h"
 #include "switchyard/dispatch/cuda/kernels.h"
+#include "switchyard/dispatch/cuda/low_latency.h"
 
 namespace switchyard::dispatch::gpu {
 
@@ -45,6 +46,20 @@ void IntranodeBuffer::dispatch(const DeviceDispatchArgs&, DeviceDispatchResult&)
 void IntranodeBuffer::combine(const DeviceCombineArgs&, DeviceCombineResult&) { no_cuda("gpu::IntranodeBuffer::combine"); }
 int IntranodeBuffer::num_sms() const { return 0; }
 double IntranodeBuffer::last_layout_us() const { return 0; }
+
+void copy_device_to_host(void*, const void*, size_t) { no_cuda("gpu::copy_device_to_host"); }
+struct LowLatencyBuffer::State {};
+LowLatencyBuffer::LowLatencyBuffer(std::shared_ptr<comm::Communicator>, const LowLatencyOptions&) {
+  no_cuda("gpu::LowLatencyBuffer");
+}
+LowLatencyBuffer::~LowLatencyBuffer() = default;
+int LowLatencyBuffer::num_local_experts() const { return 0; }
+DeviceLowLatencyView LowLatencyBuffer::dispatch(const DeviceLowLatencyArgs&) {
+  no_cuda("gpu::LowLatencyBuffer::dispatch");
+}
+const uint16_t* LowLatencyBuffer::combine(const uint16_t*, cuda::StreamHandle, int) {
+  no_cuda("gpu::LowLatencyBuffer::combine");
+}
 
 }  // namespace switchyard::dispatch::gpu
 
