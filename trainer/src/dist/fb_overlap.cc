@@ -23,6 +23,8 @@ struct FbLane::Pair {
   pipeline::CommWorker* comm = nullptr;
   StepTrace* trace = nullptr;
   int step = 0;
+  std::mutex* events_mu = nullptr;  // guards *events
+  std::vector<pipeline::SubStepEvent>* events = nullptr;
   int64_t collectives = 0;  // guarded by the baton
 };
 
@@ -44,14 +46,18 @@ void FbLane::hand_over() {
 }
 
 void FbLane::record_segment(pipeline::SubStepKind kind, int layer, double end) {
-  StepTrace* tr = pair_->trace;
-  if (tr == nullptr || !tr->enabled()) return;
   pipeline::SubStep s;
   s.kind = kind;
   s.backward = backward_;
   s.layer = layer;
+  s.stage = stage_;
   s.microbatch = mb_;
-  tr->record_segment(s, pair_->step, segment_start_, end);
+  {
+    std::lock_guard<std::mutex> lock(*pair_->events_mu);
+    pair_->events->push_back({s, false, segment_mono_, pipeline::monotonic_seconds()});
+  }
+  StepTrace* tr = pair_->trace;
+  if (tr != nullptr && tr->enabled()) tr->record_segment(s, pair_->step, segment_start_, end);
 }
 
 void FbLane::collective(pipeline::SubStepKind kind, bool backward, int layer, const std::function<void()>& call) {
@@ -60,15 +66,23 @@ void FbLane::collective(pipeline::SubStepKind kind, bool backward, int layer, co
   // The compute stretch that led here: the router and attention before a forward dispatch or
   // a backward combine, the experts before a forward combine or a backward dispatch.
   const bool before_experts = (kind == pipeline::SubStepKind::kDispatch) == backward;
-  if (traced)
-    record_segment(before_experts ? pipeline::SubStepKind::kExperts : pipeline::SubStepKind::kAttention, layer,
-                   tr->now());
+  record_segment(before_experts ? pipeline::SubStepKind::kExperts : pipeline::SubStepKind::kAttention, layer,
+                 traced ? tr->now() : 0);
   ++pair_->collectives;
-  const int mb = mb_, step = pair_->step;
-  std::function<void()> wait = pair_->comm->post([&call, tr, traced, kind, backward, layer, mb, step] {
-    const double t0 = traced ? tr->now() : 0;
+  pipeline::SubStep sub;
+  sub.kind = kind;
+  sub.backward = backward;
+  sub.layer = layer;
+  sub.stage = stage_;
+  sub.microbatch = mb_;
+  const int step = pair_->step;
+  Pair* pair = pair_;
+  std::function<void()> wait = pair_->comm->post([&call, tr, traced, sub, step, pair] {
+    const double t0 = traced ? tr->now() : 0, m0 = pipeline::monotonic_seconds();
     call();
-    if (traced) tr->record_comm(kind, backward, layer, step, t0, tr->now(), mb, /*async=*/true);
+    if (traced) tr->record_comm(sub.kind, sub.backward, sub.layer, step, t0, tr->now(), sub.microbatch, /*async=*/true);
+    std::lock_guard<std::mutex> lock(*pair->events_mu);
+    pair->events->push_back({sub, true, m0, pipeline::monotonic_seconds()});
   });
   hand_over();
   std::exception_ptr error;
@@ -79,6 +93,7 @@ void FbLane::collective(pipeline::SubStepKind kind, bool backward, int layer, co
   }
   acquire();
   segment_start_ = traced ? tr->now() : 0;
+  segment_mono_ = pipeline::monotonic_seconds();
   if (error) std::rethrow_exception(error);
 }
 
@@ -88,13 +103,14 @@ void FbLane::run(const std::function<void()>& body) {
   StepTrace* tr = pair_->trace;
   const bool traced = tr != nullptr && tr->enabled();
   segment_start_ = traced ? tr->now() : 0;
+  segment_mono_ = pipeline::monotonic_seconds();
   std::exception_ptr error;
   try {
     body();
   } catch (...) {
     error = std::current_exception();
   }
-  if (traced) record_segment(pipeline::SubStepKind::kAttention, -1, tr->now());
+  record_segment(pipeline::SubStepKind::kAttention, 0, traced ? tr->now() : 0);
   tl_lane = nullptr;
   {
     std::lock_guard<std::mutex> lock(pair_->mu);
@@ -108,7 +124,7 @@ FbOverlap::FbOverlap(StepTrace* trace) : trace_(trace) {}
 
 FbOverlap::~FbOverlap() = default;
 
-void FbOverlap::run_pair(int f_mb, const std::function<void()>& forward, int b_mb,
+void FbOverlap::run_pair(int f_stage, int f_mb, const std::function<void()>& forward, int b_stage, int b_mb,
                          const std::function<void()>& backward) {
   SY_REQUIRE(f_mb != b_mb, "FbOverlap: the forward and the backward of a pair are both micro-batch " << f_mb);
   SY_REQUIRE(current_fb_lane() == nullptr, "FbOverlap: run_pair inside a lane of another pair");
@@ -116,7 +132,9 @@ void FbOverlap::run_pair(int f_mb, const std::function<void()>& forward, int b_m
   pair.comm = &comm_;
   pair.trace = trace_;
   pair.step = trace_ ? trace_->step() : 0;
-  FbLane f(&pair, 0, f_mb, false), b(&pair, 1, b_mb, true);
+  pair.events_mu = &mu_;
+  pair.events = &sub_steps_;
+  FbLane f(&pair, 0, f_stage, f_mb, false), b(&pair, 1, b_stage, b_mb, true);
   std::function<void()> f_done = lane_.post([&] { f.run(forward); });
   std::exception_ptr error;
   try {

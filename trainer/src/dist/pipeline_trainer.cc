@@ -303,7 +303,7 @@ void PipelineTrainer::ensure_executor(size_t activation_elems) {
     cb.forward_backward = [this](int f_stage, int f_mb, const double* in, double* out, int b_stage, int b_mb,
                                  const double* grad_out, double* grad_in) {
       overlap_->run_pair(
-          f_mb, [&] { forward_chunk(f_stage, f_mb, in, out, staging_[0]); }, b_mb,
+          f_stage, f_mb, [&] { forward_chunk(f_stage, f_mb, in, out, staging_[0]); }, b_stage, b_mb,
           [&] {
             backward_input_chunk(b_stage, b_mb, grad_out, grad_in, staging_[1]);
             backward_weight_chunk(b_stage, b_mb);
@@ -393,6 +393,7 @@ DistStepMetrics PipelineTrainer::step_accumulated(const int64_t* global_tokens, 
       models_[m]->stage_begin(tokens + row0 * window, rows, seq);
       mb_losses_[m] = Losses{};
     }
+    if (overlap_) overlap_->clear_sub_steps();  // the trace shows the last run's
     executor_->run();
     for (int m = 0; m < M; ++m) {
       for (const StagePlan& s : mine_) {
@@ -489,7 +490,10 @@ int PipelineTrainer::holder_rank(const std::string& name) const {
 
 void PipelineTrainer::write_pipeline_trace(const std::string& path) {
   SY_REQUIRE(executor_ != nullptr, "PipelineTrainer: write_pipeline_trace before the first step");
-  if (groups_.ep_index == 0 && groups_.dp_index == 0) executor_->write_trace(path);  // collective over PP
+  if (groups_.ep_index == 0 && groups_.dp_index == 0) {
+    if (overlap_) executor_->add_sub_step_events(overlap_->sub_steps());  // the FB pairs' sub-steps
+    executor_->write_trace(path);  // collective over PP
+  }
   groups_.world->barrier();
 }
 

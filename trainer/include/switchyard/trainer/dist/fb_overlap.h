@@ -37,9 +37,12 @@
 
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <vector>
 
 #include "switchyard/pipeline/action.h"
 #include "switchyard/pipeline/comm_worker.h"
+#include "switchyard/pipeline/overlap.h"
 #include "switchyard/trainer/dist/step_trace.h"
 
 namespace switchyard::trainer::dist {
@@ -59,7 +62,8 @@ class FbLane {
  private:
   friend class FbOverlap;
   struct Pair;
-  FbLane(Pair* pair, int index, int microbatch, bool backward) : pair_(pair), index_(index), mb_(microbatch), backward_(backward) {}
+  FbLane(Pair* pair, int index, int stage, int microbatch, bool backward)
+      : pair_(pair), index_(index), stage_(stage), mb_(microbatch), backward_(backward) {}
   void run(const std::function<void()>& body);  // the whole lane on the calling thread
   void acquire();                               // waits for the baton
   void hand_over();                             // gives the baton to the other lane (if live)
@@ -67,9 +71,11 @@ class FbLane {
 
   Pair* pair_;
   int index_;  // 0 forward, 1 backward
+  int stage_;
   int mb_;
   bool backward_;
-  double segment_start_ = 0;
+  double segment_start_ = 0;  // StepTrace clock
+  double segment_mono_ = 0;   // CLOCK_MONOTONIC (pipeline::monotonic_seconds)
 };
 
 class FbOverlap {
@@ -80,18 +86,25 @@ class FbOverlap {
   FbOverlap(const FbOverlap&) = delete;
   FbOverlap& operator=(const FbOverlap&) = delete;
 
-  // forward: the whole forward chunk of micro-batch f_mb; backward: the whole backward (input
-  // and weight) chunk of micro-batch b_mb != f_mb. Blocking; both have finished on return.
-  void run_pair(int f_mb, const std::function<void()>& forward, int b_mb, const std::function<void()>& backward);
+  // forward: the whole forward chunk of (f_stage, f_mb); backward: the whole backward (input
+  // and weight) chunk of (b_stage, b_mb), b_mb != f_mb. Blocking; both have finished on return.
+  void run_pair(int f_stage, int f_mb, const std::function<void()>& forward, int b_stage, int b_mb,
+                const std::function<void()>& backward);
 
   int64_t pairs_run() const { return pairs_; }
   int64_t collectives_run() const { return collectives_; }
+  // Sub-step intervals of the pairs since clear_sub_steps() (CLOCK_MONOTONIC seconds, the
+  // executor's clock: pipeline::Executor::add_sub_step_events puts them in its trace).
+  const std::vector<pipeline::SubStepEvent>& sub_steps() const { return sub_steps_; }
+  void clear_sub_steps() { sub_steps_.clear(); }
 
  private:
   StepTrace* trace_;
   pipeline::CommWorker comm_;  // runs the collectives
   pipeline::CommWorker lane_;  // runs the forward lane
   int64_t pairs_ = 0, collectives_ = 0;
+  std::mutex mu_;  // sub_steps_ while a pair runs (lanes and worker record)
+  std::vector<pipeline::SubStepEvent> sub_steps_;
 };
 
 }  // namespace switchyard::trainer::dist

@@ -129,7 +129,9 @@ class PipelineTrainer {
 
   // The executor's measured timeline of the last step of the first pipeline replica (EP
   // and DP index 0): F/B/W chunks with their real stage and micro-batch, P2P transfers with
-  // send-to-receive arrows, one Chrome/Perfetto file written by world rank 0. Collective.
+  // send-to-receive arrows, the overlapped FB pairs' sub-steps (compute stretches of each
+  // micro-batch, its dispatch/combine on an EP lane), one Chrome/Perfetto file written by
+  // world rank 0. Collective.
   void write_pipeline_trace(const std::string& path);
 
  private:
