@@ -2,6 +2,7 @@
 #include "switchyard/dispatch/perf.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -10,6 +11,7 @@
 #include <random>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "switchyard/common/error.h"
 #include "switchyard/dispatch/buffer.h"
@@ -55,15 +57,66 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+// Start barrier of the low-latency timing. A blocking exchange of the comm library can wake a
+// sleeping rank up to ~1 ms after the last message arrived (its wait policy), so ranks leave
+// barrier(ex) with up to ~1 ms of skew, which a 1-2 ms low-latency call (it waits for every
+// same-node peer's flag) would count in full. When every rank of the group maps every other
+// rank's window, the ranks meet on counters in shared memory instead (a few microseconds of
+// skew): rank r stores its arrival count into slot r of every window (release) and spins
+// until every slot of its own window has reached it (acquire; yields after a few thousand
+// spins, Timeout after the exchange's timeout). Otherwise it is barrier(ex). Collective to make.
+class StartBarrier {
+ public:
+  explicit StartBarrier(PeerExchange& ex) : ex_(ex) {
+    const int R = ex.size();
+    window_ = ex.open_window(static_cast<size_t>(R) * kSlot);
+    bool mapped = window_ != nullptr;
+    for (int p = 0; p < R && mapped; ++p) mapped = window_->at(p) != nullptr;
+    shared_ = all_sum(ex, mapped ? 0.0 : 1.0) == 0.0;
+  }
+  bool shared() const { return shared_; }
+  void wait() {
+    if (!shared_) return barrier(ex_);
+    const int R = ex_.size(), me = ex_.rank();
+    ++count_;
+    for (int p = 0; p < R; ++p) slot(p, me).store(count_, std::memory_order_release);
+    const auto start = std::chrono::steady_clock::now();
+    for (int p = 0; p < R; ++p) {
+      for (int spins = 0; slot(me, p).load(std::memory_order_acquire) < count_; ++spins) {
+        if (spins < 4096) continue;
+        std::this_thread::yield();
+        if ((spins & 1023) == 0 && std::chrono::steady_clock::now() - start > ex_.timeout())
+          SY_THROW(Timeout, "sy-dispatch-perf: rank " << me << " waited for rank " << p << " at the start barrier");
+      }
+    }
+  }
+
+ private:
+  static constexpr size_t kSlot = 64;  // one cache line per writer
+  // Slot `writer` of rank `owner`'s window.
+  std::atomic_ref<uint64_t> slot(int owner, int writer) {
+    return std::atomic_ref<uint64_t>(*reinterpret_cast<uint64_t*>(window_->at(owner) + writer * kSlot));
+  }
+  PeerExchange& ex_;
+  std::unique_ptr<PeerWindow> window_;
+  bool shared_ = false;
+  uint64_t count_ = 0;
+};
+
 // Times fn (which returns the TrafficStats of one run) `iters` times after `warmup`; each
-// run starts after a barrier and its time is the slowest rank's.
+// run starts after a barrier (barrier(ex), or `start` when given) and its time is the
+// slowest rank's.
 template <class Fn>
 PerfRow time_op(PeerExchange& ex, const PerfOptions& o, const std::string& impl, const std::string& op,
-                const std::string& dtype, Fn fn) {
+                const std::string& dtype, Fn fn, StartBarrier* start = nullptr) {
   std::vector<double> times;
   TrafficStats stats;
   for (int i = 0; i < o.warmup + o.iters; ++i) {
-    barrier(ex);
+    if (start) {
+      start->wait();
+    } else {
+      barrier(ex);
+    }
     const auto t0 = std::chrono::steady_clock::now();
     stats = fn();
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -297,23 +350,33 @@ static PerfReport run(PeerExchange& ex, const PerfOptions& o, bool timing) {
     // One more warm-up run so that both halves of the double-buffered slots are faulted in.
     PerfOptions lo = o;
     lo.warmup = o.warmup + 1;
-    PerfRow lrow = time_op(ex, lo, "low-latency", "dispatch", "fp8", [&] { return ll.low_latency_dispatch(la).stats; });
+    // The low-latency calls and their memcpy baseline start from a shared-memory barrier
+    // where the ranks have one (StartBarrier).
+    StartBarrier start(ex);
+    PerfRow lrow =
+        time_op(ex, lo, "low-latency", "dispatch", "fp8", [&] { return ll.low_latency_dispatch(la).stats; }, &start);
     // Baseline: one memcpy of the same bytes: the FP8 rows (payload + scales) this rank
     // delivers, one per (token, expert) pair, self included; measured in the same run.
     const size_t bytes = static_cast<size_t>(ll.low_latency_dispatch(la).stats.logical_bytes);
     std::vector<uint8_t> src(bytes, 1), dst(bytes, 0);
-    PerfRow mrow = time_op(ex, o, "memcpy", "same bytes", "fp8", [&] {
-      std::memcpy(dst.data(), src.data(), bytes);
-      TrafficStats s;
-      s.logical_bytes = static_cast<int64_t>(bytes);
-      return s;
-    });
+    PerfRow mrow = time_op(
+        ex, o, "memcpy", "same bytes", "fp8",
+        [&] {
+          std::memcpy(dst.data(), src.data(), bytes);
+          TrafficStats s;
+          s.logical_bytes = static_cast<int64_t>(bytes);
+          return s;
+        },
+        &start);
     std::vector<uint16_t> out(static_cast<size_t>(ll.num_local_experts()) * R * Tl * H, 0);
-    PerfRow crow = time_op(ex, lo, "low-latency", "combine", "bf16", [&] {
-      ll.low_latency_combine(out.data());
-      TrafficStats s;
-      return s;
-    });
+    PerfRow crow = time_op(
+        ex, lo, "low-latency", "combine", "bf16",
+        [&] {
+          ll.low_latency_combine(out.data());
+          TrafficStats s;
+          return s;
+        },
+        &start);
     rep.ll_over_memcpy = lrow.median_us / mrow.median_us;
     add(lrow);
     add(mrow);
