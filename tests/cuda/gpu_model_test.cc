@@ -35,8 +35,11 @@
 #include "switchyard/common/error.h"
 #include "switchyard/dispatch/fp8.h"
 #include "switchyard/trainer/config.h"
+#include "switchyard/trainer/cuda/fp8_blocks.h"
+#include "switchyard/trainer/cuda/gemm.h"
 #include "switchyard/trainer/cuda/model.h"
 #include "switchyard/trainer/model.h"
+#include "switchyard/trainer/train/fp8_gemm.h"
 #include "switchyard/trainer/train/linear_backend.h"
 #include "switchyard/trainer/train/optimizer.h"
 
@@ -347,6 +350,37 @@ TEST(GpuModelTest, LossDecreasesOverSteps) {
   // One batch, memorised: the CPU model (FP32, same settings) goes from 10.9 to 3.2 in
   // these 12 steps; well below the start here too.
   EXPECT_LT(losses.back(), 0.6 * losses.front());
+}
+
+// The 128x128 weight-block quantiser of the FP8 recipe against the CPU's
+// fp8_quantize_blocks, bit for bit: codes, and scales in cuBLASLt's layout (zero padding).
+// 200 x 600: partial blocks in both directions, 5 column blocks (L4 = 8); one block all
+// zeros (the amax floor), one with a huge value (saturation to 448 elsewhere in the block).
+TEST(GpuModelTest, Fp8BlockQuantizerMatchesCpu) {
+  SY_SKIP_WITHOUT_GPU();
+  const int64_t rows = 200, cols = 600;
+  std::vector<float> w(rows * cols);
+  uint64_t st = 5;
+  for (auto& x : w) {
+    st = st * 6364136223846793005ull + 1442695040888963407ull;
+    x = float((double(st >> 11) * 0x1.0p-53 - 0.5) * 0.2);
+  }
+  for (int64_t r = 0; r < 128; ++r)
+    for (int64_t c = 128; c < 256; ++c) w[r * cols + c] = 0.0f;
+  w[150 * cols + 300] = 3e4f;
+  for (bool pow2 : {false, true}) {
+    const trainer::Fp8Matrix cpu = trainer::fp8_quantize_blocks(w.data(), rows, cols, pow2);
+    const std::vector<float> want_scales = tg::block128_scales_for_device(cpu.scales, rows, cols);
+    cuda::DeviceBuffer dw = testing::to_device(w), dcodes(rows * cols), dscales(want_scales.size() * sizeof(float));
+    tg::quantize_fp8_blocks(dw.as<float>(), rows, cols, pow2, dcodes.as<uint8_t>(), dscales.as<float>(), nullptr);
+    cuda::device_synchronize();
+    const auto codes = testing::to_host<uint8_t>(dcodes, rows * cols);
+    const auto scales = testing::to_host<float>(dscales, want_scales.size());
+    EXPECT_EQ(testing::first_byte_difference(codes.data(), cpu.codes.data(), codes.size(), 1), "")
+        << "codes, pow2 " << pow2;
+    EXPECT_EQ(testing::first_byte_difference(scales.data(), want_scales.data(), scales.size() * 4, 4), "")
+        << "scales, pow2 " << pow2;
+  }
 }
 
 TEST(GpuModelTest, RejectsBadTokensAndNames) {

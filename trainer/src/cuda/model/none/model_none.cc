@@ -1,6 +1,7 @@
 // The GPU model in a build without CUDA: every entry point throws Unsupported (the tests
 // skip, sy-gpu-train-perf reports the error).
 #include "switchyard/common/error.h"
+#include "switchyard/trainer/cuda/fp8_blocks.h"
 #include "switchyard/trainer/cuda/model.h"
 #include "switchyard/trainer/cuda/train_perf.h"
 
@@ -44,6 +45,10 @@ std::vector<float> Model::expert_bias(int64_t) const { no_cuda("expert_bias"); }
 void Model::update_expert_biases(double) { no_cuda("update_expert_biases"); }
 const float* Model::parameter_slab() const { no_cuda("parameter_slab"); }
 const float* Model::gradient_slab() const { no_cuda("gradient_slab"); }
+
+void quantize_fp8_blocks(const float*, int64_t, int64_t, bool, uint8_t*, float*, cuda::StreamHandle) {
+  no_cuda("quantize_fp8_blocks");
+}
 
 double train_step_flops(const ModelConfig&, int64_t, int64_t) { no_cuda("train_step_flops"); }
 TrainPerfReport run_train_perf(const TrainPerfOptions&) { no_cuda("sy-gpu-train-perf"); }
