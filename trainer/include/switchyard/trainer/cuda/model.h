@@ -4,18 +4,19 @@
 //
 //   kFloat32   plain FP32 GEMMs (no TF32): matches the CPU model to FP32 rounding
 //   kBfloat16  BF16 operands, FP32 accumulation and FP32 outputs (the speed path)
-//   kFp8       DeepSeek-V3's recipe: E4M3 operands, 1x128 activation tiles, 128x128 weight
-//              blocks, 1x128 x 1x128 for weight gradients (see docs/cuda-model.md for what
-//              is and is not done)
+//   kFp8       DeepSeek-V3's recipe (E4M3 operands, 1x128 activation tiles, 128x128 weight
+//              blocks, 1x128 x 1x128 for weight gradients): NOT implemented yet, the
+//              constructor throws Unsupported (docs/cuda-model.md says what exists)
 // Whatever the precision, parameters, gradients, norms, softmax, the router (gate GEMM
 // included) and the losses are FP32, as V3 keeps them.
 //
-// Memory: one FP32 parameter slab and one FP32 gradient slab (registration order, the CPU
-// model's), so the optimizer is one kernel over the slab; AdamW moments are BF16 slabs, as
-// train/optimizer.h. Activations are sized on the first forward and reused.
+// Memory: one FP32 parameter slab and one FP32 gradient slab (matrices first, then the norm
+// weights), so AdamW is one launch per run (decayed, not decayed); its moments are BF16
+// slabs, as train/optimizer.h. Activations are sized on the first forward and reused.
 // Routing: expert offsets are needed on the host for the per-expert GEMMs, so each MoE layer
 // synchronises its stream once per forward (the expert counts come back with them).
 //
+// Status: compiled, never run on a GPU yet (docs/cuda-model.md).
 // Threading: a Model is used by one thread at a time; all work is on its own stream; every
 // public call returns when the work it enqueued has finished (forward returns the losses).
 // Ownership: the model owns its device memory (RAII). Errors: InvalidArgument for bad
@@ -71,7 +72,7 @@ class Model {
   void zero_grad();
 
   // AdamW (train/optimizer.h's math: FP32 update, BF16 moments, decay on 2-D parameters)
-  // over the whole slab in one kernel; the step count is kept here.
+  // over the slab (two launches: the matrices, the norm weights); the step count is here.
   void set_optimizer(const AdamWConfig& config);
   void adamw_step(double lr);
   int64_t optimizer_steps() const;
