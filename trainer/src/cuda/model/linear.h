@@ -5,7 +5,8 @@
 // Activations and gradients are FP32 [n, features] row-major; W is the FP32 master [out, in]
 // in the parameter slab, dW its FP32 slice of the gradient slab. kBfloat16 casts the
 // operands into BF16 staging buffers (the weights once per optimizer step, into a BF16
-// copy of the slab) and accumulates in FP32; kFloat32 runs plain FP32 GEMMs.
+// copy of the slab) and accumulates in FP32; kFloat32 runs plain FP32 GEMMs; kFp8 runs the
+// recipe's E4M3 GEMMs (fp8_linear.h) where cuBLASLt takes the shape, BF16 elsewhere.
 // `exact` (the router's gate) forces FP32 whatever the precision, as V3 keeps the gate.
 // All work is enqueued on ctx.stream. Not thread-safe.
 #pragma once
@@ -21,12 +22,20 @@
 
 namespace switchyard::trainer::gpu {
 
+// Staging of the FP8 path (fp8_linear.cc): codes and cuBLASLt-layout scales of the two
+// operands, transposes and scaled copies, the FP32 output before accumulation.
+struct Fp8Staging {
+  DeviceArray<uint8_t> codes_a, codes_b;
+  DeviceArray<float> scales_a, scales_b, row_scales, work_a, work_b, work_c, out;
+};
+
 struct Context {
   Precision precision = Precision::kBfloat16;
   cuda::Stream stream;
   CublasLt lt;
   // BF16 staging of the two GEMM operands that are activations (reused by every call).
   DeviceArray<uint16_t> stage_a, stage_b;
+  Fp8Staging fp8;
   cuda::StreamHandle s() const { return stream.get(); }
 };
 
@@ -35,6 +44,7 @@ struct Linear {
   SlabParam* p = nullptr;
   int64_t out = 0, in = 0;
   bool exact = false;  // always FP32 (the router's gate)
+  bool fp8 = true;     // in the FP8 recipe under kFp8 (not the output head: BF16 there)
 };
 // Registers "<name>" [out, in] in the slab.
 Linear make_linear(ParameterSlab& slab, const std::string& name, int64_t out, int64_t in, bool exact = false);

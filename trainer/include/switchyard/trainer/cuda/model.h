@@ -4,9 +4,10 @@
 //
 //   kFloat32   plain FP32 GEMMs (no TF32): matches the CPU model to FP32 rounding
 //   kBfloat16  BF16 operands, FP32 accumulation and FP32 outputs (the speed path)
-//   kFp8       DeepSeek-V3's recipe (E4M3 operands, 1x128 activation tiles, 128x128 weight
-//              blocks, 1x128 x 1x128 for weight gradients): NOT implemented yet, the
-//              constructor throws Unsupported (docs/cuda-model.md says what exists)
+//   kFp8       DeepSeek-V3's recipe as train/fp8_gemm.h emulates it (E4M3 operands, 1x128
+//              activation tiles, 128x128 weight blocks, 1x128 x 1x128 along the tokens for
+//              weight gradients); BF16 for the output head and shapes cuBLASLt's FP8 GEMM
+//              refuses
 // Whatever the precision, parameters, gradients, norms, softmax, the router (gate GEMM
 // included) and the losses are FP32, as V3 keeps them.
 //
