@@ -1,4 +1,5 @@
-// all_to_all_v: direct exchange, every pair at once; the self chunk is a local copy.
+// all_to_all_v: direct exchange, every pair at once; the self chunk is a local copy made
+// while the transfers are in flight.
 // Sends start at peer me+1 and wrap, so ranks do not all hit the same peer first.
 #include <cstring>
 
@@ -23,7 +24,8 @@ void add_all_to_all_v(Op& op, const Group& g, TagSpace ts, const uint8_t* send, 
   const uint8_t* self_src = send + sd[me] * esize;
   uint8_t* self_dst = recv + rd[me] * esize;
   size_t self_bytes = sc[me] * esize;
-  step.then = [self_src, self_dst, self_bytes](Op&) {
+  // The self chunk is copied while the peers' transfers are in flight.
+  step.after_post = [self_src, self_dst, self_bytes](Op&) {
     if (self_bytes && self_src != self_dst) stream_copy(self_dst, self_src, self_bytes);
   };
   op.steps.push_back(std::move(step));

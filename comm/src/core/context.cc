@@ -394,6 +394,7 @@ bool Context::advance(Op& op) {
       }
       op.posted = true;
       moved = true;
+      if (step.after_post) step.after_post(op);
     }
     for (auto& r : op.requests)
       if (!r->done()) return moved;

@@ -74,6 +74,7 @@ class Op;
 
 struct Step {
   std::vector<Transfer> transfers;
+  std::function<void(Op&)> after_post;  // local work overlapping the transfers, run once right after posting them; may be empty
   std::function<void(Op&)> then;  // may be empty
 };
 
