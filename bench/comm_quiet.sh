@@ -14,8 +14,9 @@
 #                buffers, the reference of the target; and 8 MiB, the all_to_all's buffer)
 #   one node     sy-a2a-perf all_to_all, 2 ranks (1-16 MiB per peer) and 4 ranks (1-16 MiB)
 #   tag_bw       ucx_perftest -t tag_bw one way over tcp on lo at 1, 4, 16 MiB
-#   two nodes    sy-a2a-perf p2p (rank 0 -> 1) and a 2-rank all_to_all, one rank on each of
-#                2 virtual nodes (UCX tcp on lo between them); p2p once more with the RMA put
+#   two nodes    sy-a2a-perf p2p (rank 0 -> 1, one message in flight) and a 2-rank
+#                all_to_all, one rank on each of 2 virtual nodes (UCX tcp on lo between
+#                them); p2p once more with the RMA put
 #                path forced (SWITCHYARD_COMM_UCX_RMA=1; information, no target)
 # The summary (bench/comm/summarize.py) takes every ratio within one run, then the median
 # over runs, and prints each target with "met"/"NOT met". Runs stop early when the time

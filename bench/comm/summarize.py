@@ -109,9 +109,12 @@ def ucx():
         return
     print("\n### Two virtual nodes over UCX tcp (lo), 1 rank each\n")
     rma = [load_json(os.path.join(out, f"p2prma.{r}.json")) for r in range(1, runs + 1)]
+    # p2p with 8 messages in flight (sy-a2a-perf --window 8), when a run measured it.
+    win = [load_json(os.path.join(out, f"p2pw.{r}.json")) for r in range(1, runs + 1)]
     print("| message / per peer | tag_bw one way GB/s | p2p GB/s | p2p / tag_bw | a2a per direction GB/s | a2a dir / tag_bw |"
-          + (" p2p RMA put forced GB/s | RMA / tagged p2p |" if any(rma) else ""))
-    print("|---|---|---|---|---|---|" + ("---|---|" if any(rma) else ""))
+          + (" p2p RMA put forced GB/s | RMA / tagged p2p |" if any(rma) else "")
+          + (" p2p 8 in flight GB/s | p2p 8 in flight / tag_bw |" if any(win) else ""))
+    print("|---|---|---|---|---|---|" + ("---|---|" if any(rma) else "") + ("---|---|" if any(win) else ""))
     for size in (1 << 20, 1 << 22, 1 << 24):
         tag = [load_float(os.path.join(out, f"tag_bw.{size}.{r}")) for r in range(1, runs + 1)]
         p, pr, a, ar = [], [], [], []
@@ -139,6 +142,17 @@ def ucx():
                 if tagged:
                     qr.append(row["switchyard"]["algbw_gbps"] / tagged["switchyard"]["algbw_gbps"])
         extra = f" {med(q)} | {med(qr)} |" if any(rma) else ""
+        w, wr = [], []
+        for r in range(runs):
+            row = win[r] and next((x for x in win[r]["results"] if x["size"] == size), None)
+            if row:
+                w.append(row["switchyard"]["algbw_gbps"])
+                if tag[r]:
+                    wr.append(row["switchyard"]["algbw_gbps"] / tag[r])
+        if any(win):
+            extra += f" {med(w)} | {med(wr)} |"
+            medians[f"2 virtual nodes, p2p {human(size)}, 8 messages in flight: % of tag_bw"] = (
+                None if median_or_none(wr) is None else 100 * median_or_none(wr), 80, 0)
         print(f"| {human(size)} | {med(tag)} | {med(p)} | {med(pr)} | {med(a)} | {med(ar)} |{extra}")
         medians[f"2 virtual nodes, p2p {human(size)}: % of tag_bw"] = (
             None if median_or_none(pr) is None else 100 * median_or_none(pr), 80, 0)

@@ -48,6 +48,9 @@ DEFINE_bool(registered, true, "use the communicator's registered (shared-memory)
 DEFINE_bool(json, false, "print one JSON document instead of the table");
 DEFINE_bool(async, false, "time the async form (iall_to_all(...).wait()) instead of the blocking call");
 DEFINE_int32(virtual_nodes, 1, "under mpirun: spread the ranks over this many virtual nodes (SY_NODE)");
+DEFINE_int32(window, 1,
+             "p2p: messages in flight (rank 0 posts this many isends, rank 1 as many irecvs into separate "
+             "buffers, then both wait), like ucx_perftest's outstanding sends; time and bandwidth per message");
 
 namespace switchyard::tools {
 namespace {
@@ -107,11 +110,26 @@ class CommBackend : public PerfBackend {
         return;
       case PerfOp::kP2P: {
         size_t bytes = l.count * comm::dtype_size(c.type);
-        if (rank() == 0) comm_->send(c.send, bytes, 1, 0);
-        if (rank() == 1) comm_->recv(c.recv, bytes, 0, 0);
+        if (window_ <= 1) {
+          if (rank() == 0) comm_->send(c.send, bytes, 1, 0);
+          if (rank() == 1) comm_->recv(c.recv, bytes, 0, 0);
+          return;
+        }
+        std::vector<comm::Work> works;
+        works.reserve(static_cast<size_t>(window_));
+        for (int i = 0; i < window_; ++i) {
+          if (rank() == 0) works.push_back(comm_->isend(c.send, bytes, 1, 0));
+          if (rank() == 1) works.push_back(comm_->irecv(static_cast<uint8_t*>(c.recv) + i * recv_stride_, bytes, 0, 0));
+        }
+        for (auto& w : works) w.wait();
         return;
       }
     }
+  }
+  // p2p with --window W: W messages per call, receive i at recv + i * recv_stride.
+  void set_p2p_window(int window, size_t recv_stride) {
+    window_ = window;
+    recv_stride_ = recv_stride;
   }
   void p2p_ack() override {
     if (rank() == 1) comm_->send(&ack_, 0, 0, 1);
@@ -132,6 +150,8 @@ class CommBackend : public PerfBackend {
  private:
   std::shared_ptr<Communicator> comm_;
   uint8_t ack_ = 0;
+  int window_ = 1;
+  size_t recv_stride_ = 0;
 };
 
 // Seconds per call (slowest rank) over `iters` back-to-back calls.
@@ -141,6 +161,7 @@ double time_calls(PerfBackend& b, const PerfCall& call, int iters) {
   for (int i = 0; i < iters; ++i) b.run(call);
   if (call.op == PerfOp::kP2P) b.p2p_ack();
   double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / iters;
+  if (call.op == PerfOp::kP2P) t /= FLAGS_window;  // per message (--window messages per call)
   return b.max_over_ranks(t);
 }
 
@@ -209,6 +230,9 @@ int run(int argc, char** argv) {
   SY_REQUIRE(FLAGS_repeat >= 1 && FLAGS_n >= 1 && FLAGS_w >= 0, "-n, -w and --repeat must be positive");
   SY_REQUIRE(FLAGS_baseline.empty() || FLAGS_baseline == "mpi", "--baseline " << FLAGS_baseline << " is not \"mpi\"");
   const bool want_mpi = FLAGS_baseline == "mpi";
+  SY_REQUIRE(FLAGS_window >= 1, "--window " << FLAGS_window << " must be >= 1");
+  SY_REQUIRE(FLAGS_window == 1 || (op == PerfOp::kP2P && !want_mpi),
+             "--window " << FLAGS_window << " applies to --op p2p without --baseline mpi");
 
   // Under mpirun, MPI starts first and hands the rendezvous to the comm bootstrap.
   std::unique_ptr<PerfBackend> mpi;
@@ -234,7 +258,9 @@ int run(int argc, char** argv) {
     recv_cap = std::max(recv_cap, l.recv_elems);
   }
   const size_t el = comm::dtype_size(type);
-  PerfBuffer send_buf(*comm, send_cap * el, FLAGS_registered), recv_buf(*comm, recv_cap * el, FLAGS_registered);
+  PerfBuffer send_buf(*comm, send_cap * el, FLAGS_registered),
+      recv_buf(*comm, recv_cap * el * static_cast<size_t>(FLAGS_window), FLAGS_registered);
+  ours.set_p2p_window(FLAGS_window, recv_cap * el);
 
   json doc{{"tool", "sy-a2a-perf"},
            {"op", perf_op_name(op)},
@@ -246,12 +272,15 @@ int run(int argc, char** argv) {
            {"repeat", FLAGS_repeat},
            {"registered", FLAGS_registered},
            {"imbalance", FLAGS_imbalance},
+           {"window", FLAGS_window},
            {"results", json::array()}};
   const bool print = rank == 0 && !FLAGS_json;
   if (print) {
-    std::printf("# sy-a2a-perf: %s, %d ranks on %d nodes, %s, redop %s, check %d, repeat %d (median), %s buffers\n",
+    std::printf("# sy-a2a-perf: %s, %d ranks on %d nodes, %s, redop %s, check %d, repeat %d (median), %s buffers",
                 perf_op_name(op), ranks, comm->rank_map().num_nodes(), comm::dtype_name(type),
                 comm::reduce_op_name(redop), FLAGS_c, FLAGS_repeat, FLAGS_registered ? "registered" : "plain");
+    if (FLAGS_window > 1) std::printf(", %d messages in flight", FLAGS_window);
+    std::printf("\n");
     std::printf("#\n#%12s %13s %9s %6s %9s %8s %8s %6s", "size", "count", "type", "redop", "time", "algbw", "busbw",
                 "#wrong");
     if (baseline) std::printf(" | %9s %8s %8s %6s | %6s", "mpi time", "algbw", "busbw", "#wrong", "ratio");
