@@ -26,8 +26,9 @@ TIME_BIN=${TIME_BIN:-/usr/bin/time}
 if [ -n "${CORPUS:-}" ] && [ ! -s "$OUT/kjv.txt" ]; then cp "$CORPUS" "$OUT/kjv.txt"; fi
 RUN=(nice -n "$NICE" "$B/bin/sy-run" --timeout 300)
 # sy-train's byte tokenizer makes the vocabulary 256: the planner gets the same model.
+# --optimizer_full_model: sy-train without --zero1 runs AdamW over the whole model on every rank.
 PLAN=("$B/bin/sy-plan" --model "$PRESET" --vocab 256 --seq "$SEQ" --batch "$BATCH" --mtp 1 --recipe fp32
-      --recompute none --cluster cpu-2core --pp 1 --schedule 1f1b --comm_sms 0 --zero1=false --calibrate
+      --recompute none --cluster cpu-2core --pp 1 --schedule 1f1b --comm_sms 0 --zero1=false --optimizer_full_model --calibrate
       --calibrate_sample_s 0.03 --json)
 TRAIN=("$B/bin/sy-train" --preset "$PRESET" --data default --corpus_cache "$OUT/kjv.txt" --batch "$BATCH"
        --seq "$SEQ" --steps "$STEPS" --threads 1 --warmup 2 --log_every 1000 --expert_payload fp32)

@@ -358,19 +358,60 @@ TEST(PlannerTest, MeasuredOptimizerAndAllReduceRatesGiveClosedFormTimes) {
   EXPECT_LT(plan(s, c, cpu_layout(1, 2)).time.dp_sync, 1e-6);
 }
 
+TEST(PlannerTest, FullModelOptimizerCountsEveryExpertOnEveryRank) {
+  // EP 2, fp32, no ZeRO: by default a rank updates the dense parameters and half the routed
+  // experts; with optimizer_full_model (the CPU DistTrainer) all P of them. 24 bytes per
+  // parameter at optimizer_gbps (as above); AdamW moments in memory 2 x 4 bytes per parameter.
+  const TrainingSpec s = cpu_spec();
+  ClusterSpec c = unit_cluster(2, 1);
+  c.optimizer_gbps = 3;
+  const ModelConfig& m = s.model;
+  const double P = double(count_parameters(m).main);
+  const double routed = double(m.num_hidden_layers - m.first_k_dense_replace) * double(m.n_routed_experts) * 3 *
+                        double(m.hidden_size) * double(m.moe_intermediate_size);
+  Layout l = cpu_layout(2, 1);
+  const PlanResult own = plan(s, c, l);
+  l.optimizer_full_model = true;
+  const PlanResult full = plan(s, c, l);
+  EXPECT_NEAR(full.time.optimizer, 24 * P / 3e9, 1e-9 * full.time.optimizer);
+  EXPECT_NEAR(own.time.optimizer, 24 * (P - routed / 2) / 3e9, 1e-9 * own.time.optimizer);
+  EXPECT_NEAR(full.memory.moments, 8 * P, 1e-6 * full.memory.moments);
+  EXPECT_EQ(full.time.compute, own.time.compute);
+}
+
+TEST(PlannerTest, FirstTouchRateChargesTheKeptActivationsOfEveryMicroBatch) {
+  // pp 1, 1F1B: the peak holds one micro-batch's kept activations (memory.activations); with
+  // first_touch_gbps every micro-batch's forward writes them once into fresh memory.
+  const TrainingSpec s = cpu_spec();
+  ClusterSpec c = unit_cluster(1, 1);
+  const PlanResult before = plan(s, c, cpu_layout(1, 1));
+  c.first_touch_gbps = 0.5;
+  const PlanResult after = plan(s, c, cpu_layout(1, 1));
+  const double expected = after.memory.activations * after.microbatches / 0.5e9;
+  EXPECT_EQ(after.microbatches, 2);
+  EXPECT_NEAR(after.time.compute - before.time.compute, expected, 1e-9 * expected);
+  double op_s = -1;
+  for (const OpTime& t : after.time.compute_ops)
+    if (t.name == "activations.first_touch") op_s = t.seconds;
+  EXPECT_NEAR(op_s, expected, 1e-9 * expected);
+}
+
 TEST(ClusterTest, MeasuredFieldsRoundTripAndNeedSources) {
   ClusterSpec c = cluster_from_file(std::string(SY_CLUSTERS_DIR) + "/cpu-2core.json");
   c.gemm_shapes.push_back({"fp32", 256, 128, 0.125});
   c.elementwise_gbps["attn.norms_rope_residual"] = 3.5;
   c.optimizer_gbps = 1.25;
   c.collective_gbps["all_reduce"] = 0.75;
-  for (const char* f : {"gemm_shapes", "elementwise_gbps", "optimizer_gbps", "collective_gbps"}) c.sources[f] = "test";
+  c.first_touch_gbps = 2.5;
+  for (const char* f : {"gemm_shapes", "elementwise_gbps", "optimizer_gbps", "collective_gbps", "first_touch_gbps"})
+    c.sources[f] = "test";
   const std::string text = cluster_to_json(c);
   const ClusterSpec back = cluster_from_json(text);
   EXPECT_EQ(back.gemm_rate("fp32", 256, 128), 0.125);
   EXPECT_EQ(back.elementwise_rate("attn.norms_rope_residual"), 3.5);
   EXPECT_EQ(back.elementwise_rate("mtp.norms"), c.memory_bandwidth_gbps);  // not measured: fallback
   EXPECT_EQ(back.optimizer_gbps, 1.25);
+  EXPECT_EQ(back.first_touch_gbps, 2.5);
   EXPECT_EQ(back.collective_rate("all_reduce", 9), 0.75);
   EXPECT_EQ(back.collective_rate("all_to_all", 9), 9.0);
   EXPECT_EQ(back.attention_fwd_tflops, c.attention_fwd_tflops);
@@ -416,6 +457,7 @@ TEST(CalibrateTest, MeasuresEveryOperationOfTheModel) {
   for (const GemmShapeRate& g : c.gemm_shapes) EXPECT_TRUE(std::isfinite(g.tflops) && g.tflops > 0);
   EXPECT_GT(c.attention_fwd_tflops, 0);
   EXPECT_GT(c.optimizer_gbps, 0);
+  EXPECT_TRUE(std::isfinite(c.first_touch_gbps) && c.first_touch_gbps > 0);
   EXPECT_TRUE(c.collective_gbps.empty());
   EXPECT_NO_THROW(cluster_from_json(cluster_to_json(c)));  // every measured field has a source
   TrainingSpec fp8 = s;

@@ -46,6 +46,9 @@ DEFINE_int32(microbatches, 0, "micro-batches per pipeline (0: batch / (ep dp mic
 DEFINE_int32(comm_sms, 20, "SMs reserved for communication");
 DEFINE_bool(overlap_a2a, true, "DualPipe(V): hide a micro-batch's all-to-all under the paired one");
 DEFINE_bool(overlap_dp_sync, false, "gradient reduce hidden under the backward");
+DEFINE_bool(optimizer_full_model, false,
+            "every rank updates all parameters of its stages, other ranks' experts included (the CPU sy-train "
+            "without --zero1)");
 DEFINE_bool(json, false, "one JSON object (or array with --sweep)");
 DEFINE_bool(sweep, false, "rank the layouts that fit under --mem_cap");
 DEFINE_double(mem_cap, 0, "memory cap per GPU in GiB for --sweep (0: the cluster's memory)");
@@ -115,11 +118,12 @@ int run() {
   layout.comm_sms = FLAGS_comm_sms;
   layout.overlap_a2a = FLAGS_overlap_a2a;
   layout.overlap_dp_sync = FLAGS_overlap_dp_sync;
+  layout.optimizer_full_model = FLAGS_optimizer_full_model;
   if (FLAGS_calibrate) {
     // Under sy-run every rank measures at once and the collectives run over the world.
     std::shared_ptr<switchyard::comm::Communicator> world;
     if (switchyard::comm::LaunchEnv::detect().world_size > 1) world = switchyard::comm::Communicator::init();
-    cluster = plan::calibrate_cpu(cluster, spec, layout, world.get(), FLAGS_calibrate_reps,
+    cluster = plan::calibrate_cpu(cluster, spec, layout, world, FLAGS_calibrate_reps,
                                    FLAGS_calibrate_sample_s, FLAGS_calibrate_cpu_clock);
     if (world && world->rank() != 0) return 0;
     if (!FLAGS_calibrate_out.empty()) {

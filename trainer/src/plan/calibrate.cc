@@ -8,6 +8,7 @@
 #include <chrono>
 #include <ctime>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <list>
 #include <random>
@@ -17,8 +18,13 @@
 
 #include "../kernels.h"
 #include "switchyard/common/error.h"
+#include "switchyard/dispatch/buffer.h"
+#include "switchyard/dispatch/router.h"
+#include "switchyard/trainer/dist/grad_sync.h"
+#include "switchyard/trainer/dist/parallel_layout.h"
 #include "switchyard/trainer/experts.h"
 #include "switchyard/trainer/model.h"
+#include "switchyard/trainer/plan/expert_traffic.h"
 #include "switchyard/trainer/router.h"
 #include "switchyard/trainer/train/optimizer.h"
 
@@ -370,6 +376,74 @@ class ElementwiseBench {
   std::vector<int64_t> perm_, targets_;
 };
 
+// Seconds of one MoE layer's expert exchange, forward and backward, through dispatch::Buffer
+// as the distributed CPU trainer runs it (trainer/src/dist/dispatched_experts.cc, FP32 wire,
+// the weighted form): dispatch with the gate weights, the wire -> expert rows copy, the
+// expert rows -> wire copy, the weighted combine and its copy out; backward: dy -> wire,
+// combine_backward, its copy into the expert row gradients, the input-gradient rows -> wire,
+// dispatch_backward and the add into dx. `tokens` rows per rank, routed like the model
+// (route_group_limited on uniform random scores, a different seed per rank). Collective over ep.
+double time_dispatch_path(const std::shared_ptr<comm::Communicator>& ep, const ModelConfig& m, int64_t tokens,
+                          const Timer& timer) {
+  const int64_t d = m.hidden_size, E = m.n_routed_experts, K = m.num_experts_per_tok;
+  dispatch::RouterConfig rc;
+  rc.num_experts = static_cast<int>(E);
+  rc.top_k = static_cast<int>(K);
+  rc.num_groups = static_cast<int>(m.n_group);
+  rc.top_groups = static_cast<int>(m.topk_group);
+  rc.route_scale = m.routed_scaling_factor;
+  rc.normalize = m.norm_topk_prob;
+  const std::vector<float> scores = random_floats(static_cast<size_t>(tokens * E), 100 + ep->rank(), 0.0f, 1.0f);
+  std::vector<int64_t> idx(static_cast<size_t>(tokens * K));
+  std::vector<float> w(idx.size());
+  dispatch::route_group_limited(rc, scores.data(), nullptr, tokens, idx.data(), w.data());
+  dispatch::BufferOptions bo;
+  bo.num_experts = static_cast<int>(E);
+  bo.hidden = d;
+  bo.max_tokens_per_rank = tokens;
+  bo.two_hop = true;
+  dispatch::Buffer buffer(ep, bo);
+  const std::vector<float> x = random_floats(static_cast<size_t>(tokens * d), 101 + ep->rank());
+  std::vector<float> rows, wire, out(x.size()), dx(x.size());
+  return timer.collective(*ep, [&] {
+    dispatch::DispatchArgs a;
+    a.x = x.data();
+    a.dtype = comm::DataType::kFloat32;
+    a.topk_idx = idx.data();
+    a.topk_weights = w.data();
+    a.num_tokens = tokens;
+    a.top_k = static_cast<int>(K);
+    a.recv_x = false;
+    a.expert_major_x = true;
+    dispatch::DispatchResult r = buffer.dispatch(a);
+    const size_t P = r.expert_row_slot.size();
+    rows.resize(P * d);
+    if (P > 0) std::memcpy(rows.data(), r.expert_x.data(), P * d * sizeof(float));  // decode
+    wire.resize(P * d);
+    if (P > 0) std::memcpy(wire.data(), rows.data(), P * d * sizeof(float));  // encode (expert outputs)
+    dispatch::CombineArgs c;
+    c.expert_out = wire.data();
+    c.dtype = comm::DataType::kFloat32;
+    c.handle = &r.handle;
+    c.weights = r.recv_topk_weights.data();
+    dispatch::CombineResult y = buffer.combine(c);
+    std::memcpy(out.data(), y.y.data(), out.size() * sizeof(float));
+    // Backward.
+    dispatch::CombineBackwardArgs cb;
+    cb.grad_y = out.data();
+    cb.dtype = comm::DataType::kFloat32;
+    cb.handle = &r.handle;
+    cb.expert_out = wire.data();
+    cb.weights = r.recv_topk_weights.data();
+    dispatch::CombineBackwardResult g = buffer.combine_backward(cb);
+    if (P > 0) std::memcpy(rows.data(), g.grad_expert_out.data(), P * d * sizeof(float));
+    if (P > 0) std::memcpy(wire.data(), rows.data(), P * d * sizeof(float));
+    dispatch::CombineResult gx = buffer.dispatch_backward(wire.data(), comm::DataType::kFloat32, r.handle);
+    const float* gy = reinterpret_cast<const float*>(gx.y.data());
+    for (size_t i = 0; i < dx.size(); ++i) dx[i] += gy[i];
+  });
+}
+
 // Max over the ranks of world (the step waits for the slowest rank); identity without one.
 void max_over_ranks(comm::Communicator* world, std::vector<double>& v) {
   if (world == nullptr || world->size() == 1 || v.empty()) return;
@@ -381,7 +455,7 @@ void max_over_ranks(comm::Communicator* world, std::vector<double>& v) {
 }  // namespace
 
 ClusterSpec calibrate_cpu(const ClusterSpec& base, const TrainingSpec& spec, const Layout& layout,
-                          comm::Communicator* world, int reps, double min_sample_s, bool cpu_clock) {
+                          const std::shared_ptr<comm::Communicator>& world, int reps, double min_sample_s, bool cpu_clock) {
   SY_REQUIRE(reps >= 1, "calibrate: reps " << reps << " must be >= 1");
   SY_REQUIRE(min_sample_s >= 0, "calibrate: min_sample_s " << min_sample_s << " must be >= 0");
   const Timer timer{reps, min_sample_s, cpu_clock};
@@ -432,32 +506,71 @@ ClusterSpec calibrate_cpu(const ClusterSpec& base, const TrainingSpec& spec, con
         elementwise.push_back(&op);
         seconds.push_back(f + bw);
       }
-  // Optimizer pass of the trainer over the whole model: zero_grad, clip_grad_norm, AdamW.
-  Model<float> model(m);
-  AdamW adamw(model.parameters(), AdamWConfig{});
-  for (const auto& p : model.parameters().all()) std::fill(p->grad.begin(), p->grad.end(), 1e-3f);
+  // Kept activations in fresh memory: the CPU trainer allocates its activation tensors anew
+  // every step (std::vector, zero-initialised) and frees them after the backward. One
+  // sample allocates the whole model's kept activation bytes of a micro-batch as tensors of
+  // tokens x hidden floats, then frees them (page faults, page clearing, the zero fill).
+  double act_bytes = 0;
+  for (const BlockCost& b : blocks) act_bytes += b.activation_bytes * double(tokens);
+  const size_t tensor_floats = static_cast<size_t>(tokens * m.hidden_size);
+  const size_t num_tensors = std::max<size_t>(1, static_cast<size_t>(act_bytes / (4.0 * double(tensor_floats))));
   seconds.push_back(timer([&] {
-    clip_grad_norm(model.parameters(), 1.0);
-    adamw.step(1e-4);
-    model.zero_grad();
+    std::vector<std::vector<float>> kept;
+    kept.reserve(num_tensors);
+    for (size_t t = 0; t < num_tensors; ++t) kept.emplace_back(tensor_floats);
   }));
-  // Collectives over the world: the gradient all-reduce and one MoE layer's all-to-all.
+  // Collectives: the multi-rank layouts use the distributed trainer's own pieces.
   const int g = world ? world->size() : 1;
   double dense = 0, expert = 0;
   for (const BlockCost& b : blocks) dense += double(b.dense_params), expert += double(b.expert_params);
-  const double reduced = dense + (layout.dp > 1 ? expert / layout.ep : 0.0);  // floats in the sync
-  const int64_t a2a_floats = static_cast<int64_t>(tokens * K) * m.hidden_size / std::max(1, g);
-  if (g > 1) {
-    std::vector<float> send = random_floats(static_cast<size_t>(reduced), 90), recv(send.size());
+  const bool measure_dispatch = world && layout.ep > 1 && m.n_routed_experts > 0;
+  // Optimizer and gradient sync. One process: the Trainer's zero_grad + clip_grad_norm +
+  // AdamW over the whole model. More ranks (pp 1, world = ep x dp): what DistTrainer without
+  // ZeRO-1 runs after the backward (trainer/src/dist/dist_trainer.cc), with its own classes:
+  // GradientSync::reduce (dense gradients all-reduced over the EP x DP replicas, owned experts
+  // over DP, others zeroed) timed alone -> all_reduce rate; then GradientSync::clip + AdamW
+  // over the whole model (every rank builds it over model.parameters()) + zero_grad ->
+  // optimizer rate.
+  Model<float> model(m);
+  AdamW adamw(model.parameters(), AdamWConfig{});
+  auto fill_grads = [&] {
+    for (const auto& p : model.parameters().all()) std::fill(p->grad.begin(), p->grad.end(), 1e-3f);
+  };
+  fill_grads();
+  const bool dist_sync = g > 1 && layout.pp == 1 && layout.ep * layout.dp == g;
+  if (dist_sync) {
+    dist::ParallelLayout pl;
+    pl.ep = layout.ep;
+    pl.dp = layout.dp;
+    const dist::ParallelGroups groups = dist::make_groups(world, pl);
+    dist::GradientSync sync(model.parameters(), m.n_routed_experts, groups);
+    seconds.push_back(timer.collective(*world, [&] { sync.reduce(); }));
     seconds.push_back(timer.collective(*world, [&] {
-      world->all_reduce(send.data(), recv.data(), send.size(), comm::DataType::kFloat32, comm::ReduceOp::kSum);
+      sync.clip(1.0);
+      adamw.step(1e-4);
+      model.zero_grad();
     }));
-    std::vector<float> s2 = random_floats(static_cast<size_t>(a2a_floats * g), 91), r2(s2.size());
-    seconds.push_back(timer.collective(*world, [&] {
-      world->all_to_all(s2.data(), r2.data(), static_cast<size_t>(a2a_floats), comm::DataType::kFloat32);
+  } else {
+    seconds.push_back(timer([&] {
+      clip_grad_norm(model.parameters(), 1.0);
+      adamw.step(1e-4);
+      model.zero_grad();
     }));
+    if (g > 1) {  // other layouts: a plain all_reduce of the synced gradient floats
+      const double reduced = dense + (layout.dp > 1 ? expert / layout.ep : 0.0);
+      std::vector<float> send = random_floats(static_cast<size_t>(reduced), 90), recv(send.size());
+      seconds.push_back(timer.collective(*world, [&] {
+        world->all_reduce(send.data(), recv.data(), send.size(), comm::DataType::kFloat32, comm::ReduceOp::kSum);
+      }));
+    }
   }
-  max_over_ranks(world, seconds);
+  if (measure_dispatch) {
+    SY_REQUIRE(g % layout.ep == 0, "calibrate: ep " << layout.ep << " does not divide the " << g << " ranks");
+    // EP groups are consecutive ranks (trainer/src/dist/parallel_layout.cc's order: ep fastest).
+    const std::shared_ptr<comm::Communicator> ep = g == layout.ep ? world : world->split(world->rank() / layout.ep, world->rank());
+    seconds.push_back(time_dispatch_path(ep, m, tokens, timer));
+  }
+  max_over_ranks(world.get(), seconds);
 
   // Rates from the slowest rank's times.
   size_t i = 0;
@@ -474,16 +587,35 @@ ClusterSpec calibrate_cpu(const ClusterSpec& base, const TrainingSpec& spec, con
   c.attention_bwd_tflops = core.bwd_flops * double(tokens) / seconds[i++] / 1e12;
   for (const OpCost* op : elementwise)
     c.elementwise_gbps[op->name] = (op->fwd_bytes + op->bwd_bytes) * double(tokens) / seconds[i++] / 1e9;
+  c.first_touch_gbps = double(num_tensors * tensor_floats) * 4 / seconds[i++] / 1e9;
   const double params = dense + expert;
   const PrecisionRecipe& r = spec.recipe;
   const double opt_bytes = params * (2 * r.master_bytes + 4 * r.moment_bytes + r.grad_bytes + r.weight_copy_bytes);
-  c.optimizer_gbps = opt_bytes / seconds[i++] / 1e9;
-  if (g > 1) {
-    const double ring = double(g - 1) / g;
-    c.collective_gbps["all_reduce"] = 2 * reduced * r.grad_bytes * ring / seconds[i++] / 1e9;
-    c.collective_gbps["all_to_all"] = double(a2a_floats) * 4 * (g - 1) / seconds[i++] / 1e9;
+  if (dist_sync) {
+    // The planner's ring bytes (planner.cc, no ZeRO-1): dense over ep x dp, experts over dp.
+    auto ring = [](int n) { return double(n - 1) / n; };
+    const double bytes = 2 * r.grad_bytes * (dense * ring(g) + expert / layout.ep * ring(layout.dp));
+    c.collective_gbps["all_reduce"] = bytes / seconds[i++] / 1e9;
+    c.optimizer_gbps = opt_bytes / seconds[i++] / 1e9;
+  } else {
+    c.optimizer_gbps = opt_bytes / seconds[i++] / 1e9;
+    if (g > 1) {
+      const double reduced = dense + (layout.dp > 1 ? expert / layout.ep : 0.0);
+      c.collective_gbps["all_reduce"] = 2 * reduced * r.grad_bytes * double(g - 1) / g / seconds[i++] / 1e9;
+    }
   }
-
+  if (measure_dispatch) {
+    // Rate in the planner's all-to-all bytes (planner.cc): per token and direction the larger
+    // of the network and the intra-node copies times (dispatch + combine) bytes, both ways.
+    const int gpn = std::max(1, base.gpus_per_node);
+    const int ep_nodes = layout.ep <= gpn ? 1 : layout.ep / gpn;
+    const ExpertTraffic t = simulate_expert_traffic(m, layout.ep, ep_nodes);
+    const double row = 2 * double(m.hidden_size) * r.act_bytes;  // FP32 dispatch + combine rows
+    const double copies = std::max(t.remote_nodes_per_token, t.nvlink_copies_per_token);
+    const double bytes = 2 * copies * row * double(tokens);
+    if (bytes > 0) c.collective_gbps["all_to_all"] = bytes / seconds[i] / 1e9;
+    ++i;
+  }
   const std::string how = std::string(" (sy-plan --calibrate") + (cpu_clock ? " in process CPU seconds" : "") +
                           ": " + std::to_string(g) + " rank(s) measuring at once, max over " +
                           "ranks of medians of " + std::to_string(reps) + " samples of >= " + std::to_string(min_sample_s) + " s, " + std::to_string(tokens) +
@@ -494,11 +626,18 @@ ClusterSpec calibrate_cpu(const ClusterSpec& base, const TrainingSpec& spec, con
   c.sources["elementwise_gbps"] =
       "the trainer's kernels per op (RMSNorm, RoPE, SwiGLU, router, permute/combine, cross-entropy, residuals), "
       "planner bytes / time" + how;
-  c.sources["optimizer_gbps"] = "zero_grad + clip_grad_norm + AdamW over the model, planner bytes / time" + how;
+  c.sources["first_touch_gbps"] =
+      "zero-initialised std::vectors of tokens x hidden floats adding up to the model's kept activation bytes of "
+      "a micro-batch, allocated and freed (the CPU trainer's per-step activations), bytes / time" + how;
+  c.sources["optimizer_gbps"] =
+      std::string(dist_sync ? "GradientSync::clip + AdamW over the whole model + zero_grad (DistTrainer's step)"
+                            : "zero_grad + clip_grad_norm + AdamW over the model") +
+      ", planner bytes / time" + how;
   if (g > 1)
     c.sources["collective_gbps"] =
-        "comm all_reduce of the synced gradients (ring bytes 2 (g-1)/g) and all_to_all of one MoE layer's rows "
-        "(bytes to other ranks) / time" + how;
+        std::string(dist_sync ? "the trainer's GradientSync::reduce (dist/grad_sync.cc)" : "comm all_reduce of the synced gradients") +
+        ", the planner's ring bytes / time; dispatch::Buffer dispatch + weighted combine + combine_backward + dispatch_backward of one MoE "
+        "layer with the trainer's FP32 wire copies (dispatched_experts.cc), the planner's all-to-all bytes / time" + how;
   return c;
 }
 

@@ -133,6 +133,7 @@ ClusterSpec cluster_from_json(const std::string& text) {
   c.elementwise_gbps = optional_gbps_table(j, "elementwise_gbps");
   c.collective_gbps = optional_gbps_table(j, "collective_gbps");
   if (j.contains("optimizer_gbps")) c.optimizer_gbps = positive_number(j, "optimizer_gbps");
+  if (j.contains("first_touch_gbps")) c.first_touch_gbps = positive_number(j, "first_touch_gbps");
   const json& sources = require(j, "sources");
   if (!sources.is_object()) SY_THROW(InvalidArgument, "cluster file: \"sources\" must be an object {field: text}");
   for (auto it = sources.begin(); it != sources.end(); ++it)
@@ -141,7 +142,7 @@ ClusterSpec cluster_from_json(const std::string& text) {
   for (const char* f : {"intra_node_gbps", "network_gbps", "memory_bandwidth_gbps", "memory_gib", "num_sms",
                         "peak_tflops", "gemm_tflops", "attention_fwd_tflops", "attention_bwd_tflops"})
     if (!c.sources.count(f)) SY_THROW(InvalidArgument, "cluster file: sources has no entry for \"" << f << "\"");
-  for (const char* f : {"gemm_shapes", "elementwise_gbps", "optimizer_gbps", "collective_gbps"})
+  for (const char* f : {"gemm_shapes", "elementwise_gbps", "optimizer_gbps", "collective_gbps", "first_touch_gbps"})
     if (j.contains(f) && !c.sources.count(f))
       SY_THROW(InvalidArgument, "cluster file: sources has no entry for \"" << f << "\"");
   return c;
@@ -181,6 +182,7 @@ std::string cluster_to_json(const ClusterSpec& c) {
   }
   if (!c.elementwise_gbps.empty()) j["elementwise_gbps"] = c.elementwise_gbps;
   if (c.optimizer_gbps > 0) j["optimizer_gbps"] = c.optimizer_gbps;
+  if (c.first_touch_gbps > 0) j["first_touch_gbps"] = c.first_touch_gbps;
   if (!c.collective_gbps.empty()) j["collective_gbps"] = c.collective_gbps;
   return j.dump(2) + "\n";
 }

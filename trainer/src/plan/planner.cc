@@ -192,6 +192,11 @@ PlanResult plan(const TrainingSpec& spec, const ClusterSpec& cluster, const Layo
       bt[i].per_op[op.name] += (f + b) * tokens_mb;
     }
     if (blocks[i].moe) bt[i].a2a_f = bt[i].a2a_b = a2a_one_way * tokens_mb;
+    if (cluster.first_touch_gbps > 0) {  // kept activations written into fresh pages in the forward
+      const double f = blocks[i].activation_bytes * tokens_mb / (cluster.first_touch_gbps * 1e9);
+      bt[i].f += f;
+      bt[i].per_op["activations.first_touch"] += f;
+    }
   }
 
   // Stages: contiguous blocks balancing what a chunk occupies the rank for (compute, plus the
@@ -293,7 +298,8 @@ PlanResult plan(const TrainingSpec& spec, const ClusterSpec& cluster, const Layo
       expert += stages[s].expert_params;
       lowp += stages[s].lowp_dense + stages[s].lowp_expert;
     }
-    const double sharded = dense / dense_shards + expert / expert_shards;
+    const double sharded = layout.optimizer_full_model ? dense + expert * layout.ep
+                                                       : dense / dense_shards + expert / expert_shards;
     MemoryBreakdown mem;
     mem.weights_high = (dense + expert - (spec.recipe.linear_high_copy ? 0.0 : lowp)) * spec.recipe.weight_copy_bytes;
     mem.weights_low = lowp * spec.recipe.low_precision_copy_bytes;
@@ -327,9 +333,11 @@ PlanResult plan(const TrainingSpec& spec, const ClusterSpec& cluster, const Layo
     sync += ring_time(2 * expert * spec.recipe.grad_bytes, layout.dp, expert_gbps);
   }
   t.dp_sync = layout.overlap_dp_sync ? 0.0 : sync;
+  // Parameters this rank's optimizer updates (all experts of its stages with optimizer_full_model).
+  const double updated = layout.optimizer_full_model ? dense + expert * layout.ep : sharded;
   const double opt_bytes =
-      sharded * (2 * spec.recipe.master_bytes + 4 * spec.recipe.moment_bytes + spec.recipe.grad_bytes) +
-      (dense + expert) * spec.recipe.weight_copy_bytes + lowp * spec.recipe.low_precision_copy_bytes;
+      updated * (2 * spec.recipe.master_bytes + 4 * spec.recipe.moment_bytes + spec.recipe.grad_bytes) +
+      (layout.optimizer_full_model ? updated : dense + expert) * spec.recipe.weight_copy_bytes + lowp * spec.recipe.low_precision_copy_bytes;
   t.optimizer = opt_bytes / ((cluster.optimizer_gbps > 0 ? cluster.optimizer_gbps : cluster.memory_bandwidth_gbps) * 1e9);
   t.step = sr.makespan + t.dp_sync + t.optimizer;
 

@@ -30,6 +30,7 @@
 // arguments). Sets OpenBLAS to one thread. Seconds per call: a few on the tiny preset.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "switchyard/comm/communicator.h"
@@ -42,7 +43,7 @@ namespace switchyard::trainer::plan {
 // Throws InvalidArgument when the recipe is not fp32 (the CPU trainer's), reps < 1 or
 // min_sample_s < 0.
 ClusterSpec calibrate_cpu(const ClusterSpec& base, const TrainingSpec& spec, const Layout& layout,
-                          comm::Communicator* world = nullptr, int reps = 5, double min_sample_s = 0.05,
+                          const std::shared_ptr<comm::Communicator>& world = nullptr, int reps = 5, double min_sample_s = 0.05,
                           bool cpu_clock = false);
 
 }  // namespace switchyard::trainer::plan

@@ -42,6 +42,9 @@ struct ClusterSpec {
   // bytes for that op; fallback memory_bandwidth_gbps.
   std::map<std::string, double> elementwise_gbps;
   double optimizer_gbps = 0;  // the optimizer pass's planner bytes per second; 0: memory_bandwidth_gbps
+  // Fresh memory written per second (page faults + first write), for a trainer that
+  // allocates its kept activations anew every step (the CPU trainer); 0: not charged.
+  double first_touch_gbps = 0;
   // "all_reduce" (data-parallel gradient sync) and "all_to_all" (dispatch + combine) GB/s as
   // the planner's ring / all-to-all formulas count bytes; fallback the link bandwidths.
   std::map<std::string, double> collective_gbps;

@@ -43,6 +43,10 @@ struct Layout {
   int comm_sms = 20;  // SMs reserved for communication (V3: 20 of 132)
   bool overlap_a2a = true;  // DualPipe(V): all-to-all of a micro-batch hidden under the paired one
   bool overlap_dp_sync = false;  // gradient reduce hidden under the last backward
+  // Every rank keeps optimizer state for, and updates, all parameters of its stages, the
+  // other ranks' experts included (the CPU DistTrainer without ZeRO-1 builds AdamW over the
+  // whole model: trainer/src/dist/dist_trainer.cc). False: dense + its own experts.
+  bool optimizer_full_model = false;
   std::string describe() const;  // "pp16 ep64 dp2 zero1 dualpipe mb120 sms20"
 };
 
