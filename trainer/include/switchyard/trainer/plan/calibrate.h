@@ -11,11 +11,18 @@
 // - each element-wise op of the planner's op list with the trainer's own kernels (RMSNorm,
 //   RoPE, SwiGLU, router and top-k, permute/combine, cross-entropy, residuals, embedding)
 //   -> elementwise_gbps[op] = the planner's bytes for the op / measured seconds;
-// - the trainer's optimizer pass (zero_grad + clip_grad_norm + AdamW) -> optimizer_gbps;
-// - with a world of more than one rank: comm all_reduce of the gradients that the data-
-//   parallel sync reduces and comm all_to_all of one MoE layer's dispatch
-//   -> collective_gbps{all_reduce, all_to_all} (bytes defined as the planner's ring and
-//   all-to-all formulas count them).
+// - the kept activations of a micro-batch allocated anew (zero-initialised tensors, freed)
+//   -> first_touch_gbps (the CPU trainer allocates its activations every step);
+// - the trainer's optimizer pass (zero_grad + clip_grad_norm + AdamW over the whole model)
+//   -> optimizer_gbps; with a world of ep x dp ranks (pp 1) DistTrainer's own pieces:
+//   GradientSync::reduce -> collective_gbps["all_reduce"], GradientSync::clip + AdamW +
+//   zero_grad -> optimizer_gbps (other worlds: a plain comm all_reduce);
+// - with ep > 1: one MoE layer's expert exchange through dispatch::Buffer over the EP group
+//   (consecutive ranks) as the trainer's DispatchedExperts runs it (dispatch, weighted
+//   combine, combine_backward, dispatch_backward, FP32 wire copies)
+//   -> collective_gbps["all_to_all"].
+//   Collective rates are in the planner's bytes (its ring and all-to-all formulas), so the
+//   planner gives back the measured time for the measured layout.
 // Every rank measures at the same time (the multi-rank run shares caches and memory
 // bandwidth the same way); each cost is the maximum over ranks (the step waits for the
 // slowest). Each cost is the median of `reps` samples after one warm-up call; a sample
