@@ -8,35 +8,11 @@
 #include <limits>
 
 #include "decoder_layer.h"
+#include "init_random.h"
 #include "kernels.h"
 #include "switchyard/common/error.h"
 
 namespace switchyard::trainer {
-namespace {
-
-// Deterministic normal samples (splitmix64 + Box-Muller), independent of the C++ library.
-class NormalRng {
- public:
-  explicit NormalRng(uint64_t seed) : state_(seed) {}
-  double next() {
-    double u1 = (static_cast<double>(bits() >> 11) + 0.5) * 0x1.0p-53;
-    double u2 = static_cast<double>(bits() >> 11) * 0x1.0p-53;
-    return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
-  }
-
- private:
-  uint64_t bits() {
-    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  uint64_t state_;
-};
-
-bool is_norm_weight(const std::string& name) { return name.find("norm.weight") != std::string::npos; }
-
-}  // namespace
 
 template <class T>
 Model<T>::Model(const ModelConfig& config, ModelOptions options) : config_(config), options_(options) {
@@ -67,13 +43,7 @@ Model<T>::~Model() = default;
 template <class T>
 void Model<T>::init_random(uint64_t seed, double std) {
   NormalRng rng(seed);
-  for (auto& p : params_.all()) {
-    if (is_norm_weight(p->name)) {
-      std::fill(p->value.begin(), p->value.end(), T(1));
-    } else {
-      for (auto& v : p->value) v = T(rng.next() * std);
-    }
-  }
+  for (auto& p : params_.all()) init_parameter(p->name, rng, std, p->value.data(), p->value.size());
   for (int64_t l : moe_layer_indices()) std::fill(expert_bias(l).begin(), expert_bias(l).end(), 0.0f);
 }
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "../../init_random.h"
 #include "../../kernels.h"
 #include "../kernels/model_kernels.h"
 #include "decoder_layer.h"
@@ -16,29 +17,6 @@
 namespace switchyard::trainer::gpu {
 
 namespace {
-
-// The CPU model's generator (model.cc: splitmix64 + Box-Muller), so init_random draws the
-// same numbers.
-class NormalRng {
- public:
-  explicit NormalRng(uint64_t seed) : state_(seed) {}
-  double next() {
-    double u1 = (static_cast<double>(bits() >> 11) + 0.5) * 0x1.0p-53;
-    double u2 = static_cast<double>(bits() >> 11) * 0x1.0p-53;
-    return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
-  }
-
- private:
-  uint64_t bits() {
-    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  uint64_t state_;
-};
-
-bool is_norm_weight(const std::string& name) { return name.find("norm.weight") != std::string::npos; }
 
 template <class T>
 void upload(Context& ctx, const T* src, size_t n, T* dst, const char* what) {
@@ -165,11 +143,7 @@ void Model::init_random(uint64_t seed, double std) {
   NormalRng rng(seed);
   for (auto& p : m.slab.all()) {
     std::vector<float> v(p->numel);
-    if (is_norm_weight(p->name)) {
-      std::fill(v.begin(), v.end(), 1.0f);
-    } else {
-      for (auto& x : v) x = static_cast<float>(rng.next() * std);
-    }
+    init_parameter(p->name, rng, std, v.data(), v.size());  // the CPU model's numbers
     upload(m.ctx, v.data(), v.size(), p->w, "init_random");
     m.ctx.stream.synchronize();
   }
