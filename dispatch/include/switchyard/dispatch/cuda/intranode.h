@@ -56,6 +56,7 @@
 #include "switchyard/comm/communicator.h"
 #include "switchyard/comm/types.h"
 #include "switchyard/common/cuda.h"
+#include "switchyard/dispatch/cuda/device_dispatch_outputs.h"
 
 namespace switchyard::dispatch::gpu {
 
@@ -94,21 +95,7 @@ struct DeviceDispatchArgs {
   bool async = false;  // return once the receive kernels are enqueued (see result.done)
 };
 
-struct DeviceDispatchResult {
-  comm::DataType dtype = comm::DataType::kBfloat16;
-  int64_t num_recv_tokens = 0;                      // M
-  cuda::DeviceBuffer recv_x;                        // [M x H] of dtype
-  cuda::DeviceBuffer recv_x_scales;                 // [M x S] FP32 (FP8 only)
-  cuda::DeviceBuffer recv_src_rank;                 // [M] int32
-  cuda::DeviceBuffer recv_src_token;                // [M] int32
-  cuda::DeviceBuffer recv_topk_idx;                 // [M x K] int64, local expert or -1
-  cuda::DeviceBuffer recv_topk_weights;             // [M x K] FP32
-  std::vector<int64_t> num_recv_tokens_per_expert;  // [L] (host)
-  std::vector<int64_t> expert_offsets;              // [L + 1] (host)
-  cuda::DeviceBuffer expert_row_token;              // [P] int32, -1 = padding
-  cuda::DeviceBuffer expert_row_slot;               // [P] int32, -1 = padding
-  cuda::DeviceBuffer expert_x;                      // [P x H] of dtype, padding rows zero
-  cuda::DeviceBuffer expert_x_scales;               // [P x S] FP32 (FP8 only)
+struct DeviceDispatchResult : DeviceDispatchOutputs {
   IntranodeHandle handle;
   // Recorded on args.stream after the last kernel writing the outputs: a compute stream
   // makes its work wait for the outputs with cudaStreamWaitEvent(stream, done->get()). Already
