@@ -25,6 +25,19 @@ Schedule linear_placement(const char* name, int num_ranks, int num_microbatches)
 
 }  // namespace
 
+Schedule v_placement(const char* name, int num_ranks, int num_microbatches) {
+  Schedule s;
+  s.name = name;
+  const int S = 2 * num_ranks;
+  s.num_stages = S;
+  s.num_microbatches = num_microbatches;
+  s.paths.emplace_back();
+  for (int st = 0; st < S; ++st) s.paths[0].push_back(st < num_ranks ? st : S - 1 - st);
+  s.microbatch_path.assign(num_microbatches, 0);
+  s.ranks.resize(num_ranks);
+  return s;
+}
+
 // Rank r: min(N-r-1, M) warm-up forwards, then (F, BW) pairs, then the remaining BWs.
 Schedule gen_1f1b(int n, int m) {
   Schedule s = linear_placement("1f1b", n, m);
@@ -110,15 +123,8 @@ Schedule gen_zb_h1(int n, int m) {
 // N micro-batches have their first-stage W pending, which bounds activations by 2N half-stage
 // chunks, the 1F1B peak), then the oldest pending W.
 Schedule gen_zbv(int n, int m) {
-  Schedule s;
-  s.name = "zbv";
-  const int S = 2 * n;
-  s.num_stages = S;
-  s.num_microbatches = m;
-  s.paths.emplace_back();
-  for (int st = 0; st < S; ++st) s.paths[0].push_back(st < n ? st : S - 1 - st);
-  s.microbatch_path.assign(m, 0);
-  s.ranks.resize(n);
+  Schedule s = v_placement("zbv", n, m);
+  const int S = s.num_stages;
   const int kNotDone = -1;
   std::vector<std::vector<int>> f_done(S, std::vector<int>(m, kNotDone)), b_done = f_done;
   std::vector<int> next_f(S, 0), next_b(S, 0), in_flight(n, 0);

@@ -228,15 +228,8 @@ Schedule gen_zbv_heuristic(int n, int m, const ZbvCosts& costs) {
                                                                 << costs.w << " must be > 0 and C = " << costs.comm
                                                                 << " >= 0");
   const VRun best = VHeuristic(n, m, costs).best();
-  Schedule s;
-  s.name = "zbv";
-  const int S = 2 * n;
-  s.num_stages = S;
-  s.num_microbatches = m;
-  s.paths.emplace_back();
-  for (int st = 0; st < S; ++st) s.paths[0].push_back(st < n ? st : S - 1 - st);
-  s.microbatch_path.assign(m, 0);
-  s.ranks.resize(n);
+  Schedule s = v_placement("zbv", n, m);
+  const int S = s.num_stages;
   for (int r = 0; r < n; ++r)
     for (auto [cat, chunk, mb] : best.order[r]) {
       const bool first_half = cat == 0 ? chunk == 0 : chunk == 1;
