@@ -32,23 +32,10 @@
 #include "switchyard/trainer/router.h"
 #include "switchyard/trainer/train/linear_backend.h"
 #include "switchyard/trainer/train/optimizer.h"
+#include "equivalence_support.h"
 
 namespace switchyard::trainer::dist {
 namespace {
-
-std::shared_ptr<comm::Communicator> world() {
-  static std::shared_ptr<comm::Communicator> w = comm::Communicator::init();
-  return w;
-}
-
-// A path under the test temp dir unique to this job (all its ranks agree on it).
-std::string scratch(const std::string& name) {
-  const comm::LaunchEnv env = comm::LaunchEnv::detect();
-  std::string job = env.job_id.empty() ? env.rendezvous : env.job_id;
-  for (char& ch : job)
-    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-  return testing::TempDir() + "/sy_dist_" + job + "_" + name;
-}
 
 constexpr int64_t kSteps = 5, kSeq = 16, kGlobalBatch = 8;
 // AdamW keeps BF16 moments: the rounding of m and v turns FP32 summation-order differences
@@ -56,37 +43,22 @@ constexpr int64_t kSteps = 5, kSeq = 16, kGlobalBatch = 8;
 // parameter check at 1e-5 meaningful (the loss check does not depend on it).
 constexpr double kLr = 1e-4, kBiasRate = 1e-3, kClip = 1.0;
 
-ModelConfig test_config() {
-  ModelConfig c = model_config_preset("nano");
-  c.max_position_embeddings = kSeq;
-  return c;
-}
+ModelConfig test_config() { return test::nano_config(kSeq); }
+std::string scratch(const std::string& name) { return test::job_scratch_path("sy_dist", name); }
 
 // Global batches for all steps: [kSteps][kGlobalBatch, kSeq + D + 1], same on every rank.
 std::vector<std::vector<int64_t>> make_batches(const ModelConfig& c) {
-  std::mt19937_64 rng(1234);
-  const int64_t window = kSeq + c.num_nextn_predict_layers + 1;
-  std::vector<std::vector<int64_t>> out(kSteps, std::vector<int64_t>(kGlobalBatch * window));
-  for (auto& b : out)
-    for (auto& t : b) t = static_cast<int64_t>(rng() % uint64_t(c.vocab_size));
-  return out;
+  return test::random_batches(c, kSteps, kGlobalBatch, kSeq, 1234);
 }
 
-struct RunResult {
-  std::vector<double> losses;
-  std::vector<double> grad_norms;
-  TensorMap weights;
-};
+using test::RunResult;
+using test::world;
+using test::worst_normwise;
 
 // Global batches of `micro` micro-batches for all steps: [kSteps][micro * kGlobalBatch, kSeq + D + 1].
 std::vector<std::vector<int64_t>> make_micro_batches(const ModelConfig& c, int64_t micro,
                                                      int64_t global_batch = kGlobalBatch) {
-  std::mt19937_64 rng(4321);
-  const int64_t window = kSeq + c.num_nextn_predict_layers + 1;
-  std::vector<std::vector<int64_t>> out(kSteps, std::vector<int64_t>(micro * global_batch * window));
-  for (auto& b : out)
-    for (auto& t : b) t = static_cast<int64_t>(rng() % uint64_t(c.vocab_size));
-  return out;
+  return test::random_batches(c, kSteps, micro * global_batch, kSeq, 4321);
 }
 
 // The FP8 recipe on every covered weight except the routed experts: shows that the
@@ -182,30 +154,6 @@ RunResult distributed_run(const ModelConfig& c, const std::vector<std::vector<in
   if (fp8_gemms != nullptr) *fp8_gemms = t.fp8_gemms();
   r.weights = t.gather_weights();
   return r;
-}
-
-// max over tensors of ||a - b|| / ||b||, and the worst tensor's name.
-double worst_normwise(const TensorMap& a, const TensorMap& b, std::string* worst) {
-  double out = 0;
-  for (const auto& [name, tb] : b) {
-    auto it = a.find(name);
-    EXPECT_NE(it, a.end()) << name;
-    if (it == a.end()) continue;
-    std::vector<double> x = it->second.to_vector<double>(), y = tb.to_vector<double>();
-    EXPECT_EQ(x.size(), y.size()) << name;
-    if (x.size() != y.size()) continue;
-    double num = 0, den = 0;
-    for (size_t i = 0; i < x.size(); ++i) {
-      num += (x[i] - y[i]) * (x[i] - y[i]);
-      den += y[i] * y[i];
-    }
-    const double rel = std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
-    if (rel > out) {
-      out = rel;
-      *worst = name;
-    }
-  }
-  return out;
 }
 
 void expect_equivalent(ParallelLayout layout, bool zero1 = false, int64_t micro = 1) {
@@ -482,11 +430,6 @@ TEST(DistTrainerTest, GradAccumulationWithZeroOneMatchesOneProcess) {
 
 // Every weight but the router biases (their sign-based update turns any change of an
 // expert's count into +-rate, so they are compared through the losses instead).
-TensorMap without_biases(TensorMap m) {
-  for (auto it = m.begin(); it != m.end();) it = it->first.find("e_score_correction_bias") != std::string::npos ? m.erase(it) : std::next(it);
-  return m;
-}
-
 // The FP8 Linear recipe (--fp8) on the distributed path against the one-process FP8 run on
 // the same global batch (8 sequences of 16 tokens per rank, so every rank's tokens fill
 // whole 128-token tiles), on EP W (experts on dispatched rows, both nodes) and EP 1 x DP W.
@@ -529,7 +472,7 @@ TEST(DistTrainerTest, Fp8LinearRecipeMatchesOneProcessFp8) {
           << what << " step " << s << ": " << d8.losses[s] << " vs " << one8.losses[s];
     EXPECT_LE(std::abs(d8.grad_norms[0] - one8.grad_norms[0]), 2e-3 * one8.grad_norms[0]) << what;
     std::string worst;
-    const double rel = worst_normwise(without_biases(d8.weights), without_biases(one8.weights), &worst);
+    const double rel = worst_normwise(test::without_router_biases(d8.weights), test::without_router_biases(one8.weights), &worst);
     EXPECT_LE(rel, 1e-2) << what << ": " << worst << " differs by " << rel;
     if (layout.ep == 1) {
       EXPECT_LE(std::abs(d8.grad_norms[0] - accum8.grad_norms[0]), 1e-6 * accum8.grad_norms[0]) << what;

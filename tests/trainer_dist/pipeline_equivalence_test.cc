@@ -30,23 +30,10 @@
 #include "switchyard/trainer/router.h"
 #include "switchyard/trainer/train/linear_backend.h"
 #include "switchyard/trainer/train/optimizer.h"
+#include "equivalence_support.h"
 
 namespace switchyard::trainer::dist {
 namespace {
-
-std::shared_ptr<comm::Communicator> world() {
-  static std::shared_ptr<comm::Communicator> w = comm::Communicator::init();
-  return w;
-}
-
-// A folder name shared by the ranks of this job.
-std::string scratch(const std::string& name) {
-  const comm::LaunchEnv env = comm::LaunchEnv::detect();
-  std::string job = env.job_id.empty() ? env.rendezvous : env.job_id;
-  for (char& ch : job)
-    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-  return testing::TempDir() + "/sy_pipe_" + job + "_" + name;
-}
 
 constexpr int64_t kSteps = 5, kSeq = 8, kGlobalBatch = 16, kMicro = 4;
 // Small lr: AdamW's BF16 moments turn FP32 summation-order differences into update
@@ -54,26 +41,17 @@ constexpr int64_t kSteps = 5, kSeq = 8, kGlobalBatch = 16, kMicro = 4;
 constexpr double kLr = 1e-4, kBiasRate = 1e-3, kClip = 1.0;
 constexpr uint64_t kSeed = 7;
 
-ModelConfig test_config() {
-  ModelConfig c = model_config_preset("nano");
-  c.max_position_embeddings = kSeq;
-  return c;
-}
+ModelConfig test_config() { return test::nano_config(kSeq); }
+std::string scratch(const std::string& name) { return test::job_scratch_path("sy_pipe", name); }
 
 // kSteps batches of `rows` sequences (kGlobalBatch per schedule round).
 std::vector<std::vector<int64_t>> make_batches(const ModelConfig& c, int64_t rows = kGlobalBatch) {
-  std::mt19937_64 rng(2468);
-  const int64_t window = kSeq + c.num_nextn_predict_layers + 1;
-  std::vector<std::vector<int64_t>> out(kSteps, std::vector<int64_t>(rows * window));
-  for (auto& b : out)
-    for (auto& t : b) t = static_cast<int64_t>(rng() % uint64_t(c.vocab_size));
-  return out;
+  return test::random_batches(c, kSteps, rows, kSeq, 2468);
 }
 
-struct RunResult {
-  std::vector<double> losses, grad_norms;
-  TensorMap weights;
-};
+using test::RunResult;
+using test::world;
+using test::worst_normwise;
 
 // One process: micro-batch m is rows [m * G/M, (m+1) * G/M) run whole (G/M = 4 rows, `micro`
 // micro-batches per step); gradients summed / micro. fp8: the FP8 Linear recipe.
@@ -166,25 +144,6 @@ RunResult pipeline_run(const ModelConfig& c, const std::vector<std::vector<int64
     seen->breakdown = t.trace().breakdown();  // collective
   }
   return r;
-}
-
-// max over tensors of ||a - b|| / ||b||, and that tensor's name.
-double worst_normwise(const TensorMap& a, const TensorMap& b, std::string* worst) {
-  double out = 0;
-  for (const auto& [name, tb] : b) {
-    auto it = a.find(name);
-    EXPECT_NE(it, a.end()) << name;
-    if (it == a.end()) continue;
-    const std::vector<double> x = it->second.to_vector<double>(), y = tb.to_vector<double>();
-    double num = 0, den = 0;
-    for (size_t i = 0; i < x.size() && i < y.size(); ++i) {
-      num += (x[i] - y[i]) * (x[i] - y[i]);
-      den += y[i] * y[i];
-    }
-    const double rel = std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
-    if (rel > out) out = rel, *worst = name;
-  }
-  return out;
 }
 
 void expect_equivalent(ParallelLayout layout, pipeline::ScheduleKind schedule) {
@@ -375,12 +334,6 @@ TEST(PipelineTrainerTest, ZeroOneWithStagesMatchesOneProcessAndResumesBitwise) {
   if (world()->rank() == 0) std::filesystem::remove_all(dir);
 }
 
-TensorMap without_router_biases(TensorMap w) {
-  for (auto it = w.begin(); it != w.end();)
-    it = it->first.find("e_score_correction_bias") != std::string::npos ? w.erase(it) : std::next(it);
-  return w;
-}
-
 // --fp8 with stages: the FP8 Linear recipe on every model copy (the experts' GEMMs on the
 // dispatched rows too) against one process running the recipe on the same micro-batches.
 // The step-0 loss (before any update) agrees to 1e-6; afterwards FP8 rounding turns
@@ -402,7 +355,7 @@ TEST(PipelineTrainerTest, Fp8LinearRecipeWithStagesMatchesOneProcessFp8) {
     EXPECT_LE(std::abs(got.losses[s] - one8.losses[s]), 3e-4 * one8.losses[s]) << what << " step " << s;
   EXPECT_LE(std::abs(got.grad_norms[0] - one8.grad_norms[0]), 2e-3 * one8.grad_norms[0]) << what;
   std::string worst;
-  const double rel = worst_normwise(without_router_biases(got.weights), without_router_biases(one8.weights), &worst);
+  const double rel = worst_normwise(test::without_router_biases(got.weights), test::without_router_biases(one8.weights), &worst);
   EXPECT_LE(rel, 1e-2) << what << ": " << worst << " differs by " << rel;
 }
 
