@@ -129,6 +129,7 @@ PerfRow time_op(PeerExchange& ex, const PerfOptions& o, const std::string& impl,
   row.dtype = dtype;
   row.median_us = median(times) * 1e6;
   row.min_us = *std::min_element(times.begin(), times.end()) * 1e6;
+  for (double t : times) row.times_us.push_back(t * 1e6);
   const double R = ex.size();
   row.logical_bytes = static_cast<int64_t>(all_sum(ex, double(stats.logical_bytes)) / R);
   row.wire_bytes = static_cast<int64_t>(all_sum(ex, double(stats.wire_bytes)) / R);
@@ -347,9 +348,14 @@ static PerfReport run(PeerExchange& ex, const PerfOptions& o, bool timing) {
     la.num_tokens = Tl;
     la.top_k = K;
     la.use_fp8 = true;
-    // One more warm-up run so that both halves of the double-buffered slots are faulted in.
+    // Low-latency calls take about a millisecond, so they get more runs, as DeepEP's
+    // low-latency test does: at least 8 warm-up runs (both halves of the double-buffered
+    // slots faulted in, and past the first calls after the checks, which ran 1.5-3x slower
+    // than the steady state here as caches and TLBs refill: per-call times in the JSON) and
+    // at least 20 timed ones. The memcpy baseline gets the same counts.
     PerfOptions lo = o;
-    lo.warmup = o.warmup + 1;
+    lo.warmup = std::max(o.warmup + 1, 8);
+    lo.iters = std::max(o.iters, 20);
     // The low-latency calls and their memcpy baseline start from a shared-memory barrier
     // where the ranks have one (StartBarrier).
     StartBarrier start(ex);
@@ -360,7 +366,7 @@ static PerfReport run(PeerExchange& ex, const PerfOptions& o, bool timing) {
     const size_t bytes = static_cast<size_t>(ll.low_latency_dispatch(la).stats.logical_bytes);
     std::vector<uint8_t> src(bytes, 1), dst(bytes, 0);
     PerfRow mrow = time_op(
-        ex, o, "memcpy", "same bytes", "fp8",
+        ex, lo, "memcpy", "same bytes", "fp8",
         [&] {
           std::memcpy(dst.data(), src.data(), bytes);
           TrafficStats s;
@@ -435,7 +441,7 @@ std::string PerfReport::json() const {
   j["checks_passed"] = checks_passed;
   j["checks"] = check_lines;
   for (const PerfRow& r : rows)
-    j["rows"].push_back({{"impl", r.impl}, {"op", r.op}, {"dtype", r.dtype}, {"median_us", r.median_us}, {"min_us", r.min_us},
+    j["rows"].push_back({{"impl", r.impl}, {"op", r.op}, {"dtype", r.dtype}, {"median_us", r.median_us}, {"min_us", r.min_us}, {"times_us", r.times_us},
                          {"logical_bytes", r.logical_bytes}, {"logical_gbps", r.logical_gbps},
                          {"wire_bytes", r.wire_bytes}, {"wire_gbps", r.wire_gbps}});
   j["speedup_vs_rank_dedup"] = speedup_vs_dedup;

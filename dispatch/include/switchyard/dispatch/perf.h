@@ -43,6 +43,7 @@ struct PerfRow {
   std::string dtype;     // "fp8", "bf16"
   double median_us = 0;
   double min_us = 0;        // fastest timed run (JSON only)
+  std::vector<double> times_us;  // every timed run in order, slowest rank's (JSON only)
   double logical_gbps = 0;  // per rank
   double wire_gbps = 0;     // per rank
   int64_t logical_bytes = 0;  // per rank (mean)
