@@ -22,6 +22,7 @@
 #include <functional>
 #include <iostream>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include "switchyard/common/error.h"
@@ -235,15 +236,22 @@ void force_rma_path() {
   setenv("SWITCHYARD_COMM_UCX_RMA_MIN_BYTES", std::to_string(kRmaMinBytes).c_str(), 1);
 }
 
+// Opens this child process's endpoints in UCX's peer-failure mode, the default before tcp
+// endpoints went without it (SWITCHYARD_COMM_UCX_FAILURE_MODE, read when the transport opens).
+void force_peer_failure_mode() { setenv("SWITCHYARD_COMM_UCX_FAILURE_MODE", "1", 1); }
+
 // Every rank sends kMessages messages of uneven sizes to every other rank and checks every
 // byte it receives; tags repeat so same-(peer, tag) ordering is exercised. rma: with the
 // RMA put path forced, every message of at least kRmaMinBytes must have gone by put (the
 // counters against a count of the sizes); without it (the default, auto, over tcp) none.
-void exchange_random_messages(int n, bool rma = false) {
+// peer_failure_mode: endpoints in UCX's peer-failure mode (over tcp: rendezvous by active
+// messages instead of tcp's put).
+void exchange_random_messages(int n, bool rma = false, bool peer_failure_mode = false) {
   constexpr int kMessages = 15;
   fs::path dir = make_store_dir();
   auto results = run_ranks(n, milliseconds(60000), [&](int rank) {
     if (rma) force_rma_path();
+    if (peer_failure_mode) force_peer_failure_mode();
     DirStore store(dir);
     auto transport = make_ucx_transport(rank, n, store, "ucx/", all_but(rank, n));
     std::vector<std::vector<uint8_t>> send_bufs, recv_bufs;
@@ -308,6 +316,9 @@ TEST(UcxTransportTest, RandomSizedMessagesArriveIntactThreeRanks) {
 TEST(UcxTransportTest, RandomSizedMessagesArriveIntactFourRanks) {
   exchange_random_messages(4);
 }
+TEST(UcxTransportTest, RandomSizedMessagesArriveIntactInPeerFailureMode) {
+  exchange_random_messages(3, false, true);
+}
 // The RMA put path, forced over tcp (on InfiniBand it is chosen by itself).
 TEST(UcxTransportTest, RmaPutPathMessagesArriveIntactTwoRanks) {
   exchange_random_messages(2, true);
@@ -320,12 +331,15 @@ TEST(UcxTransportTest, RmaPutPathMessagesArriveIntactFourRanks) {
 // check_peers() of every survivor, within a few seconds; the survivors still talk.
 // rma: with the RMA path forced, a large send to the victim posted before it died (waiting
 // for its ready-to-receive) fails with PeerFailure too.
-void killed_peer_is_named(bool rma) {
+// peer_failure_mode: endpoints in UCX's peer-failure mode (the default where the context has
+// more than tcp; over tcp the endpoints go without it, and only the error callback tells).
+void killed_peer_is_named(bool rma, bool peer_failure_mode = false) {
   constexpr int kRanks = 3;
   constexpr int kVictim = 2;
   fs::path dir = make_store_dir();
   auto results = run_ranks(kRanks, milliseconds(40000), [&](int rank) {
     if (rma) force_rma_path();
+    if (peer_failure_mode) force_peer_failure_mode();
     DirStore store(dir);
     auto transport = make_ucx_transport(rank, kRanks, store, "ucx/", all_but(rank, kRanks));
     std::vector<uint8_t> large(4 * kRmaMinBytes, 3);
@@ -390,6 +404,49 @@ void killed_peer_is_named(bool rma) {
 
 TEST(UcxTransportTest, KilledPeerIsNamedBySurvivors) { killed_peer_is_named(false); }
 TEST(UcxTransportTest, KilledPeerIsNamedBySurvivorsOnRmaPath) { killed_peer_is_named(true); }
+TEST(UcxTransportTest, KilledPeerIsNamedBySurvivorsInPeerFailureMode) { killed_peer_is_named(false, true); }
+
+// A sender killed while its 64 MiB message is on the wire (the receiver's posted buffer is
+// being filled by tcp's rendezvous put) is named by PeerFailure on the receive within a few
+// seconds; the receive never reports the partial message as done.
+TEST(UcxTransportTest, SenderKilledMidTransferIsNamed) {
+  constexpr size_t kBytes = size_t{64} << 20;
+  fs::path dir = make_store_dir();
+  auto results = run_ranks(2, milliseconds(40000), [&](int rank) {
+    DirStore store(dir);
+    auto transport = make_ucx_transport(rank, 2, store, "ucx/", {1 - rank});
+    std::vector<uint8_t> buf(kBytes, static_cast<uint8_t>(rank));
+    if (rank == 0) {
+      auto send = transport->isend(1, 3, buf.data(), buf.size());
+      // Progress until rank 1 sees bytes landing, then die mid-message.
+      const auto start = Clock::now();
+      while (!store.check("first-bytes") && Clock::now() - start < std::chrono::seconds(10)) transport->progress();
+      raise(SIGKILL);
+    }
+    auto recv = transport->irecv(0, 3, buf.data(), buf.size());
+    const auto start = Clock::now();
+    bool flagged = false;
+    int failed_peer = -1;
+    try {
+      while (!recv->done()) {
+        transport->progress();
+        if (!flagged && buf[1 << 20] == 0) {  // rank 0's bytes (0) passed the first MiB
+          flagged = true;
+          store.set("first-bytes", {1});
+        }
+        RANK_CHECK(Clock::now() - start < std::chrono::seconds(15), "no PeerFailure within 15 s");
+      }
+    } catch (const PeerFailure& e) {
+      failed_peer = e.peer();
+    }
+    RANK_CHECK(failed_peer == 0, "the receive from the killed sender ended with peer " << failed_peer
+                                                                                     << " (finished: "
+                                                                                     << (failed_peer == -1) << ")");
+  });
+  fs::remove_all(dir);
+  EXPECT_EQ(results[0].status, -SIGKILL);
+  EXPECT_EQ(results[1].status, 0);
+}
 
 // A message larger than the posted receive is an InvalidArgument on the receiver, not a
 // silent truncation; a reserved tag is refused; a peer that shut down cleanly is not
@@ -622,6 +679,69 @@ TEST(UcxTransportTest, NativeRmaIsReadFromEndpointInfo) {
   EXPECT_EQ(lanes, "8:rc_mlx5/mlx5_0:1.0; 9:rc_mlx5/mlx5_1:1.0; ");
   EXPECT_FALSE(ucx_ep_info_has_native_rma(mixed, nullptr));
   EXPECT_FALSE(ucx_ep_info_has_native_rma("", nullptr));
+}
+
+// SWITCHYARD_COMM_UCX_FAILURE_MODE=-1 reads UCX's context description: this machine's default
+// context (UCX_TLS=^shm: self and tcp; UCX 1.13, captured) is tcp only; a context with
+// InfiniBand or shared memory is not; self alone is not.
+TEST(UcxTransportTest, TcpOnlyContextIsReadFromContextInfo) {
+  const std::string tcp =
+      "#\n# UCP context\n#\n#     component 0  :  self\n#     component 1  :  tcp\n#     component 4  :  ib\n#\n"
+      "#            md 0  :  component 0  self \n#            md 1  :  component 1  tcp \n#\n"
+      "#      resource 0  :  md 0  dev 0  flags -- self/memory0\n"
+      "#      resource 1  :  md 1  dev 1  flags -- tcp/lo\n"
+      "#      resource 2  :  md 1  dev 2  flags -- tcp/eth0\n#\n# memory: 1.37MB, file descriptors: 5\n";
+  const std::string ib =
+      "#      resource 0  :  md 0  dev 0  flags -- self/memory0\n"
+      "#      resource 1  :  md 1  dev 1  flags -- tcp/ib0\n"
+      "#      resource 2  :  md 2  dev 2  flags -- rc_mlx5/mlx5_0:1\n"
+      "#      resource 3  :  md 2  dev 2  flags -- ud_mlx5/mlx5_0:1\n";
+  const std::string shm =
+      "#      resource 0  :  md 0  dev 0  flags -- self/memory0\n"
+      "#      resource 1  :  md 1  dev 1  flags -- posix/memory\n"
+      "#      resource 2  :  md 2  dev 2  flags -- tcp/lo\n";
+  std::string resources;
+  EXPECT_TRUE(ucx_context_info_is_tcp_only(tcp, &resources));
+  EXPECT_EQ(resources, "self/memory0 tcp/lo tcp/eth0");
+  EXPECT_FALSE(ucx_context_info_is_tcp_only(ib, nullptr));
+  EXPECT_FALSE(ucx_context_info_is_tcp_only(shm, nullptr));
+  EXPECT_FALSE(ucx_context_info_is_tcp_only("#      resource 0  :  md 0  dev 0  flags -- self/memory0\n", nullptr));
+  EXPECT_FALSE(ucx_context_info_is_tcp_only("", nullptr));
+}
+
+// Over tcp (this machine) the endpoints get tcp's RMA lane, which UCX's rendezvous uses to put
+// a large message straight into the posted buffer; in peer-failure mode they have none (the
+// rendezvous then moves through active messages). Both move a 16 MiB message intact.
+TEST(UcxTransportTest, TcpEndpointsHaveAnRmaLaneOutsidePeerFailureMode) {
+  for (bool peer_failure_mode : {false, true}) {
+    fs::path dir = make_store_dir();
+    auto results = run_ranks(2, milliseconds(30000), [&](int rank) {
+      if (peer_failure_mode) force_peer_failure_mode();
+      DirStore store(dir);
+      auto transport = make_ucx_transport(rank, 2, store, "ucx/", {1 - rank});
+      const std::string info = ucx_endpoint_info(*transport, 1 - rank);
+      bool tcp_rma_lane = false;
+      std::istringstream in(info);
+      for (std::string line; std::getline(in, line);)
+        tcp_rma_lane |= line.find("lane[") != std::string::npos && line.find(":tcp/") != std::string::npos &&
+                        line.find(" rma_bw#") != std::string::npos;
+      RANK_CHECK(tcp_rma_lane == !peer_failure_mode, "peer-failure mode " << peer_failure_mode
+                                                                          << ", endpoint:\n" << info);
+      const size_t bytes = (size_t{16} << 20) + 5;
+      std::vector<uint8_t> out(bytes), got(bytes + 8, 0xEE);
+      for (size_t j = 0; j < bytes; ++j) out[j] = pattern_byte(rank, 1 - rank, 0, j);
+      std::vector<std::unique_ptr<TransportRequest>> reqs;
+      reqs.push_back(transport->irecv(1 - rank, 1, got.data(), got.size()));
+      reqs.push_back(transport->isend(1 - rank, 1, out.data(), bytes));
+      wait_all(*transport, reqs, milliseconds(20000));
+      RANK_CHECK(reqs[0]->bytes() == bytes, "received " << reqs[0]->bytes() << " bytes");
+      for (size_t j = 0; j < bytes; ++j)
+        RANK_CHECK(got[j] == pattern_byte(1 - rank, rank, 0, j), "byte " << j);
+      for (size_t j = bytes; j < got.size(); ++j) RANK_CHECK(got[j] == 0xEE, "byte " << j << " past the message");
+    });
+    fs::remove_all(dir);
+    for (int r = 0; r < 2; ++r) EXPECT_EQ(results[r].status, 0) << "rank " << r << ", mode " << peer_failure_mode;
+  }
 }
 
 // Bad arguments are InvalidArgument naming the value.

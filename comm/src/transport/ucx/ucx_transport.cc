@@ -30,6 +30,10 @@ const Param<int64_t> kCloseTimeoutMs("COMM_UCX_CLOSE_TIMEOUT_MS", 5000, "ms",
 const Param<int64_t> kRmaMode("COMM_UCX_RMA", -1, "mode",
                                "large messages by RMA put into the receiver's registered buffer: -1 where the "
                                "endpoint's RMA lane is native (not tcp), 0 never, 1 always (also over tcp: slow)");
+const Param<int64_t> kFailureMode("COMM_UCX_FAILURE_MODE", -1, "mode",
+                                   "UCX endpoints' error handling: -1 auto (none when the context's only "
+                                   "transports are tcp and self, so tcp's rendezvous puts straight into the "
+                                   "receive buffer; UCX's peer-failure mode otherwise), 0 none, 1 peer");
 const Param<int64_t> kRmaMinBytes("COMM_UCX_RMA_MIN_BYTES", 256 << 10, "bytes",
                                   "smallest message sent by RMA put when the RMA path is on for a peer");
 
@@ -154,6 +158,19 @@ class UcxWorker {
     ucs_status_t status = ucp_init(&params, config, &context_);
     ucp_config_release(config);
     throw_on_ucs_error(status, "ucp_init");
+    // Error handling mode of the endpoints. UCX 1.13 gives an endpoint in peer-failure mode
+    // RMA (rendezvous) lanes only on memory domains that can invalidate registrations, which
+    // tcp's cannot: its rendezvous then moves through 64 KiB active messages copied out of
+    // UCX's receive buffers instead of tcp's put, which the receiver reads straight into the
+    // posted buffer (one copy fewer). Without peer-failure mode UCX still calls the error
+    // callback when a connection breaks; heartbeats catch hung peers either way.
+    const int64_t mode = kFailureMode.get();
+    std::string resources;
+    tcp_only_ = context_tcp_only(&resources);
+    peer_failure_mode_ = mode == 1 || (mode == -1 && !tcp_only_);
+    SY_DEBUG("comm", "ucx: rank " << rank_ << ": transports " << resources << "; endpoints in "
+                                  << (peer_failure_mode_ ? "peer-failure" : "no-error-handling")
+                                  << " mode (SWITCHYARD_COMM_UCX_FAILURE_MODE=" << mode << ")");
     ucp_worker_params_t wparams{};
     wparams.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
     // MULTI: the comm core calls wait_for_event() (ucp_worker_arm) outside its lock, so a
@@ -192,7 +209,7 @@ class UcxWorker {
     params.field_mask =
         UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
     params.address = reinterpret_cast<const ucp_address_t*>(address.data());
-    params.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+    params.err_mode = peer_failure_mode_ ? UCP_ERR_HANDLING_MODE_PEER : UCP_ERR_HANDLING_MODE_NONE;
     params.err_handler.cb = &UcxWorker::on_endpoint_error;
     params.err_handler.arg = &p;
     ucs_status_t status = ucp_ep_create(worker_, &params, &p.ep);
@@ -232,17 +249,12 @@ class UcxWorker {
   }
 
   // True when the endpoint to `peer` carries RMA on a native lane (ucx_ep_info_has_native_rma).
-  bool native_rma(int peer, std::string* lanes) {
-    char* text = nullptr;
-    size_t len = 0;
-    FILE* f = open_memstream(&text, &len);
-    if (f == nullptr) return false;
-    ucp_ep_print_info(peers_[peer].ep, f);
-    fclose(f);
-    std::string info(text, len);
-    free(text);
-    return ucx_ep_info_has_native_rma(info, lanes);
+  bool native_rma(int peer, std::string* lanes) { return ucx_ep_info_has_native_rma(endpoint_info(peer), lanes); }
+  // ucp_ep_print_info() of the endpoint to `peer`.
+  std::string endpoint_info(int peer) const {
+    return print_to_string([&](FILE* f) { ucp_ep_print_info(peers_[peer].ep, f); });
   }
+  bool peer_failure_mode() const { return peer_failure_mode_; }
 
   // Operations of the RMA path with several steps; the transport's progress() advances them
   // (so a request waiting behind another in the comm core still answers its peer).
@@ -327,6 +339,26 @@ class UcxWorker {
   int world_size() const { return static_cast<int>(peers_.size()); }
 
  private:
+  // The text `print` writes to a FILE (UCX's print_info functions).
+  template <typename Print>
+  static std::string print_to_string(Print print) {
+    char* text = nullptr;
+    size_t len = 0;
+    FILE* f = open_memstream(&text, &len);
+    if (f == nullptr) return {};
+    print(f);
+    fclose(f);
+    std::string out(text, len);
+    free(text);
+    return out;
+  }
+  // True when the context's transports are only tcp and self (ucx_context_info_is_tcp_only);
+  // their names go to *resources.
+  bool context_tcp_only(std::string* resources) const {
+    return ucx_context_info_is_tcp_only(print_to_string([&](FILE* f) { ucp_context_print_info(context_, f); }),
+                                        resources);
+  }
+
   static void on_endpoint_error(void* arg, ucp_ep_h, ucs_status_t status) {
     auto* p = static_cast<PeerState*>(arg);
     if (p->error == UCS_OK) p->error = status;
@@ -337,6 +369,8 @@ class UcxWorker {
   ucp_context_h context_ = nullptr;
   ucp_worker_h worker_ = nullptr;
   int event_fd_ = -1;  // owned by the worker
+  bool tcp_only_ = false;  // the context's transports are tcp and self only
+  bool peer_failure_mode_ = true;  // endpoints in UCP_ERR_HANDLING_MODE_PEER
   std::vector<PeerState> peers_;  // indexed by rank; rank == -1 for ranks that are not peers
   std::vector<Stepper*> steppers_;  // live RMA-path requests (owned by their callers)
   uint64_t next_rma_id_ = 0;
@@ -809,6 +843,7 @@ class UcxTransport : public Transport {
   }
 
   UcxRmaCounters rma_counters() const { return worker_->rma_counters(); }
+  std::string endpoint_info(int peer) const { return worker_->endpoint_info(peer); }
 
   // Publishes the address, connects to every peer and exchanges hellos (see the header).
   void connect(Store& store, const std::string& key_prefix) {
@@ -1019,10 +1054,41 @@ bool ucx_ep_info_has_native_rma(const std::string& ep_info, std::string* lanes) 
   return any && all_native;
 }
 
-UcxRmaCounters ucx_rma_counters(const Transport& transport) {
+bool ucx_context_info_is_tcp_only(const std::string& context_info, std::string* resources) {
+  // Resource lines look like "#      resource 1  :  md 1  dev 1  flags -- tcp/lo".
+  std::istringstream in(context_info);
+  bool any_tcp = false, only_tcp = true;
+  for (std::string line; std::getline(in, line);) {
+    if (line.find("resource ") == std::string::npos) continue;
+    size_t flags = line.find("flags ");
+    if (flags == std::string::npos) continue;
+    size_t name_end = line.find_last_not_of(" \t\r");
+    size_t name_start = line.find_last_of(' ', name_end) + 1;
+    std::string name = line.substr(name_start, name_end + 1 - name_start);  // "tcp/lo"
+    if (resources) *resources += (resources->empty() ? "" : " ") + name;
+    std::string tl = name.substr(0, name.find('/'));
+    if (tl == "tcp")
+      any_tcp = true;
+    else if (tl != "self")
+      only_tcp = false;
+  }
+  return any_tcp && only_tcp;
+}
+
+const UcxTransport& as_ucx(const Transport& transport, const char* what) {
   const auto* ucx = dynamic_cast<const UcxTransport*>(&transport);
-  SY_REQUIRE(ucx != nullptr, "ucx_rma_counters: transport " << transport.name() << " is not the UCX transport");
-  return ucx->rma_counters();
+  SY_REQUIRE(ucx != nullptr, what << ": transport " << transport.name() << " is not the UCX transport");
+  return *ucx;
+}
+
+std::string ucx_endpoint_info(const Transport& transport, int peer) {
+  const UcxTransport& ucx = as_ucx(transport, "ucx_endpoint_info");
+  SY_REQUIRE(ucx.can_reach(peer), "ucx_endpoint_info: no endpoint to rank " << peer);
+  return ucx.endpoint_info(peer);
+}
+
+UcxRmaCounters ucx_rma_counters(const Transport& transport) {
+  return as_ucx(transport, "ucx_rma_counters").rma_counters();
 }
 
 std::unique_ptr<Transport> make_ucx_transport(int rank, int world_size, Store& store, const std::string& key_prefix,

@@ -38,10 +38,17 @@
 // test and destroy. wait_for_event() sleeps on the worker's event fd (UCP_FEATURE_WAKEUP)
 // until a message arrives or interrupt_wait() signals it.
 //
-// Faults: endpoints use UCP_ERR_HANDLING_MODE_PEER. A peer whose connection breaks (its
-// process died) is marked dead; its pending sends and receives fail with PeerFailure
+// Faults: a peer whose connection breaks (its process died) is marked dead (UCX calls the
+// endpoint's error callback); its pending sends and receives fail with PeerFailure
 // naming it, and check_peers() throws PeerFailure for it. A peer that shut its Transport
 // down cleanly sends a goodbye first; it then fails only the operations still pending on it.
+// Heartbeats catch a peer that hangs. Endpoints use UCP_ERR_HANDLING_MODE_PEER except where
+// the context has only tcp (SWITCHYARD_COMM_UCX_FAILURE_MODE=-1, auto): UCX 1.13 gives a
+// peer-failure endpoint RMA lanes only on memory domains that can invalidate registrations,
+// so over tcp its rendezvous would move through 64 KiB active messages copied out of UCX's
+// receive buffers instead of tcp's put, which lands straight in the posted buffer. Without
+// that mode the error callback still reports a broken connection, and this transport never
+// relies on UCX to complete requests of a failed peer (done() checks the peer first).
 #pragma once
 
 #include <cstdint>
@@ -74,6 +81,16 @@ UcxRmaCounters ucx_rma_counters(const Transport& transport);
 // (UCX 1.13 opens no RMA lane over tcp: its puts there are emulated). Appends the lanes'
 // transport names to *lanes when given. Used for SWITCHYARD_COMM_UCX_RMA=-1 (auto).
 bool ucx_ep_info_has_native_rma(const std::string& ep_info, std::string* lanes);
+
+// True when a ucp_context_print_info() text lists tcp resources and no others but self (no
+// InfiniBand, no shared memory). Appends the resources' names ("tcp/lo") to *resources when
+// given. Used for SWITCHYARD_COMM_UCX_FAILURE_MODE=-1 (auto).
+bool ucx_context_info_is_tcp_only(const std::string& context_info, std::string* resources);
+
+// ucp_ep_print_info() of `transport`'s endpoint to `peer` (lanes and protocol thresholds;
+// tests, debugging). `transport` must come from make_ucx_transport (else InvalidArgument).
+// Call from the thread that drives the transport.
+std::string ucx_endpoint_info(const Transport& transport, int peer);
 
 // Opens the UCX transport of `rank` (of `world_size`) to `peers` (ranks, none equal to
 // `rank`). Collective over `rank` and all of `peers`: each publishes its worker address
