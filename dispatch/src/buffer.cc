@@ -202,6 +202,12 @@ DispatchLayout Buffer::layout(const int64_t* topk_idx, int64_t num_tokens, int t
 }
 
 DispatchResult Buffer::dispatch(const DispatchArgs& args) {
+  DispatchResult res;
+  dispatch_into(args, res);
+  return res;
+}
+
+void Buffer::dispatch_into(const DispatchArgs& args, DispatchResult& res) {
   PeerExchange& ex = *exchange_;
   const int R = ex.size(), me = ex.rank();
   const auto& map = ex.rank_map();
@@ -224,7 +230,7 @@ DispatchResult Buffer::dispatch(const DispatchArgs& args) {
   std::shared_ptr<Handle::Plan> plan;
   std::shared_ptr<const Handle::Plan> cplan;
   int K;
-  DispatchResult res;
+  res.stats = TrafficStats{};
   if (cached) {
     if (!args.cached_handle->valid()) SY_THROW(InvalidArgument, "dispatch: cached_handle is empty");
     cplan = args.cached_handle->plan_;
@@ -305,7 +311,7 @@ DispatchResult Buffer::dispatch(const DispatchArgs& args) {
     if (!cached) plan_forwarding(*plan, arrival_a, fmt, map, me, L);
     auto forward_row = [&](int32_t j, uint8_t* dst) { std::memcpy(dst, arrival_a.row(j), fmt.total); };
     detail::exchange_rows(ex, fmt.total, cplan->b_send, b_peers, max_rows * map.num_nodes(), fp, forward_row,
-                          arrival_b, ws_->packed, kTagRowsB, res.stats);
+                          arrival_b, ws_->packed, kTagRowsB, res.stats, &arrival_a.rows);
     if (cached && arrival_b.counts != cplan->b_recv)
       SY_THROW(InvalidArgument, "dispatch: ranks disagree on the cached handle (stage B counts differ)");
     if (!cached) plan->b_recv = arrival_b.counts;
@@ -328,18 +334,22 @@ DispatchResult Buffer::dispatch(const DispatchArgs& args) {
   timer.lap("receive plan");
   res.dtype = args.dtype;
   res.num_recv_tokens = M;
-  // Rows are appended in canonical order straight from the arrival buffer (no zero fill).
+  // Rows are copied in canonical / expert-major order straight from the arrival buffer into
+  // res's vectors. A vector that already has the right size (a reused result) is neither
+  // reallocated nor zero-filled first: every byte is written below (padding rows explicitly).
   const size_t S = fmt.scales / sizeof(float);
   auto arrival_row = [&](int64_t c) { return arrival->row(cplan->canonical_to_arrival[c]); };
-  if (args.recv_x) res.recv_x.reserve(M * fmt.payload);
-  if (args.recv_x && fp8) res.recv_x_scales.reserve(M * S);
-  for (int64_t c = 0; c < M && args.recv_x; ++c) {
-    const uint8_t* row = arrival_row(c);
-    res.recv_x.insert(res.recv_x.end(), row, row + fmt.payload);
-    if (fp8) {
-      const float* sc = reinterpret_cast<const float*>(row + fmt.payload);
-      res.recv_x_scales.insert(res.recv_x_scales.end(), sc, sc + S);
+  if (args.recv_x) {
+    res.recv_x.resize(M * fmt.payload);
+    res.recv_x_scales.resize(fp8 ? M * S : 0);
+    for (int64_t c = 0; c < M; ++c) {
+      const uint8_t* row = arrival_row(c);
+      std::memcpy(res.recv_x.data() + c * fmt.payload, row, fmt.payload);
+      if (fp8) std::memcpy(res.recv_x_scales.data() + c * S, row + fmt.payload, fmt.scales);
     }
+  } else {
+    res.recv_x.clear();
+    res.recv_x_scales.clear();
   }
   res.recv_src_rank = cplan->recv_src_rank;
   res.recv_src_token = cplan->recv_src_token;
@@ -350,29 +360,29 @@ DispatchResult Buffer::dispatch(const DispatchArgs& args) {
   res.expert_row_slot = cplan->row_slot;
   if (args.expert_major_x) {
     const int64_t P = static_cast<int64_t>(cplan->row_token.size());
-    res.expert_x.reserve(P * fmt.payload);
-    if (fp8) res.expert_x_scales.reserve(P * S);
+    res.expert_x.resize(P * fmt.payload);
+    res.expert_x_scales.resize(fp8 ? P * S : 0);
     for (int64_t row = 0; row < P; ++row) {
       const int32_t i = cplan->row_token[row];
+      uint8_t* dst = res.expert_x.data() + row * fmt.payload;
       if (i < 0) {
-        res.expert_x.insert(res.expert_x.end(), fmt.payload, 0);
-        if (fp8) res.expert_x_scales.insert(res.expert_x_scales.end(), S, 0.0f);
+        std::memset(dst, 0, fmt.payload);
+        if (fp8) std::fill_n(res.expert_x_scales.data() + row * S, S, 0.0f);
         continue;
       }
       const uint8_t* src = arrival_row(i);
-      res.expert_x.insert(res.expert_x.end(), src, src + fmt.payload);
-      if (fp8) {
-        const float* sc = reinterpret_cast<const float*>(src + fmt.payload);
-        res.expert_x_scales.insert(res.expert_x_scales.end(), sc, sc + S);
-      }
+      std::memcpy(dst, src, fmt.payload);
+      if (fp8) std::memcpy(res.expert_x_scales.data() + row * S, src + fmt.payload, fmt.scales);
     }
+  } else {
+    res.expert_x.clear();
+    res.expert_x_scales.clear();
   }
   int64_t logical_rows = 0;
   for (int64_t n : cplan->num_tokens_per_rank) logical_rows += n;
   res.stats.logical_bytes = logical_rows * static_cast<int64_t>(fmt.total);
   res.handle.plan_ = cplan;
   timer.lap("outputs");
-  return res;
 }
 
 namespace {
@@ -394,11 +404,18 @@ void reduce_to_sources(PeerExchange& ex, Buffer::Workspace& ws, const Handle::Pl
   detail::PhaseTimer timer(plan.two_hop ? "combine two-hop" : "combine flat");
   detail::RawBytes& wire = ws.wire;
   wire.resize(M * row_bytes);
-  std::vector<float> tmp(width);
+  // FP32 rows are summed in place in the wire buffer (rows are 4-byte aligned: the buffer is
+  // new[]-allocated and row_bytes a multiple of 4); BF16 rows go through one FP32 scratch row.
+  std::vector<float> tmp(dtype == comm::DataType::kFloat32 ? 0 : width);
   auto sums = [&](int64_t a0, int64_t a1) {
     for (int64_t a = a0; a < a1; ++a) {
+      uint8_t* dst = wire.data() + a * row_bytes;
+      if (dtype == comm::DataType::kFloat32) {
+        row_fn(plan.arrival_to_canonical[a], reinterpret_cast<float*>(dst));
+        continue;
+      }
       row_fn(plan.arrival_to_canonical[a], tmp.data());
-      detail::store_row(tmp.data(), width, dtype, wire.data() + a * row_bytes);
+      detail::store_row(tmp.data(), width, dtype, dst);
     }
   };
   // The last stage of dispatch is reduced first: B on the two-hop path, A on the flat one.
@@ -439,6 +456,12 @@ const Handle::Plan& require_plan(const Handle* h, const char* what) {
 }  // namespace
 
 CombineResult Buffer::combine(const CombineArgs& args) {
+  CombineResult res;
+  combine_into(args, res);
+  return res;
+}
+
+void Buffer::combine_into(const CombineArgs& args, CombineResult& res) {
   const Handle::Plan& plan = require_plan(args.handle, "combine");
   detail::require_reduce_type(args.dtype, "combine");
   const int64_t H = plan.hidden, K = plan.top_k;
@@ -446,24 +469,30 @@ CombineResult Buffer::combine(const CombineArgs& args) {
   if (!plan.row_token.empty() && args.expert_out == nullptr) SY_THROW(InvalidArgument, "combine: expert_out is null");
   const uint8_t* out = static_cast<const uint8_t*>(args.expert_out);
   // Per token on this rank: sum over its local slots, k ascending (FP32).
+  // The first term is written (0 + w * row), the others added: no separate zero fill.
   auto partial = [&](int64_t i, float* acc) {
-    std::fill(acc, acc + H, 0.0f);
+    bool first = true;
     for (int64_t k = 0; k < K; ++k) {
       const int64_t row = plan.slot_row[i * K + k];
       if (row < 0) continue;
       const float w = args.weights ? args.weights[i * K + k] : 1.0f;
-      detail::accumulate_row(out + row * H * eb, args.dtype, H, w, acc);
+      if (first) {
+        detail::set_scaled_row(out + row * H * eb, args.dtype, H, w, acc);
+        first = false;
+      } else {
+        detail::accumulate_row(out + row * H * eb, args.dtype, H, w, acc);
+      }
     }
+    if (first) std::fill(acc, acc + H, 0.0f);
   };
-  CombineResult res;
   res.dtype = args.dtype;
-  res.y.resize(plan.num_tokens * H * eb);
+  res.stats = TrafficStats{};
+  res.y.resize(plan.num_tokens * H * eb);  // no zero fill when a reused y already has the size
   reduce_to_sources(*exchange_, *ws_, plan, partial, args.dtype, H, res.y.data(), args.dtype, res.stats);
   int64_t logical_rows = 0;
   for (int64_t n : plan.num_tokens_per_rank) logical_rows += n;
   res.stats.row_bytes = static_cast<int64_t>(H * eb);
   res.stats.logical_bytes = logical_rows * res.stats.row_bytes;
-  return res;
 }
 
 CombineResult Buffer::dispatch_backward(const void* grad_expert_x, comm::DataType dtype, const Handle& handle) {

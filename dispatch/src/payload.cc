@@ -1,7 +1,7 @@
 // Row kernels of combine and the references (payload.h): BF16/FP32 rows into FP32 sums and
 // FP32 sums back to BF16.
 //
-// On x86-64 CPUs with AVX-512F the BF16 forms run 16 lanes at a time (chosen at run time);
+// On x86-64 CPUs with AVX-512F the BF16 and FP32 forms run 16 lanes at a time (chosen at run time);
 // elsewhere, and for the tails, the scalar loops. Both do the same per-element operations
 // (bf16 -> float is exact; acc + scale * v is one rounded multiply and one rounded add: this
 // file is compiled with -ffp-contract=off, so no fused multiply-add appears in either form;
@@ -22,6 +22,24 @@ void accumulate_bf16_scalar(const uint16_t* v, int64_t n, float scale, float* ac
 }
 void add_bf16_scalar(const uint16_t* v, int64_t n, float* acc) {
   for (int64_t i = 0; i < n; ++i) acc[i] += bf16_to_float(v[i]);
+}
+void set_scaled_bf16_scalar(const uint16_t* v, int64_t n, float scale, float* acc) {
+  for (int64_t i = 0; i < n; ++i) acc[i] = 0.0f + scale * bf16_to_float(v[i]);
+}
+void set_bf16_scalar(const uint16_t* v, int64_t n, float* acc) {
+  for (int64_t i = 0; i < n; ++i) acc[i] = 0.0f + bf16_to_float(v[i]);
+}
+void accumulate_f32_scalar(const float* v, int64_t n, float scale, float* acc) {
+  for (int64_t i = 0; i < n; ++i) acc[i] += scale * v[i];
+}
+void add_f32_scalar(const float* v, int64_t n, float* acc) {
+  for (int64_t i = 0; i < n; ++i) acc[i] += v[i];
+}
+void set_scaled_f32_scalar(const float* v, int64_t n, float scale, float* acc) {
+  for (int64_t i = 0; i < n; ++i) acc[i] = 0.0f + scale * v[i];
+}
+void set_f32_scalar(const float* v, int64_t n, float* acc) {
+  for (int64_t i = 0; i < n; ++i) acc[i] = 0.0f + v[i];
 }
 void store_bf16_scalar(const float* v, int64_t n, uint16_t* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = bf16_from_float(v[i]);
@@ -51,6 +69,51 @@ __attribute__((target("avx512f"))) void add_bf16_avx512(const uint16_t* v, int64
   add_bf16_scalar(v + i, n - i, acc + i);
 }
 
+__attribute__((target("avx512f"))) void set_scaled_bf16_avx512(const uint16_t* v, int64_t n, float scale,
+                                                                float* acc) {
+  const __m512 s = _mm512_set1_ps(scale), zero = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(acc + i, _mm512_add_ps(zero, _mm512_mul_ps(s, load_bf16x16(v + i))));
+  set_scaled_bf16_scalar(v + i, n - i, scale, acc + i);
+}
+
+__attribute__((target("avx512f"))) void set_bf16_avx512(const uint16_t* v, int64_t n, float* acc) {
+  const __m512 zero = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(acc + i, _mm512_add_ps(zero, load_bf16x16(v + i)));
+  set_bf16_scalar(v + i, n - i, acc + i);
+}
+
+// FP32 rows: the same per-element operations, 16 lanes at a time.
+__attribute__((target("avx512f"))) void accumulate_f32_avx512(const float* v, int64_t n, float scale, float* acc) {
+  const __m512 s = _mm512_set1_ps(scale);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(acc + i, _mm512_add_ps(_mm512_loadu_ps(acc + i), _mm512_mul_ps(s, _mm512_loadu_ps(v + i))));
+  accumulate_f32_scalar(v + i, n - i, scale, acc + i);
+}
+
+__attribute__((target("avx512f"))) void add_f32_avx512(const float* v, int64_t n, float* acc) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(acc + i, _mm512_add_ps(_mm512_loadu_ps(acc + i), _mm512_loadu_ps(v + i)));
+  add_f32_scalar(v + i, n - i, acc + i);
+}
+
+__attribute__((target("avx512f"))) void set_scaled_f32_avx512(const float* v, int64_t n, float scale, float* acc) {
+  const __m512 s = _mm512_set1_ps(scale), zero = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(acc + i, _mm512_add_ps(zero, _mm512_mul_ps(s, _mm512_loadu_ps(v + i))));
+  set_scaled_f32_scalar(v + i, n - i, scale, acc + i);
+}
+
+__attribute__((target("avx512f"))) void set_f32_avx512(const float* v, int64_t n, float* acc) {
+  const __m512 zero = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(acc + i, _mm512_add_ps(zero, _mm512_loadu_ps(v + i)));
+  set_f32_scalar(v + i, n - i, acc + i);
+}
+
 // bf16_from_float 16 lanes at a time: NaN -> (u >> 16) | 0x40, else (u + 0x7fff + lsb) >> 16.
 __attribute__((target("avx512f"))) void store_bf16_avx512(const float* v, int64_t n, uint16_t* out) {
   const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), inf_bits = _mm512_set1_epi32(0x7f800000),
@@ -76,11 +139,43 @@ bool have_avx512() {
 
 }  // namespace
 
+void set_scaled_row(const uint8_t* row, comm::DataType t, int64_t n, float scale, float* acc) {
+  if (t == comm::DataType::kFloat32) {
+    const float* v = reinterpret_cast<const float*>(row);
+#if defined(__x86_64__)
+    if (have_avx512()) return set_scaled_f32_avx512(v, n, scale, acc);
+#endif
+    return set_scaled_f32_scalar(v, n, scale, acc);
+  }
+  const uint16_t* v = reinterpret_cast<const uint16_t*>(row);
+#if defined(__x86_64__)
+  if (have_avx512()) return set_scaled_bf16_avx512(v, n, scale, acc);
+#endif
+  set_scaled_bf16_scalar(v, n, scale, acc);
+}
+
+void set_row(const uint8_t* row, comm::DataType t, int64_t n, float* acc) {
+  if (t == comm::DataType::kFloat32) {
+    const float* v = reinterpret_cast<const float*>(row);
+#if defined(__x86_64__)
+    if (have_avx512()) return set_f32_avx512(v, n, acc);
+#endif
+    return set_f32_scalar(v, n, acc);
+  }
+  const uint16_t* v = reinterpret_cast<const uint16_t*>(row);
+#if defined(__x86_64__)
+  if (have_avx512()) return set_bf16_avx512(v, n, acc);
+#endif
+  set_bf16_scalar(v, n, acc);
+}
+
 void accumulate_row(const uint8_t* row, comm::DataType t, int64_t n, float scale, float* acc) {
   if (t == comm::DataType::kFloat32) {
     const float* v = reinterpret_cast<const float*>(row);
-    for (int64_t i = 0; i < n; ++i) acc[i] += scale * v[i];
-    return;
+#if defined(__x86_64__)
+    if (have_avx512()) return accumulate_f32_avx512(v, n, scale, acc);
+#endif
+    return accumulate_f32_scalar(v, n, scale, acc);
   }
   const uint16_t* v = reinterpret_cast<const uint16_t*>(row);
 #if defined(__x86_64__)
@@ -92,8 +187,10 @@ void accumulate_row(const uint8_t* row, comm::DataType t, int64_t n, float scale
 void add_row(const uint8_t* row, comm::DataType t, int64_t n, float* acc) {
   if (t == comm::DataType::kFloat32) {
     const float* v = reinterpret_cast<const float*>(row);
-    for (int64_t i = 0; i < n; ++i) acc[i] += v[i];
-    return;
+#if defined(__x86_64__)
+    if (have_avx512()) return add_f32_avx512(v, n, acc);
+#endif
+    return add_f32_scalar(v, n, acc);
   }
   const uint16_t* v = reinterpret_cast<const uint16_t*>(row);
 #if defined(__x86_64__)

@@ -16,6 +16,11 @@ namespace switchyard::dispatch::detail {
 void accumulate_row(const uint8_t* row, comm::DataType t, int64_t n, float scale, float* acc);
 // Adds an unscaled row (exact reduction of partial sums).
 void add_row(const uint8_t* row, comm::DataType t, int64_t n, float* acc);
+// First term of such a sum: acc = 0.0f + scale * value (set_scaled_row) or 0.0f + value
+// (set_row), the same bits as filling acc with +0 and calling accumulate_row / add_row
+// (-0 becomes +0), in one pass without the fill.
+void set_scaled_row(const uint8_t* row, comm::DataType t, int64_t n, float scale, float* acc);
+void set_row(const uint8_t* row, comm::DataType t, int64_t n, float* acc);
 // Writes n FP32 values as a BF16 (round to nearest even, NaN kept quiet) or FP32 row.
 void store_row(const float* v, int64_t n, comm::DataType t, uint8_t* row);
 

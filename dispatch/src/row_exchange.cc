@@ -52,10 +52,11 @@ std::vector<int64_t> exchange_counts(PeerExchange& ex, const std::vector<int>& p
 
 void post_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::vector<int32_t>>& send,
                const std::vector<int>& peers, int64_t max_rows_per_peer, const StageFingerprint& fp,
-               std::vector<RawBytes>& packed, Arrival& arrival, int tag, TrafficStats& stats) {
+               std::vector<RawBytes>& packed, Arrival& arrival, int tag, TrafficStats& stats,
+               const std::vector<const uint8_t*>* self_src) {
   const int R = ex.size(), me = ex.rank();
   const auto& map = ex.rank_map();
-  const size_t self_bytes = send[me].size() * row_bytes;
+  const size_t self_bytes = self_src ? 0 : send[me].size() * row_bytes;
   const size_t region = kRowHeaderBytes + static_cast<size_t>(max_rows_per_peer) * row_bytes;
   std::vector<PeerSend> sends;
   std::vector<PeerRecv> recvs;
@@ -75,7 +76,8 @@ void post_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::vector
   for (int p = 0; p < R; ++p) {
     if (p == me) {
       arrival.counts[p] = static_cast<int64_t>(send[me].size());
-      for (int64_t i = 0; i < arrival.counts[p]; ++i) arrival.rows.push_back(arrival.buf.data() + i * row_bytes);
+      for (int64_t i = 0; i < arrival.counts[p]; ++i)
+        arrival.rows.push_back(self_src ? (*self_src)[send[me][i]] : arrival.buf.data() + i * row_bytes);
       continue;
     }
     if (region_of[p] == nullptr) continue;
@@ -162,9 +164,18 @@ void ReduceBack::reduce(int64_t d0, int64_t d1, uint8_t* out, comm::DataType out
                         const char* stage) {
   const size_t out_row_bytes = static_cast<size_t>(width_) * payload_elem_bytes(out_dtype);
   for (int64_t d = d0; d < d1; ++d) {
-    std::fill(acc_.begin(), acc_.end(), 0.0f);
-    for (int64_t s = first_[d]; s < first_[d + 1]; ++s) add_row(src_[s], dtype_, width_, acc_.data());
-    store_row(acc_.data(), width_, out_dtype, out + d * out_row_bytes);
+    // FP32 output rows are summed in place (same operations as through the scratch row).
+    uint8_t* dst = out + d * out_row_bytes;
+    float* acc = out_dtype == comm::DataType::kFloat32 ? reinterpret_cast<float*>(dst) : acc_.data();
+    if (first_[d] == first_[d + 1]) std::fill(acc, acc + width_, 0.0f);
+    for (int64_t s = first_[d]; s < first_[d + 1]; ++s) {
+      if (s == first_[d]) {
+        set_row(src_[s], dtype_, width_, acc);  // 0 + row: the same bits as a zero fill then add_row
+      } else {
+        add_row(src_[s], dtype_, width_, acc);
+      }
+    }
+    if (acc == acc_.data()) store_row(acc, width_, out_dtype, dst);
   }
   if (timer.on()) timer.lap(std::string("reduce ") + stage);
 }

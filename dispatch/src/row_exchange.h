@@ -71,10 +71,14 @@ struct Arrival {
 // receive is an upper bound), so a stage is one round trip. write_row(index, dst) writes
 // source row `index` (row_bytes) into dst. Throws InvalidArgument when a peer's header
 // disagrees with fp (hidden, experts, row size) or announces more than max_rows_per_peer.
+// self_src (optional): source row i already exists at self_src[i] in wire format; this
+// rank's own rows are then not copied: arrival points at them (they must outlive arrival's
+// use; the two-hop forwarder keeps its stage-A rows this way).
 template <class WriteRow>
 void exchange_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::vector<int32_t>>& send,
                    const std::vector<int>& peers, int64_t max_rows_per_peer, const StageFingerprint& fp,
-                   WriteRow write_row, Arrival& arrival, std::vector<RawBytes>& packed, int tag, TrafficStats& stats);
+                   WriteRow write_row, Arrival& arrival, std::vector<RawBytes>& packed, int tag, TrafficStats& stats,
+                   const std::vector<const uint8_t*>* self_src = nullptr);
 
 // Reverse of a row exchange, in three steps so that the caller can compute while rows
 // travel. rows_back holds one row (width elements of dtype) per arrival row of the forward
@@ -82,7 +86,8 @@ void exchange_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::ve
 // to the peer it came from. Output row d (d < num_out) = the sum, in FP32 starting from 0,
 // of the rows returned for it: peer p = 0, 1, ..., R-1 in that order (p's i-th returned row
 // belongs to d = send[p][i]), written as out_dtype (kFloat32 or kBfloat16). Each sum is
-// formed in a one-row FP32 scratch and stored at once (no [num_out x width] FP32 array).
+// formed in place (FP32 output; rows must be 4-byte aligned) or in a one-row FP32 scratch
+// and stored at once (BF16; no [num_out x width] FP32 array).
 //   ReduceBack rb(...)  posts: sends every other peer's block (they must be written) and
 //                       posts the receives; this rank's own block may be written later;
 //   rb.wait(num_out)    waits for the returned rows (the own block must be complete) and
@@ -119,21 +124,25 @@ std::vector<int64_t> block_offsets(const std::vector<int64_t>& counts);
 
 constexpr size_t kRowHeaderBytes = 4 * sizeof(int64_t);
 
-// Posts the packed messages, waits, and fills arrival (rows and counts).
+// Posts the packed messages, waits, and fills arrival (rows and counts). This rank's own
+// rows are the first send[me].size() rows of arrival.buf, or self_src[send[me][i]].
 void post_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::vector<int32_t>>& send,
                const std::vector<int>& peers, int64_t max_rows_per_peer, const StageFingerprint& fp,
-               std::vector<RawBytes>& packed, Arrival& arrival, int tag, TrafficStats& stats);
+               std::vector<RawBytes>& packed, Arrival& arrival, int tag, TrafficStats& stats,
+               const std::vector<const uint8_t*>* self_src);
 
 template <class WriteRow>
 void exchange_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::vector<int32_t>>& send,
                    const std::vector<int>& peers, int64_t max_rows_per_peer, const StageFingerprint& fp,
-                   WriteRow write_row, Arrival& arrival, std::vector<RawBytes>& packed, int tag, TrafficStats& stats) {
+                   WriteRow write_row, Arrival& arrival, std::vector<RawBytes>& packed, int tag, TrafficStats& stats,
+                   const std::vector<const uint8_t*>* self_src) {
   const int R = ex.size(), me = ex.rank();
   packed.resize(R);
-  const size_t self_bytes = send[me].size() * row_bytes;
+  const size_t self_bytes = self_src ? 0 : send[me].size() * row_bytes;
   const size_t region = kRowHeaderBytes + static_cast<size_t>(max_rows_per_peer) * row_bytes;
   arrival.buf.resize(self_bytes + peers.size() * region);
-  for (size_t i = 0; i < send[me].size(); ++i) write_row(send[me][i], arrival.buf.data() + i * row_bytes);
+  if (!self_src)
+    for (size_t i = 0; i < send[me].size(); ++i) write_row(send[me][i], arrival.buf.data() + i * row_bytes);
   for (int p : peers) {
     packed[p].resize(kRowHeaderBytes + send[p].size() * row_bytes);
     uint8_t* msg = packed[p].data();
@@ -141,7 +150,7 @@ void exchange_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::ve
     std::memcpy(msg, header, sizeof(header));
     for (size_t i = 0; i < send[p].size(); ++i) write_row(send[p][i], msg + kRowHeaderBytes + i * row_bytes);
   }
-  post_rows(ex, row_bytes, send, peers, max_rows_per_peer, fp, packed, arrival, tag, stats);
+  post_rows(ex, row_bytes, send, peers, max_rows_per_peer, fp, packed, arrival, tag, stats, self_src);
 }
 
 }  // namespace switchyard::dispatch::detail

@@ -3,7 +3,9 @@
 // Thin: every call borrows the torch tensors' storage as the DispatchArgs/CombineArgs of
 // switchyard/dispatch/buffer.h (no copy when they are contiguous), calls the C++ Buffer with
 // the GIL released, and moves the result vectors into tensors (each tensor's deleter owns its
-// vector: no copy out). No exchange logic lives here.
+// vector: no copy out). The large payload results of dispatch and combine (expert_x, recv_x,
+// y) are written into arrays recycled from earlier results the caller has dropped
+// (ResultPool: never one a live tensor still sees). No exchange logic lives here.
 // Constraints: CPU tensors only (CUDA once the GPU backend exists); payloads float32,
 // bfloat16, or FP8 E4M3 given as a (uint8 codes [T, H], float32 scales [T, ceil(H/128)])
 // pair as in DeepEP; inputs that are not contiguous are made contiguous (a copy); topk_idx
@@ -98,6 +100,67 @@ at::Tensor bytes_to_tensor(std::vector<uint8_t>&& v, int64_t rows, int64_t hidde
 at::Tensor scales_to_tensor(std::vector<float>&& v, int64_t rows, int64_t hidden) {
   if (v.empty() && rows > 0) return at::Tensor();
   return to_tensor(std::move(v), {rows, dispatch::fp8_num_tiles(hidden)}, at::kFloat);
+}
+
+// Freed payload arrays of one Buffer, kept for its next calls. A tensor made by
+// pooled_tensor() hands its vector back here when the tensor's storage is freed (its deleter
+// runs once no tensor or view can see the memory), and the next dispatch/combine writes into
+// it (Buffer::dispatch_into/combine_into keep capacity and skip the zero fill when the size
+// matches): a training or benchmark loop that drops its results each step then allocates and
+// page-faults nothing, while results the caller still holds are never reused. At most kKeep
+// vectors per kind are kept (LIFO); the rest are freed. Thread-safe (deleters run wherever
+// the last reference goes).
+class ResultPool {
+ public:
+  enum Kind { kExpertX, kRecvX, kY, kNumKinds };
+  static constexpr size_t kKeep = 2;
+  std::vector<uint8_t> take(Kind k) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<uint8_t> v;
+    if (!free_[k].empty()) {
+      v = std::move(free_[k].back());
+      free_[k].pop_back();
+    }
+    return v;
+  }
+  void give(Kind k, std::vector<uint8_t>&& v) {
+    if (v.capacity() == 0) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    if (free_[k].size() < kKeep) free_[k].push_back(std::move(v));
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::vector<uint8_t>> free_[kNumKinds];
+};
+
+// The Buffer behind every Python switchyard.Buffer (made only by make_buffer): the C++
+// Buffer plus its ResultPool (freed with it; tensors that outlive it free their memory).
+class PyBuffer : public Buffer {
+ public:
+  using Buffer::Buffer;
+  std::shared_ptr<ResultPool> pool = std::make_shared<ResultPool>();
+};
+std::shared_ptr<ResultPool> pool_of(Buffer& b) { return static_cast<PyBuffer&>(b).pool; }
+
+// bytes_to_tensor whose deleter returns the vector to `pool` (kind k) instead of freeing it.
+at::Tensor pooled_tensor(std::vector<uint8_t>&& v, int64_t rows, int64_t hidden, comm::DataType t,
+                         const std::shared_ptr<ResultPool>& pool, ResultPool::Kind k) {
+  const at::ScalarType type = torch_type(t);
+  SY_CHECK(static_cast<size_t>(rows * hidden) * c10::elementSize(type) == v.size());
+  if (v.empty()) {
+    pool->give(k, std::move(v));
+    return at::empty({rows, hidden}, at::TensorOptions().dtype(type));
+  }
+  auto* owner = new std::vector<uint8_t>(std::move(v));
+  std::weak_ptr<ResultPool> weak = pool;
+  return at::from_blob(
+      owner->data(), {rows, hidden},
+      [owner, weak, k](void*) {
+        if (auto p = weak.lock()) p->give(k, std::move(*owner));
+        delete owner;
+      },
+      at::TensorOptions().dtype(type));
 }
 
 // ---- Profiling (Buffer(..., profile=True)) ----
@@ -226,14 +289,16 @@ struct DispatchOutput {
   int64_t logical_bytes = 0, wire_bytes = 0;
 };
 
-DispatchOutput to_output(dispatch::DispatchResult& r, int64_t hidden, int top_k) {
+DispatchOutput to_output(dispatch::DispatchResult& r, int64_t hidden, int top_k,
+                         const std::shared_ptr<ResultPool>& pool = nullptr) {
   DispatchOutput o;
   const int64_t m = r.num_recv_tokens;
   const int64_t p = static_cast<int64_t>(r.expert_row_token.size());
   const int64_t l = static_cast<int64_t>(r.num_recv_tokens_per_expert.size());
   const int64_t recv_rows = r.recv_x.empty() ? 0 : m;
   const int64_t expert_rows = r.expert_x.empty() ? 0 : p;
-  o.recv_x = bytes_to_tensor(std::move(r.recv_x), recv_rows, hidden, r.dtype);
+  o.recv_x = pool ? pooled_tensor(std::move(r.recv_x), recv_rows, hidden, r.dtype, pool, ResultPool::kRecvX)
+                 : bytes_to_tensor(std::move(r.recv_x), recv_rows, hidden, r.dtype);
   const bool fp8 = r.dtype == comm::DataType::kFloat8E4M3;
   if (fp8) o.recv_x_scales = scales_to_tensor(std::move(r.recv_x_scales), recv_rows, hidden);
   o.recv_topk_idx = to_tensor(std::move(r.recv_topk_idx), {m, top_k}, at::kLong);
@@ -245,7 +310,8 @@ DispatchOutput to_output(dispatch::DispatchResult& r, int64_t hidden, int top_k)
   o.expert_offsets = to_tensor(std::move(r.expert_offsets), {num_offsets}, at::kLong);
   o.expert_row_token = to_tensor(std::move(r.expert_row_token), {p}, at::kInt);
   o.expert_row_slot = to_tensor(std::move(r.expert_row_slot), {p}, at::kInt);
-  o.expert_x = bytes_to_tensor(std::move(r.expert_x), expert_rows, hidden, r.dtype);
+  o.expert_x = pool ? pooled_tensor(std::move(r.expert_x), expert_rows, hidden, r.dtype, pool, ResultPool::kExpertX)
+                   : bytes_to_tensor(std::move(r.expert_x), expert_rows, hidden, r.dtype);
   if (fp8) o.expert_x_scales = scales_to_tensor(std::move(r.expert_x_scales), expert_rows, hidden);
   o.handle = r.handle;
   o.logical_bytes = r.stats.logical_bytes;
@@ -362,7 +428,9 @@ CombineInputs make_combine_inputs(const Buffer& buf, const at::Tensor& expert_ou
   return in;
 }
 
-at::Tensor combine_output(dispatch::CombineResult& r, const Handle& h, int64_t hidden) {
+at::Tensor combine_output(dispatch::CombineResult& r, const Handle& h, int64_t hidden,
+                          const std::shared_ptr<ResultPool>& pool = nullptr) {
+  if (pool) return pooled_tensor(std::move(r.y), h.num_tokens(), hidden, r.dtype, pool, ResultPool::kY);
   return bytes_to_tensor(std::move(r.y), h.num_tokens(), hidden, r.dtype);
 }
 
@@ -425,9 +493,10 @@ std::shared_ptr<Buffer> make_buffer(std::shared_ptr<comm::Communicator> comm, in
   o.low_latency_max_tokens = low_latency_max_tokens;
   py::gil_scoped_release nogil;  // collective construction
   if (profile) {
-    return std::make_shared<Buffer>(std::make_shared<ProfiledExchange>(dispatch::make_comm_exchange(std::move(comm))), o);
+    return std::make_shared<PyBuffer>(std::make_shared<ProfiledExchange>(dispatch::make_comm_exchange(std::move(comm))),
+                                      o);
   }
-  return std::make_shared<Buffer>(std::move(comm), o);
+  return std::make_shared<PyBuffer>(dispatch::make_comm_exchange(std::move(comm)), o);
 }
 
 // Buffer.profile(): {call: {calls, convert_in_us, cxx_us, exchange_us, convert_out_us}}.
@@ -594,13 +663,16 @@ void bind_dispatch(py::module_& m) {
               return py::cast(AsyncDispatch(in, std::move(p), b.options().hidden));
             }
             timer.converted();
+            const std::shared_ptr<ResultPool> pool = pool_of(b);
             dispatch::DispatchResult r;
+            r.expert_x = pool->take(ResultPool::kExpertX);
+            r.recv_x = pool->take(ResultPool::kRecvX);
             {
               py::gil_scoped_release nogil;
-              r = b.dispatch(in->args);
+              b.dispatch_into(in->args, r);
             }
             timer.called();
-            return py::cast(to_output(r, b.options().hidden, in->args.top_k));
+            return py::cast(to_output(r, b.options().hidden, in->args.top_k, pool));
           },
           py::arg("x"), py::arg("topk_idx") = py::none(), py::arg("topk_weights") = py::none(),
           py::arg("expert_alignment") = 1, py::arg("handle") = py::none(), py::arg("async_op") = false,
@@ -621,13 +693,15 @@ void bind_dispatch(py::module_& m) {
               return py::cast(AsyncCombine(in, std::move(p), b.options().hidden));
             }
             timer.converted();
+            const std::shared_ptr<ResultPool> pool = pool_of(b);
             dispatch::CombineResult r;
+            r.y = pool->take(ResultPool::kY);
             {
               py::gil_scoped_release nogil;
-              r = b.combine(in->args);
+              b.combine_into(in->args, r);
             }
             timer.called();
-            return py::cast(combine_output(r, handle, b.options().hidden));
+            return py::cast(combine_output(r, handle, b.options().hidden, pool));
           },
           py::arg("expert_out"), py::arg("handle"), py::arg("weights") = py::none(), py::arg("async_op") = false)
       .def(

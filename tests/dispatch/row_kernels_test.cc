@@ -119,4 +119,48 @@ TEST(RowKernelsTest, AccumulateAndAddRowsMatchElementwiseFloatOps) {
   }
 }
 
+// set_scaled_row / set_row start a sum: the same bits as a +0 fill followed by
+// accumulate_row / add_row, for BF16 and FP32 rows with -0, NaN, inf and subnormals, at
+// lengths around the 16-lane vector; the reference is per element in double, rounded as
+// float ops ((+0) + x turns -0 into +0). Also checks FP32 add_row against its reference.
+TEST(RowKernelsTest, SetRowsEqualZeroFillThenAccumulate) {
+  for (int64_t n : {1, 15, 16, 17, 1024, 7175}) {
+    const std::vector<float> f32 = test_values(n, 21 + n);
+    std::vector<uint16_t> bf16(n);
+    for (int64_t i = 0; i < n; ++i) bf16[i] = static_cast<uint16_t>(float_to_bits(f32[i]) >> 16);
+    for (comm::DataType t : {comm::DataType::kFloat32, comm::DataType::kBfloat16}) {
+      const uint8_t* row = t == comm::DataType::kFloat32 ? reinterpret_cast<const uint8_t*>(f32.data())
+                                                          : reinterpret_cast<const uint8_t*>(bf16.data());
+      auto value = [&](int64_t i) {
+        return t == comm::DataType::kFloat32 ? f32[i] : bits_to_float(uint32_t(bf16[i]) << 16);
+      };
+      for (float scale : {1.0f, -0.75f, 0.0f}) {
+        std::vector<float> set(n + 1, 42.0f), filled(n + 1, 42.0f);
+        detail::set_scaled_row(row, t, n, scale, set.data());
+        std::fill(filled.begin(), filled.begin() + n, 0.0f);
+        detail::accumulate_row(row, t, n, scale, filled.data());
+        for (int64_t i = 0; i < n; ++i) {
+          const float want = static_cast<float>(
+              0.0 + static_cast<double>(static_cast<float>(static_cast<double>(scale) * value(i))));
+          ASSERT_TRUE(float_to_bits(set[i]) == float_to_bits(want) || (std::isnan(set[i]) && std::isnan(want)))
+              << "set_scaled_row n " << n << " i " << i << ": " << set[i] << " vs " << want;
+          ASSERT_TRUE(float_to_bits(set[i]) == float_to_bits(filled[i]) || (std::isnan(set[i]) && std::isnan(filled[i])))
+              << "set_scaled_row vs fill + accumulate, n " << n << " i " << i;
+        }
+        EXPECT_EQ(set[n], 42.0f) << "wrote past the row";
+      }
+      std::vector<float> set(n), filled(n, 0.0f);
+      detail::set_row(row, t, n, set.data());
+      detail::add_row(row, t, n, filled.data());
+      for (int64_t i = 0; i < n; ++i) {
+        const float want = static_cast<float>(0.0 + static_cast<double>(value(i)));
+        ASSERT_TRUE(float_to_bits(set[i]) == float_to_bits(want) || (std::isnan(set[i]) && std::isnan(want)))
+            << "set_row n " << n << " i " << i;
+        ASSERT_TRUE(float_to_bits(filled[i]) == float_to_bits(want) || (std::isnan(filled[i]) && std::isnan(want)))
+            << "add_row onto +0, n " << n << " i " << i;
+      }
+    }
+  }
+}
+
 }  // namespace

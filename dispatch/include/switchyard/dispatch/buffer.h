@@ -218,6 +218,15 @@ class Buffer {
 
   DispatchResult dispatch(const DispatchArgs& args);
   CombineResult combine(const CombineArgs& args);
+  // The same calls writing into a result the caller keeps between calls (same values as
+  // dispatch()/combine()). Every field of `out` is overwritten; its vectors keep their
+  // capacity, and a vector that already has this call's size is neither reallocated nor
+  // zero-filled first, so a result reused step after step allocates and page-faults nothing
+  // once the sizes are stable (the large payloads: expert_x 64 MiB per rank at 4096 tokens
+  // x 1024 FP32 x top-4). Inputs must not point into `out`. On an exception `out` holds
+  // unspecified (valid) contents.
+  void dispatch_into(const DispatchArgs& args, DispatchResult& out);
+  void combine_into(const CombineArgs& args, CombineResult& out);
   // Backward of dispatch: dy_expert [P x H] -> dx [T x H] (a combine with unit weights).
   CombineResult dispatch_backward(const void* grad_expert_x, comm::DataType dtype, const Handle& handle);
   CombineBackwardResult combine_backward(const CombineBackwardArgs& args);
