@@ -14,12 +14,15 @@
 #                buffers, the reference of the target; and 8 MiB, the all_to_all's buffer)
 #   one node     sy-a2a-perf all_to_all, 2 ranks (1-16 MiB per peer) and 4 ranks (1-16 MiB)
 #   tag_bw       ucx_perftest -t tag_bw one way over tcp on lo at 1, 4, 16 MiB
-#   two nodes    sy-a2a-perf p2p (rank 0 -> 1, one message in flight) and a 2-rank
-#                all_to_all, one rank on each of 2 virtual nodes (UCX tcp on lo between
-#                them); p2p once more with the RMA put
+#   two nodes    sy-a2a-perf p2p (rank 0 -> 1, one message in flight); the two-way reference
+#                (two tag_bw pairs at once, one stream each way, at 1, 4, 16 MiB: the rate
+#                of the slower stream); a 2-rank all_to_all, one rank on each of 2 virtual
+#                nodes (UCX tcp on lo between them); p2p once more with the RMA put
 #                path forced (SWITCHYARD_COMM_UCX_RMA=1; information, no target)
 # The summary (bench/comm/summarize.py) takes every ratio within one run, then the median
-# over runs, and prints each target with "met"/"NOT met". Runs stop early when the time
+# over runs, and prints each target with "met"/"NOT met". The all_to_all per direction is
+# compared with one-way tag_bw (the 40 %) and with the two-way reference
+# (../shared/benchmarking.md: both directions share the cores; read as 80 %, the p2p bar). Runs stop early when the time
 # budget (BUDGET_S, default 105 s) would be exceeded by another run; the summary says how
 # many ran. Raw JSON stays in $OUT_DIR (default: a temp dir, kept when KEEP=1).
 set -uo pipefail
@@ -149,6 +152,10 @@ for ((r = 1; r <= RUNS; r++)); do
       wait_quiet "tag_bw.$s.$r"; tag_bw "$s" $(( s >= 16777216 ? 60 : 300 )) >"$OUT_DIR/tag_bw.$s.$r"
     done
     wait_quiet "p2p.$r"; a2a "p2p.$r" 2 2 --op p2p -b 1M -e 16M -f 4
+    # The two-way reference of the 2-rank all_to_all: two tag_bw pairs at once, one each way.
+    for s in 1048576 4194304 16777216; do
+      wait_quiet "tag_bw2.$s.$r"; tag_bw_two_way "$s" $(( s >= 16777216 ? 60 : 300 )) >"$OUT_DIR/tag_bw2.$s.$r"
+    done
     wait_quiet "a2a.vn2.$r"; a2a "a2a.vn2.$r" 2 2 --op all_to_all -b 2M -e 32M -f 4
     # The RMA put path forced over tcp (where UCX emulates puts; auto keeps tagged messages).
     wait_quiet "p2prma.$r"; SWITCHYARD_COMM_UCX_RMA=1 a2a "p2prma.$r" 2 2 --op p2p -b 1M -e 16M -f 4

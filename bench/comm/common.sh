@@ -41,6 +41,32 @@ tag_bw() {
     awk 'NF == 8 && $1 ~ /^[0-9]+$/ {l = $0} END {split(l, f, " "); printf "%.3f\n", f[6] * 1048576 / 1e9}'
 }
 
+# tag_bw_two_way SIZE ITERS: two ucx_perftest tag_bw pairs over tcp on lo at the same time,
+# one stream each way (the two directions of a 2-rank all_to_all between two hosts, on the
+# same cores); prints both streams' GB/s (1e9), overall, the slower first. The slower stream's
+# rate is the per-direction rate of both finishing, as an all_to_all's time is.
+tag_bw_two_way() {
+  local pt=${perftest:-ucx_perftest} ports=() srvs=() clis=() i port=$(( 30000 + RANDOM % 20000 ))
+  for i in 0 1; do
+    while port_listening "$port"; do port=$(( port + 1 )); done
+    UCX_TLS=tcp UCX_NET_DEVICES=lo timeout 60 "$pt" -p "$port" >"$OUT_DIR/srv2.$i.log" 2>&1 &
+    srvs+=($!); bg_pids+=($!); ports+=("$port"); port=$(( port + 1 ))
+  done
+  for _ in $(seq 100); do port_listening "${ports[0]}" && port_listening "${ports[1]}" && break; sleep 0.05; done
+  for i in 0 1; do
+    UCX_TLS=tcp UCX_NET_DEVICES=lo timeout 60 "$pt" 127.0.0.1 -p "${ports[i]}" -t tag_bw -s "$1" -n "$2" -w 20 -f \
+      >"$OUT_DIR/cli2.$i.log" 2>&1 &
+    clis+=($!)
+  done
+  wait "${clis[@]}"
+  kill "${srvs[@]}" 2>/dev/null; wait "${srvs[@]}" 2>/dev/null; bg_pids=()
+  for i in 0 1; do
+    awk 'NF == 8 && $1 ~ /^[0-9]+$/ {l = $0} END {split(l, f, " "); printf "%.3f\n", f[6] * 1048576 / 1e9}' \
+      "$OUT_DIR/cli2.$i.log"
+  done | sort -g | tr '\n' ' '
+  echo
+}
+
 # tag_lat: ucx_perftest tag_lat 1 KiB; prints the typical latency in us (its average, which
 # includes the scheduling stalls of a loaded host, goes to stderr).
 tag_lat() {

@@ -111,13 +111,19 @@ def ucx():
     rma = [load_json(os.path.join(out, f"p2prma.{r}.json")) for r in range(1, runs + 1)]
     # p2p with 8 messages in flight (sy-a2a-perf --window 8), when a run measured it.
     win = [load_json(os.path.join(out, f"p2pw.{r}.json")) for r in range(1, runs + 1)]
+    # Two-way reference (bench/comm/common.sh tag_bw_two_way): two tag_bw streams at once, one
+    # each way; the slower stream's GB/s is the first number of each file.
+    two_way = any(os.path.exists(os.path.join(out, f"tag_bw2.{1 << 20}.{r}")) for r in range(1, runs + 1))
     print("| message / per peer | tag_bw one way GB/s | p2p GB/s | p2p / tag_bw | a2a per direction GB/s | a2a dir / tag_bw |"
+          + (" tag_bw two-way, slower stream GB/s | a2a dir / two-way |" if two_way else "")
           + (" p2p RMA put forced GB/s | RMA / tagged p2p |" if any(rma) else "")
           + (" p2p 8 in flight GB/s | p2p 8 in flight / tag_bw |" if any(win) else ""))
-    print("|---|---|---|---|---|---|" + ("---|---|" if any(rma) else "") + ("---|---|" if any(win) else ""))
+    print("|---|---|---|---|---|---|" + ("---|---|" if two_way else "") + ("---|---|" if any(rma) else "")
+          + ("---|---|" if any(win) else ""))
     for size in (1 << 20, 1 << 22, 1 << 24):
         tag = [load_float(os.path.join(out, f"tag_bw.{size}.{r}")) for r in range(1, runs + 1)]
-        p, pr, a, ar = [], [], [], []
+        tag2 = [load_float(os.path.join(out, f"tag_bw2.{size}.{r}")) for r in range(1, runs + 1)]
+        p, pr, a, ar, a2r = [], [], [], [], []
         for r in range(runs):
             t = tag[r]
             if p2p[r]:
@@ -133,6 +139,8 @@ def ucx():
                     a.append(per_dir)
                     if t:
                         ar.append(per_dir / t)
+                    if tag2[r]:
+                        a2r.append(per_dir / tag2[r])
         q, qr = [], []
         for r in range(runs):
             row = rma[r] and next((x for x in rma[r]["results"] if x["size"] == size), None)
@@ -141,7 +149,8 @@ def ucx():
                 q.append(row["switchyard"]["algbw_gbps"])
                 if tagged:
                     qr.append(row["switchyard"]["algbw_gbps"] / tagged["switchyard"]["algbw_gbps"])
-        extra = f" {med(q)} | {med(qr)} |" if any(rma) else ""
+        extra = f" {med(tag2)} | {med(a2r)} |" if two_way else ""
+        extra += f" {med(q)} | {med(qr)} |" if any(rma) else ""
         w, wr = [], []
         for r in range(runs):
             row = win[r] and next((x for x in win[r]["results"] if x["size"] == size), None)
@@ -158,6 +167,9 @@ def ucx():
             None if median_or_none(pr) is None else 100 * median_or_none(pr), 80, 0)
         medians[f"2 virtual nodes, 2-rank all_to_all {human(size)} per peer: per direction % of tag_bw"] = (
             None if median_or_none(ar) is None else 100 * median_or_none(ar), 40, 0)
+        if two_way:
+            medians[f"2 virtual nodes, 2-rank all_to_all {human(size)} per peer: per direction % of two-way tag_bw"] = (
+                None if median_or_none(a2r) is None else 100 * median_or_none(a2r), 80, 0)
 
 
 def all_reduce():

@@ -51,6 +51,7 @@ constexpr uint64_t kHelloTag = kMaxUcxTag;  // zero-byte message that brings a c
 constexpr uint64_t kByeTag = kMaxUcxTag + 1;  // zero-byte message sent before a clean shutdown
 constexpr uint64_t kBeatTag = kMaxUcxTag + 2;  // zero-byte heartbeat (hung-peer detection)
 constexpr ucp_tag_t kFullMask = ~ucp_tag_t{0};
+constexpr int64_t kByeWaitMs = 20;  // how long shutdown waits for peers' goodbyes before flushing
 
 using Clock = std::chrono::steady_clock;
 
@@ -951,6 +952,17 @@ class UcxTransport : public Transport {
         // The peer is gone already; nothing to say goodbye to.
       }
     }
+    // Peers shutting down too say goodbye about now: give their goodbyes a moment to arrive.
+    // A peer that said goodbye is closing its endpoint, so a flush towards it could wait for
+    // an acknowledgement it never sends (tcp's put waits for one) and fail; outside
+    // peer-failure mode UCX prints that failure as an error.
+    const auto bye_deadline = std::min(deadline, Clock::now() + std::chrono::milliseconds(kByeWaitMs));
+    auto all_said_bye = [&] {
+      for (int peer : peers_)
+        if (worker_->peer(peer).ep != nullptr && !worker_->failed(peer) && !worker_->said_bye(peer)) return false;
+      return true;
+    };
+    while (!all_said_bye() && Clock::now() < bye_deadline) worker_->progress();
     // Peers' rkeys go before the endpoints they were unpacked on.
     worker_->release_rkeys_and_regions();
     // Flush (everything posted has left this rank), then close without the disconnect
@@ -958,7 +970,7 @@ class UcxTransport : public Transport {
     std::vector<void*> flushing;
     for (int peer : peers_) {
       PeerState& p = worker_->peer(peer);
-      if (p.ep == nullptr || worker_->failed(peer)) continue;
+      if (p.ep == nullptr || worker_->failed(peer) || worker_->said_bye(peer)) continue;
       ucp_request_param_t param{};
       void* req = ucp_ep_flush_nbx(p.ep, &param);
       if (req != nullptr && !UCS_PTR_IS_ERR(req)) flushing.push_back(req);
