@@ -31,6 +31,7 @@
 
 #include "switchyard/comm/communicator.h"
 #include "switchyard/common/error.h"
+#include "switchyard/common/param.h"
 #include "switchyard/dispatch/buffer.h"
 #include "switchyard/dispatch/fp8.h"
 #include "switchyard/dispatch/layout.h"
@@ -107,29 +108,41 @@ at::Tensor scales_to_tensor(std::vector<float>&& v, int64_t rows, int64_t hidden
 // runs once no tensor or view can see the memory), and the next dispatch/combine writes into
 // it (Buffer::dispatch_into/combine_into keep capacity and skip the zero fill when the size
 // matches): a training or benchmark loop that drops its results each step then allocates and
-// page-faults nothing, while results the caller still holds are never reused. At most kKeep
-// vectors per kind are kept (LIFO); the rest are freed. Thread-safe (deleters run wherever
+// page-faults nothing, while results the caller still holds are never reused. At most
+// SWITCHYARD_PY_KEEP_RESULTS (2) vectors per kind are kept (LIFO); the rest are freed. Thread-safe (deleters run wherever
 // the last reference goes).
+static const Param<int64_t> kKeepResults("PY_KEEP_RESULTS", 2, "arrays",
+                                          "freed dispatch/combine result arrays a Python Buffer keeps per kind "
+                                          "for reuse (0: none, every result freshly allocated)");
+
 class ResultPool {
  public:
   enum Kind { kExpertX, kRecvX, kY, kNumKinds };
-  static constexpr size_t kKeep = 2;
   std::vector<uint8_t> take(Kind k) {
     std::lock_guard<std::mutex> lock(mu_);
     std::vector<uint8_t> v;
     if (!free_[k].empty()) {
       v = std::move(free_[k].back());
       free_[k].pop_back();
+    } else if (keep_ > 0) {
+      v.reserve(kOwnMappingBytes);
     }
     return v;
   }
   void give(Kind k, std::vector<uint8_t>&& v) {
     if (v.capacity() == 0) return;
     std::lock_guard<std::mutex> lock(mu_);
-    if (free_[k].size() < kKeep) free_[k].push_back(std::move(v));
+    if (static_cast<int64_t>(free_[k].size()) < keep_) free_[k].push_back(std::move(v));
   }
 
  private:
+  // New pooled arrays reserve more than glibc's largest dynamic mmap threshold (32 MiB on
+  // 64-bit), so malloc gives each its own mapping: kept arrays never sit inside the heap that
+  // the caller's torch tensors are carved from (where they would change when glibc trims and
+  // re-faults that heap; measured as extra page faults in the gloo baseline). Only the pages
+  // a result writes are ever backed by memory.
+  static constexpr size_t kOwnMappingBytes = (size_t{32} << 20) + 4096;
+  const int64_t keep_ = kKeepResults.get();
   std::mutex mu_;
   std::vector<std::vector<uint8_t>> free_[kNumKinds];
 };

@@ -16,6 +16,7 @@
 #include "switchyard/common/error.h"
 #include "switchyard/dispatch/buffer.h"
 #include "switchyard/dispatch/fp8.h"
+#include "switchyard/dispatch/reference.h"
 #include "thread_exchange.h"
 
 namespace switchyard::dispatch {
@@ -568,6 +569,118 @@ TEST(BufferTest, RejectsBadInput) {
     a.top_k = ex->rank() == 0 ? 2 : 3;
     expect_invalid([&] { buf.dispatch(a); }, "row size");
   });
+}
+
+// dispatch_into / combine_into on results kept across calls whose sizes grow and shrink
+// (FP32, BF16, FP8; alignment 1-4; recv_x on and off; flat and two-hop): every field equals a
+// fresh dispatch()/combine(), the kept vectors start as garbage (0xAB bytes, as memory
+// recycled from an earlier result) so padding rows must be written as zeros, expert_x equals
+// the rank-dedup reference bit for bit at alignment 1, y equals the closed form
+// sum_k w_k * x (identity experts), and a repeated call of the same size keeps the vectors'
+// memory (no reallocation).
+TEST(BufferTest, DispatchIntoAndCombineIntoReuseKeptResults) {
+  const Shape s{4, 2, 25, 3, 8, 40};
+  const auto all = all_inputs(s, Routing::kMasked);
+  struct Call {
+    int64_t T, alignment;
+    DataType dtype;
+    bool recv_x;
+  };
+  const std::vector<Call> calls = {{25, 1, DataType::kFloat32, true}, {7, 4, DataType::kBfloat16, false},
+                                   {25, 3, DataType::kFloat8E4M3, true}, {0, 1, DataType::kFloat32, true},
+                                   {25, 1, DataType::kFloat32, false}, {25, 1, DataType::kFloat32, false}};
+  for (bool two_hop : {true, false}) {
+    spawn_ranks(topology::RankMap::contiguous(s.ranks, s.nodes), [&](std::shared_ptr<PeerExchange> ex) {
+      const int r = ex->rank();
+      Buffer buf(ex, {s.E, s.H, s.T, two_hop});
+      const RankInput& in = all[r];
+      DispatchResult kept;
+      CombineResult kept_y;
+      for (size_t n = 0; n < calls.size(); ++n) {
+        const Call& call = calls[n];
+        SCOPED_TRACE(::testing::Message() << "rank " << r << " call " << n << " two_hop " << two_hop);
+        const int64_t T = call.T;
+        const size_t eb = payload_elem_bytes(call.dtype);
+        std::vector<uint16_t> xb(T * s.H);
+        bf16_from_float(in.x.data(), T * s.H, xb.data());
+        std::vector<uint8_t> q(T * s.H);
+        std::vector<float> scales(T * fp8_num_tiles(s.H));
+        quantize_fp8_tiles(in.x.data(), T, s.H, false, q.data(), scales.data());
+        DispatchArgs a;
+        a.x = call.dtype == DataType::kFloat32 ? static_cast<const void*>(in.x.data())
+              : call.dtype == DataType::kBfloat16 ? static_cast<const void*>(xb.data())
+                                                  : static_cast<const void*>(q.data());
+        a.x_scales = call.dtype == DataType::kFloat8E4M3 ? scales.data() : nullptr;
+        a.dtype = call.dtype;
+        a.topk_idx = in.topk.data();
+        a.topk_weights = in.weights.data();
+        a.num_tokens = T;
+        a.top_k = s.K;
+        a.expert_alignment = call.alignment;
+        a.recv_x = call.recv_x;
+        const DispatchResult fresh = buf.dispatch(a);
+        // Garbage in every kept payload vector, at a size that differs from this call's.
+        for (auto* v : {&kept.expert_x, &kept.recv_x}) v->assign(v->size() + 5 * n, 0xAB);
+        for (auto* v : {&kept.expert_x_scales, &kept.recv_x_scales}) v->assign(v->size() + n, -7.0f);
+        if (n == calls.size() - 1) kept.expert_x.resize(fresh.expert_x.size());  // same size: kept as is
+        const uint8_t* before = kept.expert_x.data();
+        buf.dispatch_into(a, kept);
+        if (n == calls.size() - 1) {
+          EXPECT_EQ(kept.expert_x.data(), before) << "same size, yet reallocated";
+        }
+        EXPECT_EQ(kept.num_recv_tokens, fresh.num_recv_tokens);
+        EXPECT_EQ(kept.recv_x, fresh.recv_x);
+        EXPECT_EQ(kept.recv_x_scales, fresh.recv_x_scales);
+        EXPECT_EQ(kept.recv_src_rank, fresh.recv_src_rank);
+        EXPECT_EQ(kept.recv_src_token, fresh.recv_src_token);
+        EXPECT_EQ(kept.recv_topk_idx, fresh.recv_topk_idx);
+        EXPECT_EQ(kept.recv_topk_weights, fresh.recv_topk_weights);
+        EXPECT_EQ(kept.num_recv_tokens_per_expert, fresh.num_recv_tokens_per_expert);
+        EXPECT_EQ(kept.expert_offsets, fresh.expert_offsets);
+        EXPECT_EQ(kept.expert_row_token, fresh.expert_row_token);
+        EXPECT_EQ(kept.expert_row_slot, fresh.expert_row_slot);
+        ASSERT_EQ(kept.expert_x, fresh.expert_x);
+        EXPECT_EQ(kept.expert_x_scales, fresh.expert_x_scales);
+        EXPECT_EQ(kept.stats.wire_bytes, fresh.stats.wire_bytes);
+        EXPECT_EQ(kept.stats.logical_bytes, fresh.stats.logical_bytes);
+        EXPECT_EQ(kept.recv_x.empty(), !call.recv_x || fresh.num_recv_tokens == 0);
+        const int64_t P = kept.handle.num_expert_rows();
+        ASSERT_EQ(kept.expert_x.size(), P * s.H * eb);
+        for (int64_t row = 0; row < P; ++row) {
+          if (kept.expert_row_token[row] >= 0) continue;
+          for (int64_t b = 0; b < s.H * static_cast<int64_t>(eb); ++b)
+            ASSERT_EQ(kept.expert_x[row * s.H * eb + b], 0) << "padding row " << row << " not zero";
+        }
+        if (call.alignment == 1 && call.dtype == DataType::kFloat32) {
+          const ReferenceDispatch ref = reference_dispatch(ReferenceKind::kRankDedup, *ex, s.E, s.H, a);
+          EXPECT_EQ(ref.expert_x, kept.expert_x);
+        }
+        if (call.dtype == DataType::kFloat8E4M3) continue;  // combine takes BF16 / FP32
+        // Identity experts: combine expert_x itself, into a kept y of garbage.
+        CombineArgs c;
+        c.expert_out = kept.expert_x.data();
+        c.dtype = call.dtype;
+        c.handle = &kept.handle;
+        c.weights = kept.recv_topk_weights.data();
+        const CombineResult y = buf.combine(c);
+        kept_y.y.assign(n % 2 ? y.y.size() : 3, 0xAB);
+        buf.combine_into(c, kept_y);
+        ASSERT_EQ(kept_y.y, y.y);
+        EXPECT_EQ(kept_y.stats.wire_bytes, y.stats.wire_bytes);
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t h = 0; h < s.H; ++h) {
+            double want = 0;
+            for (int k = 0; k < s.K; ++k)
+              if (in.topk[t * s.K + k] >= 0) want += double(in.weights[t * s.K + k]) * in.x[t * s.H + h];
+            const float got = call.dtype == DataType::kFloat32
+                                  ? reinterpret_cast<const float*>(kept_y.y.data())[t * s.H + h]
+                                  : bf16_to_float(reinterpret_cast<const uint16_t*>(kept_y.y.data())[t * s.H + h]);
+            const double tol = call.dtype == DataType::kFloat32 ? 1e-5 : 0.03;
+            ASSERT_NEAR(got, want, tol * (1 + std::fabs(want))) << "t " << t << " h " << h;
+          }
+      }
+    });
+  }
 }
 
 }  // namespace

@@ -6,7 +6,8 @@ slots, uneven token counts) equals the gloo exchange bit for bit, received order
 source token); the expert-major rows; combine equals the gloo reduction; cached handles; async
 handles report completion (and not before a late peer sent); FP8 dispatch ((codes, scales)
 pairs) bit for bit and against the dequantised float32 path; low-latency dispatch/combine;
-gradcheck (float64 inputs) through dispatch and combine.
+gradcheck (float64 inputs) through dispatch and combine; recycled result memory never
+aliases a result the caller still holds.
 """
 import os
 import sys
@@ -171,6 +172,40 @@ for it, dtype in enumerate([torch.float32, torch.bfloat16]):
         check(time.time() < deadline, "async combine never reported done")
         time.sleep(0.001)
     check(torch.equal(pending.wait(), y), "async combine")
+
+# Result arrays are recycled only once dropped (the Buffer's ResultPool): results still held
+# (and views of them) keep their values while later calls run, later calls write into the
+# memory of dropped results (same data_ptr) and still equal the gloo reference, and padding
+# rows (expert_alignment 4) are zero although the reused memory held other rows before.
+T = 9 + me
+idx, w = routing(900 + me, T)
+x = torch.randn(T, H, generator=torch.Generator().manual_seed(21 + me))
+held = buf.dispatch(x, idx, w, expert_alignment=4)
+y_held = buf.combine(held.expert_x, held.handle, held.recv_topk_weights)
+held_x, held_ex, held_y, held_view = held.recv_x.clone(), held.expert_x.clone(), y_held.clone(), held.expert_x[1:]
+ptrs = []
+for i in range(4):
+    idx_i, w_i = routing(910 + 10 * i + me, T)
+    x_i = torch.randn(T, H, generator=torch.Generator().manual_seed(31 + 10 * i + me))
+    o = buf.dispatch(x_i, idx_i, w_i, expert_alignment=1 + 3 * (i % 2))
+    ref_i = reference_dispatch(x_i, idx_i, w_i)
+    check(torch.equal(o.recv_x, ref_i["recv_x"]), f"recycled recv_x, call {i}")
+    offs = o.expert_offsets.tolist()
+    for j in range(L):
+        toks = [m for m in range(ref_i["local"].shape[0]) if j in ref_i["local"][m].tolist()]
+        block = o.expert_x[offs[j]:offs[j + 1]]
+        check(torch.equal(block[:len(toks)], ref_i["recv_x"][toks]), f"recycled expert_x of expert {j}, call {i}")
+        check(bool((block[len(toks):] == 0).all()), f"recycled padding rows not zero, call {i}")
+    y_i = buf.combine(o.expert_x, o.handle, o.recv_topk_weights)
+    want = (w_i * (idx_i >= 0)).sum(1, keepdim=True) * x_i  # identity experts
+    check(torch.allclose(y_i, want, rtol=1e-5, atol=1e-5), f"recycled combine, call {i}")
+    ptrs.append((o.expert_x.data_ptr(), y_i.data_ptr()))
+    del o, y_i, block
+check(len(set(ptrs[1:])) == 1, f"dropped results were not reused: {ptrs}")
+check(held.expert_x.data_ptr() not in [p[0] for p in ptrs] and y_held.data_ptr() not in [p[1] for p in ptrs],
+      "a held result's memory was handed out again")
+check(torch.equal(held.recv_x, held_x) and torch.equal(held.expert_x, held_ex) and torch.equal(y_held, held_y)
+      and torch.equal(held_view, held_ex[1:]), "a held result changed while later calls ran")
 
 # Async handles report completion honestly: rank 0 posts, sees not-done while the others have
 # not joined (they wait on a gloo barrier that rank 0 enters only after its check), then waits.
