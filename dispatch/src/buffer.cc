@@ -20,6 +20,7 @@
 #include "payload.h"
 #include "row_exchange.h"
 #include "switchyard/common/error.h"
+#include "switchyard/common/param.h"
 #include "switchyard/dispatch/fp8.h"
 
 namespace switchyard::dispatch {
@@ -27,6 +28,11 @@ namespace switchyard::dispatch {
 namespace {
 
 constexpr int kTagHello = 1, kTagRowsA = 3, kTagRowsB = 5, kTagBackB = 6, kTagBackA = 7;
+constexpr int kShmRowsMaxTopK = 16;
+
+const Param<int64_t> kShmRows("DISPATCH_SHM_ROWS", 1, "bool",
+                              "normal-mode dispatch rows between ranks of one node through a shared-memory "
+                              "window (1) or messages only (0); collective: set it alike on every rank");
 
 struct RowFormat {
   size_t payload = 0, scales = 0, meta = 0, total = 0;
@@ -191,6 +197,15 @@ Buffer::Buffer(std::shared_ptr<PeerExchange> exchange, const BufferOptions& opti
   max_tokens_any_rank_ = options.max_tokens_per_rank;
   for (int p = 0; p < R; ++p) max_tokens_any_rank_ = std::max(max_tokens_any_rank_, max_tokens[p]);
   ws_ = std::make_unique<Workspace>();
+  // Same-node rows through shared memory: flat stage A between the ranks of a node, two-hop
+  // stage B (forwarding); rows up to FP32 payload + metadata for top_k <= 16 (wider ones,
+  // and pairs not mapped, use messages).
+  if (kShmRows.get() != 0) {
+    const int64_t max_rows[detail::RowWindow::kStages] = {two_hop_ ? 0 : max_tokens_any_rank_,
+                                                          two_hop_ ? max_tokens_any_rank_ * map.num_nodes() : 0};
+    const size_t max_row_bytes = row_format(comm::DataType::kFloat32, options.hidden, kShmRowsMaxTopK, true).total;
+    ws_->window = detail::RowWindow::open(*exchange_, max_rows, max_row_bytes);
+  }
   if (options.low_latency_max_tokens > 0) init_low_latency();
 }
 
@@ -299,9 +314,24 @@ void Buffer::dispatch_into(const DispatchArgs& args, DispatchResult& res) {
   // Per-peer receive regions hold the most a peer can send: its max_tokens_per_rank rows in
   // stage A, and that many per node in stage B (a forwarder relays one source per node).
   const int64_t max_rows = max_tokens_any_rank_;
+  // Window rows read in place go back to their senders when this call is done with them,
+  // also when it throws.
+  detail::RowWindow* win = ws_->window.get();
+  const uint32_t seq = win ? ++ws_->window_seq : 0;
+  struct ReleaseWindowRows {
+    detail::RowWindow* win;
+    detail::Arrival& a;
+    detail::Arrival& b;
+    ~ReleaseWindowRows() {
+      if (win) {
+        detail::release_window(win, a);
+        detail::release_window(win, b);
+      }
+    }
+  } release_rows{win, arrival_a, arrival_b};
   timer.lap("plan");
   detail::exchange_rows(ex, fmt.total, cplan->a_send, a_peers, max_rows, fp, write_token_row, arrival_a, ws_->packed,
-                        kTagRowsA, res.stats);
+                        kTagRowsA, res.stats, nullptr, win, 0, seq);
   if (cached && arrival_a.counts != cplan->a_recv)
     SY_THROW(InvalidArgument, "dispatch: ranks disagree on the cached handle (stage A counts differ)");
   if (!cached) plan->a_recv = arrival_a.counts;
@@ -311,7 +341,7 @@ void Buffer::dispatch_into(const DispatchArgs& args, DispatchResult& res) {
     if (!cached) plan_forwarding(*plan, arrival_a, fmt, map, me, L);
     auto forward_row = [&](int32_t j, uint8_t* dst) { std::memcpy(dst, arrival_a.row(j), fmt.total); };
     detail::exchange_rows(ex, fmt.total, cplan->b_send, b_peers, max_rows * map.num_nodes(), fp, forward_row,
-                          arrival_b, ws_->packed, kTagRowsB, res.stats, &arrival_a.rows);
+                          arrival_b, ws_->packed, kTagRowsB, res.stats, &arrival_a.rows, win, 1, seq);
     if (cached && arrival_b.counts != cplan->b_recv)
       SY_THROW(InvalidArgument, "dispatch: ranks disagree on the cached handle (stage B counts differ)");
     if (!cached) plan->b_recv = arrival_b.counts;
@@ -405,7 +435,7 @@ void reduce_to_sources(PeerExchange& ex, Buffer::Workspace& ws, const Handle::Pl
   detail::RawBytes& wire = ws.wire;
   wire.resize(M * row_bytes);
   // FP32 rows are summed in place in the wire buffer (rows are 4-byte aligned: the buffer is
-  // new[]-allocated and row_bytes a multiple of 4); BF16 rows go through one FP32 scratch row.
+  // page-aligned and row_bytes a multiple of 4); BF16 rows go through one FP32 scratch row.
   std::vector<float> tmp(dtype == comm::DataType::kFloat32 ? 0 : width);
   auto sums = [&](int64_t a0, int64_t a1) {
     for (int64_t a = a0; a < a1; ++a) {

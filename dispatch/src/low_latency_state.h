@@ -8,6 +8,7 @@
 
 #include "ll_window.h"
 #include "row_exchange.h"
+#include "row_window.h"
 #include "switchyard/dispatch/buffer.h"
 
 namespace switchyard::dispatch {
@@ -15,6 +16,8 @@ namespace switchyard::dispatch {
 // Staging memory of the normal mode, kept between calls so that repeated dispatches do not
 // fault in fresh pages (one call at a time per Buffer).
 struct Buffer::Workspace {
+  std::unique_ptr<detail::RowWindow> window;  // same-node rows through shared memory (row_window.h), or null
+  uint32_t window_seq = 0;                     // dispatch calls that used the window
   detail::Arrival arrival_a, arrival_b;
   detail::RawBytes wire, wire_a;
   std::vector<detail::RawBytes> packed;

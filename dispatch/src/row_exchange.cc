@@ -1,13 +1,34 @@
 // Stage primitives: count exchange, row exchange, reduce-back (see row_exchange.h).
 #include "row_exchange.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <string>
 
 #include "payload.h"
+#include "row_window.h"
 #include "switchyard/common/error.h"
 
 namespace switchyard::dispatch::detail {
+
+void RawBytes::resize(size_t n) {
+  if (n > capacity_) {
+    unmap();
+    const size_t bytes = (n + 4095) & ~size_t(4095);
+    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) SY_THROW(IoError, "dispatch: cannot map " << bytes << " bytes of staging memory");
+    data_ = static_cast<uint8_t*>(p);
+    capacity_ = bytes;
+  }
+  size_ = n;
+}
+
+void RawBytes::unmap() {
+  if (data_ != nullptr) munmap(data_, capacity_);
+  data_ = nullptr;
+  size_ = capacity_ = 0;
+}
 
 std::vector<int64_t> exchange_counts(PeerExchange& ex, const std::vector<int>& peers,
                                      const std::vector<int64_t>& send_counts, const StageFingerprint& fp, int tag,
@@ -50,19 +71,33 @@ std::vector<int64_t> exchange_counts(PeerExchange& ex, const std::vector<int>& p
   return counts;
 }
 
-void post_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::vector<int32_t>>& send,
-               const std::vector<int>& peers, int64_t max_rows_per_peer, const StageFingerprint& fp,
-               std::vector<RawBytes>& packed, Arrival& arrival, int tag, TrafficStats& stats,
-               const std::vector<const uint8_t*>* self_src) {
-  const int R = ex.size(), me = ex.rank();
+uint8_t* window_claim(RowWindow* win, int peer, int stage, uint32_t seq) { return win->claim(peer, stage, seq); }
+
+void window_publish(RowWindow* win, int peer, int stage, uint32_t seq, int64_t rows, const StageFingerprint& fp) {
+  win->publish(peer, stage, seq, rows, fp, fp.row_bytes);
+}
+
+bool window_reaches(RowWindow* win, int peer, size_t row_bytes) {
+  return win != nullptr && win->reaches(peer) && win->fits(row_bytes);
+}
+
+void release_window(RowWindow* win, Arrival& arrival) {
+  for (int p : arrival.window_peers) win->release(p, arrival.window_stage, arrival.window_seq);
+  arrival.window_peers.clear();
+}
+
+std::unique_ptr<PendingExchange> post_rows(PeerExchange& ex, size_t row_bytes,
+                                           const std::vector<std::vector<int32_t>>& send,
+                                           const std::vector<int>& msg_peers, int64_t max_rows_per_peer,
+                                           size_t self_bytes, std::vector<RawBytes>& packed, Arrival& arrival,
+                                           std::vector<uint8_t*>& region_of, int tag, TrafficStats& stats) {
+  const int me = ex.rank();
   const auto& map = ex.rank_map();
-  const size_t self_bytes = self_src ? 0 : send[me].size() * row_bytes;
   const size_t region = kRowHeaderBytes + static_cast<size_t>(max_rows_per_peer) * row_bytes;
   std::vector<PeerSend> sends;
   std::vector<PeerRecv> recvs;
-  std::vector<uint8_t*> region_of(R, nullptr);
-  for (size_t i = 0; i < peers.size(); ++i) {
-    const int p = peers[i];
+  for (size_t i = 0; i < msg_peers.size(); ++i) {
+    const int p = msg_peers[i];
     region_of[p] = arrival.buf.data() + self_bytes + i * region;
     recvs.push_back({p, region_of[p], region});
     sends.push_back({p, packed[p].data(), packed[p].size()});
@@ -70,14 +105,31 @@ void post_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::vector
     stats.control_bytes += kRowHeaderBytes;
     if (!map.same_node(me, p)) stats.wire_bytes += payload;
   }
-  ex.exchange(sends, recvs, tag);
+  return ex.post(sends, recvs, tag);
+}
+
+void finish_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::vector<int32_t>>& send,
+                 int64_t max_rows_per_peer, const StageFingerprint& fp, PendingExchange* pending,
+                 const std::vector<uint8_t*>& region_of, Arrival& arrival, const std::vector<const uint8_t*>* self_src,
+                 RowWindow* win, int stage, uint32_t seq) {
+  const int R = ex.size(), me = ex.rank();
+  pending->wait();
   arrival.counts.assign(R, 0);
   arrival.rows.clear();
+  std::vector<char> by_window(R, 0);
+  for (int p : arrival.window_peers) by_window[p] = 1;
   for (int p = 0; p < R; ++p) {
     if (p == me) {
       arrival.counts[p] = static_cast<int64_t>(send[me].size());
       for (int64_t i = 0; i < arrival.counts[p]; ++i)
         arrival.rows.push_back(self_src ? (*self_src)[send[me][i]] : arrival.buf.data() + i * row_bytes);
+      continue;
+    }
+    if (by_window[p]) {
+      int64_t rows = 0;
+      const uint8_t* region = win->wait_rows(p, stage, seq, fp, max_rows_per_peer, &rows);
+      arrival.counts[p] = rows;
+      for (int64_t i = 0; i < rows; ++i) arrival.rows.push_back(region + i * row_bytes);
       continue;
     }
     if (region_of[p] == nullptr) continue;
