@@ -29,6 +29,7 @@ namespace {
 
 constexpr int kTagHello = 1, kTagRowsA = 3, kTagRowsB = 5, kTagBackB = 6, kTagBackA = 7;
 constexpr int kShmRowsMaxTopK = 16;
+constexpr int kWindowBack = 2;  // RowWindow stage of combine's rows back
 
 const Param<int64_t> kShmRows("DISPATCH_SHM_ROWS", 1, "bool",
                               "normal-mode dispatch rows between ranks of one node through a shared-memory "
@@ -198,13 +199,17 @@ Buffer::Buffer(std::shared_ptr<PeerExchange> exchange, const BufferOptions& opti
   for (int p = 0; p < R; ++p) max_tokens_any_rank_ = std::max(max_tokens_any_rank_, max_tokens[p]);
   ws_ = std::make_unique<Workspace>();
   // Same-node rows through shared memory: flat stage A between the ranks of a node, two-hop
-  // stage B (forwarding); rows up to FP32 payload + metadata for top_k <= 16 (wider ones,
-  // and pairs not mapped, use messages).
+  // stage B (forwarding), and combine's rows back over that stage; dispatch rows up to FP32
+  // payload + metadata for top_k <= 16, combine rows up to H FP32 values (wider ones, and
+  // pairs not mapped, use messages).
   if (kShmRows.get() != 0) {
-    const int64_t max_rows[detail::RowWindow::kStages] = {two_hop_ ? 0 : max_tokens_any_rank_,
-                                                          two_hop_ ? max_tokens_any_rank_ * map.num_nodes() : 0};
-    const size_t max_row_bytes = row_format(comm::DataType::kFloat32, options.hidden, kShmRowsMaxTopK, true).total;
-    ws_->window = detail::RowWindow::open(*exchange_, max_rows, max_row_bytes);
+    const int64_t last_rows = two_hop_ ? max_tokens_any_rank_ * map.num_nodes() : max_tokens_any_rank_;
+    const int64_t max_rows[detail::RowWindow::kStages] = {two_hop_ ? 0 : last_rows, two_hop_ ? last_rows : 0,
+                                                          last_rows};
+    const size_t dispatch_row = row_format(comm::DataType::kFloat32, options.hidden, kShmRowsMaxTopK, true).total;
+    const size_t row_bytes[detail::RowWindow::kStages] = {dispatch_row, dispatch_row,
+                                                          static_cast<size_t>(options.hidden) * sizeof(float)};
+    ws_->window = detail::RowWindow::open(*exchange_, max_rows, row_bytes);
   }
   if (options.low_latency_max_tokens > 0) init_low_latency();
 }
@@ -434,12 +439,26 @@ void reduce_to_sources(PeerExchange& ex, Buffer::Workspace& ws, const Handle::Pl
   detail::PhaseTimer timer(plan.two_hop ? "combine two-hop" : "combine flat");
   detail::RawBytes& wire = ws.wire;
   wire.resize(M * row_bytes);
-  // FP32 rows are summed in place in the wire buffer (rows are 4-byte aligned: the buffer is
+  // The last stage of dispatch is reduced first: B on the two-hop path, A on the flat one.
+  const auto& last_send = plan.two_hop ? plan.b_send : plan.a_send;
+  const auto& last_recv = plan.two_hop ? plan.b_recv : plan.a_recv;
+  const std::vector<int64_t> last_off = detail::block_offsets(last_recv);
+  // Where each peer's block of sums goes: straight into the peer's window (same node,
+  // detail::RowWindow) or into the wire buffer for a message.
+  detail::RowWindow* win = ws.window.get();
+  const uint32_t seq = win ? ++ws.window_combine_seq : 0;
+  std::vector<uint8_t*> block(R);
+  for (int p = 0; p < R; ++p) {
+    block[p] = wire.data() + last_off[p] * row_bytes;
+    if (p != me && last_recv[p] > 0 && detail::window_reaches(win, kWindowBack, p, row_bytes))
+      block[p] = win->claim(p, kWindowBack, seq);
+  }
+  // FP32 rows are summed in place (rows are 4-byte aligned: wire and window regions are
   // page-aligned and row_bytes a multiple of 4); BF16 rows go through one FP32 scratch row.
   std::vector<float> tmp(dtype == comm::DataType::kFloat32 ? 0 : width);
-  auto sums = [&](int64_t a0, int64_t a1) {
-    for (int64_t a = a0; a < a1; ++a) {
-      uint8_t* dst = wire.data() + a * row_bytes;
+  auto sums = [&](int p) {
+    for (int64_t a = last_off[p]; a < last_off[p + 1]; ++a) {
+      uint8_t* dst = block[p] + (a - last_off[p]) * row_bytes;
       if (dtype == comm::DataType::kFloat32) {
         row_fn(plan.arrival_to_canonical[a], reinterpret_cast<float*>(dst));
         continue;
@@ -448,16 +467,12 @@ void reduce_to_sources(PeerExchange& ex, Buffer::Workspace& ws, const Handle::Pl
       detail::store_row(tmp.data(), width, dtype, dst);
     }
   };
-  // The last stage of dispatch is reduced first: B on the two-hop path, A on the flat one.
-  const auto& last_send = plan.two_hop ? plan.b_send : plan.a_send;
-  const auto& last_recv = plan.two_hop ? plan.b_recv : plan.a_recv;
-  const std::vector<int64_t> last_off = detail::block_offsets(last_recv);
-  sums(0, last_off[me]);
-  sums(last_off[me + 1], last_off[R]);
+  for (int p = 0; p < R; ++p)
+    if (p != me) sums(p);
   timer.lap("expert-side sums (sent)");
   detail::ReduceBack last(ex, wire.data(), dtype, width, last_send, last_recv, ws.returned,
-                          plan.two_hop ? kTagBackB : kTagBackA, stats);
-  sums(last_off[me], last_off[me + 1]);
+                          plan.two_hop ? kTagBackB : kTagBackA, stats, win, kWindowBack, seq);
+  sums(me);
   timer.lap("expert-side sums (kept)");
   const char* last_name = plan.two_hop ? "B" : "flat";
   last.wait(plan.two_hop ? detail::block_offsets(plan.a_recv)[R] : plan.num_tokens, timer, last_name);

@@ -18,6 +18,7 @@ namespace switchyard::dispatch {
 struct Buffer::Workspace {
   std::unique_ptr<detail::RowWindow> window;  // same-node rows through shared memory (row_window.h), or null
   uint32_t window_seq = 0;                     // dispatch calls that used the window
+  uint32_t window_combine_seq = 0;             // combine reductions that used the window
   detail::Arrival arrival_a, arrival_b;
   detail::RawBytes wire, wire_a;
   std::vector<detail::RawBytes> packed;

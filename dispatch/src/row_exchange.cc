@@ -77,8 +77,8 @@ void window_publish(RowWindow* win, int peer, int stage, uint32_t seq, int64_t r
   win->publish(peer, stage, seq, rows, fp, fp.row_bytes);
 }
 
-bool window_reaches(RowWindow* win, int peer, size_t row_bytes) {
-  return win != nullptr && win->reaches(peer) && win->fits(row_bytes);
+bool window_reaches(RowWindow* win, int stage, int peer, size_t row_bytes) {
+  return win != nullptr && win->reaches(peer) && win->fits(stage, row_bytes);
 }
 
 void release_window(RowWindow* win, Arrival& arrival) {
@@ -163,24 +163,37 @@ std::vector<int64_t> block_offsets(const std::vector<int64_t>& counts) {
 
 ReduceBack::ReduceBack(PeerExchange& ex, const uint8_t* rows_back, comm::DataType dtype, int64_t width,
                        const std::vector<std::vector<int32_t>>& send, const std::vector<int64_t>& recv,
-                       std::vector<RawBytes>& returned, int tag, TrafficStats& stats)
-    : ex_(ex), rows_back_(rows_back), dtype_(dtype), width_(width), send_(send), recv_(recv), returned_(returned) {
+                       std::vector<RawBytes>& returned, int tag, TrafficStats& stats, RowWindow* win, int stage,
+                       uint32_t seq)
+    : ex_(ex), rows_back_(rows_back), dtype_(dtype), width_(width), send_(send), recv_(recv), returned_(returned),
+      win_(win), stage_(stage), seq_(seq) {
   const int R = ex.size(), me = ex.rank();
   const auto& map = ex.rank_map();
   const size_t row_bytes = static_cast<size_t>(width) * payload_elem_bytes(dtype);
+  const StageFingerprint fp{width, 0, static_cast<int64_t>(row_bytes)};
   returned.resize(R);
+  window_rows_.assign(R, nullptr);
   std::vector<PeerSend> sends;
   std::vector<PeerRecv> recvs;
   int64_t offset = 0;
   for (int p = 0; p < R; ++p) {
     if (p != me) {
+      const bool by_window = window_reaches(win, stage, p, row_bytes);
       if (recv[p] > 0) {
-        sends.push_back({p, rows_back + offset * row_bytes, recv[p] * row_bytes});
+        if (by_window) {
+          win->publish(p, stage, seq, recv[p], fp, static_cast<int64_t>(row_bytes));
+        } else {
+          sends.push_back({p, rows_back + offset * row_bytes, recv[p] * row_bytes});
+        }
         if (!map.same_node(me, p)) stats.wire_bytes += static_cast<int64_t>(recv[p] * row_bytes);
       }
       if (!send[p].empty()) {
-        returned[p].resize(send[p].size() * row_bytes);
-        recvs.push_back({p, returned[p].data(), returned[p].size()});
+        if (by_window) {
+          window_read_.push_back(p);
+        } else {
+          returned[p].resize(send[p].size() * row_bytes);
+          recvs.push_back({p, returned[p].data(), returned[p].size()});
+        }
       }
     }
     offset += recv[p];
@@ -188,10 +201,22 @@ ReduceBack::ReduceBack(PeerExchange& ex, const uint8_t* rows_back, comm::DataTyp
   pending_ = ex.post(sends, recvs, tag);
 }
 
+ReduceBack::~ReduceBack() {
+  for (int p : window_read_)
+    if (window_rows_[p] != nullptr) win_->release(p, stage_, seq_);
+}
+
 void ReduceBack::wait(int64_t num_out, PhaseTimer& timer, const char* stage) {
   const int R = ex_.size(), me = ex_.rank();
   const size_t row_bytes = static_cast<size_t>(width_) * payload_elem_bytes(dtype_);
   pending_->wait();
+  const StageFingerprint fp{width_, 0, static_cast<int64_t>(row_bytes)};
+  for (int p : window_read_) {
+    int64_t rows = 0;
+    window_rows_[p] = win_->wait_rows(p, stage_, seq_, fp, static_cast<int64_t>(send_[p].size()), &rows);
+    if (rows != static_cast<int64_t>(send_[p].size()))
+      SY_THROW(InternalError, "combine: rank " << p << " returned " << rows << " rows, expected " << send_[p].size());
+  }
   if (timer.on()) timer.lap(std::string("exchange ") + stage);
   // Gather list: the returned rows of each output row, in peer order (a counting sort over
   // the send lists, which visits the peers in ascending order).
@@ -206,7 +231,7 @@ void ReduceBack::wait(int64_t num_out, PhaseTimer& timer, const char* stage) {
   std::vector<int64_t> fill(first_.begin(), first_.end() - 1);
   const uint8_t* self_rows = rows_back_ + block_offsets(recv_)[me] * row_bytes;
   for (int p = 0; p < R; ++p) {
-    const uint8_t* rows = p == me ? self_rows : returned_[p].data();
+    const uint8_t* rows = p == me ? self_rows : window_rows_[p] ? window_rows_[p] : returned_[p].data();
     for (size_t i = 0; i < send_[p].size(); ++i) src_[fill[send_[p][i]]++] = rows + i * row_bytes;
   }
   acc_.resize(width_);

@@ -120,11 +120,19 @@ void exchange_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::ve
 //   rb.reduce(d0, d1, out, out_dtype)  sums output rows [d0, d1).
 // rows_back, send, recv and returned must outlive the object; one ReduceBack at a time per
 // exchange. timer gets "exchange <stage>" (post to end of wait) and "reduce <stage>".
+// win (optional): for the peers window_reaches() (row width x dtype), the caller has already
+// written the peer's block into the peer's window (RowWindow::claim of stage `stage`, call
+// seq) instead of rows_back; the constructor publishes it, and the rows returned by such
+// peers are read in place from this rank's window and released when the object is destroyed.
 class ReduceBack {
  public:
   ReduceBack(PeerExchange& ex, const uint8_t* rows_back, comm::DataType dtype, int64_t width,
              const std::vector<std::vector<int32_t>>& send, const std::vector<int64_t>& recv,
-             std::vector<RawBytes>& returned, int tag, TrafficStats& stats);
+             std::vector<RawBytes>& returned, int tag, TrafficStats& stats, RowWindow* win = nullptr,
+             int stage = 0, uint32_t seq = 0);
+  ~ReduceBack();
+  ReduceBack(const ReduceBack&) = delete;
+  ReduceBack& operator=(const ReduceBack&) = delete;
   void wait(int64_t num_out, PhaseTimer& timer, const char* stage);
   void reduce(int64_t d0, int64_t d1, uint8_t* out, comm::DataType out_dtype, PhaseTimer& timer, const char* stage);
 
@@ -137,6 +145,11 @@ class ReduceBack {
   const std::vector<int64_t>& recv_;
   std::vector<RawBytes>& returned_;
   std::unique_ptr<PendingExchange> pending_;
+  RowWindow* win_;
+  int stage_;
+  uint32_t seq_;
+  std::vector<const uint8_t*> window_rows_;  // [R] rows returned in place through the window, or null
+  std::vector<int> window_read_;             // peers whose window rows this object reads
   std::vector<int64_t> first_;       // [num_out + 1] gather list offsets
   std::vector<const uint8_t*> src_;  // returned rows per output row, peers ascending
   std::vector<float> acc_;           // one row
@@ -166,7 +179,7 @@ void finish_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::vect
 // RowWindow calls used by the template (row_window.h has the class).
 uint8_t* window_claim(RowWindow* win, int peer, int stage, uint32_t seq);
 void window_publish(RowWindow* win, int peer, int stage, uint32_t seq, int64_t rows, const StageFingerprint& fp);
-bool window_reaches(RowWindow* win, int peer, size_t row_bytes);
+bool window_reaches(RowWindow* win, int stage, int peer, size_t row_bytes);
 
 template <class WriteRow>
 void exchange_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::vector<int32_t>>& send,
@@ -176,7 +189,7 @@ void exchange_rows(PeerExchange& ex, size_t row_bytes, const std::vector<std::ve
   const int R = ex.size(), me = ex.rank();
   packed.resize(R);
   std::vector<int> msg_peers, win_peers;
-  for (int p : peers) (window_reaches(win, p, row_bytes) ? win_peers : msg_peers).push_back(p);
+  for (int p : peers) (window_reaches(win, stage, p, row_bytes) ? win_peers : msg_peers).push_back(p);
   const size_t self_bytes = self_src ? 0 : send[me].size() * row_bytes;
   const size_t region = kRowHeaderBytes + static_cast<size_t>(max_rows_per_peer) * row_bytes;
   arrival.buf.resize(self_bytes + msg_peers.size() * region);

@@ -28,25 +28,26 @@ size_t align_page(size_t v) { return (v + 4095) & ~size_t(4095); }
 
 }  // namespace
 
-std::unique_ptr<RowWindow> RowWindow::open(PeerExchange& ex, const int64_t max_rows[kStages], size_t max_row_bytes) {
+std::unique_ptr<RowWindow> RowWindow::open(PeerExchange& ex, const int64_t max_rows[kStages],
+                                           const size_t row_bytes[kStages]) {
   const auto& map = ex.rank_map();
   size_t bytes = 0;
   for (int s = 0; s < kStages; ++s)
     bytes += align_page(2 * ex.size() * sizeof(Flag)) +
-             static_cast<size_t>(map.local_size(ex.rank())) * align_page(max_rows[s] * max_row_bytes);
+             static_cast<size_t>(map.local_size(ex.rank())) * align_page(max_rows[s] * row_bytes[s]);
   std::unique_ptr<PeerWindow> win = ex.open_window(bytes);
   if (!win) return nullptr;
-  return std::unique_ptr<RowWindow>(new RowWindow(ex, std::move(win), max_rows, max_row_bytes));
+  return std::unique_ptr<RowWindow>(new RowWindow(ex, std::move(win), max_rows, row_bytes));
 }
 
 RowWindow::RowWindow(PeerExchange& ex, std::unique_ptr<PeerWindow> win, const int64_t max_rows[kStages],
-                     size_t max_row_bytes)
-    : ex_(ex), win_(std::move(win)), me_(ex.rank()), R_(ex.size()), max_row_bytes_(max_row_bytes),
-      timeout_(ex.timeout()) {
+                     const size_t row_bytes[kStages])
+    : ex_(ex), win_(std::move(win)), me_(ex.rank()), R_(ex.size()), timeout_(ex.timeout()) {
   const auto& map = ex.rank_map();
   size_t at = 0;
   for (int s = 0; s < kStages; ++s) {
-    region_[s] = align_page(max_rows[s] * max_row_bytes);
+    row_bytes_[s] = row_bytes[s];
+    region_[s] = align_page(max_rows[s] * row_bytes[s]);
     stage_base_[s] = at;
     regions_at_[s] = at + align_page(2 * R_ * sizeof(Flag));
     at = regions_at_[s] + static_cast<size_t>(map.local_size(me_)) * region_[s];
@@ -116,7 +117,7 @@ void RowWindow::publish(int peer, int stage, uint32_t seq, int64_t rows, const S
 const uint8_t* RowWindow::wait_rows(int peer, int stage, uint32_t seq, const StageFingerprint& fp, int64_t max_rows,
                                     int64_t* rows) {
   Flag* f = ready(me_, stage, peer);
-  wait_seq(f, seq, peer, "dispatch");
+  wait_seq(f, seq, peer, stage == 2 ? "combine" : "dispatch");
   if (f->hidden != fp.hidden)
     SY_THROW(InvalidArgument, "dispatch: hidden size differs between ranks: rank " << me_ << " has " << fp.hidden
                                                                                    << ", rank " << peer << " has "

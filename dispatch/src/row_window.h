@@ -2,16 +2,17 @@
 // (private to the dispatch sources).
 //
 // Over messages a row is copied three times on a node: packed into the sender's staging,
-// copied by the transport into the receiver's staging (CMA), and copied into the result. With
-// a RowWindow the sender writes each row straight into the receiver's window (the region
-// reserved for that sender) and the receiver reads it from there: one copy less, and no
-// page pinning in the kernel.
+// copied by the transport into the receiver's staging (CMA), and copied into the result (or
+// summed, in combine). With a RowWindow the sender writes each row (combine: each partial
+// sum) straight into the receiver's window (the region reserved for that sender) and the
+// receiver reads it from there: one copy less, and no page pinning in the kernel.
 //
-// Layout of one rank's window, for each stage s in {A, B} (two-hop forwarding uses B):
+// Layout of one rank's window, for each stage s (dispatch A, dispatch B = two-hop
+// forwarding, and the combine rows going back over the last dispatch stage):
 //   ready[s][R]     64-byte flags written by each source: {uint32 seq, rows, hidden,
 //                   experts, row_bytes}; seq is stored last with release
 //   consumed[s][R]  written by this rank once it no longer reads the source's rows
-//   region[s][l]    max_rows(s) x max_row_bytes bytes for the source of local rank l
+//   region[s][l]    max_rows(s) x row_bytes(s) bytes for the source of local rank l
 // Call n (seq n, the same on every rank: calls are collective): a source waits until the
 // receiver's consumed flag for it reads the seq of the last call that used the region (it
 // is free again), writes the rows, then
@@ -35,14 +36,18 @@ namespace switchyard::dispatch::detail {
 
 class RowWindow {
  public:
-  static constexpr int kStages = 2;  // 0: stage A (flat or two-hop), 1: stage B (two-hop forwarding)
+  // 0: dispatch stage A (flat), 1: dispatch stage B (two-hop forwarding), 2: combine rows
+  // back over the last dispatch stage (flat A or two-hop B).
+  static constexpr int kStages = 3;
   // Collective over ex (opens a PeerWindow). Returns nullptr when the exchange has no shared
-  // memory (every rank then returns nullptr). max_rows[s]: rows one source can send in stage s.
-  static std::unique_ptr<RowWindow> open(PeerExchange& ex, const int64_t max_rows[kStages], size_t max_row_bytes);
+  // memory (every rank then returns nullptr). Stage s holds max_rows[s] rows of up to
+  // row_bytes[s] bytes per source.
+  static std::unique_ptr<RowWindow> open(PeerExchange& ex, const int64_t max_rows[kStages],
+                                         const size_t row_bytes[kStages]);
 
   // True when rows to/from `peer` (not this rank) go through memory.
   bool reaches(int peer) const { return peer != me_ && base_[peer] != nullptr; }
-  bool fits(size_t row_bytes) const { return row_bytes <= max_row_bytes_; }
+  bool fits(int stage, size_t row_bytes) const { return row_bytes <= row_bytes_[stage] && region_[stage] > 0; }
 
   // Sender: waits until `peer` released this rank's stage-s region of call seq - 1 and returns it.
   uint8_t* claim(int peer, int stage, uint32_t seq);
@@ -58,7 +63,8 @@ class RowWindow {
   struct Flag;
 
  private:
-  RowWindow(PeerExchange& ex, std::unique_ptr<PeerWindow> win, const int64_t max_rows[kStages], size_t max_row_bytes);
+  RowWindow(PeerExchange& ex, std::unique_ptr<PeerWindow> win, const int64_t max_rows[kStages],
+            const size_t row_bytes[kStages]);
   Flag* ready(int owner, int stage, int src);
   Flag* consumed(int owner, int stage, int src);
   void wait_seq(Flag* f, uint32_t seq, int peer, const char* what);
@@ -66,10 +72,10 @@ class RowWindow {
   PeerExchange& ex_;
   std::unique_ptr<PeerWindow> win_;
   int me_ = 0, R_ = 0;
-  size_t max_row_bytes_ = 0;
-  size_t region_[kStages] = {0, 0};      // bytes of one source's region in stage s
-  size_t stage_base_[kStages] = {0, 0};  // offset of stage s's flags
-  size_t regions_at_[kStages] = {0, 0};  // offset of stage s's first region
+  size_t row_bytes_[kStages] = {};   // widest row of stage s
+  size_t region_[kStages] = {};      // bytes of one source's region in stage s
+  size_t stage_base_[kStages] = {};  // offset of stage s's flags
+  size_t regions_at_[kStages] = {};  // offset of stage s's first region
   std::vector<uint8_t*> base_;           // [R] each rank's window as mapped here, nullptr = messages
   std::vector<uint32_t> last_sent_[kStages];  // [R] seq of this rank's last rows in each peer's region
   std::chrono::milliseconds timeout_;
