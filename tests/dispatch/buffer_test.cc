@@ -683,5 +683,119 @@ TEST(BufferTest, DispatchIntoAndCombineIntoReuseKeptResults) {
   }
 }
 
+// Same-node rows through the shared-memory RowWindow (heap windows between threads, POSIX
+// shared memory) give bit for bit what messages give (no window): dispatch in FP32 and BF16
+// (padding rows, cached handle), combine in both, combine_backward and dispatch_backward, on
+// one node and on two nodes (flat: window and messages mixed; two-hop: forwarding and its
+// reduction through the window), over four consecutive steps so the regions are reused.
+TEST(BufferTest, SharedMemoryRowsEqualMessages) {
+  struct Case {
+    int ranks, nodes;
+    bool two_hop;
+  };
+  for (const Case& cs : {Case{4, 1, false}, Case{3, 1, false}, Case{4, 2, false}, Case{4, 2, true}}) {
+    const Shape s{cs.ranks, cs.nodes, 19, 3, 2 * cs.ranks, 24};
+    const auto all = all_inputs(s, Routing::kMasked);
+    std::vector<std::vector<std::vector<uint8_t>>> got[3];  // [mode][rank][output]
+    const testing::WindowMode modes[3] = {testing::WindowMode::kNone, testing::WindowMode::kHeap,
+                                          testing::WindowMode::kShm};
+    for (int m = 0; m < 3; ++m) {
+      got[m].assign(s.ranks, {});
+      spawn_ranks(
+          topology::RankMap::contiguous(s.ranks, s.nodes),
+          [&](std::shared_ptr<PeerExchange> ex) {
+            const int r = ex->rank();
+            Buffer buf(ex, {s.E, s.H, s.T, cs.two_hop});
+            const RankInput& in = all[r];
+            auto keep = [&](const void* p, size_t bytes) {
+              const uint8_t* b = static_cast<const uint8_t*>(p);
+              got[m][r].emplace_back(b, b + bytes);
+            };
+            for (int step = 0; step < 4; ++step) {
+              const int64_t T = step % 2 ? s.T : s.T - 5 - r;
+              std::vector<float> x(in.x.begin(), in.x.begin() + T * s.H);
+              for (auto& v : x) v = v * (1 + step) - 0.25f * step;
+              std::vector<uint16_t> xb(T * s.H);
+              bf16_from_float(x.data(), T * s.H, xb.data());
+              const bool bf16 = step == 2;
+              DispatchArgs a;
+              a.x = bf16 ? static_cast<const void*>(xb.data()) : static_cast<const void*>(x.data());
+              a.dtype = bf16 ? DataType::kBfloat16 : DataType::kFloat32;
+              a.topk_idx = in.topk.data();
+              a.topk_weights = in.weights.data();
+              a.num_tokens = T;
+              a.top_k = s.K;
+              a.expert_alignment = 1 + step;
+              const DispatchResult d = buf.dispatch(a);
+              keep(d.recv_x.data(), d.recv_x.size());
+              keep(d.expert_x.data(), d.expert_x.size());
+              keep(d.recv_src_token.data(), d.recv_src_token.size() * 4);
+              keep(d.recv_topk_weights.data(), d.recv_topk_weights.size() * 4);
+              DispatchArgs cached = a;
+              cached.cached_handle = &d.handle;
+              keep(buf.dispatch(cached).expert_x.data(), d.expert_x.size());
+              CombineArgs c;
+              c.expert_out = d.expert_x.data();
+              c.dtype = a.dtype;
+              c.handle = &d.handle;
+              c.weights = d.recv_topk_weights.data();
+              const CombineResult y = buf.combine(c);
+              keep(y.y.data(), y.y.size());
+              if (bf16) continue;
+              std::vector<float> g(T * s.H);
+              for (int64_t i = 0; i < T * s.H; ++i) g[i] = std::cos(0.3f * i + r + step);
+              CombineBackwardArgs b;
+              b.grad_y = g.data();
+              b.dtype = DataType::kFloat32;
+              b.handle = &d.handle;
+              b.expert_out = d.expert_x.data();
+              b.weights = d.recv_topk_weights.data();
+              const CombineBackwardResult gb = buf.combine_backward(b);
+              keep(gb.grad_expert_out.data(), gb.grad_expert_out.size());
+              keep(gb.grad_topk_weights.data(), gb.grad_topk_weights.size() * 4);
+              const CombineResult dx = buf.dispatch_backward(gb.grad_expert_out.data(), DataType::kFloat32, d.handle);
+              keep(dx.y.data(), dx.y.size());
+            }
+          },
+          modes[m]);
+    }
+    for (int m = 1; m < 3; ++m)
+      for (int r = 0; r < s.ranks; ++r) {
+        ASSERT_EQ(got[m][r].size(), got[0][r].size());
+        for (size_t i = 0; i < got[0][r].size(); ++i)
+          ASSERT_EQ(got[m][r][i], got[0][r][i]) << "ranks " << cs.ranks << " nodes " << cs.nodes << " two_hop "
+                                                << cs.two_hop << " window mode " << m << " rank " << r << " output "
+                                                << i;
+      }
+  }
+}
+
+// A same-node peer that never joins the dispatch: the rank waiting for its shared-memory rows
+// gets a Timeout naming it (not a hang).
+TEST(BufferTest, SilentPeerTimesOutOverSharedMemoryRows) {
+  const Shape s{2, 1, 8, 2, 4, 16};
+  const auto all = all_inputs(s, Routing::kRandom);
+  spawn_ranks(
+      topology::RankMap::contiguous(2, 1),
+      [&](std::shared_ptr<PeerExchange> ex) {
+        Buffer buf(ex, {s.E, s.H, s.T, true});
+        if (ex->rank() == 1) return;  // never dispatches
+        const RankInput& in = all[0];
+        DispatchArgs a;
+        a.x = in.x.data();
+        a.dtype = DataType::kFloat32;
+        a.topk_idx = in.topk.data();
+        a.num_tokens = in.T;
+        a.top_k = s.K;
+        try {
+          buf.dispatch(a);
+          ADD_FAILURE() << "dispatch returned without the peer";
+        } catch (const Timeout& e) {
+          EXPECT_NE(std::string(e.what()).find("rank 1"), std::string::npos) << e.what();
+        }
+      },
+      testing::WindowMode::kHeap, std::chrono::milliseconds(300));
+}
+
 }  // namespace
 }  // namespace switchyard::dispatch
