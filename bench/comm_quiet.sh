@@ -14,7 +14,8 @@
 #                buffers, the reference of the target; and 8 MiB, the all_to_all's buffer)
 #   one node     sy-a2a-perf all_to_all, 2 ranks (1-16 MiB per peer) and 4 ranks (1-16 MiB)
 #   tag_bw       ucx_perftest -t tag_bw one way over tcp on lo at 1, 4, 16 MiB
-#   two nodes    sy-a2a-perf p2p (rank 0 -> 1, one message in flight); the two-way reference
+#   two nodes    (each after 300 ms of untimed calls: --warmup_ms)
+#                sy-a2a-perf p2p (rank 0 -> 1, one message in flight); the two-way reference
 #                (two tag_bw pairs at once, one stream each way, at 1, 4, 16 MiB: the rate
 #                of the slower stream); a 2-rank all_to_all, one rank on each of 2 virtual
 #                nodes (UCX tcp on lo between them); p2p once more with the RMA put
@@ -113,6 +114,10 @@ QUIET_MAX=${QUIET_MAX:-0}
 source "$here/comm/common.sh"  # memcpy_pair, tag_bw, wait_quiet
 
 perf=(-n 3 -w 2 --min_ms 30 --repeat 1 -c 1 --json)
+# Between virtual nodes: 300 ms of untimed calls first. A fresh UCX tcp connection runs at
+# about half rate for its first ~250 ms (p2p 1 MiB: 350-650 us per message, then 180-220 us;
+# docs/perf.md "## comm", 2026-11-26 15:05), which otherwise falls on the first size.
+warm=(--warmup_ms 300)
 # a2a NAME RANKS NODES ARGS...: one sy-a2a-perf job under sy-run, JSON to $OUT_DIR/NAME.json.
 a2a() {
   local name=$1 np=$2 nodes=$3
@@ -151,14 +156,15 @@ for ((r = 1; r <= RUNS; r++)); do
     for s in 1048576 4194304 16777216; do
       wait_quiet "tag_bw.$s.$r"; tag_bw "$s" $(( s >= 16777216 ? 60 : 300 )) >"$OUT_DIR/tag_bw.$s.$r"
     done
-    wait_quiet "p2p.$r"; a2a "p2p.$r" 2 2 --op p2p -b 1M -e 16M -f 4
+    wait_quiet "p2p.$r"; a2a "p2p.$r" 2 2 --op p2p -b 1M -e 16M -f 4 "${warm[@]}"
     # The two-way reference of the 2-rank all_to_all: two tag_bw pairs at once, one each way.
     for s in 1048576 4194304 16777216; do
-      wait_quiet "tag_bw2.$s.$r"; tag_bw_two_way "$s" $(( s >= 16777216 ? 60 : 300 )) >"$OUT_DIR/tag_bw2.$s.$r"
+      # About 1 s per stream, so the two streams overlap although their processes start apart.
+      wait_quiet "tag_bw2.$s.$r"; tag_bw_two_way "$s" $(( (1 << 31) / s )) >"$OUT_DIR/tag_bw2.$s.$r"
     done
-    wait_quiet "a2a.vn2.$r"; a2a "a2a.vn2.$r" 2 2 --op all_to_all -b 2M -e 32M -f 4
+    wait_quiet "a2a.vn2.$r"; a2a "a2a.vn2.$r" 2 2 --op all_to_all -b 2M -e 32M -f 4 "${warm[@]}"
     # The RMA put path forced over tcp (where UCX emulates puts; auto keeps tagged messages).
-    wait_quiet "p2prma.$r"; SWITCHYARD_COMM_UCX_RMA=1 a2a "p2prma.$r" 2 2 --op p2p -b 1M -e 16M -f 4
+    wait_quiet "p2prma.$r"; SWITCHYARD_COMM_UCX_RMA=1 a2a "p2prma.$r" 2 2 --op p2p -b 1M -e 16M -f 4 "${warm[@]}"
   fi
   runs_done=$r
   run_s=$(( SECONDS - rs ))

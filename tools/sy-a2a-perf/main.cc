@@ -37,6 +37,9 @@ DEFINE_int32(w, 5, "warm-up calls per size and implementation");
 DEFINE_int32(n, 20, "minimum timed calls per sample");
 DEFINE_double(min_ms, 20, "grow the calls per sample until one sample takes about this long (ms)");
 DEFINE_int32(max_iters, 10000, "most timed calls per sample");
+DEFINE_double(warmup_ms, 0,
+              "before the sweep, run the first size's call for about this long (ms, untimed): a fresh "
+              "connection and the scheduler settle (over UCX tcp the first ~250 ms run at about half rate)");
 DEFINE_int32(c, 1, "1: check every result against the reference (#wrong), 0: skip");
 DEFINE_string(op, "all_to_all", "all_to_all, all_to_all_v, all_reduce or p2p (rank 0 -> rank 1)");
 DEFINE_string(dtype, "float32", "float32, float64, bfloat16, int32, int64");
@@ -273,6 +276,7 @@ int run(int argc, char** argv) {
            {"registered", FLAGS_registered},
            {"imbalance", FLAGS_imbalance},
            {"window", FLAGS_window},
+           {"warmup_ms", FLAGS_warmup_ms},
            {"results", json::array()}};
   const bool print = rank == 0 && !FLAGS_json;
   if (print) {
@@ -280,6 +284,7 @@ int run(int argc, char** argv) {
                 perf_op_name(op), ranks, comm->rank_map().num_nodes(), comm::dtype_name(type),
                 comm::reduce_op_name(redop), FLAGS_c, FLAGS_repeat, FLAGS_registered ? "registered" : "plain");
     if (FLAGS_window > 1) std::printf(", %d messages in flight", FLAGS_window);
+    if (FLAGS_warmup_ms > 0) std::printf(", %g ms warm-up", FLAGS_warmup_ms);
     std::printf("\n");
     std::printf("#\n#%12s %13s %9s %6s %9s %8s %8s %6s", "size", "count", "type", "redop", "time", "algbw", "busbw",
                 "#wrong");
@@ -287,6 +292,16 @@ int run(int argc, char** argv) {
     std::printf("\n#%12s %13s %9s %6s %9s %8s %8s %6s", "(B)", "(elements)", "", "", "(us)", "(GB/s)", "(GB/s)", "");
     if (baseline) std::printf(" | %9s %8s %8s %6s | %6s", "(us)", "(GB/s)", "(GB/s)", "", "busbw");
     std::printf("\n");
+  }
+
+  if (FLAGS_warmup_ms > 0 && !sizes.empty()) {
+    // Untimed calls of the first size, the same count on every rank.
+    PerfLayout layout = make_layout(op, sizes.front(), type, rank, ranks, FLAGS_imbalance);
+    PerfCall call{op, &layout, type, redop, send_buf.data(), recv_buf.data()};
+    double one = time_calls(ours, call, 1);
+    int calls = std::clamp(static_cast<int>(FLAGS_warmup_ms * 1e-3 / std::max(one, 1e-9)), 1, 100000);
+    calls = static_cast<int>(ours.max_over_ranks(calls));
+    time_calls(ours, call, calls);
   }
 
   double busbw_sum = 0;
