@@ -9,7 +9,11 @@
 # CONFIGS (default "1node 2node 2node-flat": 4 ranks on one node; on 2 virtual nodes with the
 # two-hop path; on 2 virtual nodes with the flat path), PYTHON (/usr/bin/python3),
 # QUIET_IDLE/QUIET_MAX (wait up to QUIET_MAX s for QUIET_IDLE % idle CPUs before each job),
-# OUT (raw JSON lines; a temp dir removed unless KEEP=1).
+# OUT (raw JSON lines; a temp dir removed unless KEEP=1), MALLOC (default; "fixed": every rank
+# runs with MALLOC_MMAP_THRESHOLD_=4 GiB and MALLOC_TRIM_THRESHOLD_=16 GiB, so glibc serves
+# both sides' large temporaries from a heap it never trims: no page faults that depend on
+# the other side's allocation pattern; the default heuristics let each side's long-lived
+# memory change how often the other side's temporaries are mapped and faulted afresh).
 # PROFILE=1 (needs perf): afterwards, per config and PROFILE_TOKENS (default "256 4096"), a
 # Switchyard-only loop (python/bench/step_loop.py) is sampled with perf and folded into
 # where the CPU time goes (python/bench/perf_buckets.py: comm copies/UCX/queues, dispatch's
@@ -51,6 +55,12 @@ wait_quiet() {
   done
   log "$1: CPUs ${idle}% idle, load $(cut -d' ' -f1-3 /proc/loadavg)"
 }
+
+case ${MALLOC:-default} in
+  default) ;;
+  fixed) export MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=17179869184 ;;
+  *) echo "MALLOC must be default or fixed" >&2; exit 2 ;;
+esac
 
 for cfg in $CONFIGS; do
   case $cfg in
