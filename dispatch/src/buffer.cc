@@ -12,6 +12,8 @@
 // experts. Combine runs the stages backwards with reduce_back (see row_exchange.h).
 #include "switchyard/dispatch/buffer.h"
 
+#include <sys/statvfs.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -20,6 +22,7 @@
 #include "payload.h"
 #include "row_exchange.h"
 #include "switchyard/common/error.h"
+#include "switchyard/common/log.h"
 #include "switchyard/common/param.h"
 #include "switchyard/dispatch/fp8.h"
 
@@ -27,13 +30,13 @@ namespace switchyard::dispatch {
 
 namespace {
 
-constexpr int kTagHello = 1, kTagRowsA = 3, kTagRowsB = 5, kTagBackB = 6, kTagBackA = 7;
+constexpr int kTagHello = 1, kTagWindowVote = 2, kTagRowsA = 3, kTagRowsB = 5, kTagBackB = 6, kTagBackA = 7;
 constexpr int kShmRowsMaxTopK = 16;
 constexpr int kWindowBack = 2;  // RowWindow stage of combine's rows back
 
 const Param<int64_t> kShmRows("DISPATCH_SHM_ROWS", 1, "bool",
                               "normal-mode dispatch rows between ranks of one node through a shared-memory "
-                              "window (1) or messages only (0); collective: set it alike on every rank");
+                              "window (1) or messages only (0); used only when every rank of the group has 1");
 
 struct RowFormat {
   size_t payload = 0, scales = 0, meta = 0, total = 0;
@@ -202,14 +205,31 @@ Buffer::Buffer(std::shared_ptr<PeerExchange> exchange, const BufferOptions& opti
   // stage B (forwarding), and combine's rows back over that stage; dispatch rows up to FP32
   // payload + metadata for top_k <= 16, combine rows up to H FP32 values (wider ones, and
   // pairs not mapped, use messages).
-  if (kShmRows.get() != 0) {
+  // The windows of a node's ranks live in /dev/shm: used only if every rank wants them and
+  // sees room for its node's windows there (a full tmpfs would kill the process with SIGBUS
+  // when a page is first written; containers often give /dev/shm 64 MiB). Collective vote.
+  {
     const int64_t last_rows = two_hop_ ? max_tokens_any_rank_ * map.num_nodes() : max_tokens_any_rank_;
     const int64_t max_rows[detail::RowWindow::kStages] = {two_hop_ ? 0 : last_rows, two_hop_ ? last_rows : 0,
                                                           last_rows};
     const size_t dispatch_row = row_format(comm::DataType::kFloat32, options.hidden, kShmRowsMaxTopK, true).total;
     const size_t row_bytes[detail::RowWindow::kStages] = {dispatch_row, dispatch_row,
                                                           static_cast<size_t>(options.hidden) * sizeof(float)};
-    ws_->window = detail::RowWindow::open(*exchange_, max_rows, row_bytes);
+    const size_t node_bytes =
+        detail::RowWindow::window_bytes(*exchange_, max_rows, row_bytes) * map.local_size(me);
+    struct statvfs fs;
+    const bool room = statvfs("/dev/shm", &fs) != 0 ||
+                      static_cast<double>(fs.f_bavail) * fs.f_frsize >= static_cast<double>(node_bytes);
+    const int64_t want = kShmRows.get() != 0 && room ? 1 : 0;
+    if (kShmRows.get() != 0 && !room)
+      SY_INFO("dispatch", "rank " << me << ": " << node_bytes << " bytes of shared-memory rows do not fit in "
+                                  << "/dev/shm; same-node rows use messages");
+    const std::vector<int64_t> votes =
+        detail::exchange_counts(*exchange_, peers_except(all_ranks(R), me), std::vector<int64_t>(R, want),
+                                {options.hidden, options.num_experts, 0}, kTagWindowVote, ignored);
+    bool all = want == 1;
+    for (int p = 0; p < R; ++p) all = all && (p == me || votes[p] == 1);
+    if (all) ws_->window = detail::RowWindow::open(*exchange_, max_rows, row_bytes);
   }
   if (options.low_latency_max_tokens > 0) init_low_latency();
 }

@@ -28,14 +28,18 @@ size_t align_page(size_t v) { return (v + 4095) & ~size_t(4095); }
 
 }  // namespace
 
-std::unique_ptr<RowWindow> RowWindow::open(PeerExchange& ex, const int64_t max_rows[kStages],
-                                           const size_t row_bytes[kStages]) {
-  const auto& map = ex.rank_map();
+size_t RowWindow::window_bytes(const PeerExchange& ex, const int64_t max_rows[kStages],
+                               const size_t row_bytes[kStages]) {
   size_t bytes = 0;
   for (int s = 0; s < kStages; ++s)
     bytes += align_page(2 * ex.size() * sizeof(Flag)) +
-             static_cast<size_t>(map.local_size(ex.rank())) * align_page(max_rows[s] * row_bytes[s]);
-  std::unique_ptr<PeerWindow> win = ex.open_window(bytes);
+             static_cast<size_t>(ex.rank_map().local_size(ex.rank())) * align_page(max_rows[s] * row_bytes[s]);
+  return bytes;
+}
+
+std::unique_ptr<RowWindow> RowWindow::open(PeerExchange& ex, const int64_t max_rows[kStages],
+                                           const size_t row_bytes[kStages]) {
+  std::unique_ptr<PeerWindow> win = ex.open_window(window_bytes(ex, max_rows, row_bytes));
   if (!win) return nullptr;
   return std::unique_ptr<RowWindow>(new RowWindow(ex, std::move(win), max_rows, row_bytes));
 }

@@ -44,6 +44,8 @@ class RowWindow {
   // row_bytes[s] bytes per source.
   static std::unique_ptr<RowWindow> open(PeerExchange& ex, const int64_t max_rows[kStages],
                                          const size_t row_bytes[kStages]);
+  // Bytes of one rank's window (open() maps one per rank of the node).
+  static size_t window_bytes(const PeerExchange& ex, const int64_t max_rows[kStages], const size_t row_bytes[kStages]);
 
   // True when rows to/from `peer` (not this rank) go through memory.
   bool reaches(int peer) const { return peer != me_ && base_[peer] != nullptr; }
