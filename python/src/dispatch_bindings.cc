@@ -109,11 +109,11 @@ at::Tensor scales_to_tensor(std::vector<float>&& v, int64_t rows, int64_t hidden
 // it (Buffer::dispatch_into/combine_into keep capacity and skip the zero fill when the size
 // matches): a training or benchmark loop that drops its results each step then allocates and
 // page-faults nothing, while results the caller still holds are never reused. At most
-// SWITCHYARD_PY_KEEP_RESULTS (2) vectors per kind are kept (LIFO); the rest are freed. Thread-safe (deleters run wherever
-// the last reference goes).
-static const Param<int64_t> kKeepResults("PY_KEEP_RESULTS", 2, "arrays",
-                                          "freed dispatch/combine result arrays a Python Buffer keeps per kind "
-                                          "for reuse (0: none, every result freshly allocated)");
+// SWITCHYARD_PY_KEEP_RESULTS (2) vectors per kind are kept (LIFO); the rest are freed.
+// Thread-safe (deleters run wherever the last reference goes).
+const Param<int64_t> kKeepResults("PY_KEEP_RESULTS", 2, "arrays",
+                                   "freed dispatch/combine result arrays a Python Buffer keeps per kind "
+                                   "for reuse (0: none, every result freshly allocated)");
 
 class ResultPool {
  public:

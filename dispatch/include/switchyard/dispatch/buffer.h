@@ -32,6 +32,10 @@
 //
 // Memory: receive staging is sized for the group's largest max_tokens_per_rank rows per peer
 // and reused between calls (the row count rides in each message, so every stage is one round trip).
+// Rows between ranks of one node go through a shared-memory window opened at construction
+// (when every rank has room for it in /dev/shm; SWITCHYARD_DISPATCH_SHM_ROWS=0 turns it
+// off): senders write rows and partial sums straight into the receiver's window
+// (docs/dispatch.md, "Shared-memory rows").
 //
 // CPU backend: host pointers. The `stream` fields are reserved for the CUDA backend.
 #pragma once
