@@ -95,12 +95,18 @@ if has ucx; then
     for s in 1048576 4194304 16777216; do
       wait_quiet "tag_bw.$s.$r"; tag_bw "$s" $(( s >= 16777216 ? 100 : 400 )) >"$OUT/tag_bw.$s.$r"
     done
+    # 300 ms untimed first: a fresh UCX tcp connection runs at about half rate for ~250 ms.
     wait_quiet "p2p.$r"
     UCX_NET_DEVICES=lo "$bin/sy-run" -n 2 --nodes 2 --timeout 300 --notag_output -- "$bin/sy-a2a-perf" --op p2p \
-      -b 1M -e 16M -f 4 "${perf[@]}" >"$OUT/p2p.$r.json" 2>"$OUT/p2p.$r.err" || log "p2p run failed"
+      -b 1M -e 16M -f 4 --warmup_ms 300 "${perf[@]}" >"$OUT/p2p.$r.json" 2>"$OUT/p2p.$r.err" || log "p2p run failed"
+    # The two-way reference of the 2-rank all_to_all (two tag_bw pairs at once, ~1 s per stream).
+    for s in 1048576 4194304 16777216; do
+      wait_quiet "tag_bw2.$s.$r"; tag_bw_two_way "$s" $(( (1 << 31) / s )) >"$OUT/tag_bw2.$s.$r"
+    done
     wait_quiet "a2a.vn2.$r"
     UCX_NET_DEVICES=lo "$bin/sy-run" -n 2 --nodes 2 --timeout 300 --notag_output -- "$bin/sy-a2a-perf" --op all_to_all \
-      -b 2M -e 32M -f 4 "${perf[@]}" >"$OUT/a2a.vn2.$r.json" 2>"$OUT/a2a.vn2.$r.err" || log "2-node a2a run failed"
+      -b 2M -e 32M -f 4 --warmup_ms 300 "${perf[@]}" >"$OUT/a2a.vn2.$r.json" 2>"$OUT/a2a.vn2.$r.err" ||
+      log "2-node a2a run failed"
   done
 fi
 
