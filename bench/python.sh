@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # Python-module benchmark behind docs/perf.md "## python" (never run by ctest):
 # dispatch + combine from Python (switchyard.Buffer) against the same exchange written with
-# torch.distributed gloo all_to_all_single, in the same job (python/bench/dispatch_vs_gloo.py).
+# torch.distributed gloo all_to_all_single (python/bench/dispatch_vs_gloo.py).
 #
 #   bench/python.sh [BUILD_DIR]      (default: build; needs the module: <build>/python/switchyard)
 #
+# MODE=isolated (default): each round runs the Switchyard side in one `sy-run` job and the
+# gloo side in another (fresh processes, same tensors, seeds, T, H, experts; the job order
+# flips every round), so neither side's retained memory changes the other's allocations and
+# page faults; each job saves its results and compares them with the other side's from the
+# round's earlier job (the script fails unless every T was cross-checked). The table gives
+# the medians over ROUNDS rounds (one timed round of steps per job and T).
+# MODE=shared: both sides in the same processes, alternating round by round inside one job
+# per config (the layout of session 3 and 4's tables).
 # Environment: TOKENS (default 32,256,1024,4096 tokens per rank), RANKS (4), ROUNDS (5),
 # CONFIGS (default "1node 2node 2node-flat": 4 ranks on one node; on 2 virtual nodes with the
 # two-hop path; on 2 virtual nodes with the flat path), PYTHON (/usr/bin/python3),
@@ -18,8 +26,7 @@
 # Switchyard-only loop (python/bench/step_loop.py) is sampled with perf and folded into
 # where the CPU time goes (python/bench/perf_buckets.py: comm copies/UCX/queues, dispatch's
 # own work, page faults, binding, interpreter, waits).
-# Inside each job and token count the two sides alternate round by round; the table gives the
-# medians over ROUNDS rounds of the step time and of the CPU time per step, the speedup
+# The table gives the medians over ROUNDS rounds of the step time and of the CPU time per step, the speedup
 # (gloo / switchyard), and where Switchyard's step goes (C++ exchange = comm transport, the
 # rest of the C++ call = dispatch's own work, binding = tensor conversion in and out).
 set -uo pipefail
@@ -61,40 +68,94 @@ case ${MALLOC:-default} in
   fixed) export MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=17179869184 ;;
   *) echo "MALLOC must be default or fixed" >&2; exit 2 ;;
 esac
+MODE=${MODE:-isolated}
+[[ $MODE == isolated || $MODE == shared ]] || { echo "MODE must be isolated or shared" >&2; exit 2; }
+log "mode $MODE, malloc ${MALLOC:-default}, $RANKS ranks, rounds $ROUNDS"
+
+# One job of python/bench/dispatch_vs_gloo.py on the config's nodes; appends its JSON lines.
+bench_job() {  # cfg side(both|switchyard|gloo) jsonl [extra args...]
+  local cfg=$1 side=$2 jsonl=$3 nodes=1 extra=()
+  shift 3
+  [[ $cfg == 1node ]] || nodes=2
+  [[ $cfg == 2node-flat ]] && extra=(--flat)
+  PYTHONPATH=$pypath OMP_NUM_THREADS=1 UCX_NET_DEVICES=${UCX_NET_DEVICES:-lo} \
+    "$bin/sy-run" -n "$RANKS" --nodes "$nodes" --timeout 900 --notag-output -- \
+    "$PYTHON" "$root/python/bench/dispatch_vs_gloo.py" --tokens "$TOKENS" --json --side "$side" "${extra[@]}" "$@" \
+    >>"$jsonl" 2>"$OUT/$cfg.err" || { log "$cfg $side failed:"; tail -20 "$OUT/$cfg.err" >&2; exit 1; }
+}
 
 for cfg in $CONFIGS; do
   case $cfg in
-    1node) nodes=1; extra=() ;;
-    2node) nodes=2; extra=() ;;
-    2node-flat) nodes=2; extra=(--flat) ;;
+    1node) nodes=1 ;;
+    2node|2node-flat) nodes=2 ;;
     *) echo "unknown config $cfg (1node, 2node, 2node-flat)" >&2; exit 2 ;;
   esac
-  wait_quiet "$cfg"
-  log "$cfg: $RANKS ranks on $nodes node(s), tokens $TOKENS"
-  PYTHONPATH=$pypath OMP_NUM_THREADS=1 UCX_NET_DEVICES=${UCX_NET_DEVICES:-lo} \
-    "$bin/sy-run" -n "$RANKS" --nodes "$nodes" --timeout 900 --notag-output -- \
-    "$PYTHON" "$root/python/bench/dispatch_vs_gloo.py" --tokens "$TOKENS" --rounds "$ROUNDS" --json "${extra[@]}" \
-    >"$OUT/$cfg.jsonl" 2>"$OUT/$cfg.err" || { log "$cfg failed:"; tail -20 "$OUT/$cfg.err" >&2; exit 1; }
+  rm -f "$OUT/$cfg.jsonl"
+  if [[ $MODE == shared ]]; then
+    wait_quiet "$cfg"
+    log "$cfg: $RANKS ranks on $nodes node(s), tokens $TOKENS, both sides in each process"
+    bench_job "$cfg" both "$OUT/$cfg.jsonl" --rounds "$ROUNDS"
+    continue
+  fi
+  mkdir -p "$OUT/check.$cfg" && rm -f "$OUT/check.$cfg"/*.pt
+  for (( r = 0; r < ROUNDS; r++ )); do
+    (( r % 2 == 0 )) && order="switchyard gloo" || order="gloo switchyard"
+    for side in $order; do
+      wait_quiet "$cfg round $r $side"
+      bench_job "$cfg" "$side" "$OUT/$cfg.jsonl" --rounds 1 --check-dir "$OUT/check.$cfg"
+    done
+  done
+  rm -rf "$OUT/check.$cfg"
 done
 
-"$PYTHON" - "$OUT" $CONFIGS <<'EOF'
-import json, sys
-out, configs = sys.argv[1], sys.argv[2:]
+"$PYTHON" - "$OUT" "$MODE" $CONFIGS <<'EOF'
+import json, statistics, sys
+out, mode, configs = sys.argv[1], sys.argv[2], sys.argv[3:]
+med = statistics.median
+
+
+def records(cfg):
+    for line in open(f"{out}/{cfg}.jsonl"):
+        if line.strip().startswith("{"):
+            yield json.loads(line)
+
+
+def isolated_rows(cfg):
+    """Per T: medians over the rounds (one job per side and round) of each side's numbers."""
+    by_t = {}
+    for d in records(cfg):
+        by_t.setdefault(d["tokens"], {"switchyard": [], "gloo": []})[d["side"]].append(d)
+    for t, sides in sorted(by_t.items()):
+        s, g = sides["switchyard"], sides["gloo"]
+        # Every job but the very first found the other side's results of the job before it.
+        if not s or not g or sum(d["checked"] for d in s + g) < len(s) + len(g) - 1:
+            sys.exit(f"{cfg} T={t}: a side is missing or a job was not cross-checked")
+        sy_us, gl_us = med(d["step_us"] for d in s), med(d["step_us"] for d in g)
+        sy_cpu, gl_cpu = med(d["cpu_us"] for d in s), med(d["cpu_us"] for d in g)
+        ph = lambda ds, side, f: med(d["phases"][side][f] for d in ds)
+        yield dict(two_hop=s[0]["two_hop"], nodes=s[0]["nodes"], tokens=t, switchyard_us=sy_us, gloo_us=gl_us,
+                   speedup=gl_us / sy_us, switchyard_cpu_us=sy_cpu, gloo_cpu_us=gl_cpu, cpu_ratio=gl_cpu / sy_cpu,
+                   loadavg_1m=statistics.mean(d["loadavg_1m"] for d in s + g),
+                   max_abs_diff=max(d["max_abs_diff"] for d in s + g),
+                   phases=dict(switchyard={f: ph(s, "switchyard", f) for f in
+                                           ("cxx_exchange_us", "cxx_other_us", "convert_in_us", "convert_out_us")},
+                               gloo={"all_to_all_single_us": ph(g, "gloo", "all_to_all_single_us")}))
+
+
 print("| nodes | path | T | switchyard us | gloo us | speedup | CPU/step sy us | CPU/step gloo us | CPU ratio "
       "| sy: exchange us | sy: other C++ us | sy: binding us | gloo: a2a us | load |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for cfg in configs:
-    for line in open(f"{out}/{cfg}.jsonl"):
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        d = json.loads(line)
+    for d in (isolated_rows(cfg) if mode == "isolated" else records(cfg)):
         s, g = d["phases"]["switchyard"], d["phases"]["gloo"]
         path = "two-hop" if d["two_hop"] else ("shm" if d["nodes"] == 1 else "flat")
         print(f"| {d['nodes']} | {path} | {d['tokens']} | {d['switchyard_us']:.0f} | {d['gloo_us']:.0f} | "
               f"**{d['speedup']:.2f}x** | {d['switchyard_cpu_us']:.0f} | {d['gloo_cpu_us']:.0f} | {d['cpu_ratio']:.2f}x | "
               f"{s['cxx_exchange_us']:.0f} | {s['cxx_other_us']:.0f} | {s['convert_in_us'] + s['convert_out_us']:.0f} | "
               f"{g['all_to_all_single_us']:.0f} | {d['loadavg_1m']:.1f} |")
+if mode == "isolated":
+    print("\nisolated: one sy-run job per side and round, job order flipped every round; every T cross-checked "
+          "(allclose 1e-4) between the sides' results in every round")
 EOF
 
 if [[ ${PROFILE:-0} == 1 ]]; then

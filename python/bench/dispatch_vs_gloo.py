@@ -1,8 +1,9 @@
 """Benchmark: dispatch + combine from Python (switchyard.Buffer) against the same exchange
-written with torch.distributed gloo all_to_all_single, in the same job.
+written with torch.distributed gloo all_to_all_single, in the same job or one side per job.
 
 Run (bench/python.sh runs the whole comparison):
     sy-run -n 4 [--nodes 2] -- /usr/bin/python3 python/bench/dispatch_vs_gloo.py --tokens 32,256,1024,4096
+    sy-run -n 4 [--nodes 2] -- /usr/bin/python3 python/bench/dispatch_vs_gloo.py --side gloo --check-dir D ...
 
 Both sides move the same rows: each token once to every rank holding one of its experts,
 identity experts, gate-weighted sum back at the source. The gloo side is what a PyTorch user
@@ -10,7 +11,13 @@ on CPU writes otherwise: counts exchange, index_select packing, all_to_all_singl
 rows and their routing there and for the weighted rows back, index_add_ to sum.
 
 For each token count T: both results are checked equal, then --rounds rounds alternate the
-two sides (the order flips every round); a round times --iters steps between barriers. The
+two sides (the order flips every round); a round times --iters steps between barriers.
+With --side switchyard|gloo the job runs only that side (no Buffer in a gloo job, no gloo
+group in a Switchyard job; both use the Switchyard world communicator for barriers and the
+means over ranks), so neither side's memory changes the other's allocations; then each rank
+saves its result to --check-dir/<side>.T<T>.r<rank>.pt after the timing and compares it with
+the other side's file there if present (written by an earlier job with the same seeds),
+reporting "checked" and the largest difference (a mismatch fails the job). The
 report is the median over rounds of the step time on rank 0 (microseconds), and the median
 over rounds of the CPU time per step (process CPU, all threads, averaged over the ranks).
 Afterwards a profiling pass splits each side's step time (averaged over ranks):
@@ -38,7 +45,11 @@ p.add_argument("--iters", type=int, default=0, help="steps per round (0: 8192 / 
 p.add_argument("--rounds", type=int, default=5)
 p.add_argument("--json", action="store_true")
 p.add_argument("--flat", action="store_true", help="Buffer(two_hop=False): direct exchange like gloo")
+p.add_argument("--side", choices=("both", "switchyard", "gloo"), default="both",
+               help="both sides in this job (alternating), or only one (bench/python.sh's isolated mode)")
+p.add_argument("--check-dir", default="", help="with --side: where results are saved and compared across jobs")
 a = p.parse_args()
+run_sy, run_gloo = a.side in ("both", "switchyard"), a.side in ("both", "gloo")
 torch.set_num_threads(1)
 token_counts = [int(t) for t in a.tokens.split(",")]
 
@@ -46,11 +57,13 @@ world = sy.init()
 R, me = world.size, world.rank
 E, L, H, K = a.experts_per_rank * world.size, a.experts_per_rank, a.hidden, a.topk
 path = os.path.join(tempfile.gettempdir(), f"sy_py_bench_{os.environ.get('SY_JOB_ID', os.getppid())}")
-dist.init_process_group("gloo", init_method=f"file://{path}", rank=me, world_size=R)
+if run_gloo:
+    dist.init_process_group("gloo", init_method=f"file://{path}", rank=me, world_size=R)
 
 TMAX = max(token_counts)
-buf = sy.Buffer(world, num_experts=E, hidden=H, max_tokens_per_rank=TMAX, two_hop=not a.flat)
-prof_buf = sy.Buffer(world, num_experts=E, hidden=H, max_tokens_per_rank=TMAX, two_hop=not a.flat, profile=True)
+if run_sy:
+    buf = sy.Buffer(world, num_experts=E, hidden=H, max_tokens_per_rank=TMAX, two_hop=not a.flat)
+    prof_buf = sy.Buffer(world, num_experts=E, hidden=H, max_tokens_per_rank=TMAX, two_hop=not a.flat, profile=True)
 
 
 def switchyard_step(b, x, idx, w):
@@ -102,21 +115,71 @@ def mean_over_ranks(values):
     return (t / R).tolist()
 
 
+def profile_switchyard(x, idx, w, iters):
+    """Where Switchyard's step goes (not timed with the rounds), mean over ranks."""
+    world.barrier()
+    prof_buf.profile(reset=True)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        switchyard_step(prof_buf, x, idx, w)
+    wall = (time.perf_counter() - t0) / iters
+    prof = prof_buf.profile(reset=True)
+    parts = [sum(prof[c][f] for c in ("dispatch", "combine")) / iters
+             for f in ("convert_in_us", "cxx_us", "exchange_us", "convert_out_us")]
+    sy_in, sy_cxx, sy_ex, sy_out, sy_w = mean_over_ranks(parts + [wall * 1e6])
+    return dict(step_us=round(sy_w, 1), convert_in_us=round(sy_in, 1), cxx_us=round(sy_cxx, 1),
+                cxx_exchange_us=round(sy_ex, 1), cxx_other_us=round(sy_cxx - sy_ex, 1),
+                convert_out_us=round(sy_out, 1), python_us=round(sy_w - sy_in - sy_cxx - sy_out, 1))
+
+
+def profile_gloo(gloo, iters):
+    """Where the gloo step goes: inside all_to_all_single or in torch, mean over ranks."""
+    world.barrier()
+    gloo.a2a_s = 0.0
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        gloo.step()
+    wall = (time.perf_counter() - t0) / iters
+    gl_a2a, gl_w = mean_over_ranks([gloo.a2a_s / iters * 1e6, wall * 1e6])
+    return dict(step_us=round(gl_w, 1), all_to_all_single_us=round(gl_a2a, 1), torch_us=round(gl_w - gl_a2a, 1))
+
+
+def check_across_jobs(side, T, y):
+    """Saves this side's result and compares it with the other side's (an earlier job's)."""
+    other = "gloo" if side == "switchyard" else "switchyard"
+    torch.save(y, os.path.join(a.check_dir, f"{side}.T{T}.r{me}.pt"))
+    other_path = os.path.join(a.check_dir, f"{other}.T{T}.r{me}.pt")
+    if not os.path.exists(other_path):
+        return False, 0.0
+    y_other = torch.load(other_path)
+    diff = (y - y_other).abs().max().item() if y.shape == y_other.shape else float("inf")
+    assert torch.allclose(y, y_other, rtol=1e-4, atol=1e-4), (side, T, me, diff)
+    return True, diff
+
+
 def measure(T):
     g = torch.Generator().manual_seed(1000 * me + T)
     x = torch.randn(T, H, generator=g)
     idx = torch.stack([torch.randperm(E, generator=g)[:K] for _ in range(T)])
     w = torch.rand(T, K, generator=g)
-    gloo = Gloo(x, idx, w)
-    sides = {"switchyard": lambda: switchyard_step(buf, x, idx, w), "gloo": gloo.step}
-    y_sy, y_gloo = sides["switchyard"](), sides["gloo"]()  # also the warm-up
-    assert torch.allclose(y_sy, y_gloo, rtol=1e-4, atol=1e-4), (T, (y_sy - y_gloo).abs().max())
+    gloo = Gloo(x, idx, w) if run_gloo else None
+    sides = {}
+    if run_sy:
+        sides["switchyard"] = lambda: switchyard_step(buf, x, idx, w)
+    if run_gloo:
+        sides["gloo"] = gloo.step
+    y = {name: step() for name, step in sides.items()}  # also the warm-up
+    if a.side == "both":
+        assert torch.allclose(y["switchyard"], y["gloo"], rtol=1e-4, atol=1e-4), \
+            (T, (y["switchyard"] - y["gloo"]).abs().max())
     iters = a.iters or max(2, min(20, 8192 // T))
 
     wall = {k: [] for k in sides}
     cpu = {k: [] for k in sides}
     for r in range(a.rounds):
         for name in (("switchyard", "gloo") if r % 2 == 0 else ("gloo", "switchyard")):
+            if name not in sides:
+                continue
             world.barrier()
             c0, t0 = time.process_time(), time.perf_counter()
             for _ in range(iters):
@@ -130,43 +193,35 @@ def measure(T):
     load = os.getloadavg()[0]
 
     # Profiling pass (not timed above): where each side's step goes, mean over ranks.
-    world.barrier()
-    prof_buf.profile(reset=True)
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        switchyard_step(prof_buf, x, idx, w)
-    sy_wall = (time.perf_counter() - t0) / iters
-    prof = prof_buf.profile(reset=True)
-    parts = [sum(prof[c][f] for c in ("dispatch", "combine")) / iters
-             for f in ("convert_in_us", "cxx_us", "exchange_us", "convert_out_us")]
-    world.barrier()
-    gloo.a2a_s = 0.0
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        gloo.step()
-    gloo_wall = (time.perf_counter() - t0) / iters
-    gloo_a2a = gloo.a2a_s / iters
-    sy_in, sy_cxx, sy_ex, sy_out, sy_w, gl_a2a, gl_w = mean_over_ranks(parts + [sy_wall * 1e6, gloo_a2a * 1e6, gloo_wall * 1e6])
-    phases = dict(
-        switchyard=dict(step_us=round(sy_w, 1), convert_in_us=round(sy_in, 1), cxx_us=round(sy_cxx, 1),
-                        cxx_exchange_us=round(sy_ex, 1), cxx_other_us=round(sy_cxx - sy_ex, 1),
-                        convert_out_us=round(sy_out, 1), python_us=round(sy_w - sy_in - sy_cxx - sy_out, 1)),
-        gloo=dict(step_us=round(gl_w, 1), all_to_all_single_us=round(gl_a2a, 1), torch_us=round(gl_w - gl_a2a, 1)))
+    phases = {}
+    if run_sy:
+        phases["switchyard"] = profile_switchyard(x, idx, w, iters)
+    if run_gloo:
+        phases["gloo"] = profile_gloo(gloo, iters)
 
     med = {k: statistics.median(v) for k, v in wall.items()}
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
-    return dict(two_hop=buf.uses_two_hop, ranks=R, nodes=world.num_nodes, tokens=T, hidden=H, experts=E, topk=K,
-                rounds=a.rounds, iters=iters, switchyard_us=round(med["switchyard"], 1), gloo_us=round(med["gloo"], 1),
-                speedup=round(med["gloo"] / med["switchyard"], 2),
-                switchyard_cpu_us=round(med_cpu["switchyard"], 1), gloo_cpu_us=round(med_cpu["gloo"], 1),
-                cpu_ratio=round(med_cpu["gloo"] / med_cpu["switchyard"], 2), loadavg_1m=round(load, 2),
-                rounds_us={k: [round(t, 1) for t in v] for k, v in wall.items()}, phases=phases)
+    res = dict(two_hop=buf.uses_two_hop if run_sy else (world.num_nodes > 1 and not a.flat), ranks=R,
+               nodes=world.num_nodes, tokens=T, hidden=H, experts=E, topk=K, rounds=a.rounds, iters=iters,
+               loadavg_1m=round(load, 2), rounds_us={k: [round(t, 1) for t in v] for k, v in wall.items()},
+               phases=phases)
+    if a.side != "both":
+        checked, diff = check_across_jobs(a.side, T, y[a.side]) if a.check_dir else (False, 0.0)
+        checked = mean_over_ranks([1.0 if checked else 0.0])[0] == 1.0  # every rank compared
+        res.update(side=a.side, step_us=round(med[a.side], 1), cpu_us=round(med_cpu[a.side], 1),
+                   checked=checked, max_abs_diff=diff)
+        return res
+    res.update(switchyard_us=round(med["switchyard"], 1), gloo_us=round(med["gloo"], 1),
+               speedup=round(med["gloo"] / med["switchyard"], 2),
+               switchyard_cpu_us=round(med_cpu["switchyard"], 1), gloo_cpu_us=round(med_cpu["gloo"], 1),
+               cpu_ratio=round(med_cpu["gloo"] / med_cpu["switchyard"], 2))
+    return res
 
 
 for T in token_counts:
     res = measure(T)
     if me == 0:
-        if a.json:
+        if a.json or a.side != "both":
             print(json.dumps(res), flush=True)
         else:
             ph = res["phases"]["switchyard"]
@@ -177,6 +232,7 @@ for T in token_counts:
                   f"binding {ph['convert_in_us'] + ph['convert_out_us']:.0f} us "
                   f"(median of {a.rounds}; load {res['loadavg_1m']:.1f})", flush=True)
 world.barrier()
-dist.destroy_process_group()
-if me == 0 and os.path.exists(path):
-    os.remove(path)
+if run_gloo:
+    dist.destroy_process_group()
+    if me == 0 and os.path.exists(path):
+        os.remove(path)
