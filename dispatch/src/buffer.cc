@@ -533,22 +533,19 @@ void Buffer::combine_into(const CombineArgs& args, CombineResult& res) {
   const size_t eb = payload_elem_bytes(args.dtype);
   if (!plan.row_token.empty() && args.expert_out == nullptr) SY_THROW(InvalidArgument, "combine: expert_out is null");
   const uint8_t* out = static_cast<const uint8_t*>(args.expert_out);
-  // Per token on this rank: sum over its local slots, k ascending (FP32).
-  // The first term is written (0 + w * row), the others added: no separate zero fill.
+  // Per token on this rank: sum over its local slots, k ascending (FP32), from +0: one pass
+  // over the token's expert rows (detail::sum_rows; no separate zero fill).
+  std::vector<const uint8_t*> slot_rows(K);
+  std::vector<float> slot_w(K);
   auto partial = [&](int64_t i, float* acc) {
-    bool first = true;
+    int64_t n = 0;
     for (int64_t k = 0; k < K; ++k) {
       const int64_t row = plan.slot_row[i * K + k];
       if (row < 0) continue;
-      const float w = args.weights ? args.weights[i * K + k] : 1.0f;
-      if (first) {
-        detail::set_scaled_row(out + row * H * eb, args.dtype, H, w, acc);
-        first = false;
-      } else {
-        detail::accumulate_row(out + row * H * eb, args.dtype, H, w, acc);
-      }
+      slot_rows[n] = out + row * H * eb;
+      slot_w[n++] = args.weights ? args.weights[i * K + k] : 1.0f;
     }
-    if (first) std::fill(acc, acc + H, 0.0f);
+    detail::sum_rows(slot_rows.data(), slot_w.data(), n, args.dtype, H, acc);
   };
   res.dtype = args.dtype;
   res.stats = TrafficStats{};

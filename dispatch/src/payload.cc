@@ -41,6 +41,19 @@ void set_scaled_f32_scalar(const float* v, int64_t n, float scale, float* acc) {
 void set_f32_scalar(const float* v, int64_t n, float* acc) {
   for (int64_t i = 0; i < n; ++i) acc[i] = 0.0f + v[i];
 }
+// Elements [i0, n) of sum_rows: per element, terms in row order from +0.
+template <bool kBf16, bool kScaled>
+void sum_scalar(const uint8_t* const* rows, const float* scales, int64_t count, int64_t i0, int64_t n, float* acc) {
+  for (int64_t i = i0; i < n; ++i) {
+    float a = 0.0f;
+    for (int64_t c = 0; c < count; ++c) {
+      const float v = kBf16 ? bf16_to_float(reinterpret_cast<const uint16_t*>(rows[c])[i])
+                            : reinterpret_cast<const float*>(rows[c])[i];
+      a = a + (kScaled ? scales[c] * v : v);
+    }
+    acc[i] = a;
+  }
+}
 void store_bf16_scalar(const float* v, int64_t n, uint16_t* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = bf16_from_float(v[i]);
 }
@@ -131,6 +144,51 @@ __attribute__((target("avx512f"))) void store_bf16_avx512(const float* v, int64_
 }
 #pragma GCC diagnostic pop
 
+template <bool kBf16>
+__attribute__((target("avx512f"))) inline __m512 load_x16(const uint8_t* row, int64_t i) {
+  return kBf16 ? load_bf16x16(reinterpret_cast<const uint16_t*>(row) + i)
+               : _mm512_loadu_ps(reinterpret_cast<const float*>(row) + i);
+}
+
+// sum_rows, 64 then 16 elements at a time (four independent chains), then the scalar tail.
+template <bool kBf16, bool kScaled>
+__attribute__((target("avx512f"))) void sum_avx512(const uint8_t* const* rows, const float* scales, int64_t count,
+                                                   int64_t n, float* acc) {
+  int64_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t c = 0; c < count; ++c) {
+      __m512 v0 = load_x16<kBf16>(rows[c], i), v1 = load_x16<kBf16>(rows[c], i + 16);
+      __m512 v2 = load_x16<kBf16>(rows[c], i + 32), v3 = load_x16<kBf16>(rows[c], i + 48);
+      if (kScaled) {
+        const __m512 s = _mm512_set1_ps(scales[c]);
+        v0 = _mm512_mul_ps(s, v0);
+        v1 = _mm512_mul_ps(s, v1);
+        v2 = _mm512_mul_ps(s, v2);
+        v3 = _mm512_mul_ps(s, v3);
+      }
+      a0 = _mm512_add_ps(a0, v0);
+      a1 = _mm512_add_ps(a1, v1);
+      a2 = _mm512_add_ps(a2, v2);
+      a3 = _mm512_add_ps(a3, v3);
+    }
+    _mm512_storeu_ps(acc + i, a0);
+    _mm512_storeu_ps(acc + i + 16, a1);
+    _mm512_storeu_ps(acc + i + 32, a2);
+    _mm512_storeu_ps(acc + i + 48, a3);
+  }
+  for (; i + 16 <= n; i += 16) {
+    __m512 a = _mm512_setzero_ps();
+    for (int64_t c = 0; c < count; ++c) {
+      __m512 v = load_x16<kBf16>(rows[c], i);
+      if (kScaled) v = _mm512_mul_ps(_mm512_set1_ps(scales[c]), v);
+      a = _mm512_add_ps(a, v);
+    }
+    _mm512_storeu_ps(acc + i, a);
+  }
+  sum_scalar<kBf16, kScaled>(rows, scales, count, i, n, acc);
+}
+
 bool have_avx512() {
   static const bool yes = __builtin_cpu_supports("avx512f");
   return yes;
@@ -197,6 +255,23 @@ void add_row(const uint8_t* row, comm::DataType t, int64_t n, float* acc) {
   if (have_avx512()) return add_bf16_avx512(v, n, acc);
 #endif
   add_bf16_scalar(v, n, acc);
+}
+
+void sum_rows(const uint8_t* const* rows, const float* scales, int64_t count, comm::DataType t, int64_t n,
+              float* acc) {
+  const bool bf16 = t != comm::DataType::kFloat32;
+#if defined(__x86_64__)
+  if (have_avx512()) {
+    if (bf16) return scales ? sum_avx512<true, true>(rows, scales, count, n, acc)
+                            : sum_avx512<true, false>(rows, scales, count, n, acc);
+    return scales ? sum_avx512<false, true>(rows, scales, count, n, acc)
+                  : sum_avx512<false, false>(rows, scales, count, n, acc);
+  }
+#endif
+  if (bf16) return scales ? sum_scalar<true, true>(rows, scales, count, 0, n, acc)
+                          : sum_scalar<true, false>(rows, scales, count, 0, n, acc);
+  scales ? sum_scalar<false, true>(rows, scales, count, 0, n, acc)
+         : sum_scalar<false, false>(rows, scales, count, 0, n, acc);
 }
 
 void store_row(const float* v, int64_t n, comm::DataType t, uint8_t* row) {

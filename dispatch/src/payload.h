@@ -21,6 +21,13 @@ void add_row(const uint8_t* row, comm::DataType t, int64_t n, float* acc);
 // (-0 becomes +0), in one pass without the fill.
 void set_scaled_row(const uint8_t* row, comm::DataType t, int64_t n, float scale, float* acc);
 void set_row(const uint8_t* row, comm::DataType t, int64_t n, float* acc);
+// A whole sum in one pass: acc = (((+0) + s[0] * rows[0]) + s[1] * rows[1]) + ... over
+// `count` rows of n elements (scales == nullptr: unscaled), the same bits as set_scaled_row /
+// set_row on rows[0] and accumulate_row / add_row on the others, but each row is read once
+// and acc written once (no read-modify-write of acc per term). count == 0 gives +0.
+// acc may be one of the rows (same address), not a partial overlap.
+void sum_rows(const uint8_t* const* rows, const float* scales, int64_t count, comm::DataType t, int64_t n,
+              float* acc);
 // Writes n FP32 values as a BF16 (round to nearest even, NaN kept quiet) or FP32 row.
 void store_row(const float* v, int64_t n, comm::DataType t, uint8_t* row);
 

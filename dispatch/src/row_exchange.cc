@@ -244,14 +244,8 @@ void ReduceBack::reduce(int64_t d0, int64_t d1, uint8_t* out, comm::DataType out
     // FP32 output rows are summed in place (same operations as through the scratch row).
     uint8_t* dst = out + d * out_row_bytes;
     float* acc = out_dtype == comm::DataType::kFloat32 ? reinterpret_cast<float*>(dst) : acc_.data();
-    if (first_[d] == first_[d + 1]) std::fill(acc, acc + width_, 0.0f);
-    for (int64_t s = first_[d]; s < first_[d + 1]; ++s) {
-      if (s == first_[d]) {
-        set_row(src_[s], dtype_, width_, acc);  // 0 + row: the same bits as a zero fill then add_row
-      } else {
-        add_row(src_[s], dtype_, width_, acc);
-      }
-    }
+    // ((+0) + row 0) + row 1 + ...: the same bits as a zero fill then add_row per row, one pass.
+    sum_rows(src_.data() + first_[d], nullptr, first_[d + 1] - first_[d], dtype_, width_, acc);
     if (acc == acc_.data()) store_row(acc, width_, out_dtype, dst);
   }
   if (timer.on()) timer.lap(std::string("reduce ") + stage);

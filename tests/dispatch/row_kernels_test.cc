@@ -163,4 +163,66 @@ TEST(RowKernelsTest, SetRowsEqualZeroFillThenAccumulate) {
   }
 }
 
+// sum_rows forms a whole sum in one pass: the same bits as set_scaled_row / set_row on the
+// first row then accumulate_row / add_row on the others (the per-term kernels checked
+// above), for 0-5 rows of BF16 and FP32 with specials, lengths around the 16- and 64-lane
+// blocks, scaled and unscaled; also with acc at the address of the first row. NaN results
+// compare as NaN (their payload is not specified: the compiler may swap an add's operands).
+TEST(RowKernelsTest, SumRowsEqualsTermByTermSum) {
+  for (int64_t n : {1, 15, 16, 17, 63, 64, 65, 1024, 1031}) {
+    for (comm::DataType t : {comm::DataType::kFloat32, comm::DataType::kBfloat16}) {
+      const size_t eb = t == comm::DataType::kFloat32 ? 4 : 2;
+      std::vector<std::vector<uint8_t>> data(5, std::vector<uint8_t>(n * eb));
+      for (int c = 0; c < 5; ++c) {
+        const std::vector<float> f = test_values(n, 100 * c + n);
+        std::mt19937 rng(c + 1);
+        std::normal_distribution<float> g(0.f, 2.f);
+        for (int64_t i = 0; i < n; ++i) {
+          const float v = i % 7 == 3 ? f[i % f.size()] : g(rng);  // mostly finite, some specials
+          if (t == comm::DataType::kFloat32) {
+            std::memcpy(data[c].data() + i * 4, &v, 4);
+          } else {
+            const uint16_t b = static_cast<uint16_t>(float_to_bits(v) >> 16);
+            std::memcpy(data[c].data() + i * 2, &b, 2);
+          }
+        }
+      }
+      const float scales[5] = {0.5f, -1.25f, 3.0f, 0.0f, -0.1f};
+      for (int count = 0; count <= 5; ++count) {
+        std::vector<const uint8_t*> rows(count);
+        for (int c = 0; c < count; ++c) rows[c] = data[c].data();
+        for (bool scaled : {false, true}) {
+          std::vector<float> want(n, 0.0f), got(n + 1, 42.0f);
+          for (int c = 0; c < count; ++c) {
+            if (scaled) {
+              c == 0 ? detail::set_scaled_row(rows[c], t, n, scales[c], want.data())
+                     : detail::accumulate_row(rows[c], t, n, scales[c], want.data());
+            } else {
+              c == 0 ? detail::set_row(rows[c], t, n, want.data()) : detail::add_row(rows[c], t, n, want.data());
+            }
+          }
+          detail::sum_rows(rows.data(), scaled ? scales : nullptr, count, t, n, got.data());
+          for (int64_t i = 0; i < n; ++i)  // NaN: any NaN (the compiler may swap an add's operands)
+            ASSERT_TRUE(float_to_bits(got[i]) == float_to_bits(want[i]) || (std::isnan(got[i]) && std::isnan(want[i])))
+                << "n " << n << " dtype bytes " << eb << " count " << count << " scaled " << scaled << " i " << i;
+          EXPECT_EQ(got[n], 42.0f) << "wrote past the row";
+          if (t == comm::DataType::kFloat32 && count > 0) {  // in place: acc is rows[0]
+            std::vector<uint8_t> first = data[0];
+            std::vector<const uint8_t*> in_place = rows;
+            in_place[0] = first.data();
+            detail::sum_rows(in_place.data(), scaled ? scales : nullptr, count, t, n,
+                             reinterpret_cast<float*>(first.data()));
+            for (int64_t i = 0; i < n; ++i) {
+              float v;
+              std::memcpy(&v, first.data() + i * 4, 4);
+              ASSERT_TRUE(float_to_bits(v) == float_to_bits(got[i]) || (std::isnan(v) && std::isnan(got[i])))
+                  << "in place, n " << n << " count " << count << " i " << i;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
