@@ -19,7 +19,8 @@ saves its result to --check-dir/<side>.T<T>.r<rank>.pt after the timing and comp
 the other side's file there if present (written by an earlier job with the same seeds),
 reporting "checked" and the largest difference (a mismatch fails the job). The
 report is the median over rounds of the step time on rank 0 (microseconds), and the median
-over rounds of the CPU time per step (process CPU, all threads, averaged over the ranks).
+over rounds of the CPU time per step (process CPU, all threads, averaged over the ranks) and
+of the minor page faults per step (getrusage, averaged over the ranks; JSON "minor_faults").
 Afterwards a profiling pass splits each side's step time (averaged over ranks):
 switchyard: argument conversion / C++ dispatch+combine (of which: exchange, i.e. the comm
 transport) / result conversion (Buffer(profile=True)); gloo: all_to_all_single calls / torch
@@ -28,6 +29,7 @@ packing and reduction. Rank 0 prints one line per T, or one JSON object per T (-
 import argparse
 import json
 import os
+import resource
 import statistics
 import tempfile
 import time
@@ -176,20 +178,25 @@ def measure(T):
 
     wall = {k: [] for k in sides}
     cpu = {k: [] for k in sides}
+    faults = {k: [] for k in sides}  # minor page faults per step (getrusage)
     for r in range(a.rounds):
         for name in (("switchyard", "gloo") if r % 2 == 0 else ("gloo", "switchyard")):
             if name not in sides:
                 continue
             world.barrier()
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             c0, t0 = time.process_time(), time.perf_counter()
             for _ in range(iters):
                 sides[name]()
             c1 = time.process_time()
+            f1 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             world.barrier()
             wall[name].append((time.perf_counter() - t0) / iters * 1e6)
             cpu[name].append((c1 - c0) / iters * 1e6)
-    for name in sides:  # CPU per step: mean over ranks of each round, then the median
+            faults[name].append((f1 - f0) / iters)
+    for name in sides:  # CPU and faults per step: mean over ranks of each round, then the median
         cpu[name] = mean_over_ranks(cpu[name])
+        faults[name] = mean_over_ranks(faults[name])
     load = os.getloadavg()[0]
 
     # Profiling pass (not timed above): where each side's step goes, mean over ranks.
@@ -209,12 +216,14 @@ def measure(T):
         checked, diff = check_across_jobs(a.side, T, y[a.side]) if a.check_dir else (False, 0.0)
         checked = mean_over_ranks([1.0 if checked else 0.0])[0] == 1.0  # every rank compared
         res.update(side=a.side, step_us=round(med[a.side], 1), cpu_us=round(med_cpu[a.side], 1),
+                   minor_faults=round(statistics.median(faults[a.side]), 1),
                    checked=checked, max_abs_diff=diff)
         return res
     res.update(switchyard_us=round(med["switchyard"], 1), gloo_us=round(med["gloo"], 1),
                speedup=round(med["gloo"] / med["switchyard"], 2),
                switchyard_cpu_us=round(med_cpu["switchyard"], 1), gloo_cpu_us=round(med_cpu["gloo"], 1),
-               cpu_ratio=round(med_cpu["gloo"] / med_cpu["switchyard"], 2))
+               cpu_ratio=round(med_cpu["gloo"] / med_cpu["switchyard"], 2),
+               minor_faults={k: round(statistics.median(v), 1) for k, v in faults.items()})
     return res
 
 
