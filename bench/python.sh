@@ -19,15 +19,16 @@
 # QUIET_IDLE/QUIET_MAX (wait up to QUIET_MAX s for QUIET_IDLE % idle CPUs before each job),
 # OUT (raw JSON lines; a temp dir removed unless KEEP=1), MALLOC (default; "fixed": every rank
 # runs with MALLOC_MMAP_THRESHOLD_=4 GiB and MALLOC_TRIM_THRESHOLD_=16 GiB, so glibc serves
-# both sides' large temporaries from a heap it never trims: no page faults that depend on
-# the other side's allocation pattern; the default heuristics let each side's long-lived
-# memory change how often the other side's temporaries are mapped and faulted afresh).
+# large temporaries from a heap it never trims; with the default heuristics gloo + torch map
+# and fault their large per-step temporaries afresh, thousands of minor faults per step even
+# in their own processes, and in MODE=shared each side's long-lived memory also changes how
+# often the other side's are).
 # PROFILE=1 (needs perf): afterwards, per config and PROFILE_TOKENS (default "256 4096"), a
 # Switchyard-only loop (python/bench/step_loop.py) is sampled with perf and folded into
 # where the CPU time goes (python/bench/perf_buckets.py: comm copies/UCX/queues, dispatch's
 # own work, page faults, binding, interpreter, waits).
-# The table gives the medians over ROUNDS rounds of the step time and of the CPU time per step, the speedup
-# (gloo / switchyard), and where Switchyard's step goes (C++ exchange = comm transport, the
+# The table gives the medians over ROUNDS rounds of the step time and of the CPU time per
+# step, the speedup (gloo / switchyard), and where Switchyard's step goes (C++ exchange = comm transport, the
 # rest of the C++ call = dispatch's own work, binding = tensor conversion in and out).
 set -uo pipefail
 build=${1:-build}
