@@ -22,18 +22,11 @@
 // the next dispatch).
 #pragma once
 
-#include <linux/futex.h>
-#include <sched.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
-#include <atomic>
 #include <chrono>
-#include <climits>
 #include <cstddef>
 #include <cstdint>
 
-#include "switchyard/common/error.h"
+#include "seq_flag.h"
 #include "switchyard/dispatch/buffer.h"
 #include "switchyard/dispatch/peer_exchange.h"
 
@@ -93,47 +86,14 @@ struct LlLayout {
   size_t combine_area(int parity) const { return 2 * dispatch_bytes + parity * combine_bytes; }
 };
 
-inline void futex_wake_all(uint32_t* addr) { syscall(SYS_futex, addr, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0); }
-
 // Publishes a flag: the fields were written before; seq is stored with release, then any
-// sleeper is woken.
-inline void post_flag(LlFlag* f, uint32_t seq) {
-  std::atomic_ref<uint32_t>(f->seq).store(seq, std::memory_order_release);
-  futex_wake_all(&f->seq);
-}
+// sleeper is woken (seq_flag.h).
+inline void post_flag(LlFlag* f, uint32_t seq) { post_seq(&f->seq, seq); }
 
-// Waits until f->seq == seq (acquire). Spins briefly, then yields, then sleeps on the futex
-// in 1 ms steps, so ranks that share cores (4 ranks on 2 cores) do not starve the writer.
-// Checks the peer every ~10 ms (PeerFailure) and throws Timeout after `timeout`.
+// Waits until f->seq == seq (acquire), checking the peer; Timeout after `timeout` (seq_flag.h).
 inline void wait_flag(LlFlag* f, uint32_t seq, PeerWindow& win, int peer, int me, std::chrono::milliseconds timeout,
                       const char* what) {
-  std::atomic_ref<uint32_t> a(f->seq);
-  for (int i = 0; i < 256; ++i) {
-    if (a.load(std::memory_order_acquire) == seq) return;
-#if defined(__x86_64__)
-    __builtin_ia32_pause();
-#endif
-  }
-  const auto start = std::chrono::steady_clock::now();
-  auto next_check = start + std::chrono::milliseconds(10);
-  for (int i = 0;; ++i) {
-    const uint32_t v = a.load(std::memory_order_acquire);
-    if (v == seq) return;
-    const auto now = std::chrono::steady_clock::now();
-    if (now - start < std::chrono::microseconds(100)) {
-      sched_yield();
-      continue;
-    }
-    if (now >= next_check) {
-      win.check_peer(peer);
-      if (now - start > timeout)
-        SY_THROW(Timeout, what << ": rank " << me << " waited " << timeout.count() << " ms for rank " << peer
-                               << " (call " << seq << ")");
-      next_check = now + std::chrono::milliseconds(10);
-    }
-    const timespec ts{0, 1000000};
-    syscall(SYS_futex, &f->seq, FUTEX_WAIT, v, &ts, nullptr, 0);
-  }
+  wait_seq(&f->seq, seq, win, peer, me, timeout, what);
 }
 
 }  // namespace switchyard::dispatch::detail

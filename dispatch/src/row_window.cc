@@ -1,15 +1,10 @@
 // RowWindow (row_window.h): flags and regions of the normal-mode shared-memory row path.
 #include "row_window.h"
 
-#include <linux/futex.h>
-#include <sched.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
 #include <atomic>
-#include <climits>
 #include <cstring>
 
+#include "seq_flag.h"
 #include "switchyard/common/error.h"
 
 namespace switchyard::dispatch::detail {
@@ -69,36 +64,8 @@ RowWindow::Flag* RowWindow::consumed(int owner, int stage, int src) {
   return reinterpret_cast<Flag*>(base_[owner] + stage_base_[stage]) + R_ + src;
 }
 
-// Spins briefly, yields for 100 us, then sleeps on the futex in 1 ms steps (ranks that share
-// cores must not starve the writer); checks the peer every ~10 ms.
 void RowWindow::wait_seq(Flag* f, uint32_t seq, int peer, const char* what) {
-  std::atomic_ref<uint32_t> a(f->seq);
-  for (int i = 0; i < 256; ++i) {
-    if (a.load(std::memory_order_acquire) == seq) return;
-#if defined(__x86_64__)
-    __builtin_ia32_pause();
-#endif
-  }
-  const auto start = std::chrono::steady_clock::now();
-  auto next_check = start + std::chrono::milliseconds(10);
-  for (;;) {
-    const uint32_t v = a.load(std::memory_order_acquire);
-    if (v == seq) return;
-    const auto now = std::chrono::steady_clock::now();
-    if (now - start < std::chrono::microseconds(100)) {
-      sched_yield();
-      continue;
-    }
-    if (now >= next_check) {
-      win_->check_peer(peer);
-      if (now - start > timeout_)
-        SY_THROW(Timeout, what << ": rank " << me_ << " waited " << timeout_.count() << " ms for rank " << peer
-                               << " (call " << seq << ", shared-memory rows)");
-      next_check = now + std::chrono::milliseconds(10);
-    }
-    const timespec ts{0, 1000000};
-    syscall(SYS_futex, &f->seq, FUTEX_WAIT, v, &ts, nullptr, 0);
-  }
+  detail::wait_seq(&f->seq, seq, *win_, peer, me_, timeout_, what, ", shared-memory rows");
 }
 
 uint8_t* RowWindow::claim(int peer, int stage, uint32_t seq) {
@@ -114,8 +81,7 @@ void RowWindow::publish(int peer, int stage, uint32_t seq, int64_t rows, const S
   f->hidden = fp.hidden;
   f->experts = fp.num_experts;
   f->row_bytes = row_bytes;
-  std::atomic_ref<uint32_t>(f->seq).store(seq, std::memory_order_release);
-  syscall(SYS_futex, &f->seq, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+  detail::post_seq(&f->seq, seq);
 }
 
 const uint8_t* RowWindow::wait_rows(int peer, int stage, uint32_t seq, const StageFingerprint& fp, int64_t max_rows,
@@ -144,8 +110,7 @@ const uint8_t* RowWindow::wait_rows(int peer, int stage, uint32_t seq, const Sta
 
 void RowWindow::release(int peer, int stage, uint32_t seq) {
   Flag* f = consumed(me_, stage, peer);
-  std::atomic_ref<uint32_t>(f->seq).store(seq, std::memory_order_release);
-  syscall(SYS_futex, &f->seq, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+  detail::post_seq(&f->seq, seq);
 }
 
 }  // namespace switchyard::dispatch::detail
