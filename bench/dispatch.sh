@@ -41,21 +41,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 log() { printf '[dispatch bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-cpu_idle_pct() {
-  local a b
-  a=($(head -1 /proc/stat)); sleep 0.5; b=($(head -1 /proc/stat))
-  local total=0 i
-  for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
-  echo $(( total > 0 ? 100 * (b[4] - a[4] + b[5] - a[5]) / total : 100 ))
-}
-wait_quiet() {
-  local start=$SECONDS idle
-  while :; do
-    idle=$(cpu_idle_pct)
-    (( idle >= QUIET_IDLE || SECONDS - start >= QUIET_MAX )) && break
-  done
-  echo "$1 idle=$idle% load=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/idle.log"
-}
+source "$(dirname "$0")/quiet.sh"  # cpu_idle_pct, wait_for_idle
+wait_quiet() { echo "$1 idle=$(wait_for_idle) load=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/idle.log"; }
 
 # One line per finished run (so that a run cut short by a time limit still leaves numbers).
 run_line() {

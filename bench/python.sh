@@ -49,20 +49,8 @@ trap '[[ ${KEEP:-0} == 1 ]] || rm -rf "$OUT"' EXIT
 trap 'exit 130' INT TERM
 log() { printf '[python bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-cpu_idle_pct() {
-  local a b total=0 i
-  a=($(head -1 /proc/stat)); sleep 0.5; b=($(head -1 /proc/stat))
-  for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
-  echo $(( total > 0 ? 100 * (b[4] - a[4] + b[5] - a[5]) / total : 100 ))
-}
-wait_quiet() {
-  local start=$SECONDS idle
-  while :; do
-    idle=$(cpu_idle_pct)
-    (( idle >= QUIET_IDLE || SECONDS - start >= QUIET_MAX )) && break
-  done
-  log "$1: CPUs ${idle}% idle, load $(cut -d' ' -f1-3 /proc/loadavg)"
-}
+source "$(dirname "$0")/quiet.sh"  # cpu_idle_pct, wait_for_idle
+wait_quiet() { log "$1: CPUs $(wait_for_idle) idle, load $(cut -d' ' -f1-3 /proc/loadavg)"; }
 
 case ${MALLOC:-default} in
   default) ;;

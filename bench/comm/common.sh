@@ -73,25 +73,10 @@ tag_lat() {
   ucx_perftest_pair -t tag_lat -s 1024 -n 2000 -w 100 | awk '$1 == "Final:" {print $3; print $4 > "/dev/stderr"}'
 }
 
-# cpu_idle_pct: the CPUs' idle % over half a second.
-cpu_idle_pct() {
-  local a b
-  a=($(head -1 /proc/stat)); sleep 0.5; b=($(head -1 /proc/stat))
-  local total=0 i
-  for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
-  echo $(( total > 0 ? 100 * (b[4] - a[4] + b[5] - a[5]) / total : 100 ))
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../quiet.sh"  # cpu_idle_pct, wait_for_idle
 
-# wait_quiet NAME: waits (up to QUIET_MAX s) until the CPUs are at least QUIET_IDLE % idle;
-# logs "NAME idle=..% load=.." to $OUT_DIR/idle.log. QUIET_MAX=0: no wait, no sampling.
+# wait_quiet NAME: waits for idle CPUs (bench/quiet.sh); logs "NAME idle=..% load=.." to
+# $OUT_DIR/idle.log. QUIET_MAX=0: no wait, no sampling.
 wait_quiet() {
-  local start=$SECONDS idle=n/a
-  if (( ${QUIET_MAX:-0} > 0 )); then
-    while :; do
-      idle=$(cpu_idle_pct)
-      (( idle >= QUIET_IDLE || SECONDS - start >= QUIET_MAX )) && break
-    done
-    idle=$idle%
-  fi
-  echo "$1 idle=$idle load=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT_DIR/idle.log"
+  echo "$1 idle=$(wait_for_idle) load=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT_DIR/idle.log"
 }
