@@ -23,23 +23,11 @@ void accumulate_bf16_scalar(const uint16_t* v, int64_t n, float scale, float* ac
 void add_bf16_scalar(const uint16_t* v, int64_t n, float* acc) {
   for (int64_t i = 0; i < n; ++i) acc[i] += bf16_to_float(v[i]);
 }
-void set_scaled_bf16_scalar(const uint16_t* v, int64_t n, float scale, float* acc) {
-  for (int64_t i = 0; i < n; ++i) acc[i] = 0.0f + scale * bf16_to_float(v[i]);
-}
-void set_bf16_scalar(const uint16_t* v, int64_t n, float* acc) {
-  for (int64_t i = 0; i < n; ++i) acc[i] = 0.0f + bf16_to_float(v[i]);
-}
 void accumulate_f32_scalar(const float* v, int64_t n, float scale, float* acc) {
   for (int64_t i = 0; i < n; ++i) acc[i] += scale * v[i];
 }
 void add_f32_scalar(const float* v, int64_t n, float* acc) {
   for (int64_t i = 0; i < n; ++i) acc[i] += v[i];
-}
-void set_scaled_f32_scalar(const float* v, int64_t n, float scale, float* acc) {
-  for (int64_t i = 0; i < n; ++i) acc[i] = 0.0f + scale * v[i];
-}
-void set_f32_scalar(const float* v, int64_t n, float* acc) {
-  for (int64_t i = 0; i < n; ++i) acc[i] = 0.0f + v[i];
 }
 // Elements [i0, n) of sum_rows: per element, terms in row order from +0.
 template <bool kBf16, bool kScaled>
@@ -82,21 +70,6 @@ __attribute__((target("avx512f"))) void add_bf16_avx512(const uint16_t* v, int64
   add_bf16_scalar(v + i, n - i, acc + i);
 }
 
-__attribute__((target("avx512f"))) void set_scaled_bf16_avx512(const uint16_t* v, int64_t n, float scale,
-                                                                float* acc) {
-  const __m512 s = _mm512_set1_ps(scale), zero = _mm512_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(acc + i, _mm512_add_ps(zero, _mm512_mul_ps(s, load_bf16x16(v + i))));
-  set_scaled_bf16_scalar(v + i, n - i, scale, acc + i);
-}
-
-__attribute__((target("avx512f"))) void set_bf16_avx512(const uint16_t* v, int64_t n, float* acc) {
-  const __m512 zero = _mm512_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(acc + i, _mm512_add_ps(zero, load_bf16x16(v + i)));
-  set_bf16_scalar(v + i, n - i, acc + i);
-}
-
 // FP32 rows: the same per-element operations, 16 lanes at a time.
 __attribute__((target("avx512f"))) void accumulate_f32_avx512(const float* v, int64_t n, float scale, float* acc) {
   const __m512 s = _mm512_set1_ps(scale);
@@ -111,20 +84,6 @@ __attribute__((target("avx512f"))) void add_f32_avx512(const float* v, int64_t n
   for (; i + 16 <= n; i += 16)
     _mm512_storeu_ps(acc + i, _mm512_add_ps(_mm512_loadu_ps(acc + i), _mm512_loadu_ps(v + i)));
   add_f32_scalar(v + i, n - i, acc + i);
-}
-
-__attribute__((target("avx512f"))) void set_scaled_f32_avx512(const float* v, int64_t n, float scale, float* acc) {
-  const __m512 s = _mm512_set1_ps(scale), zero = _mm512_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(acc + i, _mm512_add_ps(zero, _mm512_mul_ps(s, _mm512_loadu_ps(v + i))));
-  set_scaled_f32_scalar(v + i, n - i, scale, acc + i);
-}
-
-__attribute__((target("avx512f"))) void set_f32_avx512(const float* v, int64_t n, float* acc) {
-  const __m512 zero = _mm512_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(acc + i, _mm512_add_ps(zero, _mm512_loadu_ps(v + i)));
-  set_f32_scalar(v + i, n - i, acc + i);
 }
 
 // bf16_from_float 16 lanes at a time: NaN -> (u >> 16) | 0x40, else (u + 0x7fff + lsb) >> 16.
@@ -196,36 +155,6 @@ bool have_avx512() {
 #endif
 
 }  // namespace
-
-void set_scaled_row(const uint8_t* row, comm::DataType t, int64_t n, float scale, float* acc) {
-  if (t == comm::DataType::kFloat32) {
-    const float* v = reinterpret_cast<const float*>(row);
-#if defined(__x86_64__)
-    if (have_avx512()) return set_scaled_f32_avx512(v, n, scale, acc);
-#endif
-    return set_scaled_f32_scalar(v, n, scale, acc);
-  }
-  const uint16_t* v = reinterpret_cast<const uint16_t*>(row);
-#if defined(__x86_64__)
-  if (have_avx512()) return set_scaled_bf16_avx512(v, n, scale, acc);
-#endif
-  set_scaled_bf16_scalar(v, n, scale, acc);
-}
-
-void set_row(const uint8_t* row, comm::DataType t, int64_t n, float* acc) {
-  if (t == comm::DataType::kFloat32) {
-    const float* v = reinterpret_cast<const float*>(row);
-#if defined(__x86_64__)
-    if (have_avx512()) return set_f32_avx512(v, n, acc);
-#endif
-    return set_f32_scalar(v, n, acc);
-  }
-  const uint16_t* v = reinterpret_cast<const uint16_t*>(row);
-#if defined(__x86_64__)
-  if (have_avx512()) return set_bf16_avx512(v, n, acc);
-#endif
-  set_bf16_scalar(v, n, acc);
-}
 
 void accumulate_row(const uint8_t* row, comm::DataType t, int64_t n, float scale, float* acc) {
   if (t == comm::DataType::kFloat32) {

@@ -16,14 +16,9 @@ namespace switchyard::dispatch::detail {
 void accumulate_row(const uint8_t* row, comm::DataType t, int64_t n, float scale, float* acc);
 // Adds an unscaled row (exact reduction of partial sums).
 void add_row(const uint8_t* row, comm::DataType t, int64_t n, float* acc);
-// First term of such a sum: acc = 0.0f + scale * value (set_scaled_row) or 0.0f + value
-// (set_row), the same bits as filling acc with +0 and calling accumulate_row / add_row
-// (-0 becomes +0), in one pass without the fill.
-void set_scaled_row(const uint8_t* row, comm::DataType t, int64_t n, float scale, float* acc);
-void set_row(const uint8_t* row, comm::DataType t, int64_t n, float* acc);
 // A whole sum in one pass: acc = (((+0) + s[0] * rows[0]) + s[1] * rows[1]) + ... over
-// `count` rows of n elements (scales == nullptr: unscaled), the same bits as set_scaled_row /
-// set_row on rows[0] and accumulate_row / add_row on the others, but each row is read once
+// `count` rows of n elements (scales == nullptr: unscaled), the same bits as filling acc with
+// +0 and calling accumulate_row / add_row on each row in order (-0 becomes +0), but each row is read once
 // and acc written once (no read-modify-write of acc per term). count == 0 gives +0.
 // acc may be one of the rows (same address), not a partial overlap.
 void sum_rows(const uint8_t* const* rows, const float* scales, int64_t count, comm::DataType t, int64_t n,

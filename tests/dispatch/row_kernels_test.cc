@@ -119,11 +119,11 @@ TEST(RowKernelsTest, AccumulateAndAddRowsMatchElementwiseFloatOps) {
   }
 }
 
-// set_scaled_row / set_row start a sum: the same bits as a +0 fill followed by
-// accumulate_row / add_row, for BF16 and FP32 rows with -0, NaN, inf and subnormals, at
+// A sum's first term: accumulate_row / add_row onto a +0 fill give (+0) + scale * x and
+// (+0) + x (-0 becomes +0), for BF16 and FP32 rows with -0, NaN, inf and subnormals, at
 // lengths around the 16-lane vector; the reference is per element in double, rounded as
-// float ops ((+0) + x turns -0 into +0). Also checks FP32 add_row against its reference.
-TEST(RowKernelsTest, SetRowsEqualZeroFillThenAccumulate) {
+// float ops.
+TEST(RowKernelsTest, FirstTermOntoZeroFillMatchesReference) {
   for (int64_t n : {1, 15, 16, 17, 1024, 7175}) {
     const std::vector<float> f32 = test_values(n, 21 + n);
     std::vector<uint16_t> bf16(n);
@@ -135,27 +135,21 @@ TEST(RowKernelsTest, SetRowsEqualZeroFillThenAccumulate) {
         return t == comm::DataType::kFloat32 ? f32[i] : bits_to_float(uint32_t(bf16[i]) << 16);
       };
       for (float scale : {1.0f, -0.75f, 0.0f}) {
-        std::vector<float> set(n + 1, 42.0f), filled(n + 1, 42.0f);
-        detail::set_scaled_row(row, t, n, scale, set.data());
+        std::vector<float> filled(n + 1, 42.0f);
         std::fill(filled.begin(), filled.begin() + n, 0.0f);
         detail::accumulate_row(row, t, n, scale, filled.data());
         for (int64_t i = 0; i < n; ++i) {
           const float want = static_cast<float>(
               0.0 + static_cast<double>(static_cast<float>(static_cast<double>(scale) * value(i))));
-          ASSERT_TRUE(float_to_bits(set[i]) == float_to_bits(want) || (std::isnan(set[i]) && std::isnan(want)))
-              << "set_scaled_row n " << n << " i " << i << ": " << set[i] << " vs " << want;
-          ASSERT_TRUE(float_to_bits(set[i]) == float_to_bits(filled[i]) || (std::isnan(set[i]) && std::isnan(filled[i])))
-              << "set_scaled_row vs fill + accumulate, n " << n << " i " << i;
+          ASSERT_TRUE(float_to_bits(filled[i]) == float_to_bits(want) || (std::isnan(filled[i]) && std::isnan(want)))
+              << "accumulate_row onto +0, n " << n << " i " << i << ": " << filled[i] << " vs " << want;
         }
-        EXPECT_EQ(set[n], 42.0f) << "wrote past the row";
+        EXPECT_EQ(filled[n], 42.0f) << "wrote past the row";
       }
-      std::vector<float> set(n), filled(n, 0.0f);
-      detail::set_row(row, t, n, set.data());
+      std::vector<float> filled(n, 0.0f);
       detail::add_row(row, t, n, filled.data());
       for (int64_t i = 0; i < n; ++i) {
         const float want = static_cast<float>(0.0 + static_cast<double>(value(i)));
-        ASSERT_TRUE(float_to_bits(set[i]) == float_to_bits(want) || (std::isnan(set[i]) && std::isnan(want)))
-            << "set_row n " << n << " i " << i;
         ASSERT_TRUE(float_to_bits(filled[i]) == float_to_bits(want) || (std::isnan(filled[i]) && std::isnan(want)))
             << "add_row onto +0, n " << n << " i " << i;
       }
@@ -163,9 +157,8 @@ TEST(RowKernelsTest, SetRowsEqualZeroFillThenAccumulate) {
   }
 }
 
-// sum_rows forms a whole sum in one pass: the same bits as set_scaled_row / set_row on the
-// first row then accumulate_row / add_row on the others (the per-term kernels checked
-// above), for 0-5 rows of BF16 and FP32 with specials, lengths around the 16- and 64-lane
+// sum_rows forms a whole sum in one pass: the same bits as a +0 fill then accumulate_row /
+// add_row term by term (the per-term kernels checked above), for 0-5 rows of BF16 and FP32 with specials, lengths around the 16- and 64-lane
 // blocks, scaled and unscaled; also with acc at the address of the first row. NaN results
 // compare as NaN (their payload is not specified: the compiler may swap an add's operands).
 TEST(RowKernelsTest, SumRowsEqualsTermByTermSum) {
@@ -195,10 +188,9 @@ TEST(RowKernelsTest, SumRowsEqualsTermByTermSum) {
           std::vector<float> want(n, 0.0f), got(n + 1, 42.0f);
           for (int c = 0; c < count; ++c) {
             if (scaled) {
-              c == 0 ? detail::set_scaled_row(rows[c], t, n, scales[c], want.data())
-                     : detail::accumulate_row(rows[c], t, n, scales[c], want.data());
+              detail::accumulate_row(rows[c], t, n, scales[c], want.data());
             } else {
-              c == 0 ? detail::set_row(rows[c], t, n, want.data()) : detail::add_row(rows[c], t, n, want.data());
+              detail::add_row(rows[c], t, n, want.data());
             }
           }
           detail::sum_rows(rows.data(), scaled ? scales : nullptr, count, t, n, got.data());
